@@ -1,1 +1,31 @@
-pub fn x(){}
+//! # cairn-index
+//!
+//! The search index of a Cairn repository: a Tantivy index derived from the database's
+//! activity log, and the machinery that keeps it trustworthy.
+//!
+//! - [`IndexSchema`] maps content types to index fields; [`document::build`] makes one
+//!   document per item.
+//! - [`Indexer`] is the only writer: it applies activities in batches and commits the
+//!   [`CompletionState`] (`LastActivityId` and gaps) in the same commit. Opening it rebuilds
+//!   an empty index, repairs one that is ahead of the database, and catches up.
+//! - [`Indexer::check_integrity`] compares the index with the database.
+//! - [`search::search`] runs a query with sort and paging and returns item ids.
+#![warn(missing_docs)]
+
+mod completion;
+pub mod document;
+mod error;
+mod indexer;
+pub mod integrity;
+mod schema;
+pub mod search;
+
+pub use completion::{CompletionState, Gap, PAYLOAD_FORMAT};
+pub use error::{IndexError, Result};
+pub use indexer::{
+    index_exists, CatchUpReport, Indexer, IndexerOptions, OpenReport, RebuildProgress,
+    StartupAction,
+};
+pub use integrity::{Difference, DifferenceKind, IntegrityReport};
+pub use schema::{names, IndexSchema, IndexedAs, KEYWORD_TOKENIZER, TEXT_TOKENIZER};
+pub use search::{search, SearchRequest, SearchResult, SortField};

@@ -1,1 +1,34 @@
-pub fn x(){}
+//! # cairn-store
+//!
+//! The source of truth of a Cairn repository: content items (`nodes`) and the append-only
+//! indexing activity log, in one database, SQLite (embedded, the default) or PostgreSQL.
+//!
+//! - [`Store`] opens a database (creating, migrating and bootstrapping it) and runs content
+//!   operations. Every operation commits its content change and exactly one [`Activity`] in
+//!   one transaction, and stamps the rows it changed with that activity's id
+//!   ([`Node::timestamp`]).
+//! - [`ContentTypes`] holds the built-in content types and their typed fields; every value
+//!   written is checked against them ([`StoreError`] says what is wrong).
+//! - [`Store::read_activities`] gives the indexer activities in one snapshot together with a
+//!   [`Horizon`] that tells when a missing id can no longer appear.
+#![warn(missing_docs)]
+
+mod activity;
+pub mod content;
+mod db;
+mod error;
+mod ids;
+mod node;
+mod ops;
+mod rows;
+mod store;
+
+pub use activity::{Activity, ActivityBatch, ActivityKind, Horizon};
+pub use content::{ContentType, ContentTypes, FieldDef, FieldKind, FieldValue};
+pub use db::Dialect;
+pub use error::{Result, StoreError};
+pub use ids::{ActivityId, NodeId};
+pub use node::{NewContent, Node, NodeRef, NodeStamp};
+pub use ops::{ImportItem, ImportOutcome, UpdateMode};
+pub use store::{DatabaseUrl, Store, WriteListener, Written};
+pub use uuid::Uuid;

@@ -1,0 +1,792 @@
+//! The indexer: the only writer of an index. It applies activities in id order, in batches,
+//! and commits the new completion state in the payload of the same commit (invariants 2-5).
+//!
+//! Applying an activity re-derives what it names (a node, or a whole subtree) from the
+//! database as it is now: delete every document the activity covers, then add the current
+//! rows. That makes applying idempotent and order-independent, so gaps filled late, repeated
+//! catch-ups and restored indexes all converge on the database.
+
+use std::collections::{HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use cairn_store::{Activity, ActivityId, ActivityKind, Horizon, Node, NodeId, Store};
+use tantivy::directory::error::LockError;
+use tantivy::directory::MmapDirectory;
+use tantivy::schema::Term;
+use tantivy::{Index, IndexReader, IndexWriter, ReloadPolicy, Searcher, TantivyError};
+
+use crate::completion::{CompletionState, Gap, PAYLOAD_FORMAT};
+use crate::document::{self, WrittenBy};
+use crate::error::{IndexError, Result};
+use crate::schema::IndexSchema;
+
+/// Settings of the indexer; every one has a sane default.
+#[derive(Clone, Debug)]
+pub struct IndexerOptions {
+    /// Memory of the Tantivy writer, in bytes, shared by its threads.
+    pub writer_memory: usize,
+    /// Indexing threads of the Tantivy writer.
+    pub writer_threads: usize,
+    /// Activities read from the database at a time.
+    pub batch_size: usize,
+    /// While catching up, commit at least after this many documents...
+    pub commit_docs: usize,
+    /// ... or this much time, whichever comes first.
+    pub commit_interval: Duration,
+    /// The periodic catch-up that heals anything a wake-up missed.
+    pub periodic: Duration,
+    /// How far below the database's last activity a rebuild looks for in-flight ids.
+    pub gap_window: i64,
+}
+
+impl Default for IndexerOptions {
+    fn default() -> Self {
+        let cpus = std::thread::available_parallelism().map_or(2, |n| n.get());
+        IndexerOptions {
+            writer_memory: 256 << 20,
+            writer_threads: cpus.clamp(1, 4),
+            batch_size: 5_000,
+            commit_docs: 200_000,
+            commit_interval: Duration::from_secs(2),
+            periodic: Duration::from_secs(30),
+            gap_window: 10_000,
+        }
+    }
+}
+
+/// What opening the index did before it was ready.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum StartupAction {
+    /// The index was usable; it caught up.
+    CaughtUp,
+    /// The index was rebuilt from the database, for the reason given.
+    Rebuilt(String),
+    /// The index was ahead of or diverged from the database and was repaired (invariant 5).
+    Repaired {
+        /// What was detected.
+        reason: String,
+        /// Documents re-derived from the database.
+        refreshed: u64,
+    },
+}
+
+/// What a catch-up did.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct CatchUpReport {
+    /// Activities applied.
+    pub activities: u64,
+    /// Documents written.
+    pub documents: u64,
+    /// Gaps whose activity appeared and was applied.
+    pub gaps_filled: u64,
+    /// Gaps dropped because no transaction in flight could still produce them.
+    pub gaps_dropped: u64,
+    /// Commits made.
+    pub commits: u64,
+}
+
+/// Progress of a rebuild.
+#[derive(Clone, Copy, Debug)]
+pub struct RebuildProgress {
+    /// Items indexed so far.
+    pub done: u64,
+    /// Items in the database when the rebuild began.
+    pub total: u64,
+}
+
+/// What opening did, and the state it left.
+#[derive(Clone, Debug)]
+pub struct OpenReport {
+    /// Rebuild, repair, or plain catch-up.
+    pub action: StartupAction,
+    /// The catch-up that followed.
+    pub catch_up: CatchUpReport,
+    /// The completion state after opening.
+    pub state: CompletionState,
+}
+
+#[derive(Default)]
+struct Signal {
+    pending: Mutex<bool>,
+    cond: Condvar,
+}
+
+impl Signal {
+    fn raise(&self) {
+        *self.pending.lock().unwrap_or_else(|p| p.into_inner()) = true;
+        self.cond.notify_all();
+    }
+    /// Waits until raised or `timeout`; clears the flag.
+    fn wait(&self, timeout: Duration) {
+        let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
+        if !*pending {
+            pending = self
+                .cond
+                .wait_timeout(pending, timeout)
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
+        }
+        *pending = false;
+    }
+}
+
+/// The index of one repository and its only writer.
+pub struct Indexer {
+    store: Arc<Store>,
+    dir: PathBuf,
+    index: Index,
+    schema: IndexSchema,
+    reader: IndexReader,
+    writer: Mutex<Option<IndexWriter>>,
+    published: Mutex<CompletionState>,
+    published_cond: Condvar,
+    signal: Arc<Signal>,
+    stopping: AtomicBool,
+    options: IndexerOptions,
+}
+
+impl std::fmt::Debug for Indexer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Indexer").field("dir", &self.dir).finish()
+    }
+}
+
+fn lock(e: TantivyError, dir: &Path) -> IndexError {
+    match e {
+        TantivyError::LockFailure(LockError::LockBusy, _) => {
+            IndexError::Locked(dir.display().to_string())
+        }
+        other => other.into(),
+    }
+}
+
+fn io(context: String) -> impl FnOnce(std::io::Error) -> IndexError {
+    move |source| IndexError::Io { context, source }
+}
+
+/// True when `dir` holds an index.
+pub fn index_exists(dir: &Path) -> bool {
+    dir.join("meta.json").exists()
+}
+
+/// Removes an index folder's contents (not the folder: it may be a mount point).
+fn clear_dir(dir: &Path) -> Result<()> {
+    for entry in std::fs::read_dir(dir).map_err(io(format!("read {}", dir.display())))? {
+        let entry = entry.map_err(io(format!("read {}", dir.display())))?;
+        let p = entry.path();
+        let r = if p.is_dir() {
+            std::fs::remove_dir_all(&p)
+        } else {
+            std::fs::remove_file(&p)
+        };
+        r.map_err(io(format!("remove {}", p.display())))?;
+    }
+    Ok(())
+}
+
+impl Indexer {
+    /// Opens the index at `dir` for `store`, taking its writer lock, and makes it current:
+    /// an empty, foreign or outdated index is rebuilt; one ahead of or diverged from the
+    /// database is repaired; then it catches up. Returns the indexer (not yet running in the
+    /// background: see [`Indexer::start`]) and what opening did.
+    pub fn open(
+        dir: &Path,
+        store: Arc<Store>,
+        options: IndexerOptions,
+        progress: &dyn Fn(RebuildProgress),
+    ) -> Result<(Arc<Indexer>, OpenReport)> {
+        std::fs::create_dir_all(dir).map_err(io(format!("create {}", dir.display())))?;
+        let schema = IndexSchema::new(store.types());
+        let mut rebuild: Option<String> = None;
+        let index = if index_exists(dir) {
+            let existing = Index::open_in_dir(dir)?;
+            if existing.schema() != schema.schema {
+                // Check the lock before wiping: a live server's index must not be touched.
+                IndexSchema::register_tokenizers(&existing);
+                drop(
+                    existing
+                        .writer_with_num_threads::<tantivy::TantivyDocument>(1, 15 << 20)
+                        .map_err(|e| lock(e, dir))?,
+                );
+                drop(existing);
+                clear_dir(dir)?;
+                rebuild = Some("the index was made by another version of Cairn".into());
+                Index::create(
+                    MmapDirectory::open(dir)?,
+                    schema.schema.clone(),
+                    Default::default(),
+                )?
+            } else {
+                existing
+            }
+        } else {
+            Index::create(
+                MmapDirectory::open(dir)?,
+                schema.schema.clone(),
+                Default::default(),
+            )?
+        };
+        IndexSchema::register_tokenizers(&index);
+        let writer: IndexWriter = index
+            .writer_with_num_threads(options.writer_threads, options.writer_memory)
+            .map_err(|e| lock(e, dir))?;
+        let payload = index.load_metas()?.payload;
+        let state = match payload.as_deref().map(CompletionState::from_payload) {
+            None => {
+                rebuild.get_or_insert_with(|| "the index is empty".into());
+                CompletionState::default()
+            }
+            Some(Err(e)) => {
+                rebuild.get_or_insert_with(|| format!("its completion state is unreadable: {e}"));
+                CompletionState::default()
+            }
+            Some(Ok(s)) if s.repository_id != store.repository_id().to_string() => {
+                rebuild.get_or_insert_with(|| {
+                    format!("it belongs to another repository ({})", s.repository_id)
+                });
+                s
+            }
+            Some(Ok(s)) => s,
+        };
+        let reader = index
+            .reader_builder()
+            .reload_policy(ReloadPolicy::Manual)
+            .try_into()?;
+        let signal = Arc::new(Signal::default());
+        let indexer = Arc::new(Indexer {
+            store: store.clone(),
+            dir: dir.to_path_buf(),
+            index,
+            schema,
+            reader,
+            writer: Mutex::new(Some(writer)),
+            published: Mutex::new(state.clone()),
+            published_cond: Condvar::new(),
+            signal: signal.clone(),
+            stopping: AtomicBool::new(false),
+            options,
+        });
+        store.on_write(Arc::new(move |_| signal.raise()));
+
+        let action = if let Some(reason) = rebuild {
+            tracing::warn!(reason = %reason, "rebuilding the index from the database");
+            indexer.rebuild(progress)?;
+            StartupAction::Rebuilt(reason)
+        } else if let Some(reason) = indexer.divergence(&state)? {
+            tracing::warn!(
+                state = %state,
+                "the index is ahead of or diverged from the database: {reason}; repairing it"
+            );
+            let refreshed = indexer.repair()?;
+            tracing::warn!(refreshed, "index repaired: {reason}");
+            StartupAction::Repaired { reason, refreshed }
+        } else {
+            StartupAction::CaughtUp
+        };
+        let catch_up = indexer.catch_up()?;
+        tracing::info!(
+            activities = catch_up.activities,
+            documents = catch_up.documents,
+            gaps_filled = catch_up.gaps_filled,
+            gaps_dropped = catch_up.gaps_dropped,
+            state = %indexer.state(),
+            "index caught up"
+        );
+        let state = indexer.state();
+        Ok((
+            indexer,
+            OpenReport {
+                action,
+                catch_up,
+                state,
+            },
+        ))
+    }
+
+    /// The store this index derives from.
+    pub fn store(&self) -> &Arc<Store> {
+        &self.store
+    }
+
+    /// The index folder.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The Tantivy index (for snapshots and searches).
+    pub fn index(&self) -> &Index {
+        &self.index
+    }
+
+    /// The schema and its field handles.
+    pub fn schema(&self) -> &IndexSchema {
+        &self.schema
+    }
+
+    /// A searcher over the last commit.
+    pub fn searcher(&self) -> Searcher {
+        self.reader.searcher()
+    }
+
+    /// The committed (and searchable) completion state.
+    pub fn state(&self) -> CompletionState {
+        self.published
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Waits until activity `id` is searchable, at most `timeout`; returns whether it is.
+    pub fn wait_for(&self, id: ActivityId, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        let mut state = self.published.lock().unwrap_or_else(|p| p.into_inner());
+        while !state.covers(id) {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return false;
+            }
+            self.signal.raise();
+            state = self
+                .published_cond
+                .wait_timeout(state, left)
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
+        }
+        true
+    }
+
+    /// Starts the background loop: catch up after every write (group commit) and
+    /// periodically. Stop it with [`Indexer::shutdown`].
+    pub fn start(self: &Arc<Self>) -> JoinHandle<()> {
+        let me = self.clone();
+        std::thread::Builder::new()
+            .name("cairn-indexer".into())
+            .spawn(move || {
+                while !me.stopping.load(Ordering::SeqCst) {
+                    me.signal.wait(me.options.periodic);
+                    if me.stopping.load(Ordering::SeqCst) {
+                        break;
+                    }
+                    match me.catch_up() {
+                        Ok(r) if r.activities > 0 || r.gaps_dropped > 0 => {
+                            tracing::debug!(
+                                activities = r.activities,
+                                documents = r.documents,
+                                "indexed"
+                            )
+                        }
+                        Ok(_) => {}
+                        Err(IndexError::ShuttingDown) => break,
+                        Err(e) => {
+                            tracing::error!("indexing failed, retrying in 1 s: {e}");
+                            std::thread::sleep(Duration::from_secs(1));
+                        }
+                    }
+                }
+            })
+            .unwrap_or_else(|e| panic!("cannot start the indexer thread: {e}"))
+    }
+
+    /// Stops the background loop (after its current batch), makes a final catch-up and
+    /// commit, and releases the writer lock.
+    pub fn shutdown(&self, handle: Option<JoinHandle<()>>) -> Result<()> {
+        self.stopping.store(true, Ordering::SeqCst);
+        self.signal.raise();
+        if let Some(h) = handle {
+            let _ = h.join();
+        }
+        let result = self.catch_up_inner(true);
+        let mut guard = self.writer.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(w) = guard.take() {
+            w.wait_merging_threads()?;
+        }
+        result.map(|_| ())
+    }
+
+    fn writer(&self) -> Result<MutexGuard<'_, Option<IndexWriter>>> {
+        let guard = self.writer.lock().unwrap_or_else(|p| p.into_inner());
+        if guard.is_none() {
+            return Err(IndexError::ShuttingDown);
+        }
+        Ok(guard)
+    }
+
+    fn commit(&self, writer: &mut IndexWriter, state: &CompletionState) -> Result<()> {
+        let mut prepared = writer.prepare_commit()?;
+        prepared.set_payload(&state.to_payload());
+        prepared.commit()?;
+        self.reader.reload()?;
+        *self.published.lock().unwrap_or_else(|p| p.into_inner()) = state.clone();
+        self.published_cond.notify_all();
+        Ok(())
+    }
+
+    /// Applies the gaps and everything after `LastActivityId`, committing as it goes.
+    pub fn catch_up(&self) -> Result<CatchUpReport> {
+        self.catch_up_inner(false)
+    }
+
+    fn catch_up_inner(&self, final_pass: bool) -> Result<CatchUpReport> {
+        let mut guard = self.writer()?;
+        let writer = guard.as_mut().ok_or(IndexError::ShuttingDown)?;
+        let mut state = self.state();
+        let mut report = CatchUpReport::default();
+        let mut dirty = false;
+        let mut docs_since_commit = 0usize;
+        let mut last_commit = Instant::now();
+        loop {
+            if !final_pass && self.stopping.load(Ordering::SeqCst) {
+                break;
+            }
+            let gap_ids = state.gap_ids();
+            let batch = self.store.read_activities(
+                state.last_activity_id,
+                &gap_ids,
+                self.options.batch_size,
+            )?;
+            let (changed, applied) =
+                advance(&mut state, &batch.activities, batch.horizon, &mut report);
+            if !changed {
+                break;
+            }
+            dirty = true;
+            let docs = self.apply(writer, &applied)?;
+            report.activities += applied.len() as u64;
+            report.documents += docs as u64;
+            docs_since_commit += docs;
+            let more = batch.activities.len() >= self.options.batch_size;
+            if !more
+                || docs_since_commit >= self.options.commit_docs
+                || last_commit.elapsed() >= self.options.commit_interval
+            {
+                self.commit(writer, &state)?;
+                report.commits += 1;
+                dirty = false;
+                docs_since_commit = 0;
+                last_commit = Instant::now();
+            }
+            if !more {
+                break;
+            }
+        }
+        if dirty {
+            self.commit(writer, &state)?;
+            report.commits += 1;
+        }
+        Ok(report)
+    }
+
+    /// Re-derives what `activities` name from the database. Returns documents written.
+    fn apply(&self, writer: &IndexWriter, activities: &[Activity]) -> Result<usize> {
+        let by_of = |a: &Activity| WrittenBy {
+            activity: a.id.0,
+            fingerprint: a.fingerprint,
+        };
+        let mut trees: Vec<(String, WrittenBy)> = Vec::new();
+        let mut nodes: HashMap<NodeId, WrittenBy> = HashMap::new();
+        for a in activities {
+            match a.kind {
+                ActivityKind::Add | ActivityKind::Update => {
+                    nodes.insert(a.node_id, by_of(a));
+                }
+                ActivityKind::Remove | ActivityKind::AddTree => {
+                    trees.push((a.path.clone(), by_of(a)))
+                }
+                ActivityKind::Move => {
+                    trees.push((a.path.clone(), by_of(a)));
+                    if let Some(old) = &a.old_path {
+                        trees.push((old.clone(), by_of(a)));
+                    }
+                }
+            }
+        }
+        let mut seen_trees = HashSet::new();
+        trees.retain(|(p, _)| seen_trees.insert(cairn_store::content::path_key(p)));
+        let mut current: HashMap<NodeId, (Node, WrittenBy)> = HashMap::new();
+        for (path, by) in &trees {
+            writer.delete_term(Term::from_field_text(
+                self.schema.in_tree,
+                &cairn_store::content::path_key(path),
+            ));
+            let mut after: Option<String> = None;
+            loop {
+                let page = self
+                    .store
+                    .scan_tree(path, after.as_deref(), self.options.batch_size)?;
+                let full = page.len() >= self.options.batch_size;
+                after = page.last().map(|n| cairn_store::content::path_key(&n.path));
+                for n in page {
+                    let entry = current.entry(n.id).or_insert((n.clone(), *by));
+                    if by.activity > entry.1.activity {
+                        *entry = (n, *by);
+                    }
+                }
+                if !full {
+                    break;
+                }
+            }
+        }
+        let wanted: Vec<NodeId> = nodes
+            .keys()
+            .filter(|id| !current.contains_key(id))
+            .copied()
+            .collect();
+        for n in self.store.nodes_by_ids(&wanted)? {
+            let by = nodes[&n.id];
+            current.insert(n.id, (n, by));
+        }
+        for id in nodes.keys().chain(current.keys()) {
+            writer.delete_term(Term::from_field_i64(self.schema.id, id.0));
+        }
+        let types = self.store.types();
+        for (node, by) in current.values() {
+            writer.add_document(document::build(&self.schema, types, node, *by))?;
+        }
+        Ok(current.len())
+    }
+
+    /// Where the database's log stands now: its last visible activity, the ids below it
+    /// that may still appear, and that activity's fingerprint.
+    fn database_position(&self) -> Result<CompletionState> {
+        let probe = self.store.read_activities(ActivityId(i64::MAX), &[], 0)?;
+        let last = probe.last_visible;
+        let from = ActivityId((last.0 - self.options.gap_window).max(0));
+        let mark = probe.horizon.mark();
+        let gaps = self
+            .store
+            .missing_activity_ids(from, last)?
+            .into_iter()
+            .map(|id| Gap { id, mark })
+            .collect();
+        let fingerprint = match self.store.activity(last)? {
+            Some(a) => a.fingerprint,
+            None => 0,
+        };
+        Ok(CompletionState {
+            format: PAYLOAD_FORMAT,
+            repository_id: self.store.repository_id().to_string(),
+            last_activity_id: last,
+            fingerprint,
+            gaps,
+        })
+    }
+
+    /// Drops every document and indexes the whole database again (invariant 3): remember the
+    /// database's position first, index every item, commit with that position; the caller
+    /// then catches up what was written meanwhile.
+    pub fn rebuild(&self, progress: &dyn Fn(RebuildProgress)) -> Result<u64> {
+        let mut guard = self.writer()?;
+        let writer = guard.as_mut().ok_or(IndexError::ShuttingDown)?;
+        let state = self.database_position()?;
+        let total = self.store.count_nodes()?;
+        let by = WrittenBy {
+            activity: state.last_activity_id.0,
+            fingerprint: state.fingerprint,
+        };
+        writer.delete_all_documents()?;
+        let types = self.store.types();
+        let mut after = NodeId(0);
+        let mut done = 0u64;
+        progress(RebuildProgress { done, total });
+        loop {
+            let page = self.store.scan_nodes(after, self.options.batch_size)?;
+            let Some(last) = page.last() else { break };
+            after = last.id;
+            for node in &page {
+                writer.add_document(document::build(&self.schema, types, node, by))?;
+            }
+            done += page.len() as u64;
+            progress(RebuildProgress {
+                done,
+                total: total.max(done),
+            });
+        }
+        self.commit(writer, &state)?;
+        tracing::info!(documents = done, state = %state, "index rebuilt");
+        Ok(done)
+    }
+
+    /// Why the index cannot be trusted against this database, if it cannot (invariant 5).
+    fn divergence(&self, state: &CompletionState) -> Result<Option<String>> {
+        if state.last_activity_id.0 == 0 {
+            return Ok(None);
+        }
+        let last = state.last_activity_id;
+        Ok(match self.store.activity(last)? {
+            Some(a) if a.fingerprint == state.fingerprint => None,
+            Some(_) => Some(format!(
+                "activity {last} in the database is not the one the index applied \
+                 (the database was restored or replaced after the index)"
+            )),
+            None => {
+                let db_last = self.store.last_activity_id()?;
+                if last > db_last {
+                    Some(format!(
+                        "the index has applied activity {last} but the database's last is \
+                         {db_last} (the database is older than the index: wrong restore order)"
+                    ))
+                } else {
+                    Some(format!("activity {last} is no longer in the database"))
+                }
+            }
+        })
+    }
+
+    /// Re-derives from the database every document written by an activity the database
+    /// does not have, and every document that differs from it; then resets the completion
+    /// state to the database's position. Returns the documents refreshed.
+    pub fn repair(&self) -> Result<u64> {
+        let mut guard = self.writer()?;
+        let writer = guard.as_mut().ok_or(IndexError::ShuttingDown)?;
+        let state = self.database_position()?;
+        let searcher = self.reader.searcher();
+        let entries = crate::integrity::index_entries(&searcher, &self.schema)?;
+        let activity_ids: Vec<ActivityId> = entries
+            .iter()
+            .map(|e| ActivityId(e.activity))
+            .collect::<HashSet<_>>()
+            .into_iter()
+            .collect();
+        let known = self.store.activity_fingerprints(&activity_ids)?;
+        let mut refresh: HashSet<i64> = entries
+            .iter()
+            .filter(|e| known.get(&ActivityId(e.activity)) != Some(&e.fingerprint))
+            .map(|e| e.id)
+            .collect();
+        for d in crate::integrity::compare(&self.store, &entries)? {
+            refresh.insert(d.node_id);
+        }
+        let ids: Vec<NodeId> = refresh.iter().map(|&i| NodeId(i)).collect();
+        for id in &ids {
+            writer.delete_term(Term::from_field_i64(self.schema.id, id.0));
+        }
+        let by = WrittenBy {
+            activity: state.last_activity_id.0,
+            fingerprint: state.fingerprint,
+        };
+        let types = self.store.types();
+        for node in self.store.nodes_by_ids(&ids)? {
+            writer.add_document(document::build(&self.schema, types, &node, by))?;
+        }
+        self.commit(writer, &state)?;
+        Ok(ids.len() as u64)
+    }
+}
+
+/// Moves `state` forward over `activities` (read in one snapshot with `horizon`): fills
+/// gaps that appeared, records new gaps, drops gaps that can no longer be filled. Returns
+/// whether anything changed and the activities to apply.
+fn advance(
+    state: &mut CompletionState,
+    activities: &[Activity],
+    horizon: Horizon,
+    report: &mut CatchUpReport,
+) -> (bool, Vec<Activity>) {
+    let mut changed = false;
+    let found: HashSet<ActivityId> = activities.iter().map(|a| a.id).collect();
+    let before = state.gaps.len();
+    state.gaps.retain(|g| !found.contains(&g.id));
+    report.gaps_filled += (before - state.gaps.len()) as u64;
+    changed |= before != state.gaps.len();
+    let mark = horizon.mark();
+    let mut applied = Vec::with_capacity(activities.len());
+    let mut expected = state.last_activity_id.0 + 1;
+    for a in activities {
+        if a.id > state.last_activity_id {
+            for missing in expected.max(state.last_activity_id.0 + 1)..a.id.0 {
+                state.gaps.push(Gap {
+                    id: ActivityId(missing),
+                    mark,
+                });
+            }
+            expected = a.id.0 + 1;
+        }
+        applied.push(a.clone());
+    }
+    if let Some(last) = activities
+        .iter()
+        .filter(|a| a.id > state.last_activity_id)
+        .last()
+    {
+        state.last_activity_id = last.id;
+        state.fingerprint = last.fingerprint;
+        changed = true;
+    }
+    let before = state.gaps.len();
+    // A gap first missed by this very read settles only if nothing was in flight.
+    state.gaps.retain(|g| !horizon.settles(g.mark));
+    let dropped = before - state.gaps.len();
+    if dropped > 0 {
+        tracing::info!(
+            dropped,
+            "dropped gaps that no transaction in flight can fill (rolled back)"
+        );
+    }
+    report.gaps_dropped += dropped as u64;
+    changed |= dropped > 0;
+    (changed, applied)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use cairn_store::NodeId;
+
+    fn act(id: i64) -> Activity {
+        Activity {
+            id: ActivityId(id),
+            kind: ActivityKind::Update,
+            node_id: NodeId(1),
+            path: "/Root".into(),
+            old_path: None,
+            creation_date: time::OffsetDateTime::UNIX_EPOCH,
+            fingerprint: id * 10,
+        }
+    }
+
+    #[test]
+    fn gaps_are_kept_until_the_horizon_passes_them() {
+        let mut s = CompletionState::default();
+        let mut r = CatchUpReport::default();
+        let h1 = Horizon::Snapshot {
+            xmin: 100,
+            xmax: 105,
+        };
+        let (changed, applied) = advance(&mut s, &[act(1), act(2), act(5)], h1, &mut r);
+        assert!(changed);
+        assert_eq!(applied.len(), 3);
+        assert_eq!(s.to_string(), "5(3,4)");
+        assert_eq!(s.fingerprint, 50);
+        // 4 commits late; 3 is still missing but transactions from before are still running.
+        let h2 = Horizon::Snapshot {
+            xmin: 104,
+            xmax: 110,
+        };
+        advance(&mut s, &[act(4)], h2, &mut r);
+        assert_eq!(s.to_string(), "5(3)");
+        assert_eq!(r.gaps_filled, 1);
+        // Everything in flight at the first read has finished: 3 was rolled back.
+        let h3 = Horizon::Snapshot {
+            xmin: 105,
+            xmax: 111,
+        };
+        let (changed, _) = advance(&mut s, &[], h3, &mut r);
+        assert!(changed);
+        assert_eq!(s.to_string(), "5");
+        assert_eq!(r.gaps_dropped, 1);
+        let (changed, _) = advance(&mut s, &[], h3, &mut r);
+        assert!(!changed);
+    }
+
+    #[test]
+    fn sqlite_never_keeps_gaps() {
+        let mut s = CompletionState::default();
+        let mut r = CatchUpReport::default();
+        advance(&mut s, &[act(1), act(3)], Horizon::AllCommitted, &mut r);
+        assert_eq!(s.to_string(), "3");
+    }
+}

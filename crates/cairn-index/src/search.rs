@@ -1,0 +1,121 @@
+//! Search building blocks: run a Tantivy query with sort, top and skip; get item ids and
+//! the total count.
+
+use cairn_store::NodeId;
+use tantivy::collector::sort_key::SortByErasedType;
+use tantivy::collector::{Count, TopDocs};
+use tantivy::query::Query;
+use tantivy::{DocAddress, Order, Searcher};
+
+use crate::error::{IndexError, Result};
+use crate::schema::IndexSchema;
+
+/// The most sort keys a search takes.
+pub const MAX_SORT_KEYS: usize = 3;
+
+/// One sort key.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SortField {
+    /// The field name (case-sensitive).
+    pub field: String,
+    /// Descending when true.
+    pub descending: bool,
+}
+
+/// A search: the query, the sort (relevance when empty), and the page.
+pub struct SearchRequest<'q> {
+    /// What to match.
+    pub query: &'q dyn Query,
+    /// Sort keys, most significant first.
+    pub sort: Vec<SortField>,
+    /// How many ids to return at most.
+    pub top: usize,
+    /// How many to skip first.
+    pub skip: usize,
+}
+
+/// Ids of one page of hits, and how many items matched in all.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SearchResult {
+    /// The page, in order.
+    pub ids: Vec<NodeId>,
+    /// All matches.
+    pub total: usize,
+}
+
+fn key(schema: &IndexSchema, s: &SortField) -> Result<(SortByErasedType, Order)> {
+    match schema.field(&s.field) {
+        Some((_, as_)) if as_.is_sortable() => Ok((
+            SortByErasedType::for_field(&s.field),
+            if s.descending {
+                Order::Desc
+            } else {
+                Order::Asc
+            },
+        )),
+        Some(_) => Err(IndexError::InvalidSearch(format!(
+            "field {} is full text and cannot sort",
+            s.field
+        ))),
+        None => Err(IndexError::InvalidSearch(format!(
+            "unknown field {}",
+            s.field
+        ))),
+    }
+}
+
+/// Runs `req` on `searcher`.
+pub fn search(
+    searcher: &Searcher,
+    schema: &IndexSchema,
+    req: &SearchRequest<'_>,
+) -> Result<SearchResult> {
+    if req.sort.len() > MAX_SORT_KEYS {
+        return Err(IndexError::InvalidSearch(format!(
+            "at most {MAX_SORT_KEYS} sort fields"
+        )));
+    }
+    let keys = req
+        .sort
+        .iter()
+        .map(|s| key(schema, s))
+        .collect::<Result<Vec<_>>>()?;
+    let total;
+    let addrs: Vec<DocAddress>;
+    if req.top == 0 {
+        total = searcher.search(req.query, &Count)?;
+        addrs = Vec::new();
+    } else {
+        let top = TopDocs::with_limit(req.top).and_offset(req.skip);
+        let mut it = keys.into_iter();
+        (addrs, total) = match (it.next(), it.next(), it.next()) {
+            (None, _, _) => {
+                let (hits, n) = searcher.search(req.query, &(top.order_by_score(), Count))?;
+                (hits.into_iter().map(|h| h.1).collect(), n)
+            }
+            (Some(a), None, _) => {
+                let (hits, n) = searcher.search(req.query, &(top.order_by(a), Count))?;
+                (hits.into_iter().map(|h| h.1).collect(), n)
+            }
+            (Some(a), Some(b), None) => {
+                let (hits, n) = searcher.search(req.query, &(top.order_by((a, b)), Count))?;
+                (hits.into_iter().map(|h| h.1).collect(), n)
+            }
+            (Some(a), Some(b), Some(c)) => {
+                let (hits, n) = searcher.search(req.query, &(top.order_by((a, b, c)), Count))?;
+                (hits.into_iter().map(|h| h.1).collect(), n)
+            }
+        };
+    }
+    let mut ids = Vec::with_capacity(addrs.len());
+    for addr in addrs {
+        let col = searcher
+            .segment_reader(addr.segment_ord)
+            .fast_fields()
+            .i64("Id")?;
+        if let Some(id) = col.first(addr.doc_id) {
+            ids.push(NodeId(id));
+        }
+    }
+    Ok(SearchResult { ids, total })
+}

@@ -1,0 +1,253 @@
+//! Typed field values and their JSON form, checked against the field's definition.
+
+use serde_json::Value;
+use time::format_description::well_known::Rfc3339;
+use time::macros::format_description;
+use time::{OffsetDateTime, PrimitiveDateTime, UtcOffset};
+
+use super::types::{FieldDef, FieldKind};
+use crate::error::{Result, StoreError};
+use crate::ids::NodeId;
+
+/// The most characters a ShortText value may hold.
+pub const MAX_SHORT_TEXT: usize = 450;
+/// The most bytes a LongText value may hold.
+pub const MAX_LONG_TEXT: usize = 4 << 20;
+
+/// A checked value of one field.
+#[derive(Clone, Debug, PartialEq)]
+pub enum FieldValue {
+    /// ShortText or LongText.
+    Text(String),
+    /// Integer.
+    Integer(i64),
+    /// Number (finite).
+    Number(f64),
+    /// Boolean.
+    Boolean(bool),
+    /// DateTime, in UTC.
+    DateTime(OffsetDateTime),
+    /// Reference: ids of other items.
+    Reference(Vec<NodeId>),
+    /// Choice: canonical spellings of the chosen options.
+    Choice(Vec<String>),
+}
+
+fn invalid(def: &FieldDef, reason: impl Into<String>) -> StoreError {
+    StoreError::InvalidValue {
+        field: def.name.to_string(),
+        reason: reason.into(),
+    }
+}
+
+fn kind_of(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+/// Parses a date as sensenet clients send it: RFC 3339, or without an offset (taken as UTC),
+/// or a bare date (midnight UTC).
+pub fn parse_date(s: &str) -> Option<OffsetDateTime> {
+    if let Ok(d) = OffsetDateTime::parse(s, &Rfc3339) {
+        return Some(d.to_offset(UtcOffset::UTC));
+    }
+    let no_offset = format_description!(
+        version = 2,
+        "[year]-[month]-[day]T[hour]:[minute]:[second][optional [.[subsecond]]]"
+    );
+    if let Ok(d) = PrimitiveDateTime::parse(s, no_offset) {
+        return Some(d.assume_utc());
+    }
+    let date_only = format_description!("[year]-[month]-[day]");
+    time::Date::parse(s, date_only)
+        .ok()
+        .map(|d| d.midnight().assume_utc())
+}
+
+/// Formats a date as RFC 3339 in UTC (`2024-03-05T10:20:30Z`).
+pub fn format_date(d: OffsetDateTime) -> String {
+    d.to_offset(UtcOffset::UTC)
+        .format(&Rfc3339)
+        .unwrap_or_else(|_| d.unix_timestamp().to_string())
+}
+
+fn as_i64(def: &FieldDef, v: &Value) -> Result<i64> {
+    match v {
+        Value::Number(n) => n
+            .as_i64()
+            .or_else(|| {
+                n.as_f64()
+                    .filter(|f| f.fract() == 0.0 && f.abs() < 9.0e15)
+                    .map(|f| f as i64)
+            })
+            .ok_or_else(|| invalid(def, format!("expected an integer, got {n}"))),
+        other => Err(invalid(
+            def,
+            format!("expected an integer, got {}", kind_of(other)),
+        )),
+    }
+}
+
+fn list(v: &Value) -> Vec<&Value> {
+    match v {
+        Value::Array(items) => items.iter().collect(),
+        single => vec![single],
+    }
+}
+
+impl FieldValue {
+    /// Checks a JSON value against `def`. `Ok(None)` means null: the field is cleared.
+    pub fn from_json(def: &FieldDef, v: &Value) -> Result<Option<FieldValue>> {
+        if v.is_null() {
+            return Ok(None);
+        }
+        let value = match def.kind {
+            FieldKind::ShortText | FieldKind::LongText => {
+                let Value::String(s) = v else {
+                    return Err(invalid(
+                        def,
+                        format!("expected a string, got {}", kind_of(v)),
+                    ));
+                };
+                if def.kind == FieldKind::ShortText && s.chars().count() > MAX_SHORT_TEXT {
+                    return Err(invalid(def, "longer than 450 characters"));
+                }
+                if s.len() > MAX_LONG_TEXT {
+                    return Err(invalid(def, "longer than 4 MiB"));
+                }
+                FieldValue::Text(s.clone())
+            }
+            FieldKind::Integer => FieldValue::Integer(as_i64(def, v)?),
+            FieldKind::Number => match v.as_f64() {
+                Some(f) if f.is_finite() => FieldValue::Number(f),
+                _ => {
+                    return Err(invalid(
+                        def,
+                        format!("expected a number, got {}", kind_of(v)),
+                    ))
+                }
+            },
+            FieldKind::Boolean => match v {
+                Value::Bool(b) => FieldValue::Boolean(*b),
+                _ => {
+                    return Err(invalid(
+                        def,
+                        format!("expected true or false, got {}", kind_of(v)),
+                    ))
+                }
+            },
+            FieldKind::DateTime => match v.as_str().and_then(parse_date) {
+                Some(d) => FieldValue::DateTime(d),
+                None => return Err(invalid(def, "expected a date like 2024-03-05T10:20:30Z")),
+            },
+            FieldKind::Reference => {
+                let items = list(v);
+                if !def.multiple && items.len() > 1 {
+                    return Err(invalid(def, "takes one reference"));
+                }
+                let mut ids = Vec::with_capacity(items.len());
+                for item in items {
+                    let id = as_i64(def, item)?;
+                    if id <= 0 {
+                        return Err(invalid(def, format!("{id} is not a content id")));
+                    }
+                    ids.push(NodeId(id));
+                }
+                FieldValue::Reference(ids)
+            }
+            FieldKind::Choice => {
+                let items = list(v);
+                if !def.multiple && items.len() > 1 {
+                    return Err(invalid(def, "takes one option"));
+                }
+                let mut chosen = Vec::with_capacity(items.len());
+                for item in items {
+                    let s = item.as_str().ok_or_else(|| {
+                        invalid(def, format!("expected an option, got {}", kind_of(item)))
+                    })?;
+                    let canonical = def
+                        .choices
+                        .iter()
+                        .find(|c| c.eq_ignore_ascii_case(s))
+                        .ok_or_else(|| {
+                            invalid(
+                                def,
+                                format!("{s:?} is not one of {}", def.choices.join(", ")),
+                            )
+                        })?;
+                    chosen.push(canonical.to_string());
+                }
+                FieldValue::Choice(chosen)
+            }
+        };
+        Ok(Some(value))
+    }
+
+    /// The JSON form, as stored in `nodes.fields` and returned by the API.
+    pub fn to_json(&self, def: &FieldDef) -> Value {
+        match self {
+            FieldValue::Text(s) => Value::String(s.clone()),
+            FieldValue::Integer(i) => Value::from(*i),
+            FieldValue::Number(f) => Value::from(*f),
+            FieldValue::Boolean(b) => Value::Bool(*b),
+            FieldValue::DateTime(d) => Value::String(format_date(*d)),
+            FieldValue::Reference(ids) if !def.multiple && ids.len() == 1 => Value::from(ids[0].0),
+            FieldValue::Reference(ids) => ids.iter().map(|i| Value::from(i.0)).collect(),
+            FieldValue::Choice(c) => c.iter().map(|s| Value::String(s.clone())).collect(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::content::ContentTypes;
+    use serde_json::json;
+
+    #[test]
+    fn checks_values_by_kind() {
+        let types = ContentTypes::built_in();
+        let a = types.get("Article").unwrap();
+        let f = |n| a.field(n).unwrap();
+        assert_eq!(
+            FieldValue::from_json(f("ReadCount"), &json!(3)).unwrap(),
+            Some(FieldValue::Integer(3))
+        );
+        assert!(FieldValue::from_json(f("ReadCount"), &json!("3")).is_err());
+        assert!(FieldValue::from_json(f("ReadCount"), &json!(3.5)).is_err());
+        assert!(FieldValue::from_json(f("Rating"), &json!("x")).is_err());
+        assert!(FieldValue::from_json(f("Pinned"), &json!(1)).is_err());
+        assert!(FieldValue::from_json(f("PublishDate"), &json!("yesterday")).is_err());
+        let d = FieldValue::from_json(f("PublishDate"), &json!("2024-03-05T10:20:30+02:00"))
+            .unwrap()
+            .unwrap();
+        assert_eq!(d.to_json(f("PublishDate")), json!("2024-03-05T08:20:30Z"));
+        assert_eq!(
+            FieldValue::from_json(f("Category"), &json!("news")).unwrap(),
+            Some(FieldValue::Choice(vec!["News".into()]))
+        );
+        assert!(FieldValue::from_json(f("Category"), &json!("Gossip")).is_err());
+        assert!(FieldValue::from_json(f("Related"), &json!([1, -2])).is_err());
+        assert_eq!(
+            FieldValue::from_json(f("Body"), &json!(null)).unwrap(),
+            None
+        );
+        assert!(FieldValue::from_json(f("Subtitle"), &json!("x".repeat(451))).is_err());
+    }
+
+    #[test]
+    fn dates_without_offset_are_utc() {
+        let d = parse_date("2024-03-05T10:20:30").unwrap();
+        assert_eq!(format_date(d), "2024-03-05T10:20:30Z");
+        assert_eq!(
+            format_date(parse_date("2024-03-05").unwrap()),
+            "2024-03-05T00:00:00Z"
+        );
+    }
+}

@@ -1,0 +1,139 @@
+//! The two databases behind one narrow interface: run SQL with positional parameters inside
+//! a write transaction or a read snapshot. Everything above it (operations, activity reads)
+//! is written once in the SQL the two dialects share.
+
+pub(crate) mod postgres;
+pub(crate) mod schema;
+pub(crate) mod sqlite;
+
+use crate::error::{Result, StoreError};
+
+/// Which database a connection talks to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Dialect {
+    /// Embedded SQLite.
+    Sqlite,
+    /// PostgreSQL.
+    Postgres,
+}
+
+/// A positional statement parameter (`$1`, `$2`, ...).
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Param<'a> {
+    Null,
+    I64(i64),
+    Text(&'a str),
+}
+
+impl From<i64> for Param<'_> {
+    fn from(v: i64) -> Self {
+        Param::I64(v)
+    }
+}
+
+impl<'a> From<&'a str> for Param<'a> {
+    fn from(v: &'a str) -> Self {
+        Param::Text(v)
+    }
+}
+
+impl<'a> From<Option<i64>> for Param<'a> {
+    fn from(v: Option<i64>) -> Self {
+        v.map_or(Param::Null, Param::I64)
+    }
+}
+
+/// A column value read back.
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) enum Value {
+    Null,
+    I64(i64),
+    F64(f64),
+    Text(String),
+}
+
+/// One result row.
+#[derive(Clone, Debug)]
+pub(crate) struct Row(pub Vec<Value>);
+
+impl Row {
+    fn corrupt(&self, i: usize, want: &str) -> StoreError {
+        StoreError::Corrupt(format!(
+            "column {i}: expected {want}, found {:?}",
+            self.0.get(i)
+        ))
+    }
+    pub fn i64(&self, i: usize) -> Result<i64> {
+        match self.0.get(i) {
+            Some(Value::I64(v)) => Ok(*v),
+            _ => Err(self.corrupt(i, "an integer")),
+        }
+    }
+    pub fn opt_i64(&self, i: usize) -> Result<Option<i64>> {
+        match self.0.get(i) {
+            Some(Value::Null) => Ok(None),
+            _ => self.i64(i).map(Some),
+        }
+    }
+    pub fn text(&self, i: usize) -> Result<String> {
+        match self.0.get(i) {
+            Some(Value::Text(v)) => Ok(v.clone()),
+            _ => Err(self.corrupt(i, "text")),
+        }
+    }
+    pub fn opt_text(&self, i: usize) -> Result<Option<String>> {
+        match self.0.get(i) {
+            Some(Value::Null) => Ok(None),
+            _ => self.text(i).map(Some),
+        }
+    }
+}
+
+/// A connection inside a transaction: the only thing operations see of a database.
+pub(crate) trait Conn {
+    fn dialect(&self) -> Dialect;
+    /// Runs a statement, returns the number of rows it changed.
+    fn execute(&mut self, sql: &str, params: &[Param<'_>]) -> Result<u64>;
+    /// Runs a query, returns its rows.
+    fn query(&mut self, sql: &str, params: &[Param<'_>]) -> Result<Vec<Row>>;
+}
+
+impl dyn Conn + '_ {
+    pub fn query_opt(&mut self, sql: &str, params: &[Param<'_>]) -> Result<Option<Row>> {
+        Ok(self.query(sql, params)?.into_iter().next())
+    }
+    pub fn query_i64(&mut self, sql: &str, params: &[Param<'_>]) -> Result<i64> {
+        match self.query_opt(sql, params)? {
+            Some(row) => row.i64(0),
+            None => Err(StoreError::Corrupt(format!("no row from {sql}"))),
+        }
+    }
+}
+
+/// The body of a transaction; it may run more than once when the database asks for a retry.
+pub(crate) type TxBody<'f> = dyn FnMut(&mut dyn Conn) -> Result<()> + 'f;
+
+/// A database: write transactions and read snapshots over pooled connections.
+pub(crate) trait Backend: Send + Sync {
+    fn dialect(&self) -> Dialect;
+    /// Runs `body` in a write transaction; commits when it returns `Ok`, rolls back otherwise.
+    fn write(&self, body: &mut TxBody<'_>) -> Result<()>;
+    /// Runs `body` in a read-only snapshot, and returns that snapshot's horizon.
+    fn read(&self, body: &mut TxBody<'_>) -> Result<crate::activity::Horizon>;
+}
+
+impl StoreError {
+    /// True when the database rejected a row for a duplicate key.
+    pub(crate) fn is_unique_violation(&self) -> bool {
+        match self {
+            StoreError::Sqlite(rusqlite::Error::SqliteFailure(e, _)) => {
+                e.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_UNIQUE
+                    || e.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_PRIMARYKEY
+            }
+            StoreError::Postgres(e) => {
+                e.code() == Some(&::postgres::error::SqlState::UNIQUE_VIOLATION)
+            }
+            _ => false,
+        }
+    }
+}

@@ -1,0 +1,133 @@
+//! Versioned schema migrations, one list per dialect. The version lives in `meta`; a
+//! database newer than this build is refused rather than misread.
+
+use super::{Conn, Dialect, Param};
+use crate::error::{Result, StoreError};
+
+/// The newest schema version this build writes.
+pub(crate) const SCHEMA_VERSION: i64 = 1;
+
+const SQLITE_V1: &str = "
+CREATE TABLE nodes (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    parent_id INTEGER REFERENCES nodes(id),
+    name TEXT NOT NULL,
+    path TEXT NOT NULL,
+    path_key TEXT NOT NULL UNIQUE,
+    type TEXT NOT NULL,
+    display_name TEXT NOT NULL DEFAULT '',
+    description TEXT NOT NULL DEFAULT '',
+    idx INTEGER NOT NULL DEFAULT 0,
+    creation_date INTEGER NOT NULL,
+    modification_date INTEGER NOT NULL,
+    created_by INTEGER,
+    modified_by INTEGER,
+    timestamp INTEGER NOT NULL,
+    fields TEXT NOT NULL DEFAULT '{}'
+);
+CREATE INDEX nodes_parent ON nodes(parent_id);
+CREATE TABLE indexing_activities (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    activity_type TEXT NOT NULL,
+    node_id INTEGER NOT NULL,
+    path TEXT NOT NULL,
+    old_path TEXT,
+    creation_date INTEGER NOT NULL,
+    fingerprint INTEGER NOT NULL
+);
+";
+
+const POSTGRES_V1: &str = "
+CREATE TABLE nodes (
+    id BIGSERIAL PRIMARY KEY,
+    parent_id BIGINT REFERENCES nodes(id),
+    name TEXT NOT NULL,
+    path TEXT NOT NULL,
+    path_key TEXT COLLATE \"C\" NOT NULL UNIQUE,
+    type TEXT NOT NULL,
+    display_name TEXT NOT NULL DEFAULT '',
+    description TEXT NOT NULL DEFAULT '',
+    idx BIGINT NOT NULL DEFAULT 0,
+    creation_date BIGINT NOT NULL,
+    modification_date BIGINT NOT NULL,
+    created_by BIGINT,
+    modified_by BIGINT,
+    timestamp BIGINT NOT NULL,
+    fields TEXT NOT NULL DEFAULT '{}'
+);
+CREATE INDEX nodes_parent ON nodes(parent_id);
+CREATE TABLE indexing_activities (
+    id BIGSERIAL PRIMARY KEY,
+    activity_type TEXT NOT NULL,
+    node_id BIGINT NOT NULL,
+    path TEXT NOT NULL,
+    old_path TEXT,
+    creation_date BIGINT NOT NULL,
+    fingerprint BIGINT NOT NULL
+);
+";
+
+fn migrations(dialect: Dialect) -> &'static [&'static str] {
+    match dialect {
+        Dialect::Sqlite => &[SQLITE_V1],
+        Dialect::Postgres => &[POSTGRES_V1],
+    }
+}
+
+/// Brings the schema to [`SCHEMA_VERSION`], inside the caller's write transaction.
+pub(crate) fn migrate(conn: &mut dyn Conn) -> Result<()> {
+    let dialect = conn.dialect();
+    if dialect == Dialect::Postgres {
+        // Several web nodes may start at once against one database.
+        conn.execute("SELECT pg_advisory_xact_lock(727274)", &[])?;
+    }
+    conn.execute(
+        "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
+        &[],
+    )?;
+    let found = match conn.query_opt("SELECT value FROM meta WHERE key = 'schema_version'", &[])? {
+        Some(row) => row
+            .text(0)?
+            .parse::<i64>()
+            .map_err(|_| StoreError::Corrupt("meta.schema_version is not a number".into()))?,
+        None => 0,
+    };
+    if found > SCHEMA_VERSION {
+        return Err(StoreError::SchemaTooNew {
+            found,
+            supported: SCHEMA_VERSION,
+        });
+    }
+    for (i, script) in migrations(dialect).iter().enumerate() {
+        let version = i as i64 + 1;
+        if version <= found {
+            continue;
+        }
+        for statement in script.split(';').map(str::trim).filter(|s| !s.is_empty()) {
+            conn.execute(statement, &[])?;
+        }
+        tracing::info!(version, "applied schema migration");
+    }
+    if found < SCHEMA_VERSION {
+        let v = SCHEMA_VERSION.to_string();
+        set_meta(conn, "schema_version", &v)?;
+    }
+    Ok(())
+}
+
+/// Writes a `meta` entry.
+pub(crate) fn set_meta(conn: &mut dyn Conn, key: &str, value: &str) -> Result<()> {
+    conn.execute(
+        "INSERT INTO meta (key, value) VALUES ($1, $2) \
+         ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+        &[Param::Text(key), Param::Text(value)],
+    )?;
+    Ok(())
+}
+
+/// Reads a `meta` entry.
+pub(crate) fn get_meta(conn: &mut dyn Conn, key: &str) -> Result<Option<String>> {
+    conn.query_opt("SELECT value FROM meta WHERE key = $1", &[Param::Text(key)])?
+        .map(|r| r.text(0))
+        .transpose()
+}

@@ -1,0 +1,165 @@
+//! SQLite: one writer connection behind a mutex (SQLite has one writer anyway) and a pool
+//! of reader connections, in WAL mode so readers see a snapshot while the writer works.
+
+use std::borrow::Cow;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use rusqlite::types::ValueRef;
+use rusqlite::Connection;
+
+use super::{Backend, Conn, Dialect, Param, Row, TxBody, Value};
+use crate::activity::Horizon;
+use crate::error::{Result, StoreError};
+
+/// Settings of the SQLite connections.
+#[derive(Clone, Debug)]
+pub struct SqliteOptions {
+    /// Page cache per connection, in KiB.
+    pub cache_kib: i64,
+}
+
+impl Default for SqliteOptions {
+    fn default() -> Self {
+        SqliteOptions { cache_kib: 65_536 }
+    }
+}
+
+pub(crate) struct SqliteBackend {
+    path: PathBuf,
+    options: SqliteOptions,
+    writer: Mutex<Connection>,
+    readers: Mutex<Vec<Connection>>,
+}
+
+fn open_connection(path: &Path, options: &SqliteOptions) -> Result<Connection> {
+    let conn = Connection::open(path)?;
+    conn.busy_timeout(Duration::from_secs(30))?;
+    conn.pragma_update(None, "journal_mode", "WAL")?;
+    // NORMAL in WAL mode loses no committed transaction when the process dies; only a power
+    // loss may drop the last ones, which the index then never saw either.
+    conn.pragma_update(None, "synchronous", "NORMAL")?;
+    conn.pragma_update(None, "foreign_keys", "ON")?;
+    conn.pragma_update(None, "cache_size", -options.cache_kib)?;
+    conn.set_prepared_statement_cache_capacity(64);
+    Ok(conn)
+}
+
+impl SqliteBackend {
+    pub fn open(path: &Path, options: SqliteOptions) -> Result<Self> {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|e| {
+                StoreError::Corrupt(format!("cannot create folder {}: {e}", dir.display()))
+            })?;
+        }
+        let writer = open_connection(path, &options)?;
+        Ok(SqliteBackend {
+            path: path.to_path_buf(),
+            options,
+            writer: Mutex::new(writer),
+            readers: Mutex::new(Vec::new()),
+        })
+    }
+
+    fn take_reader(&self) -> Result<Connection> {
+        let pooled = self.readers.lock().unwrap_or_else(|p| p.into_inner()).pop();
+        match pooled {
+            Some(c) => Ok(c),
+            None => open_connection(&self.path, &self.options),
+        }
+    }
+}
+
+/// SQLite takes `?N` for positional parameters; the shared SQL is written with `$N`.
+fn sqlite_sql(sql: &str) -> Cow<'_, str> {
+    if sql.contains('$') {
+        Cow::Owned(sql.replace('$', "?"))
+    } else {
+        Cow::Borrowed(sql)
+    }
+}
+
+struct SqliteConn<'c>(&'c Connection);
+
+impl rusqlite::ToSql for Param<'_> {
+    fn to_sql(&self) -> rusqlite::Result<rusqlite::types::ToSqlOutput<'_>> {
+        use rusqlite::types::{ToSqlOutput, Value as V};
+        Ok(match *self {
+            Param::Null => ToSqlOutput::Owned(V::Null),
+            Param::I64(v) => ToSqlOutput::Owned(V::Integer(v)),
+            Param::Text(s) => ToSqlOutput::Borrowed(ValueRef::Text(s.as_bytes())),
+        })
+    }
+}
+
+impl Conn for SqliteConn<'_> {
+    fn dialect(&self) -> Dialect {
+        Dialect::Sqlite
+    }
+
+    fn execute(&mut self, sql: &str, params: &[Param<'_>]) -> Result<u64> {
+        let mut stmt = self.0.prepare_cached(&sqlite_sql(sql))?;
+        Ok(stmt.execute(rusqlite::params_from_iter(params.iter()))? as u64)
+    }
+
+    fn query(&mut self, sql: &str, params: &[Param<'_>]) -> Result<Vec<Row>> {
+        let mut stmt = self.0.prepare_cached(&sqlite_sql(sql))?;
+        let width = stmt.column_count();
+        let mut rows = stmt.query(rusqlite::params_from_iter(params.iter()))?;
+        let mut out = Vec::new();
+        while let Some(r) = rows.next()? {
+            let mut values = Vec::with_capacity(width);
+            for i in 0..width {
+                values.push(match r.get_ref(i)? {
+                    ValueRef::Null => Value::Null,
+                    ValueRef::Integer(v) => Value::I64(v),
+                    ValueRef::Real(v) => Value::F64(v),
+                    ValueRef::Text(t) | ValueRef::Blob(t) => {
+                        Value::Text(String::from_utf8_lossy(t).into_owned())
+                    }
+                });
+            }
+            out.push(Row(values));
+        }
+        Ok(out)
+    }
+}
+
+fn in_transaction(conn: &Connection, begin: &str, body: &mut TxBody<'_>) -> Result<()> {
+    conn.execute_batch(begin)?;
+    match body(&mut SqliteConn(conn)) {
+        Ok(()) => match conn.execute_batch("COMMIT") {
+            Ok(()) => Ok(()),
+            Err(e) => {
+                let _ = conn.execute_batch("ROLLBACK");
+                Err(e.into())
+            }
+        },
+        Err(e) => {
+            let _ = conn.execute_batch("ROLLBACK");
+            Err(e)
+        }
+    }
+}
+
+impl Backend for SqliteBackend {
+    fn dialect(&self) -> Dialect {
+        Dialect::Sqlite
+    }
+
+    fn write(&self, body: &mut TxBody<'_>) -> Result<()> {
+        let conn = self.writer.lock().unwrap_or_else(|p| p.into_inner());
+        in_transaction(&conn, "BEGIN IMMEDIATE", body)
+    }
+
+    fn read(&self, body: &mut TxBody<'_>) -> Result<Horizon> {
+        let conn = self.take_reader()?;
+        let result = in_transaction(&conn, "BEGIN", body);
+        self.readers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(conn);
+        result.map(|()| Horizon::AllCommitted)
+    }
+}

@@ -1,0 +1,92 @@
+//! The store's error type: every way a content operation or a database call can fail.
+
+use thiserror::Error;
+
+/// Errors of the store. Input errors (names, types, fields, values, conflicts) are distinct
+/// variants so that callers can map them to client errors; database faults carry their source.
+#[derive(Debug, Error)]
+pub enum StoreError {
+    /// The addressed content (or its parent) does not exist.
+    #[error("content not found: {0}")]
+    NotFound(String),
+    /// A sibling with the same name (case-insensitively) already exists.
+    #[error("content already exists: {0}")]
+    AlreadyExists(String),
+    /// The name is empty, too long or holds a forbidden character.
+    #[error("invalid name {name:?}: {reason}")]
+    InvalidName {
+        /// The rejected name.
+        name: String,
+        /// Why it was rejected.
+        reason: &'static str,
+    },
+    /// A path is malformed (it must start with /Root, no empty segments).
+    #[error("invalid path {path:?}: {reason}")]
+    InvalidPath {
+        /// The rejected path.
+        path: String,
+        /// Why it was rejected.
+        reason: &'static str,
+    },
+    /// No content type has this name.
+    #[error("unknown content type: {0}")]
+    UnknownType(String),
+    /// The content type has no field of this name.
+    #[error("content type {type_name} has no field {field:?}")]
+    UnknownField {
+        /// The content type.
+        type_name: String,
+        /// The field that it lacks.
+        field: String,
+    },
+    /// A field value does not fit the field's type.
+    #[error("invalid value for field {field}: {reason}")]
+    InvalidValue {
+        /// The field.
+        field: String,
+        /// What was expected and what was given.
+        reason: String,
+    },
+    /// The field is maintained by the repository and cannot be written.
+    #[error("field {0} is read-only")]
+    ReadOnlyField(String),
+    /// The operation is not allowed on this content (deleting /Root, moving into itself, ...).
+    #[error("operation not allowed: {0}")]
+    NotAllowed(String),
+    /// The database was written by a newer version of Cairn.
+    #[error("database schema version {found} is newer than this build supports ({supported}); upgrade cairn")]
+    SchemaTooNew {
+        /// Version found in the database.
+        found: i64,
+        /// Newest version this build knows.
+        supported: i64,
+    },
+    /// The database URL is not `sqlite://PATH` or `postgres://...`.
+    #[error("unsupported database URL {0:?}: use sqlite://PATH or postgres://...")]
+    BadUrl(String),
+    /// The database holds data that this build cannot read (corruption or manual edits).
+    #[error("corrupt data in the database: {0}")]
+    Corrupt(String),
+    /// SQLite failed.
+    #[error("sqlite: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    /// PostgreSQL failed.
+    #[error("postgres: {0}")]
+    Postgres(#[from] postgres::Error),
+}
+
+impl StoreError {
+    /// True when the error was caused by the caller's input, not by a fault of the store.
+    pub fn is_input_error(&self) -> bool {
+        !matches!(
+            self,
+            StoreError::Sqlite(_)
+                | StoreError::Postgres(_)
+                | StoreError::Corrupt(_)
+                | StoreError::SchemaTooNew { .. }
+        )
+    }
+}
+
+/// Result alias of the store.
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;

@@ -1,0 +1,144 @@
+//! A content item as the store holds it, and the inputs that create or change one.
+
+use std::collections::BTreeMap;
+
+use serde_json::{Map, Value};
+use time::OffsetDateTime;
+
+use crate::content::{format_date, ContentTypes, FieldValue};
+use crate::ids::NodeId;
+
+/// A content item: the columns of `nodes` plus its typed field values.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Node {
+    /// Unique id, never reused.
+    pub id: NodeId,
+    /// The parent's id; `None` only for /Root.
+    pub parent_id: Option<NodeId>,
+    /// The name, unique among siblings case-insensitively.
+    pub name: String,
+    /// The full path, `/Root/...`.
+    pub path: String,
+    /// The content type's name.
+    pub type_name: String,
+    /// The display name.
+    pub display_name: String,
+    /// The description.
+    pub description: String,
+    /// The sort index among siblings.
+    pub index: i64,
+    /// When the item was created.
+    pub creation_date: OffsetDateTime,
+    /// When the item was last changed.
+    pub modification_date: OffsetDateTime,
+    /// Who created it.
+    pub created_by: Option<NodeId>,
+    /// Who changed it last.
+    pub modified_by: Option<NodeId>,
+    /// Grows on every change of this row: the id of the activity that changed it last.
+    pub timestamp: i64,
+    /// The type's own field values (absent means null).
+    pub fields: BTreeMap<String, FieldValue>,
+}
+
+impl Node {
+    /// The value of any field by name, the system and column fields included.
+    pub fn value(&self, field: &str) -> Option<FieldValue> {
+        let v = match field {
+            "Id" => FieldValue::Integer(self.id.0),
+            "ParentId" => FieldValue::Reference(self.parent_id.into_iter().collect()),
+            "Path" => FieldValue::Text(self.path.clone()),
+            "Type" => FieldValue::Text(self.type_name.clone()),
+            "Name" => FieldValue::Text(self.name.clone()),
+            "DisplayName" => FieldValue::Text(self.display_name.clone()),
+            "Description" => FieldValue::Text(self.description.clone()),
+            "Index" => FieldValue::Integer(self.index),
+            "CreationDate" => FieldValue::DateTime(self.creation_date),
+            "ModificationDate" => FieldValue::DateTime(self.modification_date),
+            "CreatedBy" => FieldValue::Reference(self.created_by.into_iter().collect()),
+            "ModifiedBy" => FieldValue::Reference(self.modified_by.into_iter().collect()),
+            "Timestamp" => FieldValue::Integer(self.timestamp),
+            other => return self.fields.get(other).cloned(),
+        };
+        Some(v)
+    }
+
+    /// Every field of the item's type as JSON, null for absent values.
+    pub fn to_json(&self, types: &ContentTypes) -> Map<String, Value> {
+        let mut out = Map::new();
+        match types.get(&self.type_name) {
+            Ok(t) => {
+                for def in &t.fields {
+                    let v = self
+                        .value(def.name)
+                        .map(|v| v.to_json(def))
+                        .unwrap_or(Value::Null);
+                    out.insert(def.name.to_string(), v);
+                }
+            }
+            Err(_) => {
+                out.insert("Id".into(), self.id.0.into());
+                out.insert("Path".into(), self.path.clone().into());
+                out.insert("Name".into(), self.name.clone().into());
+                out.insert("Type".into(), self.type_name.clone().into());
+                out.insert(
+                    "ModificationDate".into(),
+                    format_date(self.modification_date).into(),
+                );
+            }
+        }
+        out
+    }
+}
+
+/// What is needed to create an item: its type, its name and any writable fields.
+#[derive(Clone, Debug, Default)]
+pub struct NewContent {
+    /// The content type (case-insensitive).
+    pub type_name: String,
+    /// The name; when empty, the `Name` field or the DisplayName is used.
+    pub name: String,
+    /// Writable field values by field name (JSON, checked against the type).
+    pub fields: Map<String, Value>,
+}
+
+/// Addresses an item by id or by path.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum NodeRef {
+    /// By id.
+    Id(NodeId),
+    /// By path (case-insensitive).
+    Path(String),
+}
+
+impl From<NodeId> for NodeRef {
+    fn from(id: NodeId) -> Self {
+        NodeRef::Id(id)
+    }
+}
+
+impl From<&str> for NodeRef {
+    fn from(path: &str) -> Self {
+        NodeRef::Path(path.to_string())
+    }
+}
+
+impl std::fmt::Display for NodeRef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            NodeRef::Id(id) => write!(f, "id {id}"),
+            NodeRef::Path(p) => f.write_str(p),
+        }
+    }
+}
+
+/// The id, path and timestamp of an item: what the integrity check compares.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NodeStamp {
+    /// The item's id.
+    pub id: NodeId,
+    /// Its path.
+    pub path: String,
+    /// Its timestamp.
+    pub timestamp: i64,
+}

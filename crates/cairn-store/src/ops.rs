@@ -1,0 +1,710 @@
+//! Content operations. Each one commits the content change and exactly one indexing
+//! activity in one transaction, and stamps every row it changes with that activity's id.
+
+use std::collections::{BTreeMap, HashMap};
+
+use serde_json::{Map, Value as Json};
+use uuid::Uuid;
+
+use crate::activity::ActivityKind;
+use crate::content::{
+    path_key, validate_name, validate_path, ContentType, ContentTypes, FieldValue, Storage,
+    MAX_PATH_CHARS,
+};
+use crate::db::{Conn, Dialect, Param};
+use crate::error::{Result, StoreError};
+use crate::ids::{ActivityId, NodeId};
+use crate::node::{NewContent, Node, NodeRef};
+use crate::rows::{fields_json, node_from_row, now, to_micros, NODE_COLUMNS};
+use crate::store::{subtree_bounds, subtree_clause, Store, Written};
+
+/// How an update treats the fields it is not given.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum UpdateMode {
+    /// Keep them (PATCH).
+    Patch,
+    /// Reset them to their defaults (PUT).
+    Replace,
+}
+
+/// One item of a bulk import.
+#[derive(Clone, Debug)]
+pub struct ImportItem {
+    /// Where to create it; its parent must exist or come earlier in the import.
+    pub path: String,
+    /// The content type.
+    pub type_name: String,
+    /// Writable fields.
+    pub fields: Map<String, Json>,
+}
+
+/// What a bulk import batch did.
+#[derive(Debug)]
+pub struct ImportOutcome {
+    /// Items created and committed (all of them, or those before `error`).
+    pub created: usize,
+    /// The last activity id committed, if any.
+    pub last_activity: Option<ActivityId>,
+    /// The first failing item: its position in the batch and why.
+    pub error: Option<(usize, StoreError)>,
+}
+
+fn lock_suffix(conn: &dyn Conn) -> &'static str {
+    match conn.dialect() {
+        Dialect::Postgres => " FOR UPDATE",
+        Dialect::Sqlite => "",
+    }
+}
+
+pub(crate) fn find(
+    conn: &mut dyn Conn,
+    types: &ContentTypes,
+    at: &NodeRef,
+    lock: bool,
+) -> Result<Option<Node>> {
+    let suffix = if lock { lock_suffix(conn) } else { "" };
+    let row = match at {
+        NodeRef::Id(id) => conn.query_opt(
+            &format!("SELECT {NODE_COLUMNS} FROM nodes WHERE id = $1{suffix}"),
+            &[Param::I64(id.0)],
+        )?,
+        NodeRef::Path(p) => {
+            let key = path_key(p);
+            conn.query_opt(
+                &format!("SELECT {NODE_COLUMNS} FROM nodes WHERE path_key = $1{suffix}"),
+                &[Param::Text(&key)],
+            )?
+        }
+    };
+    row.map(|r| node_from_row(types, &r)).transpose()
+}
+
+fn must_find(conn: &mut dyn Conn, types: &ContentTypes, at: &NodeRef) -> Result<Node> {
+    find(conn, types, at, true)?.ok_or_else(|| StoreError::NotFound(at.to_string()))
+}
+
+fn insert_activity(
+    conn: &mut dyn Conn,
+    kind: ActivityKind,
+    node: NodeId,
+    path: &str,
+    old_path: Option<&str>,
+) -> Result<ActivityId> {
+    let fingerprint = Uuid::new_v4().as_u64_pair().0 as i64;
+    let micros = to_micros(now());
+    conn.query_i64(
+        "INSERT INTO indexing_activities \
+         (activity_type, node_id, path, old_path, creation_date, fingerprint) \
+         VALUES ($1, $2, $3, $4, $5, $6) RETURNING id",
+        &[
+            Param::Text(kind.as_str()),
+            Param::I64(node.0),
+            Param::Text(path),
+            old_path.map_or(Param::Null, Param::Text),
+            Param::I64(micros),
+            Param::I64(fingerprint),
+        ],
+    )
+    .map(ActivityId)
+}
+
+/// Applies `fields` to `node` (whose type is `t`), checking every name and value.
+fn apply_fields(t: &ContentType, node: &mut Node, fields: &Map<String, Json>) -> Result<()> {
+    for (name, value) in fields {
+        let def = t.field(name).ok_or_else(|| StoreError::UnknownField {
+            type_name: t.name.to_string(),
+            field: name.clone(),
+        })?;
+        if def.is_read_only() {
+            return Err(StoreError::ReadOnlyField(name.clone()));
+        }
+        let v = FieldValue::from_json(def, value)?;
+        match (def.storage, def.name) {
+            (Storage::Column, "Name") => match v {
+                Some(FieldValue::Text(s)) => node.name = s,
+                _ => {
+                    return Err(StoreError::InvalidName {
+                        name: String::new(),
+                        reason: "the name is empty",
+                    })
+                }
+            },
+            (Storage::Column, "DisplayName") => {
+                node.display_name = match v {
+                    Some(FieldValue::Text(s)) => s,
+                    _ => String::new(),
+                }
+            }
+            (Storage::Column, "Description") => {
+                node.description = match v {
+                    Some(FieldValue::Text(s)) => s,
+                    _ => String::new(),
+                }
+            }
+            (Storage::Column, "Index") => {
+                node.index = match v {
+                    Some(FieldValue::Integer(i)) => i,
+                    _ => 0,
+                }
+            }
+            _ => match v {
+                Some(v) => {
+                    node.fields.insert(def.name.to_string(), v);
+                }
+                None => {
+                    node.fields.remove(def.name);
+                }
+            },
+        }
+    }
+    Ok(())
+}
+
+fn unique_to_exists(e: StoreError, path: &str) -> StoreError {
+    if e.is_unique_violation() {
+        StoreError::AlreadyExists(path.to_string())
+    } else {
+        e
+    }
+}
+
+/// Inserts `node` (id and timestamp are filled in) with an `Add` activity.
+fn insert_node(conn: &mut dyn Conn, types: &ContentTypes, node: &mut Node) -> Result<ActivityId> {
+    let key = path_key(&node.path);
+    let fields = fields_json(types, &node.type_name, &node.fields)?;
+    let id = conn
+        .query_i64(
+            "INSERT INTO nodes (parent_id, name, path, path_key, type, display_name, description, \
+             idx, creation_date, modification_date, created_by, modified_by, timestamp, fields) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, 0, $13) RETURNING id",
+            &[
+                node.parent_id.map(|p| p.0).into(),
+                Param::Text(&node.name),
+                Param::Text(&node.path),
+                Param::Text(&key),
+                Param::Text(&node.type_name),
+                Param::Text(&node.display_name),
+                Param::Text(&node.description),
+                Param::I64(node.index),
+                Param::I64(to_micros(node.creation_date)),
+                Param::I64(to_micros(node.modification_date)),
+                node.created_by.map(|p| p.0).into(),
+                node.modified_by.map(|p| p.0).into(),
+                Param::Text(&fields),
+            ],
+        )
+        .map_err(|e| unique_to_exists(e, &node.path))?;
+    node.id = NodeId(id);
+    let activity = insert_activity(conn, ActivityKind::Add, node.id, &node.path, None)?;
+    conn.execute(
+        "UPDATE nodes SET timestamp = $1 WHERE id = $2",
+        &[Param::I64(activity.0), Param::I64(id)],
+    )?;
+    node.timestamp = activity.0;
+    Ok(activity)
+}
+
+/// Builds a new node under `parent` from `content`, checked against its type.
+fn new_node(
+    types: &ContentTypes,
+    parent: &Node,
+    content: &NewContent,
+    by: Option<NodeId>,
+) -> Result<Node> {
+    let t = types.get(&content.type_name)?;
+    let stamp = now();
+    let mut node = Node {
+        id: NodeId(0),
+        parent_id: Some(parent.id),
+        name: content.name.clone(),
+        path: String::new(),
+        type_name: t.name.to_string(),
+        display_name: String::new(),
+        description: String::new(),
+        index: 0,
+        creation_date: stamp,
+        modification_date: stamp,
+        created_by: by,
+        modified_by: by,
+        timestamp: 0,
+        fields: BTreeMap::new(),
+    };
+    apply_fields(t, &mut node, &content.fields)?;
+    if node.name.is_empty() {
+        node.name = node.display_name.clone();
+    }
+    validate_name(&node.name)?;
+    if node.display_name.is_empty() {
+        node.display_name = node.name.clone();
+    }
+    node.path = format!("{}/{}", parent.path, node.name);
+    validate_path(&node.path)?;
+    Ok(node)
+}
+
+/// Creates /Root, /Root/IMS and the administrator when the database is new; returns the
+/// administrator's id.
+pub(crate) fn bootstrap(conn: &mut dyn Conn, types: &ContentTypes) -> Result<NodeId> {
+    let admin_path = "/Root/IMS/Admin";
+    if let Some(admin) = find(conn, types, &NodeRef::from(admin_path), false)? {
+        return Ok(admin.id);
+    }
+    let stamp = now();
+    let mut root = Node {
+        id: NodeId(0),
+        parent_id: None,
+        name: "Root".into(),
+        path: "/Root".into(),
+        type_name: "Folder".into(),
+        display_name: "Root".into(),
+        description: String::new(),
+        index: 0,
+        creation_date: stamp,
+        modification_date: stamp,
+        created_by: None,
+        modified_by: None,
+        timestamp: 0,
+        fields: BTreeMap::new(),
+    };
+    insert_node(conn, types, &mut root)?;
+    let ims = NewContent {
+        type_name: "SystemFolder".into(),
+        name: "IMS".into(),
+        fields: Map::new(),
+    };
+    let mut ims = new_node(types, &root, &ims, None)?;
+    insert_node(conn, types, &mut ims)?;
+    let mut fields = Map::new();
+    fields.insert("LoginName".into(), "admin".into());
+    fields.insert("FullName".into(), "Administrator".into());
+    fields.insert("Enabled".into(), true.into());
+    let admin = NewContent {
+        type_name: "User".into(),
+        name: "Admin".into(),
+        fields,
+    };
+    let mut admin = new_node(types, &ims, &admin, None)?;
+    insert_node(conn, types, &mut admin)?;
+    Ok(admin.id)
+}
+
+fn is_in_subtree(path: &str, root: &str) -> bool {
+    let (p, r) = (path_key(path), path_key(root));
+    p == r || p.starts_with(&format!("{r}/"))
+}
+
+/// Locks every row of a subtree (PostgreSQL), so that a concurrent create below it waits.
+fn lock_subtree(conn: &mut dyn Conn, path: &str) -> Result<()> {
+    if conn.dialect() == Dialect::Postgres {
+        let b = subtree_bounds(path);
+        conn.query(
+            &format!(
+                "SELECT id FROM nodes WHERE {} FOR UPDATE",
+                subtree_clause(1)
+            ),
+            &[
+                b[0].as_str().into(),
+                b[1].as_str().into(),
+                b[2].as_str().into(),
+            ],
+        )?;
+    }
+    Ok(())
+}
+
+/// Rewrites the paths of the subtree at `old` to start with `new`, stamping each row.
+fn repath_subtree(conn: &mut dyn Conn, old: &str, new: &str, stamp: ActivityId) -> Result<()> {
+    let longest = {
+        let b = subtree_bounds(old);
+        conn.query_i64(
+            &format!(
+                "SELECT COALESCE(MAX(LENGTH(path)), 0) FROM nodes WHERE {}",
+                subtree_clause(1)
+            ),
+            &[
+                b[0].as_str().into(),
+                b[1].as_str().into(),
+                b[2].as_str().into(),
+            ],
+        )?
+    };
+    let (old_len, new_len) = (old.chars().count() as i64, new.chars().count() as i64);
+    if longest - old_len + new_len > MAX_PATH_CHARS as i64 {
+        return Err(StoreError::InvalidPath {
+            path: new.to_string(),
+            reason: "a path in the subtree would be longer than 450 characters",
+        });
+    }
+    let (old_key, new_key) = (path_key(old), path_key(new));
+    let b = subtree_bounds(old);
+    conn.execute(
+        &format!(
+            "UPDATE nodes SET path = $4 || SUBSTR(path, $5), path_key = $6 || SUBSTR(path_key, $7), \
+             timestamp = $8 WHERE {}",
+            subtree_clause(1)
+        ),
+        &[
+            b[0].as_str().into(),
+            b[1].as_str().into(),
+            b[2].as_str().into(),
+            Param::Text(new),
+            Param::I64(old_len + 1),
+            Param::Text(&new_key),
+            Param::I64(old_key.chars().count() as i64 + 1),
+            Param::I64(stamp.0),
+        ],
+    )
+    .map_err(|e| unique_to_exists(e, new))?;
+    Ok(())
+}
+
+fn save_node(conn: &mut dyn Conn, types: &ContentTypes, node: &Node) -> Result<()> {
+    let fields = fields_json(types, &node.type_name, &node.fields)?;
+    conn.execute(
+        "UPDATE nodes SET name = $2, display_name = $3, description = $4, idx = $5, \
+         modification_date = $6, modified_by = $7, timestamp = $8, fields = $9, parent_id = $10 \
+         WHERE id = $1",
+        &[
+            Param::I64(node.id.0),
+            Param::Text(&node.name),
+            Param::Text(&node.display_name),
+            Param::Text(&node.description),
+            Param::I64(node.index),
+            Param::I64(to_micros(node.modification_date)),
+            node.modified_by.map(|p| p.0).into(),
+            Param::I64(node.timestamp),
+            Param::Text(&fields),
+            node.parent_id.map(|p| p.0).into(),
+        ],
+    )?;
+    Ok(())
+}
+
+impl Store {
+    /// Runs `f` in a write transaction, then tells the listeners about the activity it wrote.
+    fn write<T>(
+        &self,
+        mut f: impl FnMut(&mut dyn Conn) -> Result<(T, ActivityId)>,
+    ) -> Result<Written<T>> {
+        let mut out = None;
+        self.backend.write(&mut |conn| {
+            out = Some(f(conn)?);
+            Ok(())
+        })?;
+        let (value, activity) =
+            out.ok_or_else(|| StoreError::Corrupt("write did not run".into()))?;
+        self.notify(activity);
+        Ok(Written { value, activity })
+    }
+
+    /// Creates an item under `parent`.
+    pub fn create(
+        &self,
+        parent: &NodeRef,
+        content: &NewContent,
+        by: NodeId,
+    ) -> Result<Written<Node>> {
+        self.write(|conn| {
+            let parent = must_find(conn, &self.types, parent)?;
+            let mut node = new_node(&self.types, &parent, content, Some(by))?;
+            let activity = insert_node(conn, &self.types, &mut node)?;
+            Ok((node, activity))
+        })
+    }
+
+    /// Changes the given fields of an item (`Patch`), or all of its writable fields
+    /// (`Replace`). A new `Name` renames it, and its subtree moves with it.
+    pub fn update(
+        &self,
+        at: &NodeRef,
+        fields: &Map<String, Json>,
+        mode: UpdateMode,
+        by: NodeId,
+    ) -> Result<Written<Node>> {
+        self.write(|conn| {
+            let old = must_find(conn, &self.types, at)?;
+            let t = self.types.get(&old.type_name)?;
+            let mut node = old.clone();
+            if mode == UpdateMode::Replace {
+                node.display_name.clear();
+                node.description.clear();
+                node.index = 0;
+                node.fields.clear();
+            }
+            apply_fields(t, &mut node, fields)?;
+            if node.display_name.is_empty() && mode == UpdateMode::Replace {
+                node.display_name = node.name.clone();
+            }
+            node.modification_date = now();
+            node.modified_by = Some(by);
+            let renamed = node.name != old.name;
+            let activity = if renamed {
+                if old.parent_id.is_none() {
+                    return Err(StoreError::NotAllowed("/Root cannot be renamed".into()));
+                }
+                validate_name(&node.name)?;
+                let parent = crate::content::parent_path(&old.path).unwrap_or("/Root");
+                node.path = format!("{parent}/{}", node.name);
+                validate_path(&node.path)?;
+                lock_subtree(conn, &old.path)?;
+                let a = insert_activity(
+                    conn,
+                    ActivityKind::Move,
+                    node.id,
+                    &node.path,
+                    Some(&old.path),
+                )?;
+                repath_subtree(conn, &old.path, &node.path, a)?;
+                a
+            } else {
+                insert_activity(conn, ActivityKind::Update, node.id, &node.path, None)?
+            };
+            node.timestamp = activity.0;
+            save_node(conn, &self.types, &node)?;
+            Ok((node, activity))
+        })
+    }
+
+    /// Renames an item; its subtree follows.
+    pub fn rename(&self, at: &NodeRef, new_name: &str, by: NodeId) -> Result<Written<Node>> {
+        let mut fields = Map::new();
+        fields.insert("Name".into(), Json::String(new_name.to_string()));
+        self.update(at, &fields, UpdateMode::Patch, by)
+    }
+
+    /// Moves an item and its subtree under `target`.
+    pub fn move_to(&self, at: &NodeRef, target: &NodeRef, by: NodeId) -> Result<Written<Node>> {
+        self.write(|conn| {
+            let mut node = must_find(conn, &self.types, at)?;
+            if node.parent_id.is_none() {
+                return Err(StoreError::NotAllowed("/Root cannot be moved".into()));
+            }
+            let target = must_find(conn, &self.types, target)?;
+            if is_in_subtree(&target.path, &node.path) {
+                return Err(StoreError::NotAllowed(format!(
+                    "{} cannot be moved into its own subtree",
+                    node.path
+                )));
+            }
+            let old_path = node.path.clone();
+            let new_path = format!("{}/{}", target.path, node.name);
+            validate_path(&new_path)?;
+            lock_subtree(conn, &old_path)?;
+            let a = insert_activity(
+                conn,
+                ActivityKind::Move,
+                node.id,
+                &new_path,
+                Some(&old_path),
+            )?;
+            repath_subtree(conn, &old_path, &new_path, a)?;
+            node.path = new_path;
+            node.parent_id = Some(target.id);
+            node.modification_date = now();
+            node.modified_by = Some(by);
+            node.timestamp = a.0;
+            save_node(conn, &self.types, &node)?;
+            Ok((node, a))
+        })
+    }
+
+    /// Copies an item and its subtree under `target`, as `new_name` (default: the same name).
+    pub fn copy_to(
+        &self,
+        at: &NodeRef,
+        target: &NodeRef,
+        new_name: Option<&str>,
+        by: NodeId,
+    ) -> Result<Written<Node>> {
+        self.write(|conn| {
+            let source = must_find(conn, &self.types, at)?;
+            let target = must_find(conn, &self.types, target)?;
+            if is_in_subtree(&target.path, &source.path) {
+                return Err(StoreError::NotAllowed(format!(
+                    "{} cannot be copied into its own subtree",
+                    source.path
+                )));
+            }
+            let name = new_name.unwrap_or(&source.name).to_string();
+            validate_name(&name)?;
+            let new_root = format!("{}/{}", target.path, name);
+            validate_path(&new_root)?;
+            let b = subtree_bounds(&source.path);
+            let rows = conn.query(
+                &format!(
+                    "SELECT {NODE_COLUMNS} FROM nodes WHERE {} ORDER BY path_key",
+                    subtree_clause(1)
+                ),
+                &[
+                    b[0].as_str().into(),
+                    b[1].as_str().into(),
+                    b[2].as_str().into(),
+                ],
+            )?;
+            let stamp = now();
+            let old_len = source.path.len();
+            let mut new_ids: HashMap<NodeId, NodeId> = HashMap::new();
+            let mut root_copy = None;
+            let mut copies = Vec::with_capacity(rows.len());
+            for row in &rows {
+                let mut n = node_from_row(&self.types, row)?;
+                let old_id = n.id;
+                if old_id == source.id {
+                    n.name = name.clone();
+                    n.path = new_root.clone();
+                    n.parent_id = Some(target.id);
+                } else {
+                    n.path = format!("{new_root}{}", &n.path[old_len..]);
+                    n.parent_id = n.parent_id.and_then(|p| new_ids.get(&p).copied());
+                }
+                validate_path(&n.path)?;
+                n.creation_date = stamp;
+                n.modification_date = stamp;
+                n.created_by = Some(by);
+                n.modified_by = Some(by);
+                let key = path_key(&n.path);
+                let fields = fields_json(&self.types, &n.type_name, &n.fields)?;
+                let id = conn
+                    .query_i64(
+                        "INSERT INTO nodes (parent_id, name, path, path_key, type, display_name, \
+                         description, idx, creation_date, modification_date, created_by, \
+                         modified_by, timestamp, fields) \
+                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $9, $10, $10, 0, $11) \
+                         RETURNING id",
+                        &[
+                            n.parent_id.map(|p| p.0).into(),
+                            Param::Text(&n.name),
+                            Param::Text(&n.path),
+                            Param::Text(&key),
+                            Param::Text(&n.type_name),
+                            Param::Text(&n.display_name),
+                            Param::Text(&n.description),
+                            Param::I64(n.index),
+                            Param::I64(to_micros(stamp)),
+                            Param::I64(by.0),
+                            Param::Text(&fields),
+                        ],
+                    )
+                    .map_err(|e| unique_to_exists(e, &n.path))?;
+                n.id = NodeId(id);
+                new_ids.insert(old_id, n.id);
+                if old_id == source.id {
+                    root_copy = Some(n.clone());
+                }
+                copies.push(n);
+            }
+            let mut root_copy =
+                root_copy.ok_or_else(|| StoreError::NotFound(source.path.clone()))?;
+            let a = insert_activity(conn, ActivityKind::AddTree, root_copy.id, &new_root, None)?;
+            let nb = subtree_bounds(&new_root);
+            conn.execute(
+                &format!(
+                    "UPDATE nodes SET timestamp = $4 WHERE {}",
+                    subtree_clause(1)
+                ),
+                &[
+                    nb[0].as_str().into(),
+                    nb[1].as_str().into(),
+                    nb[2].as_str().into(),
+                    Param::I64(a.0),
+                ],
+            )?;
+            root_copy.timestamp = a.0;
+            Ok((root_copy, a))
+        })
+    }
+
+    /// Deletes an item and its subtree; returns how many items were deleted.
+    pub fn delete(&self, at: &NodeRef, _by: NodeId) -> Result<Written<u64>> {
+        self.write(|conn| {
+            let node = must_find(conn, &self.types, at)?;
+            if node.parent_id.is_none() {
+                return Err(StoreError::NotAllowed("/Root cannot be deleted".into()));
+            }
+            lock_subtree(conn, &node.path)?;
+            let a = insert_activity(conn, ActivityKind::Remove, node.id, &node.path, None)?;
+            let b = subtree_bounds(&node.path);
+            let n = conn.execute(
+                &format!("DELETE FROM nodes WHERE {}", subtree_clause(1)),
+                &[
+                    b[0].as_str().into(),
+                    b[1].as_str().into(),
+                    b[2].as_str().into(),
+                ],
+            )?;
+            Ok((n, a))
+        })
+    }
+
+    /// Creates `items` in one transaction, in order. On the first bad item, the items before
+    /// it are committed and the rest is not; the outcome names the bad item.
+    pub fn import(&self, items: &[ImportItem], by: NodeId) -> Result<ImportOutcome> {
+        let mut failed: Option<(usize, StoreError)> = None;
+        let mut upto = items.len();
+        loop {
+            let mut last = None;
+            let attempt = self.backend.write(&mut |conn| {
+                last = None;
+                let mut parents: HashMap<String, Node> = HashMap::new();
+                for (i, item) in items[..upto].iter().enumerate() {
+                    let created = (|| {
+                        validate_path(&item.path)?;
+                        let (parent_path, name) = match item.path.rfind('/') {
+                            Some(cut) if cut > 0 => (&item.path[..cut], &item.path[cut + 1..]),
+                            _ => return Err(StoreError::NotAllowed("/Root exists already".into())),
+                        };
+                        let key = path_key(parent_path);
+                        if !parents.contains_key(&key) {
+                            let p = find(conn, &self.types, &NodeRef::from(parent_path), false)?
+                                .ok_or_else(|| StoreError::NotFound(parent_path.to_string()))?;
+                            parents.insert(key.clone(), p);
+                        }
+                        let parent = &parents[&key];
+                        let content = NewContent {
+                            type_name: item.type_name.clone(),
+                            name: name.to_string(),
+                            fields: item.fields.clone(),
+                        };
+                        let mut node = new_node(&self.types, parent, &content, Some(by))?;
+                        let a = insert_node(conn, &self.types, &mut node)?;
+                        Ok((node, a))
+                    })();
+                    match created {
+                        Ok((node, a)) => {
+                            last = Some(a);
+                            if parents.len() > 4096 {
+                                parents.clear();
+                            }
+                            parents.insert(path_key(&node.path), node);
+                        }
+                        Err(e) if e.is_input_error() => {
+                            // Stop here; the caller commits what came before.
+                            failed = Some((i, e));
+                            return Err(StoreError::NotAllowed("rolled back".into()));
+                        }
+                        Err(e) => return Err(e),
+                    }
+                }
+                Ok(())
+            });
+            match attempt {
+                Ok(()) => {
+                    if let Some(a) = last {
+                        self.notify(a);
+                    }
+                    return Ok(ImportOutcome {
+                        created: upto,
+                        last_activity: last,
+                        error: failed,
+                    });
+                }
+                Err(e) => match &failed {
+                    // Redo the good prefix alone: a failed statement may have aborted the
+                    // transaction (PostgreSQL), so it cannot simply be committed.
+                    Some((i, _)) if *i < upto => upto = *i,
+                    _ => return Err(e),
+                },
+            }
+        }
+    }
+}

@@ -1,0 +1,156 @@
+//! `cairn import`: bulk load of JSON lines, one content item per line.
+//!
+//! Each line is `{"Path": "/Root/...", "Type": "Article", ...fields}` (`__ContentType` is
+//! accepted for `Type`); parents come before their children, in the file or already in the
+//! repository. Lines are committed in batches, one transaction each, while the indexer
+//! indexes behind them. On a bad line the import stops: every line before it is kept
+//! (committed), the bad line and everything after it are not, and the error names the line.
+
+use std::fs::File;
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, Context, Result};
+use cairn_store::{ImportItem, Store};
+use serde_json::{Map, Value};
+
+use crate::commands::open_repository;
+use crate::data::DataDir;
+use crate::progress::Progress;
+
+/// Parses one line into an import item.
+pub fn parse_line(line: &str) -> Result<ImportItem, String> {
+    let value: Value = serde_json::from_str(line).map_err(|e| format!("not JSON: {e}"))?;
+    let Value::Object(mut fields) = value else {
+        return Err("not a JSON object".into());
+    };
+    let path = match fields.remove("Path") {
+        Some(Value::String(p)) => p,
+        Some(_) => return Err("Path is not a string".into()),
+        None => return Err("Path is missing".into()),
+    };
+    let type_name = match (fields.remove("Type"), fields.remove("__ContentType")) {
+        (Some(Value::String(t)), _) | (None, Some(Value::String(t))) => t,
+        (Some(_), _) | (None, Some(_)) => return Err("Type is not a string".into()),
+        (None, None) => return Err("Type is missing".into()),
+    };
+    if let Some(name) = fields.remove("Name") {
+        let last = path.rsplit('/').next().unwrap_or("");
+        if name.as_str() != Some(last) {
+            return Err(format!("Name {name} differs from the last segment of Path"));
+        }
+    }
+    Ok(ImportItem {
+        path,
+        type_name,
+        fields: Map::from_iter(fields),
+    })
+}
+
+/// Reads `file` and imports it into `data`.
+pub fn run(data: &DataDir, file: &Path, batch: usize) -> Result<ExitCode> {
+    let _lock = data.lock("import")?;
+    let f = File::open(file).with_context(|| format!("open {}", file.display()))?;
+    let total_bytes = f.metadata().map(|m| m.len()).unwrap_or(0);
+    let (store, indexer, _) = open_repository(data)?;
+    let background = indexer.start();
+    let progress = Progress::new("importing", "bytes");
+    let started = Instant::now();
+    let mut reader = BufReader::with_capacity(1 << 20, f);
+    let (mut line_no, mut bytes, mut imported) = (0usize, 0u64, 0u64);
+    let mut pending: Vec<(usize, ImportItem)> = Vec::with_capacity(batch);
+    let mut failure: Option<String> = None;
+    let mut buf = Vec::new();
+    loop {
+        buf.clear();
+        let n = reader
+            .read_until(b'\n', &mut buf)
+            .with_context(|| format!("read {}", file.display()))?;
+        let at_end = n == 0;
+        if !at_end {
+            line_no += 1;
+            bytes += n as u64;
+            let parsed = std::str::from_utf8(&buf)
+                .map_err(|_| "not UTF-8".to_string())
+                .and_then(|s| {
+                    let s = s.trim();
+                    if s.is_empty() {
+                        Ok(None)
+                    } else {
+                        parse_line(s).map(Some)
+                    }
+                });
+            match parsed {
+                Ok(Some(item)) => pending.push((line_no, item)),
+                Ok(None) => {}
+                Err(e) => failure = Some(format!("line {line_no}: {e}")),
+            }
+        }
+        if pending.len() >= batch || at_end || failure.is_some() {
+            let (done, err) = commit_batch(&store, &pending)?;
+            imported += done as u64;
+            if let Some(e) = err {
+                failure.get_or_insert(e);
+            }
+            pending.clear();
+            progress.set(bytes, total_bytes.max(bytes));
+        }
+        if at_end || failure.is_some() {
+            break;
+        }
+    }
+    let target = store.last_activity_id()?;
+    let indexed = indexer.wait_for(target, Duration::from_secs(24 * 3600));
+    indexer.shutdown(Some(background))?;
+    progress.finish();
+    let secs = started.elapsed().as_secs_f64();
+    println!(
+        "imported {imported} items in {secs:.1} s ({:.0} items/s); index {}{}",
+        imported as f64 / secs.max(1e-9),
+        indexer.state(),
+        if indexed { "" } else { " (still catching up)" }
+    );
+    match failure {
+        Some(e) => Err(anyhow!(
+            "{e} ({imported} items before it were imported and kept; fix the line and import the rest)"
+        )),
+        None => Ok(ExitCode::SUCCESS),
+    }
+}
+
+/// Commits `pending`; returns how many were created and, on a bad item, the error naming its line.
+fn commit_batch(store: &Store, pending: &[(usize, ImportItem)]) -> Result<(usize, Option<String>)> {
+    if pending.is_empty() {
+        return Ok((0, None));
+    }
+    let items: Vec<ImportItem> = pending.iter().map(|(_, i)| i.clone()).collect();
+    let outcome = store.import(&items, store.admin_id())?;
+    let err = outcome
+        .error
+        .map(|(i, e)| format!("line {}: {}: {e}", pending[i].0, pending[i].1.path));
+    Ok((outcome.created, err))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_lines() {
+        let item = parse_line(r#"{"Path":"/Root/a","Type":"Folder","DisplayName":"A"}"#).unwrap();
+        assert_eq!(item.path, "/Root/a");
+        assert_eq!(item.type_name, "Folder");
+        assert_eq!(item.fields.len(), 1);
+        assert!(parse_line(r#"{"Type":"Folder"}"#)
+            .unwrap_err()
+            .contains("Path"));
+        assert!(parse_line(r#"{"Path":"/Root/a"}"#)
+            .unwrap_err()
+            .contains("Type"));
+        assert!(parse_line("[1]").is_err());
+        assert!(parse_line("{").is_err());
+        assert!(parse_line(r#"{"Path":"/Root/a","Type":"Folder","Name":"b"}"#).is_err());
+    }
+}

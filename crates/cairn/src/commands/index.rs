@@ -1,0 +1,121 @@
+//! `cairn index status|check|rebuild`.
+
+use std::process::ExitCode;
+
+use anyhow::{Context, Result};
+use cairn_index::{index_exists, CompletionState, IntegrityReport};
+use cairn_store::Store;
+use serde_json::json;
+
+use crate::commands::open_repository;
+use crate::data::DataDir;
+
+/// `cairn index status`: the completion state against the database's last activity. Reads
+/// only, so it works beside a running server.
+pub fn status(data: &DataDir, as_json: bool) -> Result<ExitCode> {
+    let store = Store::open(&data.database)
+        .with_context(|| format!("open the database {}", data.database.redacted()))?;
+    let db_last = store.last_activity_id()?;
+    let dir = data.index_dir();
+    let (state, documents) = if index_exists(&dir) {
+        let index = tantivy::Index::open_in_dir(&dir).context("open the index")?;
+        let metas = index.load_metas()?;
+        let state = metas
+            .payload
+            .as_deref()
+            .and_then(|p| CompletionState::from_payload(p).ok());
+        let docs: u64 = metas.segments.iter().map(|s| s.num_docs() as u64).sum();
+        (state, Some(docs))
+    } else {
+        (None, None)
+    };
+    let last = state.as_ref().map_or(0, |s| s.last_activity_id.0);
+    if as_json {
+        let v = json!({
+            "CompletionState": state.as_ref().map(|s| s.to_string()),
+            "LastActivityId": last,
+            "Gaps": state.as_ref().map(|s| s.gap_ids()).unwrap_or_default(),
+            "DatabaseLastActivityId": db_last.0,
+            "Lag": (db_last.0 - last).max(0),
+            "Documents": documents,
+            "RepositoryId": store.repository_id().to_string(),
+        });
+        println!("{}", serde_json::to_string_pretty(&v)?);
+    } else {
+        match &state {
+            Some(s) => println!("index completion state: {s}"),
+            None => println!("index: none or empty (the next start rebuilds it)"),
+        }
+        println!("database last activity: {db_last}");
+        println!("lag: {} activities", (db_last.0 - last).max(0));
+        if let Some(d) = documents {
+            println!("documents: {d}");
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn print_report(report: &IntegrityReport) {
+    println!(
+        "database: {} items, last activity {}; index: {} documents, at {}{}",
+        report.database_items,
+        report.last_stored_activity,
+        report.index_documents,
+        report.last_processed_activity,
+        if report.gaps.is_empty() {
+            String::new()
+        } else {
+            format!(" (gaps {:?})", report.gaps)
+        }
+    );
+    for d in &report.differences {
+        println!(
+            "{:?} id={} path={} db_timestamp={:?} index_timestamp={:?}",
+            d.kind, d.node_id, d.path, d.db_timestamp, d.ix_timestamp
+        );
+    }
+    if report.is_clean() {
+        println!("0 differences");
+    } else {
+        println!("{} differences", report.differences.len());
+    }
+}
+
+/// `cairn index check`: catches up, then compares the database and the index. Exits 1 when
+/// they differ.
+pub fn check(data: &DataDir, as_json: bool) -> Result<ExitCode> {
+    let _lock = data.lock("index check")?;
+    let (_store, indexer, _) = open_repository(data)?;
+    let report = indexer.check_integrity()?;
+    indexer.shutdown(None)?;
+    if as_json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print_report(&report);
+    }
+    Ok(if report.is_clean() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}
+
+/// `cairn index rebuild`: drops the index and builds it again from the database.
+pub fn rebuild(data: &DataDir) -> Result<ExitCode> {
+    let _lock = data.lock("index rebuild")?;
+    let dir = data.index_dir();
+    if dir.exists() {
+        std::fs::remove_dir_all(&dir).with_context(|| format!("remove {}", dir.display()))?;
+    }
+    let started = std::time::Instant::now();
+    let (_store, indexer, report) = open_repository(data)?;
+    indexer.shutdown(None)?;
+    let docs = indexer.searcher().num_docs();
+    let secs = started.elapsed().as_secs_f64();
+    println!(
+        "rebuilt: {docs} documents in {secs:.1} s ({:.0} items/s); completion state {}",
+        docs as f64 / secs.max(1e-9),
+        report.state
+    );
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,88 @@
+//! The data folder (sensenet's App_Data): where the database, the index and the backups of
+//! one repository live, and the lock that keeps two writers out of it.
+
+use std::fs::{File, OpenOptions};
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use cairn_store::DatabaseUrl;
+
+/// The folders and files of one repository.
+#[derive(Clone, Debug)]
+pub struct DataDir {
+    /// The data folder.
+    pub root: PathBuf,
+    /// The database (`sqlite://DIR/cairn.db` unless given).
+    pub database: DatabaseUrl,
+}
+
+impl DataDir {
+    /// The data folder `root`, with the database at `database` or the embedded default.
+    pub fn new(root: &Path, database: Option<&str>) -> Result<Self> {
+        let database = match database {
+            Some(url) => DatabaseUrl::parse(url)?,
+            None => DatabaseUrl::Sqlite(root.join("cairn.db")),
+        };
+        Ok(DataDir {
+            root: root.to_path_buf(),
+            database,
+        })
+    }
+
+    /// `DIR/index`.
+    pub fn index_dir(&self) -> PathBuf {
+        self.root.join("index")
+    }
+
+    /// `DIR/cairn.lock`.
+    fn lock_path(&self) -> PathBuf {
+        self.root.join("cairn.lock")
+    }
+
+    /// Takes the data folder's lock for `what` (`serve`, `import`, ...), or says who holds it.
+    pub fn lock(&self, what: &str) -> Result<DataLock> {
+        std::fs::create_dir_all(&self.root)
+            .with_context(|| format!("create the data folder {}", self.root.display()))?;
+        let path = self.lock_path();
+        let mut file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
+            .with_context(|| format!("open {}", path.display()))?;
+        match file.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => {
+                let mut holder = String::new();
+                let _ = file.read_to_string(&mut holder);
+                let holder = holder.trim();
+                let holder = if holder.is_empty() {
+                    "another cairn process"
+                } else {
+                    holder
+                };
+                bail!(
+                    "the data folder {} is in use by {holder}; stop it first \
+                     (or run the command against the server with --server URL)",
+                    self.root.display()
+                );
+            }
+            Err(std::fs::TryLockError::Error(e)) => {
+                return Err(e).with_context(|| format!("lock {}", path.display()))
+            }
+        }
+        file.set_len(0)?;
+        file.seek(SeekFrom::Start(0))?;
+        write!(file, "`cairn {what}` (pid {})", std::process::id())?;
+        file.flush()?;
+        Ok(DataLock { _file: file })
+    }
+}
+
+/// Holds the data folder's lock until dropped (or the process ends, even by SIGKILL).
+#[derive(Debug)]
+pub struct DataLock {
+    _file: File,
+}
