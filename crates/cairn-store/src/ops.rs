@@ -49,20 +49,30 @@ pub struct ImportOutcome {
     pub error: Option<(usize, StoreError)>,
 }
 
-fn lock_suffix(conn: &dyn Conn) -> &'static str {
-    match conn.dialect() {
-        Dialect::Postgres => " FOR UPDATE",
-        Dialect::Sqlite => "",
-    }
+/// The row lock a lookup takes (PostgreSQL; SQLite has one writer and needs none).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Lock {
+    /// No lock: a plain read.
+    None,
+    /// `FOR SHARE`: the row must not move or vanish (a parent, a target). Compatible with
+    /// the key-share locks that inserting children takes, so creates in one folder run
+    /// concurrently.
+    Share,
+    /// `FOR NO KEY UPDATE`: the row itself changes (an update of its fields).
+    Update,
 }
 
 pub(crate) fn find(
     conn: &mut dyn Conn,
     types: &ContentTypes,
     at: &NodeRef,
-    lock: bool,
+    lock: Lock,
 ) -> Result<Option<Node>> {
-    let suffix = if lock { lock_suffix(conn) } else { "" };
+    let suffix = match (conn.dialect(), lock) {
+        (Dialect::Sqlite, _) | (_, Lock::None) => "",
+        (Dialect::Postgres, Lock::Share) => " FOR SHARE",
+        (Dialect::Postgres, Lock::Update) => " FOR NO KEY UPDATE",
+    };
     let row = match at {
         NodeRef::Id(id) => conn.query_opt(
             &format!("SELECT {NODE_COLUMNS} FROM nodes WHERE id = $1{suffix}"),
@@ -79,8 +89,8 @@ pub(crate) fn find(
     row.map(|r| node_from_row(types, &r)).transpose()
 }
 
-fn must_find(conn: &mut dyn Conn, types: &ContentTypes, at: &NodeRef) -> Result<Node> {
-    find(conn, types, at, true)?.ok_or_else(|| StoreError::NotFound(at.to_string()))
+fn must_find(conn: &mut dyn Conn, types: &ContentTypes, at: &NodeRef, lock: Lock) -> Result<Node> {
+    find(conn, types, at, lock)?.ok_or_else(|| StoreError::NotFound(at.to_string()))
 }
 
 fn insert_activity(
@@ -246,7 +256,7 @@ fn new_node(
 /// administrator's id.
 pub(crate) fn bootstrap(conn: &mut dyn Conn, types: &ContentTypes) -> Result<NodeId> {
     let admin_path = "/Root/IMS/Admin";
-    if let Some(admin) = find(conn, types, &NodeRef::from(admin_path), false)? {
+    if let Some(admin) = find(conn, types, &NodeRef::from(admin_path), Lock::None)? {
         return Ok(admin.id);
     }
     let stamp = now();
@@ -405,7 +415,7 @@ impl Store {
         by: NodeId,
     ) -> Result<Written<Node>> {
         self.write(|conn| {
-            let parent = must_find(conn, &self.types, parent)?;
+            let parent = must_find(conn, &self.types, parent, Lock::Share)?;
             let mut node = new_node(&self.types, &parent, content, Some(by))?;
             let activity = insert_node(conn, &self.types, &mut node)?;
             Ok((node, activity))
@@ -422,7 +432,7 @@ impl Store {
         by: NodeId,
     ) -> Result<Written<Node>> {
         self.write(|conn| {
-            let old = must_find(conn, &self.types, at)?;
+            let old = must_find(conn, &self.types, at, Lock::Update)?;
             let t = self.types.get(&old.type_name)?;
             let mut node = old.clone();
             if mode == UpdateMode::Replace {
@@ -475,11 +485,11 @@ impl Store {
     /// Moves an item and its subtree under `target`.
     pub fn move_to(&self, at: &NodeRef, target: &NodeRef, by: NodeId) -> Result<Written<Node>> {
         self.write(|conn| {
-            let mut node = must_find(conn, &self.types, at)?;
+            let mut node = must_find(conn, &self.types, at, Lock::Update)?;
             if node.parent_id.is_none() {
                 return Err(StoreError::NotAllowed("/Root cannot be moved".into()));
             }
-            let target = must_find(conn, &self.types, target)?;
+            let target = must_find(conn, &self.types, target, Lock::Share)?;
             if is_in_subtree(&target.path, &node.path) {
                 return Err(StoreError::NotAllowed(format!(
                     "{} cannot be moved into its own subtree",
@@ -517,8 +527,8 @@ impl Store {
         by: NodeId,
     ) -> Result<Written<Node>> {
         self.write(|conn| {
-            let source = must_find(conn, &self.types, at)?;
-            let target = must_find(conn, &self.types, target)?;
+            let source = must_find(conn, &self.types, at, Lock::Share)?;
+            let target = must_find(conn, &self.types, target, Lock::Share)?;
             if is_in_subtree(&target.path, &source.path) {
                 return Err(StoreError::NotAllowed(format!(
                     "{} cannot be copied into its own subtree",
@@ -617,7 +627,7 @@ impl Store {
     /// Deletes an item and its subtree; returns how many items were deleted.
     pub fn delete(&self, at: &NodeRef, _by: NodeId) -> Result<Written<u64>> {
         self.write(|conn| {
-            let node = must_find(conn, &self.types, at)?;
+            let node = must_find(conn, &self.types, at, Lock::Update)?;
             if node.parent_id.is_none() {
                 return Err(StoreError::NotAllowed("/Root cannot be deleted".into()));
             }
@@ -655,8 +665,9 @@ impl Store {
                         };
                         let key = path_key(parent_path);
                         if !parents.contains_key(&key) {
-                            let p = find(conn, &self.types, &NodeRef::from(parent_path), false)?
-                                .ok_or_else(|| StoreError::NotFound(parent_path.to_string()))?;
+                            let p =
+                                find(conn, &self.types, &NodeRef::from(parent_path), Lock::Share)?
+                                    .ok_or_else(|| StoreError::NotFound(parent_path.to_string()))?;
                             parents.insert(key.clone(), p);
                         }
                         let parent = &parents[&key];

@@ -232,7 +232,7 @@ impl Store {
 
     /// The item addressed by `at`, if it exists.
     pub fn node(&self, at: &NodeRef) -> Result<Option<Node>> {
-        self.read(|conn| crate::ops::find(conn, &self.types, at, false))
+        self.read(|conn| crate::ops::find(conn, &self.types, at, crate::ops::Lock::None))
     }
 
     /// The items with these ids that exist, in no particular order.

@@ -1,0 +1,186 @@
+//! The `cairn` binary as a user runs it: import, index status/check/rebuild, refusals
+//! beside a live process, and a SIGKILL in the middle of an import.
+
+use std::io::Write;
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
+
+use cairn_testkit::wait_until;
+
+fn cairn() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_cairn"));
+    c.env_remove("CAIRN_DATA").env_remove("CAIRN_DATABASE");
+    c
+}
+
+fn run(args: &[&str]) -> Output {
+    cairn().args(args).output().unwrap()
+}
+
+fn text(o: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+/// A corpus of `n` articles in folders of 100, parents first.
+fn corpus(path: &Path, n: usize) -> Vec<String> {
+    let mut f = std::io::BufWriter::new(std::fs::File::create(path).unwrap());
+    let mut paths = Vec::new();
+    let mut line = |p: String, t: &str, extra: &str| {
+        writeln!(f, r#"{{"Path":"{p}","Type":"{t}"{extra}}}"#).unwrap();
+        paths.push(p);
+    };
+    line("/Root/Import".into(), "Folder", "");
+    for i in 0..n {
+        if i % 100 == 0 {
+            line(format!("/Root/Import/F{}", i / 100), "Folder", "");
+        }
+        line(
+            format!("/Root/Import/F{}/item{i}", i / 100),
+            "Article",
+            &format!(r#","Body":"word{} common text","ReadCount":{i}"#, i % 17),
+        );
+    }
+    paths
+}
+
+fn db_paths(db: &Path) -> Vec<String> {
+    let conn = rusqlite::Connection::open(db).unwrap();
+    let mut stmt = conn
+        .prepare("SELECT path FROM nodes WHERE path_key >= '/root/import' AND path_key < '/root/import0' ORDER BY id")
+        .unwrap();
+    stmt.query_map([], |r| r.get::<_, String>(0))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect()
+}
+
+#[test]
+fn import_then_status_check_and_rebuild() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let file = dir.path().join("c.jsonl");
+    let paths = corpus(&file, 500);
+    let d = data.to_str().unwrap();
+    let o = run(&["import", "--data", d, file.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(
+        text(&o).contains(&format!("imported {} items", paths.len())),
+        "{}",
+        text(&o)
+    );
+    assert_eq!(db_paths(&data.join("cairn.db")), paths);
+
+    let o = run(&["index", "status", "--data", d, "--json"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["Lag"], 0);
+    assert_eq!(v["LastActivityId"], v["DatabaseLastActivityId"]);
+
+    let o = run(&["index", "check", "--data", d, "--json"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["Differences"].as_array().unwrap().len(), 0);
+    assert_eq!(v["IndexDocuments"], v["DatabaseItems"]);
+
+    let o = run(&["index", "rebuild", "--data", d]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(text(&o).contains("rebuilt:"), "{}", text(&o));
+    let o = run(&["index", "check", "--data", d]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(text(&o).contains("0 differences"));
+}
+
+#[test]
+fn a_bad_line_is_named_and_the_lines_before_it_are_kept() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let file = dir.path().join("c.jsonl");
+    std::fs::write(
+        &file,
+        concat!(
+            "{\"Path\":\"/Root/A\",\"Type\":\"Folder\"}\n",
+            "{\"Path\":\"/Root/A/x\",\"Type\":\"Article\",\"Rating\":1.5}\n",
+            "{\"Path\":\"/Root/A/y\",\"Type\":\"Article\",\"Rating\":\"high\"}\n",
+            "{\"Path\":\"/Root/A/z\",\"Type\":\"Article\"}\n",
+        ),
+    )
+    .unwrap();
+    let d = data.to_str().unwrap();
+    let o = run(&["import", "--data", d, file.to_str().unwrap()]);
+    assert!(!o.status.success());
+    let t = text(&o);
+    assert!(t.contains("line 3") && t.contains("Rating"), "{t}");
+    let conn = rusqlite::Connection::open(data.join("cairn.db")).unwrap();
+    let n: i64 = conn
+        .query_row(
+            "SELECT COUNT(*) FROM nodes WHERE path LIKE '/Root/A%'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(n, 2, "the two lines before the bad one are kept");
+    // Malformed JSON is named too.
+    std::fs::write(&file, "{\"Path\":\"/Root/B\",\"Type\":\"Folder\"}\n{oops\n").unwrap();
+    let o = run(&["import", "--data", d, file.to_str().unwrap()]);
+    assert!(!o.status.success());
+    assert!(text(&o).contains("line 2: not JSON"), "{}", text(&o));
+    let o = run(&["index", "check", "--data", d]);
+    assert!(o.status.success(), "{}", text(&o));
+}
+
+#[test]
+fn sigkill_mid_import_loses_nothing_committed() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let file = dir.path().join("c.jsonl");
+    let paths = corpus(&file, 60_000);
+    let d = data.to_str().unwrap();
+    let db = data.join("cairn.db");
+    let mut child = cairn()
+        .args([
+            "import",
+            "--batch",
+            "500",
+            "--data",
+            d,
+            file.to_str().unwrap(),
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_until(
+        "the import commits its first batches",
+        Duration::from_secs(60),
+        || (db.exists() && db_paths(&db).len() > 3_000).then_some(()),
+    );
+    // Beside a live import, offline commands refuse and say why.
+    let o = run(&["index", "rebuild", "--data", d]);
+    assert!(!o.status.success());
+    assert!(
+        text(&o).contains("in use by `cairn import`"),
+        "{}",
+        text(&o)
+    );
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+    let committed = db_paths(&db);
+    assert!(
+        committed.len() < paths.len(),
+        "the import finished before the kill"
+    );
+    // What was committed is exactly a prefix of the file, batch by batch.
+    assert_eq!(committed[..], paths[..committed.len()]);
+
+    // Restart: the index catches up with everything committed.
+    let o = run(&["index", "check", "--data", d, "--json"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["Differences"].as_array().unwrap().len(), 0, "{v}");
+    assert_eq!(db_paths(&db), committed, "nothing committed was lost");
+}
