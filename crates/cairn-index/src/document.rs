@@ -46,14 +46,12 @@ pub fn build(
                 continue;
             };
             match (as_, value) {
-                (IndexedAs::Keyword | IndexedAs::Text, FieldValue::Text(s)) => {
-                    if !s.is_empty() {
-                        if def.name != "Path" && def.name != "Type" {
-                            all_text.push_str(&s);
-                            all_text.push('\n');
-                        }
-                        doc.add_text(field, &s);
+                (IndexedAs::Keyword | IndexedAs::Text, FieldValue::Text(s)) if !s.is_empty() => {
+                    if def.name != "Path" && def.name != "Type" {
+                        all_text.push_str(&s);
+                        all_text.push('\n');
                     }
+                    doc.add_text(field, &s);
                 }
                 (IndexedAs::Keyword, FieldValue::Choice(options)) => {
                     for o in options {

@@ -709,8 +709,8 @@ fn advance(
     }
     if let Some(last) = activities
         .iter()
-        .filter(|a| a.id > state.last_activity_id)
-        .last()
+        .rev()
+        .find(|a| a.id > state.last_activity_id)
     {
         state.last_activity_id = last.id;
         state.fingerprint = last.fingerprint;

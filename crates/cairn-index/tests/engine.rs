@@ -403,7 +403,8 @@ fn bad_input_is_refused_and_nothing_is_half_written() {
         store.last_activity_id().unwrap(),
     );
     let root = NodeRef::from("/Root/Docs");
-    let cases: Vec<(cairn_store::NewContent, fn(&StoreError) -> bool)> = vec![
+    type Expect = fn(&StoreError) -> bool;
+    let cases: Vec<(cairn_store::NewContent, Expect)> = vec![
         (content("Folder", "", json!({})), |e| {
             matches!(e, StoreError::InvalidName { .. })
         }),
@@ -428,9 +429,8 @@ fn bad_input_is_refused_and_nothing_is_half_written() {
         (content("Article", "x", json!({"Id": 5})), |e| {
             matches!(e, StoreError::ReadOnlyField(_))
         }),
-        (content("Folder", "DOCS", json!({})), |_| false),
     ];
-    for (c, expected) in cases.iter().take(cases.len() - 1) {
+    for (c, expected) in &cases {
         let e = store.create(&root, c, admin).unwrap_err();
         assert!(expected(&e), "{:?}: unexpected {e}", c.name);
     }

@@ -44,7 +44,7 @@ impl Progress {
         let mut last = self.last_line.lock().unwrap_or_else(|p| p.into_inner());
         let due = last.is_none_or(|t| t.elapsed() >= Duration::from_secs(1)) || done >= total;
         if due {
-            let pct = if total > 0 { done * 100 / total } else { 100 };
+            let pct = (done * 100).checked_div(total).unwrap_or(100);
             eprintln!("{}: {done}/{total} ({pct}%)", self.label);
             *last = Some(Instant::now());
         }

@@ -1,0 +1,9 @@
+//! Cairn benchmarks as a library: the fixed-seed corpus ([`corpus`]), raw-engine
+//! baselines ([`raw_sqlite`], [`raw_tantivy`]) and measurement helpers
+//! ([`measure`]). The `cairn-bench` binary (`src/main.rs`) drives them; other
+//! benchmarks can reuse the same corpus rows and records.
+
+pub mod corpus;
+pub mod measure;
+pub mod raw_sqlite;
+pub mod raw_tantivy;
