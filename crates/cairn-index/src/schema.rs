@@ -133,7 +133,7 @@ impl IndexSchema {
     pub fn new(types: &ContentTypes) -> IndexSchema {
         let mut b = Schema::builder();
         let mut fields = HashMap::new();
-        for def in types.all_fields() {
+        for def in types.all_fields().into_iter().filter(|d| !d.is_hidden()) {
             let as_ = if def.name == "Id" {
                 IndexedAs::I64
             } else {

@@ -68,7 +68,7 @@ impl Node {
         let mut out = Map::new();
         match types.get(&self.type_name) {
             Ok(t) => {
-                for def in &t.fields {
+                for def in t.fields.iter().filter(|d| !d.is_hidden()) {
                     let v = self
                         .value(def.name)
                         .map(|v| v.to_json(def))

@@ -39,6 +39,26 @@ impl DataArgs {
 
 #[derive(Subcommand, Debug)]
 enum Command {
+    /// Serve the repository over HTTP (OData, sensenet's dialect).
+    Serve {
+        #[command(flatten)]
+        data: DataArgs,
+        /// Address to listen on (port 0 picks a free port; the address is printed).
+        #[arg(long, env = "CAIRN_LISTEN", default_value = "127.0.0.1:8080")]
+        listen: std::net::SocketAddr,
+        /// The administrator's API key (default: DIR/admin.key, generated on first start).
+        #[arg(long, env = "CAIRN_ADMIN_KEY", hide_env_values = true)]
+        admin_key: Option<String>,
+        /// The most items one answer holds; a larger $top is clamped.
+        #[arg(long, env = "CAIRN_MAX_TOP", default_value_t = 10_000)]
+        max_top: usize,
+        /// The largest request body, in bytes.
+        #[arg(long, env = "CAIRN_MAX_BODY", default_value_t = 10 << 20)]
+        max_body: usize,
+        /// Seconds a request may take before it is answered 408.
+        #[arg(long, env = "CAIRN_REQUEST_TIMEOUT", default_value_t = 60)]
+        request_timeout: u64,
+    },
     /// Index operations: status, integrity check, rebuild.
     Index {
         #[command(subcommand)]
@@ -83,6 +103,23 @@ enum IndexCommand {
 
 fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
+        Command::Serve {
+            data,
+            listen,
+            admin_key,
+            max_top,
+            max_body,
+            request_timeout,
+        } => commands::serve::run(
+            &data.dir()?,
+            commands::serve::ServeOptions {
+                listen,
+                admin_key,
+                max_top: max_top.max(1),
+                max_body_bytes: max_body,
+                request_timeout: std::time::Duration::from_secs(request_timeout.max(1)),
+            },
+        ),
         Command::Index { command } => match command {
             IndexCommand::Status { data, json } => commands::index::status(&data.dir()?, json),
             IndexCommand::Check { data, json } => commands::index::check(&data.dir()?, json),
@@ -99,8 +136,9 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("CAIRN_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+            tracing_subscriber::EnvFilter::try_from_env("CAIRN_LOG").unwrap_or_else(|_| {
+                tracing_subscriber::EnvFilter::new("warn,cairn=info,cairn_index=info")
+            }),
         )
         .init();
     match run(Cli::parse()) {

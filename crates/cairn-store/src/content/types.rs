@@ -42,6 +42,9 @@ pub enum Storage {
     System,
     /// The typed field values of `nodes.fields` (JSON).
     Typed,
+    /// A typed value that is never indexed nor shown (a password hash). Only the API writes
+    /// it, after hashing; clients cannot name it.
+    Hidden,
 }
 
 /// One field of a content type.
@@ -75,6 +78,10 @@ impl FieldDef {
     /// True when clients cannot write this field.
     pub fn is_read_only(&self) -> bool {
         self.storage == Storage::System
+    }
+    /// True when the field is never indexed nor shown.
+    pub fn is_hidden(&self) -> bool {
+        self.storage == Storage::Hidden
     }
 }
 
@@ -167,6 +174,7 @@ const USER_FIELDS: &[FieldDef] = &[
     FieldDef::typed("Email", FieldKind::ShortText),
     FieldDef::typed("FullName", FieldKind::ShortText),
     FieldDef::typed("Enabled", FieldKind::Boolean),
+    FieldDef::new("PasswordHash", FieldKind::ShortText, Storage::Hidden),
 ];
 
 const GROUP_FIELDS: &[FieldDef] = &[FieldDef {

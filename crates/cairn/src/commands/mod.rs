@@ -2,6 +2,7 @@
 
 pub mod import;
 pub mod index;
+pub mod serve;
 
 use std::sync::Arc;
 

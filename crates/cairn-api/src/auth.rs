@@ -1,0 +1,131 @@
+//! Authentication: `Authorization: Bearer <api key>` (what the sensenet JS client sends)
+//! for the administrator, `Basic` for users whose password hash is stored with them. No
+//! anonymous access.
+
+use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
+use argon2::Argon2;
+use axum::extract::FromRequestParts;
+use axum::http::request::Parts;
+use base64::Engine;
+use cairn_store::{FieldValue, NodeId, NodeRef};
+
+use crate::error::ApiError;
+use crate::state::AppState;
+
+/// Who is calling.
+#[derive(Clone, Debug)]
+pub struct Caller {
+    /// The user's content id (the administrator's for the admin key).
+    pub user: NodeId,
+    /// Administrators may do everything.
+    pub is_admin: bool,
+}
+
+impl Caller {
+    /// Refuses non-administrators.
+    pub fn require_admin(&self, what: &str) -> Result<(), ApiError> {
+        if self.is_admin {
+            Ok(())
+        } else {
+            Err(ApiError::forbidden(format!(
+                "{what} is for administrators only"
+            )))
+        }
+    }
+}
+
+/// Compares in time independent of where the strings first differ.
+fn same(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// Hashes a password for storage (argon2id, random salt).
+pub fn hash_password(password: &str) -> Result<String, ApiError> {
+    // 16 random bytes from the OS (uuid's v4 generator) as the salt.
+    let salt =
+        SaltString::encode_b64(uuid::Uuid::new_v4().as_bytes()).map_err(ApiError::internal)?;
+    Argon2::default()
+        .hash_password(password.as_bytes(), &salt)
+        .map(|h| h.to_string())
+        .map_err(ApiError::internal)
+}
+
+fn verify_password(password: &str, hash: &str) -> bool {
+    PasswordHash::new(hash)
+        .map(|h| {
+            Argon2::default()
+                .verify_password(password.as_bytes(), &h)
+                .is_ok()
+        })
+        .unwrap_or(false)
+}
+
+/// Finds the user with `login` (in /Root/IMS) and checks the password.
+fn basic_user(state: &AppState, login: &str, password: &str) -> Result<Option<Caller>, ApiError> {
+    let Some(id) = crate::search::find_user(state, login)? else {
+        return Ok(None);
+    };
+    let Some(node) = state.store.node(&NodeRef::Id(id))? else {
+        return Ok(None);
+    };
+    let enabled = !matches!(node.fields.get("Enabled"), Some(FieldValue::Boolean(false)));
+    let ok = match node.fields.get("PasswordHash") {
+        Some(FieldValue::Text(h)) => enabled && verify_password(password, h),
+        _ => false,
+    };
+    Ok(ok.then(|| Caller {
+        is_admin: node.id == state.store.admin_id(),
+        user: node.id,
+    }))
+}
+
+impl FromRequestParts<AppState> for Caller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let header = parts
+            .headers
+            .get(axum::http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .ok_or_else(ApiError::unauthorized)?
+            .trim()
+            .to_string();
+        if let Some(key) = header.strip_prefix("Bearer ").map(str::trim) {
+            if same(key.as_bytes(), state.config.admin_key.as_bytes()) {
+                return Ok(Caller {
+                    user: state.store.admin_id(),
+                    is_admin: true,
+                });
+            }
+            return Err(ApiError::unauthorized());
+        }
+        if let Some(encoded) = header.strip_prefix("Basic ").map(str::trim) {
+            let decoded = base64::engine::general_purpose::STANDARD
+                .decode(encoded)
+                .ok()
+                .and_then(|b| String::from_utf8(b).ok())
+                .ok_or_else(ApiError::unauthorized)?;
+            let (login, password) = decoded.split_once(':').ok_or_else(ApiError::unauthorized)?;
+            let (state, login, password) = (state.clone(), login.to_string(), password.to_string());
+            let caller = tokio::task::spawn_blocking(move || basic_user(&state, &login, &password))
+                .await
+                .map_err(ApiError::internal)??;
+            return caller.ok_or_else(ApiError::unauthorized);
+        }
+        Err(ApiError::unauthorized())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn passwords_hash_and_verify() {
+        let h = hash_password("s3cret").unwrap();
+        assert!(verify_password("s3cret", &h));
+        assert!(!verify_password("S3cret", &h));
+        assert!(!verify_password("s3cret", "not a hash"));
+        assert!(same(b"abc", b"abc") && !same(b"abc", b"abd") && !same(b"abc", b"ab"));
+    }
+}

@@ -1,0 +1,34 @@
+//! Settings of the HTTP API, each with a sane default.
+
+use std::time::Duration;
+
+/// Limits and behaviour of the API.
+#[derive(Clone, Debug)]
+pub struct ApiConfig {
+    /// The administrator's API key (`Authorization: Bearer <key>`).
+    pub admin_key: String,
+    /// The most items one collection or query answer holds; a larger `$top` is clamped.
+    pub max_top: usize,
+    /// The largest request body, in bytes (413 above).
+    pub max_body_bytes: usize,
+    /// The longest `query` / `$filter` text, in bytes (400 above).
+    pub max_query_bytes: usize,
+    /// How long a request may take before it is answered 408.
+    pub request_timeout: Duration,
+    /// How long a write waits for its change to be searchable before it answers anyway.
+    pub searchable_timeout: Duration,
+}
+
+impl ApiConfig {
+    /// Defaults with the given administrator key.
+    pub fn new(admin_key: String) -> Self {
+        ApiConfig {
+            admin_key,
+            max_top: 10_000,
+            max_body_bytes: 10 << 20,
+            max_query_bytes: 16 << 10,
+            request_timeout: Duration::from_secs(60),
+            searchable_timeout: Duration::from_secs(10),
+        }
+    }
+}

@@ -1,0 +1,207 @@
+//! The one place where errors become HTTP statuses and sensenet error bodies:
+//! `{"error":{"code":"...","exceptiontype":"...","message":{"lang":"en-us","value":"..."}}}`.
+
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use cairn_index::IndexError;
+use cairn_store::StoreError;
+use serde_json::json;
+
+/// An error answered to a client.
+#[derive(Debug, Clone)]
+pub struct ApiError {
+    /// The HTTP status.
+    pub status: StatusCode,
+    /// sensenet's error code (`NotFound`, `InvalidContentQuery`, ...).
+    pub code: &'static str,
+    /// sensenet's exception type name.
+    pub exception: &'static str,
+    /// The message shown to the client (no internals for 5xx).
+    pub message: String,
+}
+
+impl ApiError {
+    /// A new error.
+    pub fn new(
+        status: StatusCode,
+        code: &'static str,
+        exception: &'static str,
+        message: impl Into<String>,
+    ) -> Self {
+        ApiError {
+            status,
+            code,
+            exception,
+            message: message.into(),
+        }
+    }
+    /// 400 for bad input.
+    pub fn bad_request(message: impl Into<String>) -> Self {
+        Self::new(
+            StatusCode::BAD_REQUEST,
+            "InvalidRequest",
+            "InvalidOperationException",
+            message,
+        )
+    }
+    /// 400 for a bad content query or `$filter`.
+    pub fn bad_query(message: impl Into<String>) -> Self {
+        Self::new(
+            StatusCode::BAD_REQUEST,
+            "InvalidContentQuery",
+            "InvalidContentQueryException",
+            message,
+        )
+    }
+    /// 404.
+    pub fn not_found(message: impl Into<String>) -> Self {
+        Self::new(
+            StatusCode::NOT_FOUND,
+            "NotFound",
+            "ContentNotFoundException",
+            message,
+        )
+    }
+    /// 401.
+    pub fn unauthorized() -> Self {
+        Self::new(
+            StatusCode::UNAUTHORIZED,
+            "Unauthorized",
+            "UnauthorizedAccessException",
+            "authentication required: send Authorization: Bearer <api key> or Basic credentials",
+        )
+    }
+    /// 403.
+    pub fn forbidden(message: impl Into<String>) -> Self {
+        Self::new(
+            StatusCode::FORBIDDEN,
+            "Forbidden",
+            "SenseNetSecurityException",
+            message,
+        )
+    }
+    /// 409.
+    pub fn conflict(message: impl Into<String>) -> Self {
+        Self::new(
+            StatusCode::CONFLICT,
+            "Conflict",
+            "NodeAlreadyExistsException",
+            message,
+        )
+    }
+    /// 500: the details go to the log, not to the client.
+    pub fn internal(detail: impl std::fmt::Display) -> Self {
+        tracing::error!("internal error: {detail}");
+        Self::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "InternalError",
+            "Exception",
+            "internal error; see the server log",
+        )
+    }
+    /// 503.
+    pub fn unavailable(message: impl Into<String>) -> Self {
+        Self::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "ServiceUnavailable",
+            "Exception",
+            message,
+        )
+    }
+    /// The error for a bare status that arrived without a body (rejections, limits).
+    pub fn from_status(status: StatusCode) -> Self {
+        let (code, message) = match status {
+            StatusCode::PAYLOAD_TOO_LARGE => ("RequestTooLarge", "the request body is too large"),
+            StatusCode::REQUEST_TIMEOUT => ("RequestTimeout", "the request took too long"),
+            StatusCode::METHOD_NOT_ALLOWED => ("MethodNotAllowed", "method not allowed here"),
+            StatusCode::NOT_FOUND => ("NotFound", "no such resource"),
+            StatusCode::UNSUPPORTED_MEDIA_TYPE => {
+                ("UnsupportedMediaType", "unsupported content type")
+            }
+            s if s.is_server_error() => ("InternalError", "internal error; see the server log"),
+            _ => ("InvalidRequest", "the request is not valid"),
+        };
+        Self::new(status, code, "Exception", message)
+    }
+}
+
+impl std::fmt::Display for ApiError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} {}: {}",
+            self.status.as_u16(),
+            self.code,
+            self.message
+        )
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = json!({"error": {
+            "code": self.code,
+            "exceptiontype": self.exception,
+            "message": {"lang": "en-us", "value": self.message},
+        }});
+        (self.status, Json(body)).into_response()
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        let msg = e.to_string();
+        match e {
+            StoreError::NotFound(_) => ApiError::not_found(msg),
+            StoreError::AlreadyExists(_) => ApiError::conflict(msg),
+            StoreError::InvalidName { .. } | StoreError::InvalidPath { .. } => ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "InvalidName",
+                "InvalidPathException",
+                msg,
+            ),
+            StoreError::UnknownType(_) => ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "UnknownContentType",
+                "InvalidOperationException",
+                msg,
+            ),
+            StoreError::UnknownField { .. }
+            | StoreError::InvalidValue { .. }
+            | StoreError::ReadOnlyField(_) => ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "InvalidField",
+                "InvalidContentException",
+                msg,
+            ),
+            StoreError::NotAllowed(_) => ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "NotAllowed",
+                "InvalidOperationException",
+                msg,
+            ),
+            other => ApiError::internal(other),
+        }
+    }
+}
+
+impl From<IndexError> for ApiError {
+    fn from(e: IndexError) -> Self {
+        match e {
+            IndexError::InvalidSearch(m) => ApiError::bad_query(m),
+            IndexError::Store(s) => s.into(),
+            IndexError::ShuttingDown => ApiError::unavailable("the server is shutting down"),
+            other => ApiError::internal(other),
+        }
+    }
+}
+
+impl From<cairn_query::QueryError> for ApiError {
+    fn from(e: cairn_query::QueryError) -> Self {
+        ApiError::bad_query(e.to_string())
+    }
+}
+
+/// Result alias of handlers.
+pub type ApiResult<T> = Result<T, ApiError>;

@@ -1,0 +1,150 @@
+//! # cairn-api
+//!
+//! Cairn's HTTP API: OData in sensenet's dialect over the store and the index, with
+//! authentication, limits, structured logs with request ids, `/health` and `/metrics`.
+//! This is the only crate that knows axum; [`router`] builds the whole service.
+#![warn(missing_docs)]
+
+pub mod auth;
+pub mod config;
+pub mod error;
+pub mod metrics;
+pub mod odata;
+pub mod search;
+pub mod state;
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
+
+use axum::body::Body;
+use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
+use tower_http::timeout::TimeoutLayer;
+use tracing::Instrument;
+
+pub use config::ApiConfig;
+pub use error::ApiError;
+pub use state::AppState;
+
+use metrics::RouteLabel;
+
+/// The whole HTTP service over `state`.
+pub fn router(state: AppState) -> Router {
+    let config = state.config.clone();
+    Router::new()
+        .route("/health", get(health))
+        .route("/metrics", get(metrics_text))
+        .fallback(odata_entry)
+        .layer(DefaultBodyLimit::max(config.max_body_bytes))
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::REQUEST_TIMEOUT,
+            config.request_timeout,
+        ))
+        .layer(middleware::from_fn_with_state(state.clone(), observe))
+        .with_state(state)
+}
+
+async fn health() -> Response {
+    let mut r = (StatusCode::OK, "ok").into_response();
+    r.extensions_mut().insert(RouteLabel("health"));
+    r
+}
+
+async fn metrics_text(State(state): State<AppState>) -> Response {
+    let s = state.clone();
+    let rendered = odata::handlers::blocking(move || {
+        let ix = s.indexer.state();
+        let db_last = s.store.last_activity_id()?.0;
+        let last = ix.last_activity_id.0;
+        Ok(s.metrics.render(
+            (db_last - last).max(0),
+            s.indexer.searcher().num_docs(),
+            last,
+            db_last,
+        ))
+    })
+    .await;
+    let mut r = match rendered {
+        Ok(text) => ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response(),
+        Err(e) => e.into_response(),
+    };
+    r.extensions_mut().insert(RouteLabel("metrics"));
+    r
+}
+
+/// Everything that is not `/health` or `/metrics`: the OData service, whose token
+/// `/odata.svc` is case-insensitive.
+async fn odata_entry(state: State<AppState>, req: Request) -> Response {
+    let (mut parts, body) = req.into_parts();
+    let is_odata = parts
+        .uri
+        .path()
+        .get(..10)
+        .is_some_and(|p| p.eq_ignore_ascii_case("/odata.svc"));
+    if !is_odata {
+        return ApiError::not_found(format!("no such resource: {}", parts.uri.path()))
+            .into_response();
+    }
+    use axum::extract::FromRequestParts;
+    let caller = match auth::Caller::from_request_parts(&mut parts, &state.0).await {
+        Ok(c) => c,
+        Err(e) => return e.into_response(),
+    };
+    let limit = state.0.config.max_body_bytes;
+    let bytes = match axum::body::to_bytes(body, limit).await {
+        Ok(b) => b,
+        Err(_) => return ApiError::from_status(StatusCode::PAYLOAD_TOO_LARGE).into_response(),
+    };
+    odata::handlers::odata(state, caller, parts.method, parts.uri, bytes).await
+}
+
+static REQUEST_IDS: AtomicU64 = AtomicU64::new(1);
+
+/// Request id, log span, metrics, and sensenet error bodies for bare error statuses.
+async fn observe(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    let id = REQUEST_IDS.fetch_add(1, Ordering::Relaxed);
+    let started = Instant::now();
+    let (method, path) = (req.method().clone(), req.uri().path().to_string());
+    let span = tracing::info_span!("request", id, %method, %path);
+    let mut resp = next.run(req).instrument(span.clone()).await;
+    let status = resp.status();
+    let is_json = resp
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    if (status.is_client_error() || status.is_server_error()) && !is_json {
+        let label = resp.extensions().get::<RouteLabel>().cloned();
+        resp = ApiError::from_status(status).into_response();
+        if let Some(l) = label {
+            resp.extensions_mut().insert(l);
+        }
+    }
+    let route = resp
+        .extensions()
+        .get::<RouteLabel>()
+        .map_or("other", |l| l.0);
+    let elapsed = started.elapsed();
+    state.metrics.observe(route, status.as_u16(), elapsed);
+    span.in_scope(|| {
+        tracing::info!(
+            status = status.as_u16(),
+            route,
+            ms = elapsed.as_secs_f64() * 1e3,
+            "answered"
+        )
+    });
+    if let Ok(v) = HeaderValue::from_str(&id.to_string()) {
+        resp.headers_mut().insert("x-request-id", v);
+    }
+    resp
+}
+
+/// An empty body (for tests and tools).
+pub fn empty() -> Body {
+    Body::empty()
+}

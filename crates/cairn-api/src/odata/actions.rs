@@ -1,0 +1,208 @@
+//! Actions and functions on items: the batch operations sensenet's client calls on /Root
+//! (`DeleteBatch`, `MoveBatch`, `CopyBatch`) and the index operations for administrators.
+
+use axum::body::Bytes;
+use axum::http::Method;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use cairn_store::{ActivityId, NodeId, NodeRef};
+use serde_json::{json, Value};
+
+use super::handlers::blocking;
+use super::options::Options;
+use crate::auth::Caller;
+use crate::error::{ApiError, ApiResult};
+use crate::metrics::RouteLabel;
+use crate::state::AppState;
+
+/// The actions and functions this API knows.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Action {
+    /// Delete many items.
+    DeleteBatch,
+    /// Move many items under a target.
+    MoveBatch,
+    /// Copy many items under a target.
+    CopyBatch,
+    /// Completion state, database position, document count.
+    GetIndexProperties,
+    /// Database vs index differences.
+    CheckIndexIntegrity,
+}
+
+impl Action {
+    /// The action named `name` (case-insensitive), if any.
+    pub fn parse(name: &str) -> Option<Action> {
+        Some(match name.to_ascii_lowercase().as_str() {
+            "deletebatch" => Action::DeleteBatch,
+            "movebatch" => Action::MoveBatch,
+            "copybatch" => Action::CopyBatch,
+            "getindexproperties" => Action::GetIndexProperties,
+            "checkindexintegrity" => Action::CheckIndexIntegrity,
+            _ => return None,
+        })
+    }
+    fn label(self) -> &'static str {
+        match self {
+            Action::DeleteBatch => "action:DeleteBatch",
+            Action::MoveBatch => "action:MoveBatch",
+            Action::CopyBatch => "action:CopyBatch",
+            Action::GetIndexProperties => "function:GetIndexProperties",
+            Action::CheckIndexIntegrity => "function:CheckIndexIntegrity",
+        }
+    }
+}
+
+fn target_ref(v: &Value) -> Option<NodeRef> {
+    match v {
+        Value::String(s) => Some(match s.parse::<i64>() {
+            Ok(id) => NodeRef::Id(NodeId(id)),
+            Err(_) => NodeRef::Path(s.clone()),
+        }),
+        Value::Number(n) => n.as_i64().map(|i| NodeRef::Id(NodeId(i))),
+        _ => None,
+    }
+}
+
+fn batch(
+    state: &AppState,
+    caller: &Caller,
+    action: Action,
+    body: &serde_json::Map<String, Value>,
+) -> ApiResult<Value> {
+    let paths = match body.get("paths") {
+        Some(Value::Array(items)) => items.clone(),
+        Some(single @ (Value::String(_) | Value::Number(_))) => vec![single.clone()],
+        _ => {
+            return Err(ApiError::bad_request(
+                "paths must be an array of paths or ids",
+            ))
+        }
+    };
+    let target = match action {
+        Action::MoveBatch | Action::CopyBatch => Some(
+            body.get("targetPath")
+                .and_then(target_ref)
+                .ok_or_else(|| ApiError::bad_request("targetPath is required"))?,
+        ),
+        _ => None,
+    };
+    let (mut results, mut errors) = (Vec::new(), Vec::new());
+    let mut last = ActivityId(0);
+    for p in &paths {
+        let Some(at) = target_ref(p) else {
+            errors.push(json!({"content": {"Path": p}, "error": {"message": {"lang": "en-us", "value": "not a path or id"}}}));
+            continue;
+        };
+        let outcome = (|| -> ApiResult<Value> {
+            let node = state
+                .store
+                .node(&at)?
+                .ok_or_else(|| ApiError::not_found(format!("content not found: {at}")))?;
+            if node.type_name.eq_ignore_ascii_case("User")
+                || node.type_name.eq_ignore_ascii_case("Group")
+            {
+                caller.require_admin("changing users and groups")?;
+            }
+            let summary = |n: &cairn_store::Node| json!({"Id": n.id.0, "Path": n.path, "Name": n.name, "Type": n.type_name});
+            Ok(match (action, &target) {
+                (Action::DeleteBatch, _) => {
+                    let w = state.store.delete(&NodeRef::Id(node.id), caller.user)?;
+                    last = last.max(w.activity);
+                    summary(&node)
+                }
+                (Action::MoveBatch, Some(t)) => {
+                    let w = state.store.move_to(&NodeRef::Id(node.id), t, caller.user)?;
+                    last = last.max(w.activity);
+                    let mut v = summary(&w.value);
+                    v["OriginalPath"] = json!(node.path);
+                    v
+                }
+                (Action::CopyBatch, Some(t)) => {
+                    let w = state
+                        .store
+                        .copy_to(&NodeRef::Id(node.id), t, None, caller.user)?;
+                    last = last.max(w.activity);
+                    summary(&w.value)
+                }
+                _ => return Err(ApiError::bad_request("not a batch action")),
+            })
+        })();
+        match outcome {
+            Ok(v) => results.push(v),
+            Err(e) => errors.push(json!({
+                "content": {"Path": p},
+                "error": {"code": e.code, "exceptiontype": e.exception,
+                          "message": {"lang": "en-us", "value": e.message}},
+            })),
+        }
+    }
+    if last.0 > 0 {
+        state
+            .indexer
+            .wait_for(last, state.config.searchable_timeout);
+    }
+    Ok(json!({"d": {"__count": results.len(), "results": results, "errors": errors}}))
+}
+
+fn index_properties(state: &AppState) -> ApiResult<Value> {
+    let s = state.indexer.state();
+    let db_last = state.store.last_activity_id()?;
+    Ok(json!({
+        "IndexingActivityStatus": {
+            "LastActivityId": s.last_activity_id.0,
+            "Gaps": s.gap_ids(),
+        },
+        "CompletionState": s.to_string(),
+        "DatabaseLastActivityId": db_last.0,
+        "Lag": (db_last.0 - s.last_activity_id.0).max(0),
+        "DocumentCount": state.indexer.searcher().num_docs(),
+        "RepositoryId": state.store.repository_id().to_string(),
+    }))
+}
+
+/// Runs `action` on the item `at`.
+pub async fn run(
+    state: AppState,
+    caller: Caller,
+    method: Method,
+    action: Action,
+    at: NodeRef,
+    _opts: Options,
+    body: Bytes,
+) -> ApiResult<Response> {
+    let label = action.label();
+    let value = match action {
+        Action::DeleteBatch | Action::MoveBatch | Action::CopyBatch => {
+            if method != Method::POST {
+                return Err(ApiError::bad_request(format!(
+                    "{action:?} is called with POST"
+                )));
+            }
+            let body = super::body::object(&body)?;
+            blocking(move || {
+                state
+                    .store
+                    .node(&at)?
+                    .ok_or_else(|| ApiError::not_found(format!("content not found: {at}")))?;
+                batch(&state, &caller, action, &body)
+            })
+            .await?
+        }
+        Action::GetIndexProperties => {
+            caller.require_admin("GetIndexProperties")?;
+            blocking(move || index_properties(&state)).await?
+        }
+        Action::CheckIndexIntegrity => {
+            caller.require_admin("CheckIndexIntegrity")?;
+            blocking(move || {
+                let report = state.indexer.check_integrity()?;
+                serde_json::to_value(report).map_err(ApiError::internal)
+            })
+            .await?
+        }
+    };
+    let mut r = Json(value).into_response();
+    r.extensions_mut().insert(RouteLabel(label));
+    Ok(r)
+}

@@ -1,0 +1,700 @@
+//! Every route and error status of the API, through the real router (no socket), over a
+//! real SQLite file and a real index.
+
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use axum::Router;
+use base64::Engine;
+use cairn_api::{router, ApiConfig, AppState};
+use cairn_index::{Indexer, IndexerOptions};
+use cairn_store::{DatabaseUrl, Store};
+use http_body_util::BodyExt;
+use serde_json::{json, Value};
+use tower::ServiceExt;
+
+const KEY: &str = "test-admin-key";
+
+struct Api {
+    _dir: tempfile::TempDir,
+    app: Router,
+    indexer: Arc<Indexer>,
+}
+
+fn api_with(config: impl FnOnce(&mut ApiConfig)) -> Api {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(Store::open(&DatabaseUrl::Sqlite(dir.path().join("cairn.db"))).unwrap());
+    let options = IndexerOptions {
+        writer_memory: 50 << 20,
+        writer_threads: 1,
+        ..IndexerOptions::default()
+    };
+    let (indexer, _) =
+        Indexer::open(&dir.path().join("index"), store.clone(), options, &|_| {}).unwrap();
+    let _bg = indexer.start();
+    let mut c = ApiConfig::new(KEY.into());
+    config(&mut c);
+    let app = router(AppState::new(store, indexer.clone(), c));
+    Api {
+        _dir: dir,
+        app,
+        indexer,
+    }
+}
+
+fn api() -> Api {
+    api_with(|_| {})
+}
+
+struct Reply {
+    status: StatusCode,
+    text: String,
+}
+
+impl Reply {
+    fn json(&self) -> Value {
+        serde_json::from_str(&self.text).unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.text))
+    }
+    fn error_code(&self) -> String {
+        self.json()["error"]["code"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string()
+    }
+}
+
+impl Api {
+    async fn call(&self, method: &str, uri: &str, auth: Option<&str>, body: Option<&str>) -> Reply {
+        let mut b = Request::builder().method(method).uri(uri);
+        if let Some(a) = auth {
+            b = b.header("authorization", a);
+        }
+        let req = b
+            .body(body.map_or_else(Body::empty, |s| Body::from(s.to_string())))
+            .unwrap();
+        let resp = self.app.clone().oneshot(req).await.unwrap();
+        let status = resp.status();
+        let bytes = resp.into_body().collect().await.unwrap().to_bytes();
+        Reply {
+            status,
+            text: String::from_utf8_lossy(&bytes).into_owned(),
+        }
+    }
+    async fn get(&self, uri: &str) -> Reply {
+        self.call("GET", uri, Some(&format!("Bearer {KEY}")), None)
+            .await
+    }
+    async fn send(&self, method: &str, uri: &str, body: Value) -> Reply {
+        self.call(
+            method,
+            uri,
+            Some(&format!("Bearer {KEY}")),
+            Some(&body.to_string()),
+        )
+        .await
+    }
+}
+
+async fn seed(api: &Api) {
+    let r = api
+        .send(
+            "POST",
+            "/odata.svc/Root",
+            json!({"__ContentType":"Folder","Name":"Docs"}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+    for (i, (name, body, rating)) in [
+        ("alpha", "quick fox", 1.5),
+        ("beta", "lazy dog", 4.0),
+        ("gamma", "quick dog", 3.0),
+    ]
+    .iter()
+    .enumerate()
+    {
+        let r = api
+            .send(
+                "POST",
+                "/odata.svc/Root/Docs",
+                json!({"__ContentType":"Article","Name":name,"Body":body,"Rating":rating,"Index":3 - i as i64}),
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn authentication_is_required() {
+    let api = api();
+    let r = api.call("GET", "/odata.svc/('Root')", None, None).await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(r.error_code(), "Unauthorized");
+    let r = api
+        .call("GET", "/odata.svc/('Root')", Some("Bearer wrong"), None)
+        .await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+    let r = api
+        .call("GET", "/odata.svc/('Root')", Some("Basic !!!"), None)
+        .await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+    let r = api.get("/odata.svc/('Root')").await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(r.json()["d"]["Path"], "/Root");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn users_log_in_with_basic_and_are_not_administrators() {
+    let api = api();
+    let r = api
+        .send(
+            "POST",
+            "/odata.svc/Root/IMS",
+            json!({"__ContentType":"User","Name":"jane","LoginName":"jane","Password":"pw-123","Email":"j@x"}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+    let d = &r.json()["d"];
+    assert!(
+        d.get("PasswordHash").is_none() && d.get("Password").is_none(),
+        "{d}"
+    );
+    let basic = |p: &str| {
+        format!(
+            "Basic {}",
+            base64::engine::general_purpose::STANDARD.encode(format!("jane:{p}"))
+        )
+    };
+    let r = api
+        .call("GET", "/odata.svc/('Root')", Some(&basic("wrong")), None)
+        .await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+    let ok = basic("pw-123");
+    let r = api
+        .call("GET", "/odata.svc/('Root')", Some(&ok), None)
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    // Content is theirs to change ...
+    let r = api
+        .call(
+            "POST",
+            "/odata.svc/Root",
+            Some(&ok),
+            Some(r#"{"__ContentType":"Folder","Name":"janes"}"#),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+    // ... index operations and user administration are not.
+    for path in [
+        "/odata.svc/('Root')/GetIndexProperties",
+        "/odata.svc/('Root')/CheckIndexIntegrity",
+    ] {
+        let r = api.call("GET", path, Some(&ok), None).await;
+        assert_eq!(r.status, StatusCode::FORBIDDEN, "{path}: {}", r.text);
+    }
+    let r = api
+        .call(
+            "POST",
+            "/odata.svc/Root/IMS",
+            Some(&ok),
+            Some(r#"{"__ContentType":"User","Name":"eve"}"#),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN);
+    let r = api
+        .call("DELETE", "/odata.svc/Root/IMS('jane')", Some(&ok), None)
+        .await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN);
+    // The hash cannot be written directly.
+    let r = api
+        .send(
+            "PATCH",
+            "/odata.svc/Root/IMS('jane')",
+            json!({"PasswordHash":"x"}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn items_by_every_address_form() {
+    let api = api();
+    seed(&api).await;
+    for uri in [
+        "/odata.svc/Root/Docs('alpha')",
+        "/odata.svc/Root/Docs/('alpha')",
+        "/OData.svc/root/docs('ALPHA')",
+    ] {
+        let r = api.get(uri).await;
+        assert_eq!(r.status, StatusCode::OK, "{uri}: {}", r.text);
+        assert_eq!(r.json()["d"]["Path"], "/Root/Docs/alpha", "{uri}");
+    }
+    let id = api.get("/odata.svc/Root/Docs('alpha')").await.json()["d"]["Id"]
+        .as_i64()
+        .unwrap();
+    let r = api
+        .get(&format!("/odata.svc/content({id})?metadata=no"))
+        .await;
+    assert_eq!(r.json()["d"]["Name"], "alpha");
+    assert!(r.json()["d"].get("__metadata").is_none());
+    let r = api.get("/odata.svc/Root/Docs('alpha')").await;
+    assert_eq!(
+        r.json()["d"]["__metadata"]["uri"],
+        "/odata.svc/Root/Docs('alpha')"
+    );
+    // $select keeps Id, Path, Name, Type; unknown selected fields are left out.
+    let r = api
+        .get("/odata.svc/Root/Docs('alpha')?$select=Rating,Icon")
+        .await;
+    let d = r.json()["d"].clone();
+    assert_eq!(d["Rating"], 1.5);
+    assert!(d.get("Icon").is_none() && d.get("Body").is_none());
+    assert_eq!(d["Type"], "Article");
+    // Single field and raw value.
+    let r = api.get("/odata.svc/Root/Docs('alpha')/Body").await;
+    assert_eq!(r.json(), json!({"d": {"Body": "quick fox"}}));
+    let r = api.get("/odata.svc/Root/Docs('alpha')/Body/$value").await;
+    assert_eq!(r.text, "quick fox");
+    // $expand of a reference.
+    let r = api
+        .get("/odata.svc/Root/Docs('alpha')?$expand=CreatedBy&$select=CreatedBy/Name")
+        .await;
+    assert_eq!(r.json()["d"]["CreatedBy"]["Name"], "Admin", "{}", r.text);
+    // Errors.
+    let r = api.get("/odata.svc/Root/Docs('missing')").await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND);
+    assert_eq!(r.error_code(), "NotFound");
+    assert!(r.json()["error"]["message"]["value"]
+        .as_str()
+        .unwrap()
+        .contains("missing"));
+    let r = api.get("/odata.svc/Root/Docs('alpha')/NoSuchField").await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND);
+    let r = api.get("/odata.svc/content(abc)").await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    let r = api.get("/odata.svc/Elsewhere('x')").await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    let r = api.get("/nothing-here").await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND);
+    assert_eq!(r.error_code(), "NotFound");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn collections_and_queries_come_from_the_index() {
+    let api = api();
+    seed(&api).await;
+    let r = api
+        .get("/odata.svc/Root/Docs?$select=Name&$orderby=Name%20desc&$inlinecount=allpages&$top=2")
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    let d = r.json()["d"].clone();
+    assert_eq!(d["__count"], 3);
+    let names: Vec<&str> = d["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x["Name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["gamma", "beta"]);
+    // Default order of children: Index, then Name.
+    let r = api.get("/odata.svc/Root/Docs?$skip=1").await;
+    let names: Vec<String> = r.json()["d"]["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x["Name"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(names, ["beta", "alpha"]);
+    let r = api.get("/odata.svc/Root/Docs/$count").await;
+    assert_eq!(r.text, "3");
+    // Content query in the subtree.
+    let r = api.get("/odata.svc/Root?query=Body%3Aquick%20AND%20TypeIs%3AArticle%20.SORT%3AName&$inlinecount=allpages").await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    let names: Vec<String> = r.json()["d"]["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x["Name"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(names, ["alpha", "gamma"]);
+    let r = api
+        .get("/odata.svc/Root?query=Rating%3A%3E2%20.COUNTONLY")
+        .await;
+    assert_eq!(r.json()["d"]["__count"], 2);
+    assert_eq!(r.json()["d"]["results"], json!([]));
+    // $filter.
+    let r = api
+        .get("/odata.svc/Root/Docs?$filter=Rating%20gt%202%20and%20startswith(Name,'b')")
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    assert_eq!(r.json()["d"]["results"][0]["Name"], "beta");
+    // A bad query is a 400 with sensenet's code.
+    let r = api.get("/odata.svc/Root?query=Rating%3A%5B1%20TO").await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    assert_eq!(r.error_code(), "InvalidContentQuery");
+    let r = api.get("/odata.svc/Root/Docs?$orderby=Body").await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    let r = api.get("/odata.svc/Root/Nope").await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND);
+    // $top over the cap is clamped, not refused.
+    let r = api.get("/odata.svc/Root/Docs?$top=999999999").await;
+    assert_eq!(r.status, StatusCode::OK);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn writes_are_searchable_when_they_answer() {
+    let api = api();
+    seed(&api).await;
+    for i in 0..20 {
+        let r = api
+            .send("POST", "/odata.svc/Root/Docs", json!({"__ContentType":"Article","Name":format!("n{i}"),"Body":format!("token{i}")}))
+            .await;
+        assert_eq!(r.status, StatusCode::CREATED);
+        let r = api
+            .get(&format!("/odata.svc/Root?query=Body%3Atoken{i}"))
+            .await;
+        assert_eq!(
+            r.json()["d"]["__count"],
+            1,
+            "write {i} not searchable: {}",
+            r.text
+        );
+    }
+    let r = api
+        .send(
+            "PATCH",
+            "/odata.svc/Root/Docs('n0')",
+            json!({"Body":"changed"}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(
+        api.get("/odata.svc/Root?query=Body%3Achanged").await.json()["d"]["__count"],
+        1
+    );
+    let r = api
+        .call(
+            "DELETE",
+            "/odata.svc/Root/Docs('n1')",
+            Some(&format!("Bearer {KEY}")),
+            None,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::NO_CONTENT);
+    assert_eq!(
+        api.get("/odata.svc/Root?query=Body%3Atoken1").await.json()["d"]["__count"],
+        0
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn create_update_replace_and_their_errors() {
+    let api = api();
+    seed(&api).await;
+    let r = api
+        .send(
+            "POST",
+            "/odata.svc/Root/Docs",
+            json!({"__ContentType":"Folder","Name":"alpha"}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CONFLICT);
+    let r = api
+        .send(
+            "POST",
+            "/odata.svc/Root/Docs",
+            json!({"__ContentType":"Nope","Name":"x"}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    let r = api
+        .send(
+            "POST",
+            "/odata.svc/Root/Docs",
+            json!({"__ContentType":"Article","Name":"x","Rating":"high"}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    assert!(r.json()["error"]["message"]["value"]
+        .as_str()
+        .unwrap()
+        .contains("Rating"));
+    let r = api
+        .send(
+            "POST",
+            "/odata.svc/Root/Docs",
+            json!({"__ContentType":"Folder","Name":"a/b"}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    let r = api
+        .call(
+            "POST",
+            "/odata.svc/Root/Docs",
+            Some(&format!("Bearer {KEY}")),
+            Some("{not json"),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    let r = api
+        .call(
+            "POST",
+            "/odata.svc/Root/Docs",
+            Some(&format!("Bearer {KEY}")),
+            Some(r#"models=[{"__ContentType":"Folder","Name":"viaModels"}]"#),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+    let r = api
+        .send(
+            "POST",
+            "/odata.svc/Root/Missing",
+            json!({"__ContentType":"Folder","Name":"x"}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND);
+    // PATCH changes the given fields; PUT resets the rest.
+    let r = api
+        .send(
+            "PATCH",
+            "/odata.svc/Root/Docs('alpha')",
+            json!({"DisplayName":"Alpha!"}),
+        )
+        .await;
+    assert_eq!(r.json()["d"]["DisplayName"], "Alpha!");
+    let r = api.get("/odata.svc/Root/Docs('alpha')").await;
+    assert_eq!(r.json()["d"]["Body"], "quick fox");
+    let r = api
+        .send(
+            "PUT",
+            "/odata.svc/Root/Docs('alpha')",
+            json!({"Body":"new"}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    let d = api.get("/odata.svc/Root/Docs('alpha')").await.json()["d"].clone();
+    assert_eq!(d["Body"], "new");
+    assert_eq!(d["Rating"], Value::Null);
+    // Rename through PATCH.
+    let r = api
+        .send(
+            "PATCH",
+            "/odata.svc/Root/Docs('alpha')",
+            json!({"Name":"renamed"}),
+        )
+        .await;
+    assert_eq!(r.json()["d"]["Path"], "/Root/Docs/renamed");
+    let r = api
+        .send("PATCH", "/odata.svc/Root/Docs('nope')", json!({"Name":"x"}))
+        .await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND);
+    let r = api
+        .call(
+            "DELETE",
+            "/odata.svc/('Root')",
+            Some(&format!("Bearer {KEY}")),
+            None,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    let r = api
+        .call(
+            "TRACE",
+            "/odata.svc/('Root')",
+            Some(&format!("Bearer {KEY}")),
+            None,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::METHOD_NOT_ALLOWED);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn oversized_bodies_get_413() {
+    let api = api_with(|c| c.max_body_bytes = 1024);
+    let big = json!({"__ContentType":"Article","Name":"big","Body":"x".repeat(5000)});
+    let r = api.send("POST", "/odata.svc/Root", big).await;
+    assert_eq!(r.status, StatusCode::PAYLOAD_TOO_LARGE);
+    assert_eq!(r.error_code(), "RequestTooLarge");
+    let long_query = format!("/odata.svc/Root?query={}", "a".repeat(20_000));
+    let r = api.get(&long_query).await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn batch_actions() {
+    let api = api();
+    seed(&api).await;
+    let r = api
+        .send(
+            "POST",
+            "/odata.svc/Root",
+            json!({"__ContentType":"Folder","Name":"Target"}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED);
+    let r = api
+        .send(
+            "POST",
+            "/odata.svc/('Root')/CopyBatch",
+            json!({"paths":["/Root/Docs/alpha"],"targetPath":"/Root/Target"}),
+        )
+        .await;
+    assert_eq!(r.json()["d"]["__count"], 1, "{}", r.text);
+    let beta = api.get("/odata.svc/Root/Docs('beta')").await.json()["d"]["Id"]
+        .as_i64()
+        .unwrap();
+    let r = api
+        .send(
+            "POST",
+            "/odata.svc/('Root')/MoveBatch",
+            json!({"paths":[beta, "/Root/Docs/missing"],"targetPath":"/Root/Target"}),
+        )
+        .await;
+    let d = r.json()["d"].clone();
+    assert_eq!(d["results"][0]["Path"], "/Root/Target/beta");
+    assert_eq!(d["results"][0]["OriginalPath"], "/Root/Docs/beta");
+    assert_eq!(d["errors"].as_array().unwrap().len(), 1);
+    let r = api
+        .get("/odata.svc/Root/Target?$inlinecount=allpages")
+        .await;
+    assert_eq!(r.json()["d"]["__count"], 2);
+    let r = api
+        .send(
+            "POST",
+            "/odata.svc/('Root')/DeleteBatch",
+            json!({"paths":["/Root/Target/alpha", "/Root/Target/beta"],"permanent":true}),
+        )
+        .await;
+    assert_eq!(r.json()["d"]["__count"], 2);
+    assert_eq!(api.get("/odata.svc/Root/Target/$count").await.text, "0");
+    let r = api
+        .send(
+            "POST",
+            "/odata.svc/('Root')/DeleteBatch",
+            json!({"nothing":1}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn index_functions_health_and_metrics() {
+    let api = api();
+    seed(&api).await;
+    let r = api.get("/odata.svc/('Root')/GetIndexProperties").await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    let v = r.json();
+    assert_eq!(v["Lag"], 0);
+    assert_eq!(v["DocumentCount"], v["DocumentCount"].as_u64().unwrap());
+    assert!(v["DocumentCount"].as_u64().unwrap() >= 7);
+    let r = api
+        .get("/odata.svc/('Root')/CheckIndexIntegrity?recurse=true")
+        .await;
+    let v = r.json();
+    assert_eq!(v["Differences"], json!([]), "{v}");
+    assert_eq!(v["LastStoredActivity"], v["LastProcessedActivity"]);
+    let r = api.call("GET", "/health", None, None).await;
+    assert_eq!(r.status, StatusCode::OK);
+    let r = api.call("GET", "/metrics", None, None).await;
+    assert!(
+        r.text
+            .contains("cairn_http_requests_total{route=\"create\",status=\"201\"} 4"),
+        "{}",
+        r.text
+    );
+    assert!(r.text.contains("cairn_index_lag_activities 0"));
+    drop(api.indexer);
+}
+
+/// Random OData URLs never cause a 500 (or a panic).
+#[tokio::test(flavor = "multi_thread")]
+async fn random_urls_never_fail_the_server() {
+    let api = api();
+    seed(&api).await;
+    let pieces = [
+        "/odata.svc",
+        "/Root",
+        "/Docs",
+        "('alpha')",
+        "('",
+        "')",
+        "/",
+        "content(",
+        "1",
+        ")",
+        "$count",
+        "$value",
+        "?",
+        "&",
+        "$top=",
+        "$skip=",
+        "-1",
+        "$select=",
+        "Name",
+        "$orderby=",
+        "Body desc",
+        "$filter=",
+        "Rating gt 'x'",
+        "query=",
+        "Rating:[1 TO",
+        "%",
+        "%2",
+        "%C3",
+        "(",
+        "'",
+        "$expand=",
+        "CreatedBy",
+        "/DeleteBatch",
+        "metadata=full",
+        "Type:",
+        "NOT",
+        " AND ",
+        ".SORT:",
+        "*",
+        "\\",
+        "é",
+    ];
+    let mut seed: u64 = 0x2545_F491_4F6C_DD1D;
+    for _ in 0..400 {
+        let mut uri = String::new();
+        for _ in 0..(2 + seed % 8) {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            uri.push_str(pieces[(seed % pieces.len() as u64) as usize]);
+        }
+        let encoded: String = uri
+            .chars()
+            .map(|c| {
+                if c == ' ' {
+                    "%20".to_string()
+                } else if c.is_ascii() {
+                    c.to_string()
+                } else {
+                    percent(c)
+                }
+            })
+            .collect();
+        let Ok(req) = Request::builder()
+            .uri(&encoded)
+            .header("authorization", format!("Bearer {KEY}"))
+            .body(Body::empty())
+        else {
+            continue;
+        };
+        let resp = api.app.clone().oneshot(req).await.unwrap();
+        assert!(
+            !resp.status().is_server_error(),
+            "{encoded} -> {}",
+            resp.status()
+        );
+    }
+}
+
+fn percent(c: char) -> String {
+    let mut buf = [0u8; 4];
+    c.encode_utf8(&mut buf)
+        .bytes()
+        .map(|b| format!("%{b:02X}"))
+        .collect()
+}

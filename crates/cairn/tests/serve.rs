@@ -1,0 +1,168 @@
+//! `cairn serve` as a real process: first start, admin key, health, graceful shutdown on
+//! SIGTERM, the lock, and the published sensenet JS client against it.
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use cairn_testkit::wait_until;
+
+struct Server {
+    child: Child,
+    url: String,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start(data: &Path, key: Option<&str>) -> Server {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_cairn"));
+    cmd.args(["serve", "--listen", "127.0.0.1:0", "--data"])
+        .arg(data)
+        .env_remove("CAIRN_ADMIN_KEY")
+        .env_remove("CAIRN_DATA")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null());
+    if let Some(k) = key {
+        cmd.args(["--admin-key", k]);
+    }
+    let mut child = cmd.spawn().unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if let Some(i) = line.find("http://") {
+                let url = line[i..]
+                    .split_whitespace()
+                    .next()
+                    .unwrap_or_default()
+                    .to_string();
+                let _ = tx.send(url);
+            }
+        }
+    });
+    let url = rx
+        .recv_timeout(Duration::from_secs(60))
+        .expect("the server printed its address");
+    Server { child, url }
+}
+
+/// A minimal HTTP/1.1 GET over a TCP socket: returns (status, body).
+fn http_get(url: &str, path: &str, auth: Option<&str>) -> (u16, String) {
+    use std::io::{Read, Write};
+    let addr = url.trim_start_matches("http://");
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    let auth = auth
+        .map(|a| format!("Authorization: {a}\r\n"))
+        .unwrap_or_default();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\n{auth}Connection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut buf = String::new();
+    s.read_to_string(&mut buf).unwrap();
+    let status = buf
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = buf
+        .split_once("\r\n\r\n")
+        .map(|x| x.1.to_string())
+        .unwrap_or_default();
+    (status, body)
+}
+
+#[test]
+fn first_start_generates_a_private_key_and_serves() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let server = start(&data, None);
+    let key_file = data.join("admin.key");
+    assert!(key_file.exists());
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(
+        std::fs::metadata(&key_file).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    let key = std::fs::read_to_string(&key_file).unwrap();
+    let (status, _) = http_get(&server.url, "/health", None);
+    assert_eq!(status, 200);
+    let (status, _) = http_get(&server.url, "/odata.svc/('Root')", None);
+    assert_eq!(status, 401);
+    let (status, body) = http_get(
+        &server.url,
+        "/odata.svc/('Root')",
+        Some(&format!("Bearer {}", key.trim())),
+    );
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("\"Path\":\"/Root\""), "{body}");
+    // While it runs, offline commands refuse.
+    let o = Command::new(env!("CARGO_BIN_EXE_cairn"))
+        .args(["index", "rebuild", "--data"])
+        .arg(&data)
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("in use by `cairn serve`"));
+}
+
+#[test]
+fn sigterm_finishes_with_a_final_commit_and_releases_the_lock() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let mut server = start(&data, Some("k1"));
+    let (status, _) = http_get(&server.url, "/health", None);
+    assert_eq!(status, 200);
+    let pid = server.child.id().to_string();
+    assert!(Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap()
+        .success());
+    let exit = wait_until(
+        "the server exits after SIGTERM",
+        Duration::from_secs(30),
+        || server.child.try_wait().unwrap(),
+    );
+    assert!(exit.success(), "{exit:?}");
+    let o = Command::new(env!("CARGO_BIN_EXE_cairn"))
+        .args(["index", "check", "--data"])
+        .arg(&data)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(String::from_utf8_lossy(&o.stdout).contains("0 differences"));
+}
+
+/// The published `@sensenet/client-core` 4.2.0 and `@sensenet/query` drive a real server.
+#[test]
+fn sensenet_js_client_works_against_cairn() {
+    let compat = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../compat");
+    let dir = tempfile::tempdir().unwrap();
+    let server = start(&dir.path().join("data"), Some("compat-key"));
+    let out = Command::new("bash")
+        .arg(compat.join("run-tests.sh"))
+        .current_dir(&compat)
+        .env("CAIRN_URL", &server.url)
+        .env("CAIRN_ADMIN_KEY", "compat-key")
+        .output()
+        .expect("run compat/run-tests.sh (needs node and npm)");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.status.success(),
+        "the sensenet client suite failed:\n{text}"
+    );
+    assert!(text.contains("# fail 0"), "{text}");
+}
