@@ -197,6 +197,24 @@ impl From<IndexError> for ApiError {
     }
 }
 
+impl From<cairn_backup::BackupError> for ApiError {
+    fn from(e: cairn_backup::BackupError) -> Self {
+        use cairn_backup::BackupError as B;
+        let msg = e.to_string();
+        match e {
+            B::BadTarget(_) => ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "InvalidBackupTarget",
+                "ArgumentException",
+                msg,
+            ),
+            B::TargetExists(_) => ApiError::conflict(msg),
+            B::Invalid(_) | B::OtherRepository { .. } => ApiError::bad_request(msg),
+            other => ApiError::internal(other),
+        }
+    }
+}
+
 impl From<cairn_query::QueryError> for ApiError {
     fn from(e: cairn_query::QueryError) -> Self {
         ApiError::bad_query(e.to_string())

@@ -2,6 +2,7 @@
 
 use std::sync::Arc;
 
+use cairn_backup::BackupManager;
 use cairn_index::Indexer;
 use cairn_store::Store;
 
@@ -19,6 +20,8 @@ pub struct AppState {
     pub config: Arc<ApiConfig>,
     /// Request and index metrics.
     pub metrics: Arc<Metrics>,
+    /// The backup job and folder (absent: backups are not offered).
+    pub backups: Option<Arc<BackupManager>>,
 }
 
 impl AppState {
@@ -29,6 +32,13 @@ impl AppState {
             indexer,
             config: Arc::new(config),
             metrics: Arc::new(Metrics::default()),
+            backups: None,
         }
+    }
+
+    /// The same state, offering backups through `manager`.
+    pub fn with_backups(mut self, manager: Arc<BackupManager>) -> Self {
+        self.backups = Some(manager);
+        self
     }
 }

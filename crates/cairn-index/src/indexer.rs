@@ -407,6 +407,11 @@ impl Indexer {
         result.map(|_| ())
     }
 
+    /// Holds the writer (no commit can run) until the guard is dropped.
+    pub(crate) fn writer_lock(&self) -> MutexGuard<'_, Option<IndexWriter>> {
+        self.writer.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     fn writer(&self) -> Result<MutexGuard<'_, Option<IndexWriter>>> {
         let guard = self.writer.lock().unwrap_or_else(|p| p.into_inner());
         if guard.is_none() {

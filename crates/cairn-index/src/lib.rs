@@ -19,6 +19,7 @@ mod indexer;
 pub mod integrity;
 mod schema;
 pub mod search;
+mod snapshot;
 
 pub use completion::{CompletionState, Gap, PAYLOAD_FORMAT};
 pub use error::{IndexError, Result};
@@ -29,3 +30,4 @@ pub use indexer::{
 pub use integrity::{Difference, DifferenceKind, IntegrityReport};
 pub use schema::{names, IndexSchema, IndexedAs, KEYWORD_TOKENIZER, TEXT_TOKENIZER};
 pub use search::{search, SearchRequest, SearchResult, SortField};
+pub use snapshot::IndexSnapshot;

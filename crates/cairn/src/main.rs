@@ -64,6 +64,28 @@ enum Command {
         #[command(subcommand)]
         command: IndexCommand,
     },
+    /// Backups: create (online through a server, or of a stopped repository), verify, list.
+    Backup {
+        #[command(subcommand)]
+        command: BackupCommand,
+    },
+    /// Restore a backup into a data folder (no server may run on it).
+    Restore {
+        /// The backup folder.
+        #[arg(long)]
+        from: PathBuf,
+        #[command(flatten)]
+        data: DataArgs,
+        /// Restore the index only (the next start catches it up).
+        #[arg(long, conflicts_with = "database_only")]
+        index_only: bool,
+        /// Restore the database only (the next start rebuilds the index).
+        #[arg(long)]
+        database_only: bool,
+        /// Restore a backup of another repository.
+        #[arg(long)]
+        force: bool,
+    },
     /// Bulk import of JSON lines: {"Path":"/Root/...","Type":"Folder",...fields}.
     Import {
         #[command(flatten)]
@@ -73,6 +95,44 @@ enum Command {
         batch: usize,
         /// The JSON lines file.
         file: PathBuf,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum BackupCommand {
+    /// Take a backup: the index first, then the database, then the manifest.
+    Create {
+        /// A running server: it writes the backup into its backup folder (online).
+        #[arg(long, conflicts_with = "data")]
+        server: Option<String>,
+        /// The administrator's key for --server.
+        #[arg(long, env = "CAIRN_ADMIN_KEY", hide_env_values = true)]
+        admin_key: Option<String>,
+        /// With --server: the folder name in the server's backup folder.
+        #[arg(long)]
+        target: Option<String>,
+        /// Where to write the backup (with --data), or download it to (with --server).
+        #[arg(long)]
+        to: Option<PathBuf>,
+        /// A stopped repository's data folder.
+        #[arg(long)]
+        data: Option<PathBuf>,
+        /// With --data: its database, if not DIR/cairn.db.
+        #[arg(long, env = "CAIRN_DATABASE")]
+        database: Option<String>,
+        /// The index alone.
+        #[arg(long)]
+        index_only: bool,
+    },
+    /// Check a backup: checksums, the index opens, the database checks, positions agree.
+    Verify {
+        /// The backup folder.
+        dir: PathBuf,
+    },
+    /// Finished backups in a folder (default ./cairn-data/backups).
+    List {
+        /// The folder holding backups.
+        dir: Option<PathBuf>,
     },
 }
 
@@ -125,6 +185,61 @@ fn run(cli: Cli) -> Result<ExitCode> {
             IndexCommand::Check { data, json } => commands::index::check(&data.dir()?, json),
             IndexCommand::Rebuild { data } => commands::index::rebuild(&data.dir()?),
         },
+        Command::Backup { command } => {
+            match command {
+                BackupCommand::Create {
+                    server: Some(server),
+                    admin_key,
+                    target,
+                    to,
+                    index_only,
+                    ..
+                } => {
+                    let key = admin_key.ok_or_else(|| {
+                    anyhow::anyhow!("--server needs the administrator's key: --admin-key or CAIRN_ADMIN_KEY")
+                })?;
+                    commands::backup::create_remote(
+                        &server,
+                        &key,
+                        target.as_deref(),
+                        to.as_deref(),
+                        index_only,
+                    )
+                }
+                BackupCommand::Create {
+                    data: Some(data),
+                    database,
+                    to: Some(to),
+                    index_only,
+                    ..
+                } => commands::backup::create_offline(
+                    &DataDir::new(&data, database.as_deref())?,
+                    &to,
+                    index_only,
+                ),
+                BackupCommand::Create { .. } => Err(anyhow::anyhow!(
+                "give --server URL [--to DIR] (online) or --data DIR --to DIR (stopped repository)"
+            )),
+                BackupCommand::Verify { dir } => commands::backup::verify_cmd(&dir),
+                BackupCommand::List { dir } => commands::backup::list(&dir.unwrap_or_else(|| {
+                    commands::backup::default_dir(std::path::Path::new("./cairn-data"))
+                })),
+            }
+        }
+        Command::Restore {
+            from,
+            data,
+            index_only,
+            database_only,
+            force,
+        } => {
+            let mode = match (index_only, database_only) {
+                (true, _) => cairn_backup::RestoreMode::IndexOnly,
+                (_, true) => cairn_backup::RestoreMode::DatabaseOnly,
+                _ => cairn_backup::RestoreMode::Both,
+            };
+            commands::backup::restore_cmd(&from, &data.dir()?, mode, force)
+        }
         Command::Import { data, batch, file } => {
             commands::import::run(&data.dir()?, &file, batch.max(1))
         }

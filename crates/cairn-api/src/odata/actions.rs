@@ -28,6 +28,14 @@ pub enum Action {
     GetIndexProperties,
     /// Database vs index differences.
     CheckIndexIntegrity,
+    /// Start an online backup of the index.
+    BackupIndex,
+    /// Start an online backup of the index, then the database, then the manifest.
+    BackupRepository,
+    /// The running or last backup and the history.
+    QueryIndexBackup,
+    /// Stop the running backup.
+    CancelIndexBackup,
 }
 
 impl Action {
@@ -39,6 +47,10 @@ impl Action {
             "copybatch" => Action::CopyBatch,
             "getindexproperties" => Action::GetIndexProperties,
             "checkindexintegrity" => Action::CheckIndexIntegrity,
+            "backupindex" => Action::BackupIndex,
+            "backuprepository" => Action::BackupRepository,
+            "queryindexbackup" => Action::QueryIndexBackup,
+            "cancelindexbackup" => Action::CancelIndexBackup,
             _ => return None,
         })
     }
@@ -49,6 +61,10 @@ impl Action {
             Action::CopyBatch => "action:CopyBatch",
             Action::GetIndexProperties => "function:GetIndexProperties",
             Action::CheckIndexIntegrity => "function:CheckIndexIntegrity",
+            Action::BackupIndex => "action:BackupIndex",
+            Action::BackupRepository => "action:BackupRepository",
+            Action::QueryIndexBackup => "function:QueryIndexBackup",
+            Action::CancelIndexBackup => "action:CancelIndexBackup",
         }
     }
 }
@@ -200,6 +216,47 @@ pub async fn run(
                 serde_json::to_value(report).map_err(ApiError::internal)
             })
             .await?
+        }
+        Action::BackupIndex
+        | Action::BackupRepository
+        | Action::QueryIndexBackup
+        | Action::CancelIndexBackup => {
+            caller.require_admin("backups")?;
+            if !matches!(&at, NodeRef::Path(p) if p.eq_ignore_ascii_case("/Root")) {
+                return Err(ApiError::bad_request(format!(
+                    "{action:?} is called on /Root"
+                )));
+            }
+            let manager = state
+                .backups
+                .clone()
+                .ok_or_else(|| ApiError::unavailable("backups are not offered by this server"))?;
+            let response = match action {
+                Action::BackupIndex | Action::BackupRepository => {
+                    if method != Method::POST {
+                        return Err(ApiError::bad_request(format!(
+                            "{action:?} is called with POST"
+                        )));
+                    }
+                    let body = super::body::object(&body)?;
+                    let target = match body.get("target") {
+                        None | Some(Value::Null) => None,
+                        Some(Value::String(t)) => Some(t.clone()),
+                        Some(_) => {
+                            return Err(ApiError::bad_request("target must be a folder name"))
+                        }
+                    };
+                    let kind = if action == Action::BackupIndex {
+                        cairn_backup::BackupKind::Index
+                    } else {
+                        cairn_backup::BackupKind::Repository
+                    };
+                    blocking(move || Ok(manager.start(kind, target.as_deref())?)).await?
+                }
+                Action::CancelIndexBackup => manager.cancel(),
+                _ => manager.query(),
+            };
+            serde_json::to_value(response).map_err(ApiError::internal)?
         }
     };
     let mut r = Json(value).into_response();

@@ -1,5 +1,6 @@
 //! The command line's commands.
 
+pub mod backup;
 pub mod import;
 pub mod index;
 pub mod serve;

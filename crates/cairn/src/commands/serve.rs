@@ -95,7 +95,13 @@ pub fn run(data: &DataDir, opts: ServeOptions) -> Result<ExitCode> {
     config.max_top = opts.max_top;
     config.max_body_bytes = opts.max_body_bytes;
     config.request_timeout = opts.request_timeout;
-    let state = AppState::new(store, indexer.clone(), config);
+    let source = std::sync::Arc::new(cairn_backup::LiveSource {
+        store: store.clone(),
+        indexer: indexer.clone(),
+    });
+    let backups = cairn_backup::BackupManager::open(&data.root.join("backups"), source)
+        .context("open the backup folder")?;
+    let state = AppState::new(store, indexer.clone(), config).with_backups(backups);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

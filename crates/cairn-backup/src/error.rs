@@ -1,0 +1,51 @@
+//! The backup crate's error type.
+
+use thiserror::Error;
+
+/// Errors of backups, verification and restores.
+#[derive(Debug, Error)]
+pub enum BackupError {
+    /// The target name climbs out of the backup folder or is not a plain name.
+    #[error("invalid backup target {0:?}: give a plain folder name under the backup folder")]
+    BadTarget(String),
+    /// The target already holds something.
+    #[error("backup target {0:?} already exists")]
+    TargetExists(String),
+    /// The backup was canceled.
+    #[error("the backup was canceled")]
+    Canceled,
+    /// The folder is not a usable backup; the message names the first problem.
+    #[error("not a valid backup: {0}")]
+    Invalid(String),
+    /// The backup belongs to another repository.
+    #[error("the backup belongs to repository {backup}, but the data folder holds repository {current}; use --force to restore it anyway")]
+    OtherRepository {
+        /// The backup's repository id.
+        backup: String,
+        /// The data folder's repository id.
+        current: String,
+    },
+    /// A file operation failed.
+    #[error("{context}: {source}")]
+    Io {
+        /// What was being done.
+        context: String,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// The index failed.
+    #[error(transparent)]
+    Index(#[from] cairn_index::IndexError),
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] cairn_store::StoreError),
+}
+
+/// Result alias of the backup crate.
+pub type Result<T, E = BackupError> = std::result::Result<T, E>;
+
+/// Wraps an I/O error with what was being done.
+pub(crate) fn io(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> BackupError {
+    let context = context.into();
+    move |source| BackupError::Io { context, source }
+}

@@ -1,0 +1,321 @@
+//! The backup job of a server: one backup at a time (of either kind), an idempotent start,
+//! a real cancel, progress, and a newest-first history that survives restarts
+//! (`DIR/backups/history.json`). A job that a crash or kill interrupted is marked Faulted at
+//! the next start, and its folder (which has no manifest) is removed.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{io, BackupError, Result};
+use crate::manifest::{BackupKind, Manifest, MANIFEST_FILE};
+use crate::run::{now, run_backup, BackupInfo, BackupSource, BackupState};
+
+/// How many finished backups the history keeps.
+const HISTORY_LIMIT: usize = 100;
+const HISTORY_FILE: &str = "history.json";
+
+/// sensenet's `BackupResponse`: the state, the running (or last) backup, the history.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct BackupResponse {
+    /// The state of the running backup, else of the newest one, else `Initial`.
+    pub state: BackupState,
+    /// The running backup, else the newest one.
+    pub current: Option<BackupInfo>,
+    /// Every known backup, newest first.
+    pub history: Vec<BackupInfo>,
+}
+
+struct Running {
+    info: Arc<Mutex<BackupInfo>>,
+    cancel: Arc<AtomicBool>,
+}
+
+struct Inner {
+    running: Option<Running>,
+    history: Vec<BackupInfo>,
+}
+
+/// The server's backups, in one folder.
+pub struct BackupManager {
+    root: PathBuf,
+    source: Arc<dyn BackupSource>,
+    inner: Mutex<Inner>,
+}
+
+/// Checks that `name` is a plain folder name and returns its path under `root`.
+pub fn target_path(root: &Path, name: &str) -> Result<PathBuf> {
+    let bad = || BackupError::BadTarget(name.to_string());
+    if name.is_empty()
+        || name.len() > 100
+        || name == "."
+        || name == ".."
+        || name.contains(['/', '\\'])
+        || name.chars().any(char::is_control)
+        || name.starts_with('.')
+    {
+        return Err(bad());
+    }
+    let path = root.join(name);
+    match std::fs::symlink_metadata(&path) {
+        Ok(m) if m.file_type().is_symlink() => Err(bad()),
+        Ok(_) => Err(BackupError::TargetExists(name.to_string())),
+        Err(_) => Ok(path),
+    }
+}
+
+/// A unique name from the UTC time: `2026-11-27T14-05-09Z`.
+pub fn default_name(root: &Path) -> String {
+    let base = now().replace(':', "-");
+    let base = base
+        .split('.')
+        .next()
+        .unwrap_or(&base)
+        .trim_end_matches('Z')
+        .to_string()
+        + "Z";
+    let mut name = base.clone();
+    let mut n = 1;
+    while root.join(&name).exists() {
+        n += 1;
+        name = format!("{base}-{n}");
+    }
+    name
+}
+
+impl BackupManager {
+    /// The manager of the backups in `root`, reading the history and closing out jobs a
+    /// crash interrupted.
+    pub fn open(root: &Path, source: Arc<dyn BackupSource>) -> Result<Arc<Self>> {
+        std::fs::create_dir_all(root).map_err(io(format!("create {}", root.display())))?;
+        let path = root.join(HISTORY_FILE);
+        let mut history: Vec<BackupInfo> = match std::fs::read_to_string(&path) {
+            Ok(text) => serde_json::from_str(&text).unwrap_or_else(|e| {
+                tracing::warn!(
+                    "{} is unreadable ({e}); starting a new history",
+                    path.display()
+                );
+                Vec::new()
+            }),
+            Err(_) => Vec::new(),
+        };
+        let mut changed = false;
+        for info in history.iter_mut() {
+            if matches!(
+                info.state,
+                BackupState::Started | BackupState::Executing | BackupState::CancelRequested
+            ) {
+                let target = PathBuf::from(&info.target_path);
+                if target.exists() && !target.join(MANIFEST_FILE).exists() {
+                    let _ = std::fs::remove_dir_all(&target);
+                }
+                info.state = BackupState::Faulted;
+                info.finished_at.get_or_insert_with(now);
+                info.message = Some("interrupted: the server stopped during the backup; its partial folder was removed".into());
+                info.currently_copied_file = None;
+                changed = true;
+            }
+        }
+        let manager = Arc::new(BackupManager {
+            root: root.to_path_buf(),
+            source,
+            inner: Mutex::new(Inner {
+                running: None,
+                history,
+            }),
+        });
+        if changed {
+            let inner = manager.inner.lock().unwrap_or_else(|p| p.into_inner());
+            manager.save(&inner.history, None);
+        }
+        Ok(manager)
+    }
+
+    /// The backup folder.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    fn save(&self, history: &[BackupInfo], running: Option<&BackupInfo>) {
+        let mut all: Vec<&BackupInfo> = running.into_iter().collect();
+        all.extend(history.iter());
+        let text = serde_json::to_string_pretty(&all).unwrap_or_else(|_| "[]".into());
+        let tmp = self.root.join(format!("{HISTORY_FILE}.tmp"));
+        let r = crate::files::write_synced(&tmp, text.as_bytes()).and_then(|()| {
+            std::fs::rename(&tmp, self.root.join(HISTORY_FILE)).map_err(io("rename history"))
+        });
+        if let Err(e) = r {
+            tracing::error!("cannot save the backup history: {e}");
+        }
+    }
+
+    fn response(inner: &Inner) -> BackupResponse {
+        let running = inner
+            .running
+            .as_ref()
+            .map(|r| r.info.lock().unwrap_or_else(|p| p.into_inner()).clone());
+        let current = running.clone().or_else(|| inner.history.first().cloned());
+        let mut history = Vec::with_capacity(inner.history.len() + 1);
+        history.extend(running);
+        history.extend(inner.history.iter().cloned());
+        BackupResponse {
+            state: current.as_ref().map_or(BackupState::Initial, |c| c.state),
+            current,
+            history,
+        }
+    }
+
+    /// Starts a backup into `target` (a plain name under the backup folder; omitted: one
+    /// from the UTC time). While one runs, starts nothing and answers the running one.
+    pub fn start(
+        self: &Arc<Self>,
+        kind: BackupKind,
+        target: Option<&str>,
+    ) -> Result<BackupResponse> {
+        let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        if inner.running.is_some() {
+            return Ok(Self::response(&inner));
+        }
+        let name = match target.map(str::trim).filter(|t| !t.is_empty()) {
+            Some(t) => t.to_string(),
+            None => default_name(&self.root),
+        };
+        let path = target_path(&self.root, &name)?;
+        let info = Arc::new(Mutex::new(BackupInfo::started(kind, &path)));
+        let cancel = Arc::new(AtomicBool::new(false));
+        inner.running = Some(Running {
+            info: info.clone(),
+            cancel: cancel.clone(),
+        });
+        let snapshot = info.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        self.save(&inner.history, Some(&snapshot));
+        let response = Self::response(&inner);
+        drop(inner);
+        let me = self.clone();
+        std::thread::Builder::new()
+            .name("cairn-backup".into())
+            .spawn(move || me.run(kind, &path, &info, &cancel))
+            .map_err(io("start the backup thread"))?;
+        Ok(response)
+    }
+
+    fn run(&self, kind: BackupKind, path: &Path, info: &Mutex<BackupInfo>, cancel: &AtomicBool) {
+        let result = run_backup(&*self.source, kind, path, info, cancel);
+        let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        let mut done = info.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        done.finished_at = Some(now());
+        done.currently_copied_file = None;
+        match result {
+            Ok(m) => {
+                done.state = BackupState::Finished;
+                tracing::info!(target = %path.display(), files = m.files.len(), bytes = done.copied_bytes, "backup finished");
+            }
+            Err(BackupError::Canceled) => {
+                done.state = BackupState::Canceled;
+                done.message = Some("canceled; the partial backup was removed".into());
+                tracing::info!(target = %path.display(), "backup canceled");
+            }
+            Err(e) => {
+                done.state = BackupState::Faulted;
+                done.message = Some(e.to_string());
+                tracing::error!(target = %path.display(), "backup failed: {e}");
+            }
+        }
+        inner.running = None;
+        inner.history.insert(0, done);
+        inner.history.truncate(HISTORY_LIMIT);
+        self.save(&inner.history, None);
+    }
+
+    /// The running backup, else the newest one, and the history.
+    pub fn query(&self) -> BackupResponse {
+        Self::response(&self.inner.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    /// Asks the running backup to stop. With none running, says so in `Message`.
+    pub fn cancel(&self) -> BackupResponse {
+        let inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        match &inner.running {
+            Some(r) => {
+                r.cancel.store(true, Ordering::SeqCst);
+                r.info.lock().unwrap_or_else(|p| p.into_inner()).state =
+                    BackupState::CancelRequested;
+                Self::response(&inner)
+            }
+            None => {
+                let mut resp = Self::response(&inner);
+                let mut note = resp.current.clone().unwrap_or_else(|| BackupInfo {
+                    state: BackupState::Initial,
+                    ..BackupInfo::started(BackupKind::Index, &self.root)
+                });
+                note.message = Some("no backup is running; nothing was canceled".into());
+                resp.current = Some(note);
+                resp
+            }
+        }
+    }
+
+    /// True while a backup runs.
+    pub fn is_running(&self) -> bool {
+        self.inner
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .running
+            .is_some()
+    }
+
+    /// Finished backups in the folder, newest first.
+    pub fn list(&self) -> Vec<(String, Manifest)> {
+        list_backups(&self.root)
+    }
+}
+
+/// Finished backups (folders with a readable manifest) in `root`, newest first.
+pub fn list_backups(root: &Path) -> Vec<(String, Manifest)> {
+    let mut out: Vec<(String, Manifest)> = std::fs::read_dir(root)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|e| e.path().is_dir())
+        .filter_map(|e| {
+            let m = Manifest::read(&e.path()).ok()?;
+            Some((e.file_name().to_string_lossy().to_string(), m))
+        })
+        .collect();
+    out.sort_by(|a, b| b.1.finished_at.cmp(&a.1.finished_at));
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn targets_stay_in_the_folder() {
+        let dir = tempfile::tempdir().unwrap();
+        for bad in [
+            "", "..", ".", "a/b", "../x", "/abs", "a\\b", ".hidden", "x\u{1}",
+        ] {
+            assert!(
+                matches!(target_path(dir.path(), bad), Err(BackupError::BadTarget(_))),
+                "{bad:?}"
+            );
+        }
+        std::fs::create_dir(dir.path().join("taken")).unwrap();
+        assert!(matches!(
+            target_path(dir.path(), "taken"),
+            Err(BackupError::TargetExists(_))
+        ));
+        std::os::unix::fs::symlink("/tmp", dir.path().join("link")).unwrap();
+        assert!(matches!(
+            target_path(dir.path(), "link"),
+            Err(BackupError::BadTarget(_))
+        ));
+        assert!(target_path(dir.path(), "nightly-1").is_ok());
+        let n = default_name(dir.path());
+        assert!(n.ends_with('Z') && !n.contains(':'), "{n}");
+    }
+}

@@ -1,0 +1,35 @@
+//! # cairn-backup
+//!
+//! Backups of a Cairn repository that run while it serves, and restores that always come
+//! back consistent.
+//!
+//! - [`run_backup`] copies one committed index state (protected from the writer's garbage
+//!   collection, see `cairn_index::IndexSnapshot`), then the database through its engine's
+//!   online backup, then writes the [`Manifest`] last, by rename. Files unchanged since the
+//!   previous backup in the same folder are hard-linked, not copied: every backup stays
+//!   complete on its own.
+//! - [`BackupManager`] is the server's job: one backup at a time, idempotent start, cancel,
+//!   progress, a history that survives restarts.
+//! - [`verify()`] checks a backup; [`restore()`] puts one back through a staging folder.
+#![warn(missing_docs)]
+
+mod error;
+pub mod files;
+mod job;
+mod manifest;
+mod restore;
+mod run;
+mod verify;
+
+pub use error::{BackupError, Result};
+pub use job::{default_name, list_backups, target_path, BackupManager, BackupResponse};
+pub use manifest::{
+    BackupKind, FileEntry, IndexPart, Manifest, DATABASE_DIR, INDEX_DIR, MANIFEST_FILE,
+    MANIFEST_FORMAT,
+};
+pub use restore::{restore, RestoreMode, RestoreReport, RestoreTarget};
+pub use run::{
+    now, previous_backup, run_backup, BackupInfo, BackupSource, BackupState, LiveSource,
+    StoppedSource,
+};
+pub use verify::{verify, VerifyReport};

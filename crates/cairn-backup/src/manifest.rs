@@ -1,0 +1,167 @@
+//! The manifest: what binds an index backup and a database backup into one repository
+//! backup (design invariant 7). It is written last, by rename; a folder without one is not
+//! a backup. Every format version has its reader; this build writes version 1.
+
+use std::path::Path;
+
+use cairn_index::CompletionState;
+use cairn_store::DatabaseBackup;
+use serde::{Deserialize, Serialize};
+
+use crate::error::{io, BackupError, Result};
+
+/// The manifest's file name in a backup folder.
+pub const MANIFEST_FILE: &str = "manifest.json";
+/// The manifest format this build writes.
+pub const MANIFEST_FORMAT: u32 = 1;
+/// The index folder inside a backup.
+pub const INDEX_DIR: &str = "index";
+/// The database folder inside a backup.
+pub const DATABASE_DIR: &str = "database";
+
+/// What a backup holds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum BackupKind {
+    /// The index alone (`BackupIndex`).
+    Index,
+    /// The index, then the database (`BackupRepository`).
+    Repository,
+}
+
+/// One file of a backup.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileEntry {
+    /// Path relative to the backup folder, with `/` separators (`index/abc.idx`).
+    pub path: String,
+    /// Size in bytes.
+    pub size: u64,
+    /// SHA-256, lower-case hex.
+    pub sha256: String,
+}
+
+/// The index part: the completion state of the copied commit.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct IndexPart {
+    /// `LastActivityId`, gaps and fingerprint of the copied commit.
+    pub completion_state: CompletionState,
+    /// Live documents in the copied commit.
+    pub documents: u64,
+    /// The index format (`tantivy-0.27`).
+    pub format: String,
+}
+
+/// A backup's manifest (format 1).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Manifest {
+    /// Manifest format version.
+    pub format: u32,
+    /// Index alone, or index and database.
+    pub kind: BackupKind,
+    /// The repository's identity.
+    pub repository_id: String,
+    /// The version of Cairn that wrote it.
+    pub cairn_version: String,
+    /// When the backup began (RFC 3339).
+    pub started_at: String,
+    /// When it was finished (RFC 3339).
+    pub finished_at: String,
+    /// The index position and content.
+    pub index: IndexPart,
+    /// The database position and file (repository backups).
+    pub database: Option<DatabaseBackup>,
+    /// Every file with its size and checksum.
+    pub files: Vec<FileEntry>,
+}
+
+impl Manifest {
+    /// Reads a manifest of any known format; bad input is an [`BackupError::Invalid`].
+    pub fn read(dir: &Path) -> Result<Manifest> {
+        let path = dir.join(MANIFEST_FILE);
+        if !path.exists() {
+            return Err(BackupError::Invalid(format!(
+                "{} has no {MANIFEST_FILE}: it is not a finished backup (interrupted, canceled or still being written)",
+                dir.display()
+            )));
+        }
+        let text =
+            std::fs::read_to_string(&path).map_err(io(format!("read {}", path.display())))?;
+        Self::parse(&text)
+    }
+
+    /// Parses a manifest's text.
+    pub fn parse(text: &str) -> Result<Manifest> {
+        let value: serde_json::Value = serde_json::from_str(text)
+            .map_err(|e| BackupError::Invalid(format!("{MANIFEST_FILE} is not JSON: {e}")))?;
+        match value.get("format").and_then(|f| f.as_u64()) {
+            Some(1) => serde_json::from_value(value)
+                .map_err(|e| BackupError::Invalid(format!("{MANIFEST_FILE} (format 1): {e}"))),
+            Some(n) => Err(BackupError::Invalid(format!(
+                "{MANIFEST_FILE} has format {n}, newer than this build reads ({MANIFEST_FORMAT}); upgrade cairn"
+            ))),
+            None => Err(BackupError::Invalid(format!("{MANIFEST_FILE} has no format number"))),
+        }
+    }
+
+    /// Writes the manifest into `dir` last and atomically: a temp file, fsync, rename,
+    /// fsync of the folder.
+    pub fn write(&self, dir: &Path) -> Result<()> {
+        let text =
+            serde_json::to_string_pretty(self).map_err(|e| BackupError::Invalid(e.to_string()))?;
+        let tmp = dir.join(format!("{MANIFEST_FILE}.tmp"));
+        crate::files::write_synced(&tmp, text.as_bytes())?;
+        let dst = dir.join(MANIFEST_FILE);
+        std::fs::rename(&tmp, &dst).map_err(io(format!("rename {}", tmp.display())))?;
+        crate::files::sync_dir(dir)
+    }
+
+    /// The files under `prefix/` (`index` or `database`).
+    pub fn files_in<'a>(&'a self, prefix: &'a str) -> impl Iterator<Item = &'a FileEntry> + 'a {
+        self.files
+            .iter()
+            .filter(move |f| f.path.starts_with(prefix) && f.path[prefix.len()..].starts_with('/'))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bad_manifests_are_errors_not_panics() {
+        for bad in [
+            "",
+            "{",
+            "[]",
+            "{\"format\":1}",
+            "{\"format\":99}",
+            "{\"format\":\"1\"}",
+            "null",
+        ] {
+            assert!(Manifest::parse(bad).is_err(), "{bad:?} accepted");
+        }
+        let mut seed: u64 = 7;
+        let pieces = [
+            "{",
+            "}",
+            "\"format\"",
+            ":",
+            "1",
+            ",",
+            "\"files\"",
+            "[",
+            "]",
+            "\"x\"",
+            "null",
+        ];
+        for _ in 0..5000 {
+            let mut s = String::new();
+            for _ in 0..(seed % 12) {
+                seed = seed
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                s.push_str(pieces[((seed >> 33) % pieces.len() as u64) as usize]);
+            }
+            let _ = Manifest::parse(&s);
+        }
+    }
+}

@@ -1,0 +1,218 @@
+//! `cairn restore`: verify, refuse what must not be restored, copy into a staging folder,
+//! then swap in. An interrupted restore leaves the old data usable: nothing of it is
+//! touched until the new copies are complete and checked, and each swap is a rename.
+//!
+//! The caller holds the data folder's lock (no server may run beside a restore).
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicBool;
+use std::time::Instant;
+
+use cairn_store::{DatabaseKind, DatabaseUrl, Store};
+
+use crate::error::{io, BackupError, Result};
+use crate::files::{copy_checksummed, sync_dir};
+use crate::manifest::{Manifest, DATABASE_DIR, INDEX_DIR};
+use crate::verify::verify;
+
+/// What to restore.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RestoreMode {
+    /// The index and the database.
+    Both,
+    /// The index alone (the next start catches it up).
+    IndexOnly,
+    /// The database alone; the index is emptied, and the next start rebuilds it.
+    DatabaseOnly,
+}
+
+/// Where to restore to.
+#[derive(Clone, Debug)]
+pub struct RestoreTarget {
+    /// The data folder.
+    pub data_dir: PathBuf,
+    /// Its database.
+    pub database: DatabaseUrl,
+}
+
+/// What a restore did.
+#[derive(Clone, Debug)]
+pub struct RestoreReport {
+    /// The manifest of the restored backup.
+    pub manifest: Manifest,
+    /// Files copied.
+    pub files: u64,
+    /// Bytes copied.
+    pub bytes: u64,
+    /// Seconds taken, verify included.
+    pub seconds: f64,
+    /// Warnings (a forced restore of another repository's backup).
+    pub warnings: Vec<String>,
+}
+
+fn same_fs_rename(from: &Path, to: &Path) -> Result<()> {
+    std::fs::rename(from, to).map_err(io(format!("rename {} to {}", from.display(), to.display())))
+}
+
+/// The repository id of the database at `url`, if it holds one.
+fn current_repository(url: &DatabaseUrl) -> Option<String> {
+    if let DatabaseUrl::Sqlite(p) = url {
+        if !p.exists() {
+            return None;
+        }
+    }
+    Store::open(url).ok().map(|s| s.repository_id().to_string())
+}
+
+/// Restores the backup in `from` into `target`.
+pub fn restore(
+    from: &Path,
+    target: &RestoreTarget,
+    mode: RestoreMode,
+    force: bool,
+    progress: &dyn Fn(u64, u64),
+) -> Result<RestoreReport> {
+    let started = Instant::now();
+    let report = verify(from, &|_, _| {})?;
+    let manifest = report.manifest;
+    let mut warnings = Vec::new();
+    if mode != RestoreMode::IndexOnly && manifest.database.is_none() {
+        return Err(BackupError::Invalid(
+            "this backup holds the index alone; restore it with --index-only".into(),
+        ));
+    }
+    if let Some(current) = current_repository(&target.database) {
+        if current != manifest.repository_id {
+            if !force {
+                return Err(BackupError::OtherRepository {
+                    backup: manifest.repository_id.clone(),
+                    current,
+                });
+            }
+            let w = format!(
+                "restoring a backup of repository {} over repository {current} (--force)",
+                manifest.repository_id
+            );
+            tracing::warn!("{w}");
+            warnings.push(w);
+        }
+    }
+    let data = &target.data_dir;
+    std::fs::create_dir_all(data).map_err(io(format!("create {}", data.display())))?;
+    let staging = data.join(".restore-staging");
+    let old = data.join(".restore-old");
+    for dir in [&staging, &old] {
+        if dir.exists() {
+            std::fs::remove_dir_all(dir).map_err(io(format!("remove {}", dir.display())))?;
+        }
+    }
+    std::fs::create_dir(&staging).map_err(io(format!("create {}", staging.display())))?;
+    std::fs::create_dir(&old).map_err(io(format!("create {}", old.display())))?;
+
+    // 1. Copy into staging, checking every checksum again.
+    let wanted: Vec<_> = manifest
+        .files
+        .iter()
+        .filter(|f| match mode {
+            RestoreMode::Both => true,
+            RestoreMode::IndexOnly => f.path.starts_with(&format!("{INDEX_DIR}/")),
+            RestoreMode::DatabaseOnly => f.path.starts_with(&format!("{DATABASE_DIR}/")),
+        })
+        .cloned()
+        .collect();
+    let total: u64 = wanted.iter().map(|f| f.size).sum();
+    let mut done = 0u64;
+    let never = AtomicBool::new(false);
+    for dir in [INDEX_DIR, DATABASE_DIR] {
+        std::fs::create_dir(staging.join(dir)).map_err(io("create the staging folders"))?;
+    }
+    for f in &wanted {
+        let (sum, _) = copy_checksummed(
+            &from.join(&f.path),
+            &staging.join(&f.path),
+            &never,
+            &mut |n| {
+                done += n;
+                progress(done, total);
+            },
+        )?;
+        if sum != f.sha256 {
+            return Err(BackupError::Invalid(format!(
+                "{}: checksum mismatch while copying",
+                f.path
+            )));
+        }
+    }
+    sync_dir(&staging.join(INDEX_DIR))?;
+    sync_dir(&staging.join(DATABASE_DIR))?;
+
+    // 2. Swap in.
+    if mode != RestoreMode::IndexOnly {
+        let db = manifest
+            .database
+            .as_ref()
+            .ok_or_else(|| BackupError::Invalid("the manifest has no database".into()))?;
+        let staged = staging.join(DATABASE_DIR).join(&db.file_name);
+        match (&db.kind, &target.database) {
+            (DatabaseKind::Sqlite, DatabaseUrl::Sqlite(path)) => swap_sqlite(&staged, path, &old)?,
+            (DatabaseKind::Postgres, DatabaseUrl::Postgres(url)) => {
+                cairn_store::restore_postgres(&staged, url)?
+            }
+            (kind, url) => {
+                return Err(BackupError::Invalid(format!(
+                    "the backup holds a {kind:?} database but the target is {}",
+                    url.redacted()
+                )))
+            }
+        }
+    }
+    let index = data.join("index");
+    match mode {
+        RestoreMode::Both | RestoreMode::IndexOnly => {
+            if index.exists() {
+                same_fs_rename(&index, &old.join("index"))?;
+            }
+            same_fs_rename(&staging.join(INDEX_DIR), &index)?;
+        }
+        RestoreMode::DatabaseOnly => {
+            // Restoring without an index: the next start rebuilds it.
+            if index.exists() {
+                same_fs_rename(&index, &old.join("index"))?;
+            }
+        }
+    }
+    sync_dir(data)?;
+    let _ = std::fs::remove_dir_all(&old);
+    let _ = std::fs::remove_dir_all(&staging);
+    Ok(RestoreReport {
+        manifest,
+        files: wanted.len() as u64,
+        bytes: total,
+        seconds: started.elapsed().as_secs_f64(),
+        warnings,
+    })
+}
+
+/// Puts the SQLite file `staged` in place of `db`. The old database is checkpointed first
+/// (its WAL emptied into the main file), then its files are kept in `old` until the new one
+/// is in place; the final step is one atomic rename.
+fn swap_sqlite(staged: &Path, db: &Path, old: &Path) -> Result<()> {
+    if db.exists() {
+        let conn = rusqlite::Connection::open(db)
+            .map_err(|e| BackupError::Invalid(format!("open the current database: {e}")))?;
+        conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
+            .map_err(|e| BackupError::Invalid(format!("checkpoint the current database: {e}")))?;
+        drop(conn);
+        std::fs::hard_link(db, old.join("cairn.db")).map_err(io("keep the old database"))?;
+    }
+    for suffix in ["-wal", "-shm"] {
+        let side = PathBuf::from(format!("{}{suffix}", db.display()));
+        if side.exists() {
+            same_fs_rename(&side, &old.join(format!("cairn.db{suffix}")))?;
+        }
+    }
+    if let Some(parent) = db.parent() {
+        std::fs::create_dir_all(parent).map_err(io(format!("create {}", parent.display())))?;
+    }
+    same_fs_rename(staged, db)
+}

@@ -1,0 +1,358 @@
+//! One backup, start to end: the index snapshot's files, then the database, then the
+//! manifest, written last (design invariants 6 and 7). Used by the server's backup job
+//! and by the offline `cairn backup create --data`.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
+use cairn_index::{IndexSnapshot, Indexer};
+use cairn_store::{DatabaseBackup, Store};
+use serde::{Deserialize, Serialize};
+use time::format_description::well_known::Rfc3339;
+use time::OffsetDateTime;
+
+use crate::error::{io, BackupError, Result};
+use crate::files::{copy_checksummed, hex, sync_dir, write_synced};
+use crate::manifest::{
+    BackupKind, FileEntry, IndexPart, Manifest, DATABASE_DIR, INDEX_DIR, MANIFEST_FORMAT,
+};
+
+/// The state of a backup, as sensenet names it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum BackupState {
+    /// There has never been a backup.
+    Initial,
+    /// Accepted, not yet copying.
+    Started,
+    /// Copying.
+    Executing,
+    /// A cancel was asked; the job stops at its next check.
+    CancelRequested,
+    /// Stopped by a cancel; nothing of it is left.
+    Canceled,
+    /// Every file copied and checked, manifest written.
+    Finished,
+    /// Failed; the message says why.
+    Faulted,
+}
+
+/// Progress and outcome of one backup (sensenet's `BackupInfo`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct BackupInfo {
+    /// When it began (RFC 3339).
+    pub started_at: String,
+    /// When it ended.
+    pub finished_at: Option<String>,
+    /// The backup folder.
+    pub target_path: String,
+    /// Bytes to copy (grows when the database size becomes known).
+    pub total_bytes: u64,
+    /// Bytes copied (or linked from the previous backup).
+    pub copied_bytes: u64,
+    /// Files to copy.
+    pub count_of_files: u64,
+    /// Files copied.
+    pub copied_files: u64,
+    /// The file being copied now.
+    pub currently_copied_file: Option<String>,
+    /// Why it failed, or a note.
+    pub message: Option<String>,
+    /// Its state.
+    pub state: BackupState,
+    /// Index alone or repository.
+    pub kind: BackupKind,
+}
+
+/// Now, as RFC 3339.
+pub fn now() -> String {
+    OffsetDateTime::now_utc()
+        .format(&Rfc3339)
+        .unwrap_or_default()
+}
+
+impl BackupInfo {
+    /// A new, started backup into `target`.
+    pub fn started(kind: BackupKind, target: &Path) -> Self {
+        BackupInfo {
+            started_at: now(),
+            finished_at: None,
+            target_path: target.display().to_string(),
+            total_bytes: 0,
+            copied_bytes: 0,
+            count_of_files: 0,
+            copied_files: 0,
+            currently_copied_file: None,
+            message: None,
+            state: BackupState::Started,
+            kind,
+        }
+    }
+}
+
+/// What a backup copies from: the index snapshot and the database.
+pub trait BackupSource: Send + Sync {
+    /// The repository's identity.
+    fn repository_id(&self) -> String;
+    /// A protected snapshot of the last index commit.
+    fn snapshot_index(&self) -> Result<IndexSnapshot>;
+    /// An online copy of the database into `dest_dir`.
+    fn backup_database(
+        &self,
+        dest_dir: &Path,
+        progress: &dyn Fn(u64, u64),
+        cancel: &AtomicBool,
+    ) -> Result<DatabaseBackup>;
+}
+
+/// A running repository: the live index and its database.
+pub struct LiveSource {
+    /// The database.
+    pub store: Arc<Store>,
+    /// The index and its writer.
+    pub indexer: Arc<Indexer>,
+}
+
+impl BackupSource for LiveSource {
+    fn repository_id(&self) -> String {
+        self.store.repository_id().to_string()
+    }
+    fn snapshot_index(&self) -> Result<IndexSnapshot> {
+        Ok(self.indexer.snapshot()?)
+    }
+    fn backup_database(
+        &self,
+        dest: &Path,
+        progress: &dyn Fn(u64, u64),
+        cancel: &AtomicBool,
+    ) -> Result<DatabaseBackup> {
+        Ok(self.store.backup_database(dest, progress, cancel)?)
+    }
+}
+
+/// A stopped repository: its index folder and its database.
+pub struct StoppedSource {
+    /// The database.
+    pub store: Arc<Store>,
+    /// The index folder.
+    pub index_dir: PathBuf,
+}
+
+impl BackupSource for StoppedSource {
+    fn repository_id(&self) -> String {
+        self.store.repository_id().to_string()
+    }
+    fn snapshot_index(&self) -> Result<IndexSnapshot> {
+        Ok(IndexSnapshot::of_stopped(&self.index_dir)?)
+    }
+    fn backup_database(
+        &self,
+        dest: &Path,
+        progress: &dyn Fn(u64, u64),
+        cancel: &AtomicBool,
+    ) -> Result<DatabaseBackup> {
+        Ok(self.store.backup_database(dest, progress, cancel)?)
+    }
+}
+
+/// The newest finished backup among the siblings of `target` (for incremental copies).
+pub fn previous_backup(target: &Path) -> Option<(PathBuf, Manifest)> {
+    let parent = target.parent()?;
+    let mut best: Option<(PathBuf, Manifest)> = None;
+    for entry in std::fs::read_dir(parent).ok()?.flatten() {
+        let p = entry.path();
+        if p == target || !p.is_dir() {
+            continue;
+        }
+        if let Ok(m) = Manifest::read(&p) {
+            if best
+                .as_ref()
+                .is_none_or(|(_, b)| m.finished_at > b.finished_at)
+            {
+                best = Some((p, m));
+            }
+        }
+    }
+    best
+}
+
+fn update(info: &Mutex<BackupInfo>, f: impl FnOnce(&mut BackupInfo)) {
+    f(&mut info.lock().unwrap_or_else(|p| p.into_inner()));
+}
+
+/// Runs one backup into `target` (created here; it must not exist). On any error or a
+/// cancel the folder is removed, so nothing half-written is left that looks like a backup.
+pub fn run_backup(
+    source: &dyn BackupSource,
+    kind: BackupKind,
+    target: &Path,
+    info: &Mutex<BackupInfo>,
+    cancel: &AtomicBool,
+) -> Result<Manifest> {
+    std::fs::create_dir(target).map_err(|e| {
+        if e.kind() == std::io::ErrorKind::AlreadyExists {
+            BackupError::TargetExists(target.display().to_string())
+        } else {
+            BackupError::Io {
+                context: format!("create {}", target.display()),
+                source: e,
+            }
+        }
+    })?;
+    let result = run_into(source, kind, target, info, cancel);
+    if result.is_err() {
+        let _ = std::fs::remove_dir_all(target);
+    }
+    result
+}
+
+fn run_into(
+    source: &dyn BackupSource,
+    kind: BackupKind,
+    target: &Path,
+    info: &Mutex<BackupInfo>,
+    cancel: &AtomicBool,
+) -> Result<Manifest> {
+    let started_at = info
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .started_at
+        .clone();
+    update(info, |i| i.state = BackupState::Executing);
+    let previous = previous_backup(target);
+    let index_dir = target.join(INDEX_DIR);
+    std::fs::create_dir(&index_dir).map_err(io(format!("create {}", index_dir.display())))?;
+
+    // 1. The index: one committed state, protected from the writer's garbage collection.
+    let snapshot = source.snapshot_index()?;
+    let mut sizes = Vec::with_capacity(snapshot.files.len());
+    for f in &snapshot.files {
+        let p = snapshot.dir().join(f);
+        let size = std::fs::metadata(&p)
+            .map_err(io(format!("stat {}", p.display())))?
+            .len();
+        sizes.push(size);
+    }
+    update(info, |i| {
+        i.total_bytes = sizes.iter().sum();
+        i.count_of_files =
+            snapshot.files.len() as u64 + 1 + u64::from(kind == BackupKind::Repository);
+    });
+    let mut files = Vec::with_capacity(snapshot.files.len() + 2);
+    for (f, size) in snapshot.files.iter().zip(&sizes) {
+        let name = f.to_string_lossy().to_string();
+        let rel = format!("{INDEX_DIR}/{name}");
+        update(info, |i| i.currently_copied_file = Some(rel.clone()));
+        let dst = index_dir.join(f);
+        // Segment files are write-once and named by a segment UUID: an earlier backup's file
+        // of the same name and size holds the same bytes, so a hard link shares it.
+        let earlier = previous.as_ref().and_then(|(dir, m)| {
+            m.files
+                .iter()
+                .find(|e| e.path == rel && e.size == *size)
+                .map(|e| (dir.join(&rel), e.clone()))
+        });
+        let entry = match earlier {
+            Some((src, e)) if std::fs::hard_link(&src, &dst).is_ok() => {
+                update(info, |i| i.copied_bytes += size);
+                e
+            }
+            _ => {
+                let (sha256, n) =
+                    copy_checksummed(&snapshot.dir().join(f), &dst, cancel, &mut |n| {
+                        update(info, |i| i.copied_bytes += n)
+                    })?;
+                FileEntry {
+                    path: rel,
+                    size: n,
+                    sha256,
+                }
+            }
+        };
+        files.push(entry);
+        update(info, |i| i.copied_files += 1);
+    }
+    let meta = snapshot.meta_json()?;
+    write_synced(&index_dir.join("meta.json"), meta.as_bytes())?;
+    files.push(FileEntry {
+        path: format!("{INDEX_DIR}/meta.json"),
+        size: meta.len() as u64,
+        sha256: {
+            use sha2::Digest;
+            hex(&sha2::Sha256::digest(meta.as_bytes()))
+        },
+    });
+    sync_dir(&index_dir)?;
+    update(info, |i| i.copied_files += 1);
+    let index_part = IndexPart {
+        completion_state: snapshot.state.clone(),
+        documents: snapshot.documents,
+        format: "tantivy-0.27".into(),
+    };
+    drop(snapshot);
+
+    // 2. Then the database, with the engine's own online backup.
+    let database = if kind == BackupKind::Repository {
+        if cancel.load(Ordering::Relaxed) {
+            return Err(BackupError::Canceled);
+        }
+        let db_dir = target.join(DATABASE_DIR);
+        std::fs::create_dir(&db_dir).map_err(io(format!("create {}", db_dir.display())))?;
+        update(info, |i| {
+            i.currently_copied_file = Some(format!("{DATABASE_DIR}/"))
+        });
+        let base = info.lock().unwrap_or_else(|p| p.into_inner()).copied_bytes;
+        let db = source
+            .backup_database(
+                &db_dir,
+                &|done, total| {
+                    update(info, |i| {
+                        i.copied_bytes = base + done;
+                        i.total_bytes = i.total_bytes.max(base + total);
+                    })
+                },
+                cancel,
+            )
+            .map_err(|e| match e {
+                BackupError::Store(cairn_store::StoreError::Cancelled) => BackupError::Canceled,
+                other => other,
+            })?;
+        let rel = format!("{DATABASE_DIR}/{}", db.file_name);
+        update(info, |i| i.currently_copied_file = Some(rel.clone()));
+        let (sha256, size) = crate::files::sha256_file(&target.join(&rel), cancel)?;
+        update(info, |i| {
+            i.copied_files += 1;
+            i.total_bytes = base + size;
+            i.copied_bytes = base + size;
+        });
+        files.push(FileEntry {
+            path: rel,
+            size,
+            sha256,
+        });
+        sync_dir(&db_dir)?;
+        Some(db)
+    } else {
+        None
+    };
+
+    // 3. The manifest, last.
+    if cancel.load(Ordering::Relaxed) {
+        return Err(BackupError::Canceled);
+    }
+    let manifest = Manifest {
+        format: MANIFEST_FORMAT,
+        kind,
+        repository_id: source.repository_id(),
+        cairn_version: env!("CARGO_PKG_VERSION").to_string(),
+        started_at,
+        finished_at: now(),
+        index: index_part,
+        database,
+        files,
+    };
+    manifest.write(target)?;
+    update(info, |i| i.currently_copied_file = None);
+    Ok(manifest)
+}

@@ -1,0 +1,157 @@
+//! `cairn backup verify`: checksums, the index opens with the manifest's document count,
+//! the database passes its engine's check, and the positions in the manifest agree.
+//! Stops at the first problem and names it.
+
+use std::path::{Component, Path};
+use std::sync::atomic::AtomicBool;
+use std::time::Instant;
+
+use cairn_index::CompletionState;
+
+use crate::error::{BackupError, Result};
+use crate::files::sha256_file;
+use crate::manifest::{Manifest, DATABASE_DIR, INDEX_DIR};
+
+/// What a successful verify checked.
+#[derive(Debug, Clone)]
+pub struct VerifyReport {
+    /// The manifest.
+    pub manifest: Manifest,
+    /// Files checked.
+    pub files: u64,
+    /// Bytes read.
+    pub bytes: u64,
+    /// Seconds taken.
+    pub seconds: f64,
+}
+
+fn invalid(msg: impl Into<String>) -> BackupError {
+    BackupError::Invalid(msg.into())
+}
+
+/// True when `rel` stays inside the backup folder.
+fn is_safe(rel: &str) -> bool {
+    let p = Path::new(rel);
+    !rel.is_empty() && p.components().all(|c| matches!(c, Component::Normal(_)))
+}
+
+/// Verifies the backup in `dir`; `progress(done, total)` in bytes.
+pub fn verify(dir: &Path, progress: &dyn Fn(u64, u64)) -> Result<VerifyReport> {
+    let started = Instant::now();
+    let manifest = Manifest::read(dir)?;
+    if manifest.repository_id.is_empty() {
+        return Err(invalid("the manifest names no repository"));
+    }
+    let total: u64 = manifest.files.iter().map(|f| f.size).sum();
+    let mut done = 0u64;
+    let never = AtomicBool::new(false);
+    for f in &manifest.files {
+        if !is_safe(&f.path) {
+            return Err(invalid(format!("{}: a path outside the backup", f.path)));
+        }
+        let p = dir.join(&f.path);
+        let meta = std::fs::metadata(&p).map_err(|_| invalid(format!("{}: missing", f.path)))?;
+        if meta.len() != f.size {
+            return Err(invalid(format!(
+                "{}: size {} differs from the manifest's {} (truncated or changed)",
+                f.path,
+                meta.len(),
+                f.size
+            )));
+        }
+        let (sum, _) = sha256_file(&p, &never)?;
+        if sum != f.sha256 {
+            return Err(invalid(format!(
+                "{}: checksum mismatch (the file is corrupted or was changed)",
+                f.path
+            )));
+        }
+        done += f.size;
+        progress(done, total);
+    }
+    // The index opens and holds what the manifest says.
+    let index_dir = dir.join(INDEX_DIR);
+    let index = tantivy::Index::open_in_dir(&index_dir)
+        .map_err(|e| invalid(format!("the index does not open: {e}")))?;
+    let metas = index
+        .load_metas()
+        .map_err(|e| invalid(format!("the index does not open: {e}")))?;
+    let docs: u64 = metas.segments.iter().map(|s| s.num_docs() as u64).sum();
+    if docs != manifest.index.documents {
+        return Err(invalid(format!(
+            "the index holds {docs} documents, the manifest says {}",
+            manifest.index.documents
+        )));
+    }
+    let reader = index
+        .reader()
+        .map_err(|e| invalid(format!("the index does not open: {e}")))?;
+    if reader.searcher().num_docs() != docs {
+        return Err(invalid("the index's segments disagree with its meta.json"));
+    }
+    let state = metas
+        .payload
+        .as_deref()
+        .map(CompletionState::from_payload)
+        .transpose()
+        .map_err(|e| invalid(format!("the index's completion state is unreadable: {e}")))?
+        .unwrap_or_default();
+    if state != manifest.index.completion_state {
+        return Err(invalid(format!(
+            "positions inconsistent: the index is at {state}, the manifest says {}",
+            manifest.index.completion_state
+        )));
+    }
+    if !state.repository_id.is_empty() && state.repository_id != manifest.repository_id {
+        return Err(invalid(
+            "the index belongs to another repository than the manifest",
+        ));
+    }
+    // The database passes its engine's check, and its position agrees.
+    if let Some(db) = &manifest.database {
+        let path = dir.join(DATABASE_DIR).join(&db.file_name);
+        let checked = cairn_store::verify_database_file(db.kind, &path)
+            .map_err(|e| invalid(format!("{DATABASE_DIR}/{}: {e}", db.file_name)))?;
+        if let Some(id) = &checked.repository_id {
+            if *id != manifest.repository_id || db.repository_id != manifest.repository_id {
+                return Err(invalid(
+                    "the database belongs to another repository than the manifest",
+                ));
+            }
+        }
+        if let Some(last) = checked.last_activity_id {
+            if last != db.last_activity_id {
+                return Err(invalid(format!(
+                    "positions inconsistent: the database's last activity is {last}, the manifest says {}",
+                    db.last_activity_id
+                )));
+            }
+        }
+        if state.last_activity_id > db.last_activity_id {
+            return Err(invalid(format!(
+                "positions inconsistent: the index ({}) is ahead of the database ({}); \
+                 a repository backup copies the index first",
+                state.last_activity_id, db.last_activity_id
+            )));
+        }
+    }
+    Ok(VerifyReport {
+        files: manifest.files.len() as u64,
+        bytes: total,
+        seconds: started.elapsed().as_secs_f64(),
+        manifest,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_must_stay_inside() {
+        assert!(is_safe("index/a.idx"));
+        for bad in ["", "../x", "/etc/passwd", "index/../../x", "./x"] {
+            assert!(!is_safe(bad), "{bad:?}");
+        }
+    }
+}

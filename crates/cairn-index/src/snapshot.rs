@@ -1,0 +1,89 @@
+//! Consistent snapshots of a live index (design invariant 6).
+//!
+//! A snapshot is one committed state: its `IndexMeta` (read while no commit can run) and
+//! the segment files it names. Holding the `IndexMeta` keeps its segments alive in the
+//! index's inventory, so the writer's garbage collection does not delete their files while
+//! they are copied, even as the writer keeps committing and merging. Segment files are
+//! write-once; `meta.json` is not, so a backup never copies it from disk: it writes the
+//! snapshot's own `IndexMeta` instead.
+
+use std::path::{Path, PathBuf};
+
+use tantivy::{Index, IndexMeta};
+
+use crate::completion::CompletionState;
+use crate::error::{IndexError, Result};
+use crate::indexer::Indexer;
+
+/// One committed state of an index, protected from garbage collection while alive.
+pub struct IndexSnapshot {
+    meta: IndexMeta,
+    dir: PathBuf,
+    /// The completion state committed with this state.
+    pub state: CompletionState,
+    /// Live documents.
+    pub documents: u64,
+    /// The segment files (relative names) that exist on disk, sorted.
+    pub files: Vec<PathBuf>,
+}
+
+impl std::fmt::Debug for IndexSnapshot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("IndexSnapshot")
+            .field("state", &self.state)
+            .field("files", &self.files.len())
+            .finish()
+    }
+}
+
+impl IndexSnapshot {
+    fn from_meta(dir: &Path, meta: IndexMeta) -> Result<Self> {
+        let state = match meta.payload.as_deref() {
+            Some(p) => CompletionState::from_payload(p)
+                .map_err(|e| IndexError::BadPayload(e.to_string()))?,
+            None => CompletionState::default(),
+        };
+        let documents = meta.segments.iter().map(|s| s.num_docs() as u64).sum();
+        let mut files: Vec<PathBuf> = meta
+            .list_segment_files()
+            .into_iter()
+            .filter(|f| dir.join(f).is_file())
+            .collect();
+        files.sort();
+        Ok(IndexSnapshot {
+            meta,
+            dir: dir.to_path_buf(),
+            state,
+            documents,
+            files,
+        })
+    }
+
+    /// The folder the files are in.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The `meta.json` of this state, to write into a copy (never the one on disk).
+    pub fn meta_json(&self) -> Result<String> {
+        serde_json::to_string_pretty(&self.meta).map_err(|e| IndexError::BadPayload(e.to_string()))
+    }
+
+    /// Takes a snapshot of a stopped index (no writer runs: the files cannot change).
+    pub fn of_stopped(dir: &Path) -> Result<Self> {
+        let index = Index::open_in_dir(dir)?;
+        let meta = index.load_metas()?;
+        Self::from_meta(dir, meta)
+    }
+}
+
+impl Indexer {
+    /// A snapshot of the last commit, taken while no commit can run, so that the segments
+    /// and the completion state belong to one committed state.
+    pub fn snapshot(&self) -> Result<IndexSnapshot> {
+        let guard = self.writer_lock();
+        let meta = self.index().load_metas()?;
+        drop(guard);
+        IndexSnapshot::from_meta(self.dir(), meta)
+    }
+}

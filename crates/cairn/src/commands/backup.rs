@@ -1,0 +1,364 @@
+//! `cairn backup create|verify|list` and `cairn restore`.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::atomic::AtomicBool;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, Context, Result};
+use cairn_backup::{
+    list_backups, restore, run_backup, verify, BackupInfo, BackupKind, BackupResponse, BackupState,
+    Manifest, RestoreMode, RestoreTarget, StoppedSource,
+};
+use cairn_store::Store;
+
+use crate::data::DataDir;
+use crate::progress::Progress;
+
+/// `bytes, files, seconds, MB/s` on one line.
+fn summary(what: &str, bytes: u64, files: u64, seconds: f64) -> String {
+    format!(
+        "{what}: {:.1} MB, {files} files, {seconds:.1} s, {:.1} MB/s",
+        bytes as f64 / 1e6,
+        bytes as f64 / 1e6 / seconds.max(1e-9)
+    )
+}
+
+/// `cairn backup create --data DIR --to OUT`: a backup of a stopped repository.
+pub fn create_offline(data: &DataDir, to: &Path, index_only: bool) -> Result<ExitCode> {
+    let _lock = data.lock("backup create")?;
+    let store = Arc::new(Store::open(&data.database).context("open the database")?);
+    let source = StoppedSource {
+        store,
+        index_dir: data.index_dir(),
+    };
+    if !cairn_index::index_exists(&data.index_dir()) {
+        bail!(
+            "{} has no index; start the repository once (it rebuilds the index) before backing it up",
+            data.root.display()
+        );
+    }
+    let kind = if index_only {
+        BackupKind::Index
+    } else {
+        BackupKind::Repository
+    };
+    let info = Mutex::new(BackupInfo::started(kind, to));
+    let never = AtomicBool::new(false);
+    let started = Instant::now();
+    let progress = Progress::new("backup", "bytes");
+    let done = AtomicBool::new(false);
+    let manifest = std::thread::scope(|s| {
+        s.spawn(|| {
+            while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                let i = info.lock().unwrap_or_else(|p| p.into_inner()).clone();
+                progress.set(i.copied_bytes, i.total_bytes.max(i.copied_bytes));
+                std::thread::sleep(Duration::from_millis(200));
+            }
+        });
+        let r = run_backup(&source, kind, to, &info, &never);
+        done.store(true, std::sync::atomic::Ordering::Relaxed);
+        r
+    })?;
+    progress.finish();
+    let bytes: u64 = manifest.files.iter().map(|f| f.size).sum();
+    println!(
+        "{}; index at {}{}",
+        summary(
+            "backup written",
+            bytes,
+            manifest.files.len() as u64,
+            started.elapsed().as_secs_f64()
+        ),
+        manifest.index.completion_state,
+        manifest
+            .database
+            .as_ref()
+            .map(|d| format!(", database at {}", d.last_activity_id))
+            .unwrap_or_default()
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// A tiny client of a server's backup API.
+struct Remote {
+    base: String,
+    key: String,
+}
+
+impl Remote {
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base.trim_end_matches('/'))
+    }
+    fn auth(&self) -> String {
+        format!("Bearer {}", self.key)
+    }
+    fn json(&self, method: &str, path: &str, body: Option<&str>) -> Result<serde_json::Value> {
+        let url = self.url(path);
+        let resp = match method {
+            "POST" => ureq::post(&url)
+                .header("Authorization", &self.auth())
+                .config()
+                .http_status_as_error(false)
+                .build()
+                .send(body.unwrap_or("")),
+            _ => ureq::get(&url)
+                .header("Authorization", &self.auth())
+                .config()
+                .http_status_as_error(false)
+                .build()
+                .call(),
+        };
+        let mut resp = resp.with_context(|| format!("{method} {url}"))?;
+        let status = resp.status();
+        let text = resp.body_mut().read_to_string().unwrap_or_default();
+        let value: serde_json::Value =
+            serde_json::from_str(&text).unwrap_or(serde_json::Value::Null);
+        if !status.is_success() {
+            let msg = value["error"]["message"]["value"]
+                .as_str()
+                .unwrap_or(&text)
+                .to_string();
+            bail!("{method} {url}: {status}: {msg}");
+        }
+        Ok(value)
+    }
+}
+
+/// `cairn backup create --server URL [--to DIR]`: a backup by a running server, followed
+/// with a progress bar, optionally downloaded and checked.
+pub fn create_remote(
+    server: &str,
+    key: &str,
+    target: Option<&str>,
+    to: Option<&Path>,
+    index_only: bool,
+) -> Result<ExitCode> {
+    let remote = Remote {
+        base: server.to_string(),
+        key: key.to_string(),
+    };
+    let action = if index_only {
+        "BackupIndex"
+    } else {
+        "BackupRepository"
+    };
+    let body = serde_json::json!({ "target": target }).to_string();
+    let started = Instant::now();
+    let first: BackupResponse = serde_json::from_value(remote.json(
+        "POST",
+        &format!("/odata.svc/('Root')/{action}"),
+        Some(&body),
+    )?)
+    .context("read the server's answer")?;
+    let mine = first
+        .current
+        .clone()
+        .ok_or_else(|| anyhow!("the server started no backup"))?;
+    if !matches!(mine.state, BackupState::Started | BackupState::Executing)
+        || first.history.len() > 1 && first.history[0].started_at != mine.started_at
+    {
+        // Another backup was already running: ours was not started.
+    }
+    let progress = Progress::new("backup", "bytes");
+    let last = loop {
+        let q: BackupResponse = serde_json::from_value(remote.json(
+            "GET",
+            "/odata.svc/('Root')/QueryIndexBackup",
+            None,
+        )?)?;
+        let Some(cur) = q.current.clone() else {
+            bail!("the server lost the backup")
+        };
+        progress.set(cur.copied_bytes, cur.total_bytes.max(cur.copied_bytes));
+        match cur.state {
+            BackupState::Started | BackupState::Executing | BackupState::CancelRequested => {
+                std::thread::sleep(Duration::from_millis(250))
+            }
+            _ => break cur,
+        }
+    };
+    progress.finish();
+    if last.target_path != mine.target_path {
+        bail!(
+            "another backup ({}) was running; try again when it has finished",
+            last.target_path
+        );
+    }
+    if last.state != BackupState::Finished {
+        bail!(
+            "the backup ended {:?}: {}",
+            last.state,
+            last.message.unwrap_or_default()
+        );
+    }
+    let name = Path::new(&last.target_path)
+        .file_name()
+        .map(|n| n.to_string_lossy().to_string())
+        .ok_or_else(|| anyhow!("the server named no backup folder"))?;
+    println!(
+        "{}; on the server in {}",
+        summary(
+            "backup finished",
+            last.copied_bytes,
+            last.copied_files,
+            started.elapsed().as_secs_f64()
+        ),
+        last.target_path
+    );
+    if let Some(to) = to {
+        download(&remote, &name, to)?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Downloads the finished backup `name` into `to`, checking every checksum; the manifest
+/// is written last.
+fn download(remote: &Remote, name: &str, to: &Path) -> Result<()> {
+    use sha2::Digest;
+    let started = Instant::now();
+    if to.join(cairn_backup::MANIFEST_FILE).exists() {
+        bail!("{} already holds a backup", to.display());
+    }
+    let manifest: Manifest = serde_json::from_value(remote.json(
+        "GET",
+        &format!("/backups/{name}/manifest.json"),
+        None,
+    )?)
+    .context("read the manifest")?;
+    let total: u64 = manifest.files.iter().map(|f| f.size).sum();
+    let progress = Progress::new("download", "bytes");
+    let mut done = 0u64;
+    for f in &manifest.files {
+        let dst = to.join(&f.path);
+        if let Some(parent) = dst.parent() {
+            std::fs::create_dir_all(parent)?;
+        }
+        let url = remote.url(&format!("/backups/{name}/files/{}", f.path));
+        let mut resp = ureq::get(&url)
+            .header("Authorization", &remote.auth())
+            .call()
+            .with_context(|| format!("GET {url}"))?;
+        let mut reader = resp.body_mut().with_config().limit(u64::MAX).reader();
+        let mut out =
+            std::fs::File::create(&dst).with_context(|| format!("create {}", dst.display()))?;
+        let mut hasher = sha2::Sha256::new();
+        let mut buf = vec![0u8; 1 << 20];
+        let mut n_total = 0u64;
+        loop {
+            let n = std::io::Read::read(&mut reader, &mut buf)?;
+            if n == 0 {
+                break;
+            }
+            hasher.update(&buf[..n]);
+            out.write_all(&buf[..n])?;
+            n_total += n as u64;
+            done += n as u64;
+            progress.set(done, total);
+        }
+        out.sync_all()?;
+        let sum = cairn_backup::files::hex(&hasher.finalize());
+        if n_total != f.size || sum != f.sha256 {
+            bail!(
+                "{}: the download does not match the manifest's checksum",
+                f.path
+            );
+        }
+    }
+    manifest
+        .write(to)
+        .map_err(|e| anyhow!("write the manifest: {e}"))?;
+    progress.finish();
+    println!(
+        "{}; into {}",
+        summary(
+            "downloaded",
+            total,
+            manifest.files.len() as u64,
+            started.elapsed().as_secs_f64()
+        ),
+        to.display()
+    );
+    Ok(())
+}
+
+/// `cairn backup verify DIR`.
+pub fn verify_cmd(dir: &Path) -> Result<ExitCode> {
+    let progress = Progress::new("verify", "bytes");
+    let report = verify(dir, &|d, t| progress.set(d, t)).map_err(|e| anyhow!("{e}"))?;
+    progress.finish();
+    println!(
+        "{}; backup of repository {}, index at {}{}",
+        summary("verified", report.bytes, report.files, report.seconds),
+        report.manifest.repository_id,
+        report.manifest.index.completion_state,
+        report
+            .manifest
+            .database
+            .as_ref()
+            .map(|d| format!(", database at {}", d.last_activity_id))
+            .unwrap_or_default()
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `cairn backup list [DIR]`.
+pub fn list(dir: &Path) -> Result<ExitCode> {
+    let backups = list_backups(dir);
+    if backups.is_empty() {
+        println!("no finished backups in {}", dir.display());
+    }
+    for (name, m) in backups {
+        let bytes: u64 = m.files.iter().map(|f| f.size).sum();
+        println!(
+            "{name}\t{:?}\t{}\t{:.1} MB\tindex {}\tdatabase {}",
+            m.kind,
+            m.finished_at,
+            bytes as f64 / 1e6,
+            m.index.completion_state,
+            m.database
+                .as_ref()
+                .map(|d| d.last_activity_id.to_string())
+                .unwrap_or_else(|| "-".into())
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `cairn restore`.
+pub fn restore_cmd(
+    from: &Path,
+    data: &DataDir,
+    mode: RestoreMode,
+    force: bool,
+) -> Result<ExitCode> {
+    let _lock = data.lock("restore")?;
+    let progress = Progress::new("restore", "bytes");
+    let target = RestoreTarget {
+        data_dir: data.root.clone(),
+        database: data.database.clone(),
+    };
+    let report = restore(from, &target, mode, force, &|d, t| progress.set(d, t))
+        .map_err(|e| anyhow!("{e}"))?;
+    progress.finish();
+    for w in &report.warnings {
+        eprintln!("warning: {w}");
+    }
+    println!(
+        "{}; the next start catches the index up{}",
+        summary("restored", report.bytes, report.files, report.seconds),
+        if mode == RestoreMode::DatabaseOnly {
+            " (it rebuilds it: no index was restored)"
+        } else {
+            ""
+        }
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The default backup folder of a data folder.
+pub fn default_dir(data: &Path) -> PathBuf {
+    data.join("backups")
+}
