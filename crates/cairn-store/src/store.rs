@@ -435,6 +435,26 @@ impl Store {
         })
     }
 
+    /// Deletes activities with ids below `below` written before `older_than`; returns how
+    /// many. The caller decides `below` so that no index (live, or in a known backup) that
+    /// may still catch up from this database needs them.
+    pub fn delete_activities(
+        &self,
+        below: ActivityId,
+        older_than: time::OffsetDateTime,
+    ) -> Result<u64> {
+        let micros = crate::rows::to_micros(older_than);
+        let mut n = 0;
+        self.backend.write(&mut |conn| {
+            n = conn.execute(
+                "DELETE FROM indexing_activities WHERE id < $1 AND creation_date < $2",
+                &[Param::I64(below.0), Param::I64(micros)],
+            )?;
+            Ok(())
+        })?;
+        Ok(n)
+    }
+
     /// The ids in `(from, to]` that no visible activity has.
     pub fn missing_activity_ids(
         &self,

@@ -58,6 +58,10 @@ enum Command {
         /// Seconds a request may take before it is answered 408.
         #[arg(long, env = "CAIRN_REQUEST_TIMEOUT", default_value_t = 60)]
         request_timeout: u64,
+        /// Days an indexing activity is kept at least (also never below the position of
+        /// the live index or of any backup in DIR/backups).
+        #[arg(long, env = "CAIRN_ACTIVITY_RETENTION_DAYS", default_value_t = 30)]
+        activity_retention_days: u64,
     },
     /// Index operations: status, integrity check, rebuild.
     Index {
@@ -170,6 +174,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             max_top,
             max_body,
             request_timeout,
+            activity_retention_days,
         } => commands::serve::run(
             &data.dir()?,
             commands::serve::ServeOptions {
@@ -178,6 +183,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 max_top: max_top.max(1),
                 max_body_bytes: max_body,
                 request_timeout: std::time::Duration::from_secs(request_timeout.max(1)),
+                activity_retention: std::time::Duration::from_secs(activity_retention_days * 86_400),
             },
         ),
         Command::Index { command } => match command {

@@ -26,6 +26,35 @@ pub struct ServeOptions {
     pub max_body_bytes: usize,
     /// Request timeout.
     pub request_timeout: Duration,
+    /// Activities younger than this are never deleted.
+    pub activity_retention: Duration,
+}
+
+/// Deletes indexing activities that nothing can need any more: below the live index's
+/// position (and its gaps), below the position of every known backup's index, and older
+/// than the retention. A restored index then still finds every activity it must catch up.
+fn clean_activities(
+    store: &cairn_store::Store,
+    indexer: &cairn_index::Indexer,
+    backups: &cairn_backup::BackupManager,
+    retention: Duration,
+) -> Result<u64> {
+    let state = indexer.state();
+    let mut keep_from = state
+        .gaps
+        .iter()
+        .map(|g| g.id)
+        .min()
+        .unwrap_or(cairn_store::ActivityId(state.last_activity_id.0 + 1));
+    keep_from = keep_from.min(state.last_activity_id);
+    for (_, m) in backups.list() {
+        keep_from = keep_from.min(m.index.completion_state.last_activity_id);
+    }
+    if backups.is_running() {
+        return Ok(0);
+    }
+    let older_than = time::OffsetDateTime::now_utc() - retention;
+    Ok(store.delete_activities(keep_from, older_than)?)
 }
 
 /// The administrator's key: given, or kept in `DIR/admin.key`, or generated there (0600).
@@ -101,6 +130,21 @@ pub fn run(data: &DataDir, opts: ServeOptions) -> Result<ExitCode> {
     });
     let backups = cairn_backup::BackupManager::open(&data.root.join("backups"), source)
         .context("open the backup folder")?;
+    {
+        let (store, indexer, backups) = (store.clone(), indexer.clone(), backups.clone());
+        let retention = opts.activity_retention;
+        std::thread::Builder::new()
+            .name("cairn-activity-retention".into())
+            .spawn(move || loop {
+                match clean_activities(&store, &indexer, &backups, retention) {
+                    Ok(0) => {}
+                    Ok(n) => tracing::info!(deleted = n, "deleted old indexing activities"),
+                    Err(e) => tracing::warn!("activity clean-up failed: {e}"),
+                }
+                std::thread::sleep(Duration::from_secs(3600));
+            })
+            .context("start the activity clean-up")?;
+    }
     let state = AppState::new(store, indexer.clone(), config).with_backups(backups);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
