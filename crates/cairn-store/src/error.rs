@@ -67,6 +67,26 @@ pub enum StoreError {
     /// The database holds data that this build cannot read (corruption or manual edits).
     #[error("corrupt data in the database: {0}")]
     Corrupt(String),
+    /// A long operation (a backup) was cancelled by its caller; nothing was left behind.
+    #[error("cancelled")]
+    Cancelled,
+    /// An external program (`pg_dump`, `pg_restore`) is missing or failed.
+    #[error("{tool}: {message}")]
+    Tool {
+        /// The program, e.g. `pg_dump`.
+        tool: String,
+        /// What went wrong: that it is not installed (and how to install it), or its own
+        /// error output.
+        message: String,
+    },
+    /// A file or folder could not be read or written.
+    #[error("{}: {source}", .path.display())]
+    Io {
+        /// The file or folder.
+        path: std::path::PathBuf,
+        /// The operating system's error.
+        source: std::io::Error,
+    },
     /// SQLite failed.
     #[error("sqlite: {0}")]
     Sqlite(#[from] rusqlite::Error),
@@ -77,6 +97,9 @@ pub enum StoreError {
 
 impl StoreError {
     /// True when the error was caused by the caller's input, not by a fault of the store.
+    ///
+    /// [`StoreError::Cancelled`] is not an input error either: nothing was wrong with the
+    /// request, it was stopped on purpose; callers that cancel check for it by name.
     pub fn is_input_error(&self) -> bool {
         !matches!(
             self,
@@ -84,7 +107,18 @@ impl StoreError {
                 | StoreError::Postgres(_)
                 | StoreError::Corrupt(_)
                 | StoreError::SchemaTooNew { .. }
+                | StoreError::Cancelled
+                | StoreError::Tool { .. }
+                | StoreError::Io { .. }
         )
+    }
+
+    /// An [`StoreError::Io`] for `path`.
+    pub(crate) fn io(path: impl Into<std::path::PathBuf>, source: std::io::Error) -> Self {
+        StoreError::Io {
+            path: path.into(),
+            source,
+        }
     }
 }
 

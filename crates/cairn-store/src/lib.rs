@@ -11,9 +11,13 @@
 //!   written is checked against them ([`StoreError`] says what is wrong).
 //! - [`Store::read_activities`] gives the indexer activities in one snapshot together with a
 //!   [`Horizon`] that tells when a missing id can no longer appear.
+//! - [`Store::backup_database`] copies the live database (SQLite's online backup API from a
+//!   pinned snapshot, or `pg_dump`) while writes continue; [`verify_database_file`] checks a
+//!   copy and [`restore_postgres`] loads a dump back.
 #![warn(missing_docs)]
 
 mod activity;
+mod backup;
 pub mod content;
 mod db;
 mod error;
@@ -24,6 +28,10 @@ mod rows;
 mod store;
 
 pub use activity::{Activity, ActivityBatch, ActivityKind, Horizon};
+pub use backup::{
+    restore_postgres, verify_database_file, BackupOptions, DatabaseBackup, DatabaseKind,
+    VerifiedDatabase, PG_DUMP_ENV, PG_RESTORE_ENV, POSTGRES_BACKUP_FILE, SQLITE_BACKUP_FILE,
+};
 pub use content::{ContentType, ContentTypes, FieldDef, FieldKind, FieldValue};
 pub use db::Dialect;
 pub use error::{Result, StoreError};
