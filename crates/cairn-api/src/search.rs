@@ -53,14 +53,24 @@ fn system_folders(state: &AppState) -> ApiResult<Vec<String>> {
 
 /// The children of `container` (no `query`), or the matches of `query` in its subtree,
 /// filtered, sorted and paged as `opts` says. Blocking.
-pub fn list(state: &AppState, container: &str, opts: &Options) -> ApiResult<Listing> {
+pub fn list(
+    state: &AppState,
+    container: &str,
+    opts: &Options,
+    user: Option<cairn_store::NodeId>,
+) -> ApiResult<Listing> {
     let schema = state.indexer.schema();
     let key = path_key(container);
     let mut clauses: Vec<(Occur, Box<dyn Query>)> = Vec::new();
     let (mut sort, top, skip, count_only, autofilters) = match &opts.query {
         Some(q) => {
             clauses.push((Occur::Must, term(schema.in_tree, &key)));
-            let cql = cairn_query::parse_cql(q, schema)?;
+            let mut ctx = cairn_query::QueryContext {
+                current_user: user.map(|u| u.0),
+                now: None,
+                nested: None,
+            };
+            let cql = cairn_query::parse_cql_with(q, schema, &mut ctx)?;
             clauses.push((Occur::Must, cql.query));
             (cql.sort, cql.top, cql.skip, cql.count_only, cql.autofilters)
         }

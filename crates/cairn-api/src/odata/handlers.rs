@@ -138,7 +138,7 @@ async fn dispatch(
         }
     }
     match method.as_str() {
-        "GET" => read(state, target, opts).await,
+        "GET" => read(state, target, opts, caller).await,
         "POST" => create(state, caller, target, opts, body).await,
         "PATCH" | "MERGE" => update(state, caller, target, opts, body, UpdateMode::Patch).await,
         "PUT" => update(state, caller, target, opts, body, UpdateMode::Replace).await,
@@ -161,7 +161,12 @@ fn strip_service(path: &str) -> Option<&str> {
     .then(|| &path[token.len()..])
 }
 
-async fn read(state: AppState, target: ODataPath, opts: Options) -> ApiResult<Response> {
+async fn read(
+    state: AppState,
+    target: ODataPath,
+    opts: Options,
+    caller: Caller,
+) -> ApiResult<Response> {
     match target.resource {
         Resource::Item(at) => {
             let member = target.member.clone();
@@ -203,7 +208,7 @@ async fn read(state: AppState, target: ODataPath, opts: Options) -> ApiResult<Re
             let count = target.count;
             blocking(move || {
                 load(&state, &NodeRef::Path(container.clone()))?;
-                let listing = crate::search::list(&state, &container, &opts)?;
+                let listing = crate::search::list(&state, &container, &opts, Some(caller.user))?;
                 if count {
                     return Ok(labeled(
                         "count",
