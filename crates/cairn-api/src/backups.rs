@@ -31,7 +31,7 @@ pub fn routes() -> Router<AppState> {
 fn manager(
     state: &AppState,
     caller: &Caller,
-) -> ApiResult<std::sync::Arc<cairn_backup::BackupManager>> {
+) -> ApiResult<std::sync::Arc<crate::backend::BackupBackend>> {
     caller.require_admin("backups")?;
     state
         .backups
@@ -39,14 +39,8 @@ fn manager(
         .ok_or_else(|| ApiError::unavailable("backups are not offered by this server"))
 }
 
-fn labeled(resp: impl IntoResponse) -> Response {
-    let mut r = resp.into_response();
-    r.extensions_mut().insert(RouteLabel("backups"));
-    r
-}
-
-async fn list(State(state): State<AppState>, caller: Caller) -> ApiResult<Response> {
-    let m = manager(&state, &caller)?;
+/// The list of finished backups as JSON.
+pub fn list_json(m: &cairn_backup::BackupManager) -> serde_json::Value {
     let items: Vec<_> = m
         .list()
         .into_iter()
@@ -64,10 +58,23 @@ async fn list(State(state): State<AppState>, caller: Caller) -> ApiResult<Respon
             })
         })
         .collect();
-    Ok(labeled(Json(items)))
+    serde_json::Value::Array(items)
 }
 
-fn finished(
+fn labeled(resp: impl IntoResponse) -> Response {
+    let mut r = resp.into_response();
+    r.extensions_mut().insert(RouteLabel("backups"));
+    r
+}
+
+async fn list(State(state): State<AppState>, caller: Caller) -> ApiResult<Response> {
+    let m = manager(&state, &caller)?;
+    let v = crate::odata::handlers::blocking(move || m.list()).await?;
+    Ok(labeled(Json(v)))
+}
+
+/// A finished backup of `m` by name: its folder and manifest.
+pub fn finished(
     m: &cairn_backup::BackupManager,
     name: &str,
 ) -> ApiResult<(std::path::PathBuf, cairn_backup::Manifest)> {
@@ -86,8 +93,8 @@ async fn manifest(
     Path(name): Path<String>,
 ) -> ApiResult<Response> {
     let m = manager(&state, &caller)?;
-    let (_, manifest) = finished(&m, &name)?;
-    Ok(labeled(Json(manifest)))
+    let v = crate::odata::handlers::blocking(move || m.manifest(&name)).await?;
+    Ok(labeled(Json(v)))
 }
 
 async fn file(
@@ -96,21 +103,54 @@ async fn file(
     Path((name, path)): Path<(String, String)>,
 ) -> ApiResult<Response> {
     let m = manager(&state, &caller)?;
-    let (dir, manifest) = finished(&m, &name)?;
-    // Only files the manifest names are served: nothing else of the folder is reachable.
-    let entry = manifest
-        .files
-        .iter()
-        .find(|f| f.path == path)
-        .ok_or_else(|| ApiError::not_found(format!("{name} has no file {path}")))?;
-    let f = tokio::fs::File::open(dir.join(&entry.path))
-        .await
-        .map_err(ApiError::internal)?;
-    let body = Body::from_stream(tokio_util::io::ReaderStream::with_capacity(f, 1 << 20));
+    let (size, body) = match &*m {
+        crate::backend::BackupBackend::Local(m) => {
+            let (dir, manifest) = finished(m, &name)?;
+            // Only files the manifest names are served: nothing else of the folder is reachable.
+            let entry = manifest
+                .files
+                .iter()
+                .find(|f| f.path == path)
+                .ok_or_else(|| ApiError::not_found(format!("{name} has no file {path}")))?;
+            let f = tokio::fs::File::open(dir.join(&entry.path))
+                .await
+                .map_err(ApiError::internal)?;
+            (
+                entry.size,
+                Body::from_stream(tokio_util::io::ReaderStream::with_capacity(f, 1 << 20)),
+            )
+        }
+        crate::backend::BackupBackend::Remote(r) => {
+            // Relay the service's file: a blocking reader feeds an in-memory pipe.
+            let r = r.clone();
+            let (size, mut reader) =
+                crate::odata::handlers::blocking(move || r.open_file(&name, &path)).await?;
+            let (mut tx, rx) = tokio::io::duplex(1 << 20);
+            let handle = tokio::runtime::Handle::current();
+            tokio::task::spawn_blocking(move || {
+                use tokio::io::AsyncWriteExt;
+                let mut buf = vec![0u8; 1 << 20];
+                loop {
+                    match std::io::Read::read(&mut reader, &mut buf) {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => {
+                            if handle.block_on(tx.write_all(&buf[..n])).is_err() {
+                                break;
+                            }
+                        }
+                    }
+                }
+            });
+            (
+                size,
+                Body::from_stream(tokio_util::io::ReaderStream::with_capacity(rx, 1 << 20)),
+            )
+        }
+    };
     Ok(labeled((
         [
             (header::CONTENT_TYPE, "application/octet-stream".to_string()),
-            (header::CONTENT_LENGTH, entry.size.to_string()),
+            (header::CONTENT_LENGTH, size.to_string()),
         ],
         body,
     )))

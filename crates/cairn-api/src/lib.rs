@@ -6,12 +6,14 @@
 #![warn(missing_docs)]
 
 pub mod auth;
+pub mod backend;
 pub mod backups;
 pub mod config;
 pub mod error;
 pub mod metrics;
 pub mod odata;
 pub mod search;
+pub mod service;
 pub mod state;
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -59,15 +61,13 @@ async fn health() -> Response {
 async fn metrics_text(State(state): State<AppState>) -> Response {
     let s = state.clone();
     let rendered = odata::handlers::blocking(move || {
-        let ix = s.indexer.state();
         let db_last = s.store.last_activity_id()?.0;
-        let last = ix.last_activity_id.0;
-        Ok(s.metrics.render(
-            (db_last - last).max(0),
-            s.indexer.searcher().num_docs(),
-            last,
-            db_last,
-        ))
+        let (last, docs) = match s.search.properties() {
+            Ok(p) => (p.last_activity_id, p.document_count),
+            Err(_) => (0, 0),
+        };
+        Ok(s.metrics
+            .render((db_last - last).max(0), docs, last, db_last))
     })
     .await;
     let mut r = match rendered {

@@ -1,9 +1,13 @@
 //! Collections and content queries: what the index answers for the API. The index gives
 //! the ids, their order and the total; the items themselves come from the database.
+//!
+//! [`ListRequest`] is the whole question, so it can be answered by the local index or sent
+//! to the search service ([`crate::backend`]) as JSON.
 
-use cairn_index::{search, SearchRequest, SortField};
+use cairn_index::{search, Indexer, SearchRequest, SortField};
 use cairn_store::content::path_key;
 use cairn_store::{Node, NodeId};
+use serde::{Deserialize, Serialize};
 use tantivy::query::{BooleanQuery, Occur, Query, TermQuery};
 use tantivy::schema::{IndexRecordOption, Term, Value};
 use tantivy::TantivyDocument;
@@ -12,7 +16,41 @@ use crate::error::{ApiError, ApiResult};
 use crate::odata::options::Options;
 use crate::state::AppState;
 
-/// One page of a collection or query.
+/// A collection or query request, as the index sees it.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct ListRequest {
+    /// The folder: its children, or (with `query`) its subtree.
+    pub container: String,
+    /// A content query.
+    pub query: Option<String>,
+    /// An OData `$filter`.
+    pub filter: Option<String>,
+    /// An OData `$orderby`.
+    pub orderby: Option<String>,
+    /// OData `$top`.
+    pub top: Option<usize>,
+    /// OData `$skip`.
+    pub skip: Option<usize>,
+    /// `enableautofilters`.
+    pub autofilters: Option<bool>,
+    /// The caller, for `@@CurrentUser@@`.
+    pub user: Option<i64>,
+    /// The cap of `$top`.
+    pub max_top: usize,
+}
+
+/// The index's answer: one page of ids and the total.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct ListAnswer {
+    /// The page, in order.
+    pub ids: Vec<i64>,
+    /// All matches.
+    pub total: usize,
+    /// `.COUNTONLY` was asked.
+    pub count_only: bool,
+}
+
+/// One page of a collection or query, with the items.
 #[derive(Debug)]
 pub struct Listing {
     /// The items, in order.
@@ -31,9 +69,9 @@ fn term(field: tantivy::schema::Field, text: &str) -> Box<dyn Query> {
 }
 
 /// Paths of every SystemFolder (what `.AUTOFILTERS:ON` hides).
-fn system_folders(state: &AppState) -> ApiResult<Vec<String>> {
-    let schema = state.indexer.schema();
-    let searcher = state.indexer.searcher();
+fn system_folders(indexer: &Indexer) -> ApiResult<Vec<String>> {
+    let schema = indexer.schema();
+    let searcher = indexer.searcher();
     let q = term(schema.type_is, "systemfolder");
     let top = searcher
         .search(
@@ -51,22 +89,16 @@ fn system_folders(state: &AppState) -> ApiResult<Vec<String>> {
     Ok(out)
 }
 
-/// The children of `container` (no `query`), or the matches of `query` in its subtree,
-/// filtered, sorted and paged as `opts` says. Blocking.
-pub fn list(
-    state: &AppState,
-    container: &str,
-    opts: &Options,
-    user: Option<cairn_store::NodeId>,
-) -> ApiResult<Listing> {
-    let schema = state.indexer.schema();
-    let key = path_key(container);
+/// Answers `req` from a local index. Blocking.
+pub fn run_list(indexer: &Indexer, req: &ListRequest) -> ApiResult<ListAnswer> {
+    let schema = indexer.schema();
+    let key = path_key(&req.container);
     let mut clauses: Vec<(Occur, Box<dyn Query>)> = Vec::new();
-    let (mut sort, top, skip, count_only, autofilters) = match &opts.query {
+    let (mut sort, top, skip, count_only, autofilters) = match &req.query {
         Some(q) => {
             clauses.push((Occur::Must, term(schema.in_tree, &key)));
             let mut ctx = cairn_query::QueryContext {
-                current_user: user.map(|u| u.0),
+                current_user: req.user,
                 now: None,
                 nested: None,
             };
@@ -76,57 +108,76 @@ pub fn list(
         }
         None => {
             clauses.push((Occur::Must, term(schema.in_folder, &key)));
-            let sort = vec![
-                SortField {
-                    field: "Index".into(),
-                    descending: false,
-                },
-                SortField {
-                    field: "Name".into(),
-                    descending: false,
-                },
-            ];
-            (sort, None, None, false, None)
+            let by = |f: &str| SortField {
+                field: f.into(),
+                descending: false,
+            };
+            (vec![by("Index"), by("Name")], None, None, false, None)
         }
     };
-    if let Some(f) = &opts.filter {
+    if let Some(f) = &req.filter {
         clauses.push((Occur::Must, cairn_query::parse_filter(f, schema)?));
     }
-    if let Some(o) = &opts.orderby {
+    if let Some(o) = &req.orderby {
         sort = cairn_query::parse_orderby(o, schema)?;
     }
-    if opts.autofilters.or(autofilters).unwrap_or(false) {
-        for p in system_folders(state)? {
+    if req.autofilters.or(autofilters).unwrap_or(false) {
+        for p in system_folders(indexer)? {
             if key != p && !key.starts_with(&format!("{p}/")) {
                 clauses.push((Occur::MustNot, term(schema.in_tree, &p)));
             }
         }
     }
     // The query's .SKIP/.TOP choose a window of hits; OData's $skip/$top page within it.
-    let max = state.config.max_top;
-    let window_start = skip.unwrap_or(0).saturating_add(opts.skip.unwrap_or(0));
+    let max = req.max_top.max(1);
+    let window_start = skip.unwrap_or(0).saturating_add(req.skip.unwrap_or(0));
     let window_end = top
         .map_or(usize::MAX, |t| skip.unwrap_or(0).saturating_add(t))
-        .min(window_start.saturating_add(opts.top.unwrap_or(max)));
+        .min(window_start.saturating_add(req.top.unwrap_or(max)));
     let top = window_end.saturating_sub(window_start).min(max);
-    let skip = window_start;
     let query = BooleanQuery::new(clauses);
-    let searcher = state.indexer.searcher();
     let result = search(
-        &searcher,
+        &indexer.searcher(),
         schema,
         &SearchRequest {
             query: &query,
             sort,
             top: if count_only { 0 } else { top },
-            skip,
+            skip: window_start,
         },
     )?;
-    let nodes = ordered(state, &result.ids)?;
-    Ok(Listing {
-        nodes,
+    Ok(ListAnswer {
+        ids: result.ids.into_iter().map(|i| i.0).collect(),
         total: result.total,
         count_only,
+    })
+}
+
+/// The children of `container` (no `query`), or the matches of `query` in its subtree,
+/// filtered, sorted and paged as `opts` says. Blocking.
+pub fn list(
+    state: &AppState,
+    container: &str,
+    opts: &Options,
+    user: Option<NodeId>,
+) -> ApiResult<Listing> {
+    let req = ListRequest {
+        container: container.to_string(),
+        query: opts.query.clone(),
+        filter: opts.filter.clone(),
+        orderby: opts.orderby.clone(),
+        top: opts.top,
+        skip: opts.skip,
+        autofilters: opts.autofilters,
+        user: user.map(|u| u.0),
+        max_top: state.config.max_top,
+    };
+    let answer = state.search.list(&req)?;
+    let ids: Vec<NodeId> = answer.ids.into_iter().map(NodeId).collect();
+    Ok(Listing {
+        nodes: ordered(state, &ids)?,
+        total: answer.total,
+        count_only: answer.count_only,
     })
 }
 
@@ -141,9 +192,9 @@ pub fn ordered(state: &AppState, ids: &[NodeId]) -> ApiResult<Vec<Node>> {
     Ok(ids.iter().filter_map(|id| found.remove(id)).collect())
 }
 
-/// The id of the user whose LoginName is `login` (case-insensitive). Blocking.
-pub fn find_user(state: &AppState, login: &str) -> ApiResult<Option<NodeId>> {
-    let schema = state.indexer.schema();
+/// The id of the user whose LoginName is `login` (case-insensitive), from a local index.
+pub fn find_user_in(indexer: &Indexer, login: &str) -> ApiResult<Option<NodeId>> {
+    let schema = indexer.schema();
     let Some((field, _)) = schema.field("LoginName") else {
         return Ok(None);
     };
@@ -152,7 +203,7 @@ pub fn find_user(state: &AppState, login: &str) -> ApiResult<Option<NodeId>> {
         (Occur::Must, term(schema.type_is, "user")),
     ]);
     let r = search(
-        &state.indexer.searcher(),
+        &indexer.searcher(),
         schema,
         &SearchRequest {
             query: &query,
@@ -162,4 +213,9 @@ pub fn find_user(state: &AppState, login: &str) -> ApiResult<Option<NodeId>> {
         },
     )?;
     Ok(r.ids.first().copied())
+}
+
+/// The id of the user whose LoginName is `login`. Blocking.
+pub fn find_user(state: &AppState, login: &str) -> ApiResult<Option<NodeId>> {
+    state.search.find_user(login)
 }

@@ -1,11 +1,11 @@
-//! The state every handler shares: the store, the index, the settings, the metrics.
+//! The state every handler shares: the store, the index (local or remote), the backups,
+//! the settings, the metrics.
 
 use std::sync::Arc;
 
-use cairn_backup::BackupManager;
-use cairn_index::Indexer;
 use cairn_store::Store;
 
+use crate::backend::{BackupBackend, SearchBackend};
 use crate::config::ApiConfig;
 use crate::metrics::Metrics;
 
@@ -14,31 +14,31 @@ use crate::metrics::Metrics;
 pub struct AppState {
     /// The database.
     pub store: Arc<Store>,
-    /// The local index and its indexer.
-    pub indexer: Arc<Indexer>,
+    /// The index: in this process, or the search service.
+    pub search: Arc<SearchBackend>,
     /// Settings.
     pub config: Arc<ApiConfig>,
     /// Request and index metrics.
     pub metrics: Arc<Metrics>,
-    /// The backup job and folder (absent: backups are not offered).
-    pub backups: Option<Arc<BackupManager>>,
+    /// The backups (absent: backups are not offered).
+    pub backups: Option<Arc<BackupBackend>>,
 }
 
 impl AppState {
     /// State over an opened repository.
-    pub fn new(store: Arc<Store>, indexer: Arc<Indexer>, config: ApiConfig) -> Self {
+    pub fn new(store: Arc<Store>, search: SearchBackend, config: ApiConfig) -> Self {
         AppState {
             store,
-            indexer,
+            search: Arc::new(search),
             config: Arc::new(config),
             metrics: Arc::new(Metrics::default()),
             backups: None,
         }
     }
 
-    /// The same state, offering backups through `manager`.
-    pub fn with_backups(mut self, manager: Arc<BackupManager>) -> Self {
-        self.backups = Some(manager);
+    /// The same state, offering backups through `backups`.
+    pub fn with_backups(mut self, backups: BackupBackend) -> Self {
+        self.backups = Some(Arc::new(backups));
         self
     }
 }

@@ -35,7 +35,11 @@ fn api_with(config: impl FnOnce(&mut ApiConfig)) -> Api {
     let _bg = indexer.start();
     let mut c = ApiConfig::new(KEY.into());
     config(&mut c);
-    let app = router(AppState::new(store, indexer.clone(), c));
+    let app = router(AppState::new(
+        store,
+        cairn_api::backend::SearchBackend::Local(indexer.clone()),
+        c,
+    ));
     Api {
         _dir: dir,
         app,

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
 use std::time::Instant;
 
-use cairn_store::{DatabaseKind, DatabaseUrl, Store};
+use cairn_store::{DatabaseKind, DatabaseUrl};
 
 use crate::error::{io, BackupError, Result};
 use crate::files::{copy_checksummed, sync_dir};
@@ -55,13 +55,8 @@ fn same_fs_rename(from: &Path, to: &Path) -> Result<()> {
 }
 
 /// The repository id of the database at `url`, if it holds one.
-fn current_repository(url: &DatabaseUrl) -> Option<String> {
-    if let DatabaseUrl::Sqlite(p) = url {
-        if !p.exists() {
-            return None;
-        }
-    }
-    Store::open(url).ok().map(|s| s.repository_id().to_string())
+fn current_repository(url: &DatabaseUrl) -> Result<Option<String>> {
+    Ok(cairn_store::existing_repository_id(url)?)
 }
 
 /// Restores the backup in `from` into `target`.
@@ -81,7 +76,7 @@ pub fn restore(
             "this backup holds the index alone; restore it with --index-only".into(),
         ));
     }
-    if let Some(current) = current_repository(&target.database) {
+    if let Some(current) = current_repository(&target.database)? {
         if current != manifest.repository_id {
             if !force {
                 return Err(BackupError::OtherRepository {

@@ -38,5 +38,5 @@ pub use error::{Result, StoreError};
 pub use ids::{ActivityId, NodeId};
 pub use node::{NewContent, Node, NodeRef, NodeStamp};
 pub use ops::{ImportItem, ImportOutcome, UpdateMode};
-pub use store::{DatabaseUrl, Store, WriteListener, Written};
+pub use store::{existing_repository_id, DatabaseUrl, Store, WriteListener, Written};
 pub use uuid::Uuid;

@@ -479,3 +479,43 @@ impl Store {
             .collect())
     }
 }
+
+/// The repository id a database already holds, without creating or migrating anything:
+/// `None` for a missing or empty database.
+pub fn existing_repository_id(url: &DatabaseUrl) -> Result<Option<String>> {
+    const SQL: &str = "SELECT value FROM meta WHERE key = 'repository_id'";
+    match url {
+        DatabaseUrl::Sqlite(path) => {
+            if !path.exists() {
+                return Ok(None);
+            }
+            let conn = rusqlite::Connection::open_with_flags(
+                path,
+                rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
+            )?;
+            let has_meta: i64 = conn.query_row(
+                "SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name = 'meta'",
+                [],
+                |r| r.get(0),
+            )?;
+            if has_meta == 0 {
+                return Ok(None);
+            }
+            match conn.query_row(SQL, [], |r| r.get::<_, String>(0)) {
+                Ok(v) => Ok(Some(v)),
+                Err(rusqlite::Error::QueryReturnedNoRows) => Ok(None),
+                Err(e) => Err(e.into()),
+            }
+        }
+        DatabaseUrl::Postgres(u) => {
+            let mut client = postgres::Client::connect(u, postgres::NoTls)?;
+            let exists: bool = client
+                .query_one("SELECT to_regclass('meta') IS NOT NULL", &[])?
+                .get(0);
+            if !exists {
+                return Ok(None);
+            }
+            Ok(client.query_opt(SQL, &[])?.map(|r| r.get::<_, String>(0)))
+        }
+    }
+}

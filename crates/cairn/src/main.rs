@@ -62,6 +62,27 @@ enum Command {
         /// the live index or of any backup in DIR/backups).
         #[arg(long, env = "CAIRN_ACTIVITY_RETENTION_DAYS", default_value_t = 30)]
         activity_retention_days: u64,
+        /// Run as a web node without a local index: queries go to this search service
+        /// (use with --database postgres://...).
+        #[arg(long, env = "CAIRN_SEARCH_SERVICE")]
+        search_service: Option<String>,
+        /// The secret shared with the search service.
+        #[arg(long, env = "CAIRN_SEARCH_SECRET", hide_env_values = true)]
+        search_secret: Option<String>,
+    },
+    /// The central search service: owns the one index of several web nodes.
+    SearchService {
+        #[command(flatten)]
+        data: DataArgs,
+        /// Address to listen on (loopback by default).
+        #[arg(long, env = "CAIRN_SEARCH_LISTEN", default_value = "127.0.0.1:8090")]
+        listen: std::net::SocketAddr,
+        /// The secret web nodes present (default: DIR/search.secret, generated on first start).
+        #[arg(long, env = "CAIRN_SEARCH_SECRET", hide_env_values = true)]
+        search_secret: Option<String>,
+        /// Days an indexing activity is kept at least.
+        #[arg(long, env = "CAIRN_ACTIVITY_RETENTION_DAYS", default_value_t = 30)]
+        activity_retention_days: u64,
     },
     /// Index operations: status, integrity check, rebuild.
     Index {
@@ -175,6 +196,8 @@ fn run(cli: Cli) -> Result<ExitCode> {
             max_body,
             request_timeout,
             activity_retention_days,
+            search_service,
+            search_secret,
         } => commands::serve::run(
             &data.dir()?,
             commands::serve::ServeOptions {
@@ -183,8 +206,23 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 max_top: max_top.max(1),
                 max_body_bytes: max_body,
                 request_timeout: std::time::Duration::from_secs(request_timeout.max(1)),
-                activity_retention: std::time::Duration::from_secs(activity_retention_days * 86_400),
+                activity_retention: std::time::Duration::from_secs(
+                    activity_retention_days * 86_400,
+                ),
+                search_service,
+                search_secret,
             },
+        ),
+        Command::SearchService {
+            data,
+            listen,
+            search_secret,
+            activity_retention_days,
+        } => commands::serve::run_search_service(
+            &data.dir()?,
+            listen,
+            search_secret,
+            std::time::Duration::from_secs(activity_retention_days * 86_400),
         ),
         Command::Index { command } => match command {
             IndexCommand::Status { data, json } => commands::index::status(&data.dir()?, json),

@@ -154,25 +154,23 @@ fn batch(
         }
     }
     if last.0 > 0 {
-        state
-            .indexer
-            .wait_for(last, state.config.searchable_timeout);
+        state.search.wait_for(last, state.config.searchable_timeout);
     }
     Ok(json!({"d": {"__count": results.len(), "results": results, "errors": errors}}))
 }
 
 fn index_properties(state: &AppState) -> ApiResult<Value> {
-    let s = state.indexer.state();
+    let p = state.search.properties()?;
     let db_last = state.store.last_activity_id()?;
     Ok(json!({
         "IndexingActivityStatus": {
-            "LastActivityId": s.last_activity_id.0,
-            "Gaps": s.gap_ids(),
+            "LastActivityId": p.last_activity_id,
+            "Gaps": p.gaps,
         },
-        "CompletionState": s.to_string(),
+        "CompletionState": p.completion_state,
         "DatabaseLastActivityId": db_last.0,
-        "Lag": (db_last.0 - s.last_activity_id.0).max(0),
-        "DocumentCount": state.indexer.searcher().num_docs(),
+        "Lag": (db_last.0 - p.last_activity_id).max(0),
+        "DocumentCount": p.document_count,
         "RepositoryId": state.store.repository_id().to_string(),
     }))
 }
@@ -211,11 +209,7 @@ pub async fn run(
         }
         Action::CheckIndexIntegrity => {
             caller.require_admin("CheckIndexIntegrity")?;
-            blocking(move || {
-                let report = state.indexer.check_integrity()?;
-                serde_json::to_value(report).map_err(ApiError::internal)
-            })
-            .await?
+            blocking(move || state.search.check()).await?
         }
         Action::BackupIndex
         | Action::BackupRepository
@@ -231,7 +225,7 @@ pub async fn run(
                 .backups
                 .clone()
                 .ok_or_else(|| ApiError::unavailable("backups are not offered by this server"))?;
-            let response = match action {
+            match action {
                 Action::BackupIndex | Action::BackupRepository => {
                     if method != Method::POST {
                         return Err(ApiError::bad_request(format!(
@@ -251,12 +245,11 @@ pub async fn run(
                     } else {
                         cairn_backup::BackupKind::Repository
                     };
-                    blocking(move || Ok(manager.start(kind, target.as_deref())?)).await?
+                    blocking(move || manager.start(kind, target.as_deref())).await?
                 }
-                Action::CancelIndexBackup => manager.cancel(),
-                _ => manager.query(),
-            };
-            serde_json::to_value(response).map_err(ApiError::internal)?
+                Action::CancelIndexBackup => blocking(move || manager.cancel()).await?,
+                _ => blocking(move || manager.query()).await?,
+            }
         }
     };
     let mut r = Json(value).into_response();

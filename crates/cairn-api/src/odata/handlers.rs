@@ -37,7 +37,7 @@ fn labeled(route: &'static str, resp: impl IntoResponse) -> Response {
 /// Waits until `activity` is searchable (bounded by the configured timeout).
 fn searchable(state: &AppState, activity: ActivityId) {
     if !state
-        .indexer
+        .search
         .wait_for(activity, state.config.searchable_timeout)
     {
         tracing::warn!(%activity, "a write answered before its change became searchable");

@@ -8,7 +8,11 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
+use std::sync::Arc;
+
+use cairn_api::backend::{BackupBackend, RemoteSearch, SearchBackend};
 use cairn_api::{router, ApiConfig, AppState};
+use cairn_store::Store;
 
 use crate::commands::open_repository;
 use crate::data::DataDir;
@@ -28,6 +32,10 @@ pub struct ServeOptions {
     pub request_timeout: Duration,
     /// Activities younger than this are never deleted.
     pub activity_retention: Duration,
+    /// A web node of a shared PostgreSQL database: the search service's URL.
+    pub search_service: Option<String>,
+    /// The secret shared with the search service.
+    pub search_secret: Option<String>,
 }
 
 /// Deletes indexing activities that nothing can need any more: below the live index's
@@ -114,58 +122,192 @@ async fn shutdown_signal() {
     tracing::info!("shutting down: finishing in-flight requests");
 }
 
-/// Runs the server until it is told to stop.
-pub fn run(data: &DataDir, opts: ServeOptions) -> Result<ExitCode> {
-    let _lock = data.lock("serve")?;
-    let key = admin_key(data, opts.admin_key.clone())?;
-    let (store, indexer, report) = open_repository(data)?;
-    let background = indexer.start();
+fn api_config(key: String, opts: &ServeOptions) -> ApiConfig {
     let mut config = ApiConfig::new(key);
     config.max_top = opts.max_top;
     config.max_body_bytes = opts.max_body_bytes;
     config.request_timeout = opts.request_timeout;
-    let source = std::sync::Arc::new(cairn_backup::LiveSource {
+    config
+}
+
+/// Serves `app` on `listen` until SIGTERM or Ctrl-C.
+fn serve_until_signal(
+    listen: SocketAddr,
+    app: axum::Router,
+    banner: impl FnOnce(SocketAddr),
+) -> Result<()> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("start the async runtime")?;
+    runtime.block_on(async {
+        let listener = tokio::net::TcpListener::bind(listen)
+            .await
+            .with_context(|| format!("listen on {listen}"))?;
+        banner(listener.local_addr()?);
+        axum::serve(listener, app)
+            .with_graceful_shutdown(shutdown_signal())
+            .await
+            .context("serve")
+    })
+}
+
+fn spawn_retention(
+    store: Arc<Store>,
+    indexer: Arc<cairn_index::Indexer>,
+    backups: Arc<cairn_backup::BackupManager>,
+    retention: Duration,
+) -> Result<()> {
+    std::thread::Builder::new()
+        .name("cairn-activity-retention".into())
+        .spawn(move || loop {
+            match clean_activities(&store, &indexer, &backups, retention) {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(deleted = n, "deleted old indexing activities"),
+                Err(e) => tracing::warn!("activity clean-up failed: {e}"),
+            }
+            std::thread::sleep(Duration::from_secs(3600));
+        })
+        .context("start the activity clean-up")?;
+    Ok(())
+}
+
+/// Runs the server until it is told to stop.
+pub fn run(data: &DataDir, opts: ServeOptions) -> Result<ExitCode> {
+    if let Some(service) = opts.search_service.clone() {
+        return run_web_node(data, opts, &service);
+    }
+    let _lock = data.lock("serve")?;
+    let key = admin_key(data, opts.admin_key.clone())?;
+    let (store, indexer, report) = open_repository(data)?;
+    let background = indexer.start();
+    let source = Arc::new(cairn_backup::LiveSource {
         store: store.clone(),
         indexer: indexer.clone(),
     });
     let backups = cairn_backup::BackupManager::open(&data.root.join("backups"), source)
         .context("open the backup folder")?;
-    {
-        let (store, indexer, backups) = (store.clone(), indexer.clone(), backups.clone());
-        let retention = opts.activity_retention;
-        std::thread::Builder::new()
-            .name("cairn-activity-retention".into())
-            .spawn(move || loop {
-                match clean_activities(&store, &indexer, &backups, retention) {
-                    Ok(0) => {}
-                    Ok(n) => tracing::info!(deleted = n, "deleted old indexing activities"),
-                    Err(e) => tracing::warn!("activity clean-up failed: {e}"),
-                }
-                std::thread::sleep(Duration::from_secs(3600));
-            })
-            .context("start the activity clean-up")?;
-    }
-    let state = AppState::new(store, indexer.clone(), config).with_backups(backups);
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("start the async runtime")?;
-    let served: Result<()> = runtime.block_on(async {
-        let listener = tokio::net::TcpListener::bind(opts.listen)
-            .await
-            .with_context(|| format!("listen on {}", opts.listen))?;
-        let addr = listener.local_addr()?;
+    spawn_retention(
+        store.clone(),
+        indexer.clone(),
+        backups.clone(),
+        opts.activity_retention,
+    )?;
+    let state = AppState::new(
+        store,
+        SearchBackend::Local(indexer.clone()),
+        api_config(key, &opts),
+    )
+    .with_backups(BackupBackend::Local(backups));
+    let served = serve_until_signal(opts.listen, router(state), |addr| {
         println!(
             "cairn: serving {} on http://{addr} (index {})",
             data.root.display(),
             report.state
-        );
-        axum::serve(listener, router(state))
-            .with_graceful_shutdown(shutdown_signal())
-            .await
-            .context("serve")
+        )
     });
-    drop(runtime);
+    indexer
+        .shutdown(Some(background))
+        .context("final index commit")?;
+    served?;
+    eprintln!("cairn: stopped; index at {}", indexer.state());
+    Ok(ExitCode::SUCCESS)
+}
+
+/// A web node without a local index: queries and backups go to the search service.
+fn run_web_node(data: &DataDir, opts: ServeOptions, service: &str) -> Result<ExitCode> {
+    let _lock = data.lock("serve")?;
+    let key = admin_key(data, opts.admin_key.clone())?;
+    let secret = opts
+        .search_secret
+        .clone()
+        .filter(|s| !s.trim().is_empty())
+        .ok_or_else(|| {
+            anyhow::anyhow!(
+                "--search-service needs the shared secret: --search-secret or CAIRN_SEARCH_SECRET"
+            )
+        })?;
+    let store = Arc::new(
+        Store::open(&data.database)
+            .with_context(|| format!("open the database {}", data.database.redacted()))?,
+    );
+    let remote = RemoteSearch::new(service, &secret);
+    let state = AppState::new(
+        store,
+        SearchBackend::Remote(remote.clone()),
+        api_config(key, &opts),
+    )
+    .with_backups(BackupBackend::Remote(remote));
+    serve_until_signal(opts.listen, router(state), |addr| {
+        println!(
+            "cairn: web node of {} on http://{addr} (search service {service})",
+            data.database.redacted()
+        )
+    })?;
+    eprintln!("cairn: stopped");
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The shared secret of the search service: given, or kept in `DIR/search.secret`, or
+/// generated there (0600).
+fn service_secret(data: &DataDir, given: Option<String>) -> Result<String> {
+    if let Some(s) = given.filter(|s| !s.trim().is_empty()) {
+        return Ok(s.trim().to_string());
+    }
+    let path = data.root.join("search.secret");
+    if path.exists() {
+        return Ok(std::fs::read_to_string(&path)?.trim().to_string());
+    }
+    let secret = format!(
+        "{}{}",
+        uuid::Uuid::new_v4().simple(),
+        uuid::Uuid::new_v4().simple()
+    );
+    write_private(&path, &secret)?;
+    println!(
+        "generated the search service's shared secret in {}",
+        path.display()
+    );
+    Ok(secret)
+}
+
+/// `cairn search-service`: owns the one index of several web nodes, tails the activity log
+/// of the shared database, answers queries and runs index backups.
+pub fn run_search_service(
+    data: &DataDir,
+    listen: SocketAddr,
+    secret: Option<String>,
+    retention: Duration,
+) -> Result<ExitCode> {
+    let _lock = data.lock("search-service")?;
+    let secret = service_secret(data, secret)?;
+    // Writes come from other processes: they wake the indexer through /search/wait, and a
+    // short periodic catch-up covers the rest.
+    let options = cairn_index::IndexerOptions {
+        periodic: Duration::from_secs(1),
+        ..cairn_index::IndexerOptions::default()
+    };
+    let (store, indexer, report) = crate::commands::open_repository_with(data, options)?;
+    let background = indexer.start();
+    let source = Arc::new(cairn_backup::LiveSource {
+        store: store.clone(),
+        indexer: indexer.clone(),
+    });
+    let backups = cairn_backup::BackupManager::open(&data.root.join("backups"), source)
+        .context("open the backup folder")?;
+    spawn_retention(store.clone(), indexer.clone(), backups.clone(), retention)?;
+    let state = cairn_api::service::ServiceState {
+        indexer: indexer.clone(),
+        backups,
+        secret: Arc::new(secret),
+    };
+    let served = serve_until_signal(listen, cairn_api::service::service_router(state), |addr| {
+        println!(
+            "cairn: search service for {} on http://{addr} (index {})",
+            data.database.redacted(),
+            report.state
+        )
+    });
     indexer
         .shutdown(Some(background))
         .context("final index commit")?;

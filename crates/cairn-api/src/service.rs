@@ -1,0 +1,177 @@
+//! The search service's HTTP/JSON protocol: what `cairn search-service` answers to web
+//! nodes. Every route but `/health` needs `Authorization: Bearer <shared secret>`.
+//!
+//! | route | body | answer |
+//! |---|---|---|
+//! | `POST /search/list` | [`ListRequest`] | [`crate::search::ListAnswer`] |
+//! | `POST /search/wait` | `{"activity":N,"timeout_ms":N}` | `{"searchable":bool}` |
+//! | `GET /search/properties` | | [`crate::backend::IndexProperties`] |
+//! | `GET /search/check` | | the integrity report |
+//! | `POST /search/find-user` | `{"login":".."}` | `{"id":N or null}` |
+//! | `POST /backup/start` | `{"kind":"Index"\|"Repository","target":..}` | `BackupResponse` |
+//! | `GET /backup/query`, `POST /backup/cancel` | | `BackupResponse` |
+//! | `GET /backups`, `/backups/{name}/manifest.json`, `/backups/{name}/files/{path}` | | as on a web node |
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::extract::{Path, Request, State};
+use axum::http::header;
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use cairn_backup::{BackupKind, BackupManager};
+use cairn_index::Indexer;
+use cairn_store::ActivityId;
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use crate::error::{ApiError, ApiResult};
+use crate::odata::handlers::blocking;
+use crate::search::{run_list, ListRequest};
+
+/// The service's state.
+#[derive(Clone)]
+pub struct ServiceState {
+    /// The one index.
+    pub indexer: Arc<Indexer>,
+    /// Its backups.
+    pub backups: Arc<BackupManager>,
+    /// The secret web nodes present.
+    pub secret: Arc<String>,
+}
+
+/// The search service's routes.
+pub fn service_router(state: ServiceState) -> Router {
+    let protected = Router::new()
+        .route("/search/list", post(list))
+        .route("/search/wait", post(wait))
+        .route("/search/properties", get(properties))
+        .route("/search/check", get(check))
+        .route("/search/find-user", post(find_user))
+        .route("/backup/start", post(backup_start))
+        .route("/backup/query", get(backup_query))
+        .route("/backup/cancel", post(backup_cancel))
+        .route("/backups", get(backups_list))
+        .route("/backups/{name}/manifest.json", get(backup_manifest))
+        .route("/backups/{name}/files/{*path}", get(backup_file))
+        .layer(middleware::from_fn_with_state(state.clone(), authenticate));
+    Router::new()
+        .route("/health", get(|| async { "ok" }))
+        .merge(protected)
+        .with_state(state)
+}
+
+async fn authenticate(State(state): State<ServiceState>, req: Request, next: Next) -> Response {
+    let given = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or("");
+    let expected = state.secret.as_bytes();
+    let same = given.len() == expected.len()
+        && given
+            .bytes()
+            .zip(expected)
+            .fold(0u8, |a, (x, y)| a | (x ^ y))
+            == 0;
+    if !same {
+        return ApiError::unauthorized().into_response();
+    }
+    next.run(req).await
+}
+
+async fn list(State(s): State<ServiceState>, Json(req): Json<ListRequest>) -> ApiResult<Response> {
+    let v = blocking(move || run_list(&s.indexer, &req)).await?;
+    Ok(Json(v).into_response())
+}
+
+#[derive(Deserialize)]
+struct WaitBody {
+    activity: i64,
+    #[serde(default)]
+    timeout_ms: u64,
+}
+
+async fn wait(State(s): State<ServiceState>, Json(b): Json<WaitBody>) -> ApiResult<Response> {
+    let timeout = Duration::from_millis(b.timeout_ms.min(30_000));
+    let ok = blocking(move || Ok(s.indexer.wait_for(ActivityId(b.activity), timeout))).await?;
+    Ok(Json(json!({ "searchable": ok })).into_response())
+}
+
+async fn properties(State(s): State<ServiceState>) -> ApiResult<Response> {
+    let v = blocking(move || Ok(crate::backend::local_properties(&s.indexer))).await?;
+    Ok(Json(v).into_response())
+}
+
+async fn check(State(s): State<ServiceState>) -> ApiResult<Response> {
+    let v = blocking(move || Ok(s.indexer.check_integrity()?)).await?;
+    Ok(Json(v).into_response())
+}
+
+async fn find_user(State(s): State<ServiceState>, Json(b): Json<Value>) -> ApiResult<Response> {
+    let login = b["login"].as_str().unwrap_or_default().to_string();
+    let id = blocking(move || crate::search::find_user_in(&s.indexer, &login)).await?;
+    Ok(Json(json!({ "id": id.map(|i| i.0) })).into_response())
+}
+
+#[derive(Deserialize)]
+struct StartBody {
+    kind: BackupKind,
+    target: Option<String>,
+}
+
+async fn backup_start(
+    State(s): State<ServiceState>,
+    Json(b): Json<StartBody>,
+) -> ApiResult<Response> {
+    let v = blocking(move || Ok(s.backups.start(b.kind, b.target.as_deref())?)).await?;
+    Ok(Json(v).into_response())
+}
+
+async fn backup_query(State(s): State<ServiceState>) -> ApiResult<Response> {
+    Ok(Json(s.backups.query()).into_response())
+}
+
+async fn backup_cancel(State(s): State<ServiceState>) -> ApiResult<Response> {
+    Ok(Json(s.backups.cancel()).into_response())
+}
+
+async fn backups_list(State(s): State<ServiceState>) -> ApiResult<Response> {
+    let v = blocking(move || Ok(crate::backups::list_json(&s.backups))).await?;
+    Ok(Json(v).into_response())
+}
+
+async fn backup_manifest(
+    State(s): State<ServiceState>,
+    Path(name): Path<String>,
+) -> ApiResult<Response> {
+    let (_, m) = crate::backups::finished(&s.backups, &name)?;
+    Ok(Json(m).into_response())
+}
+
+async fn backup_file(
+    State(s): State<ServiceState>,
+    Path((name, path)): Path<(String, String)>,
+) -> ApiResult<Response> {
+    let (dir, m) = crate::backups::finished(&s.backups, &name)?;
+    let entry = m
+        .files
+        .iter()
+        .find(|f| f.path == path)
+        .ok_or_else(|| ApiError::not_found(format!("{name} has no file {path}")))?;
+    let f = tokio::fs::File::open(dir.join(&entry.path))
+        .await
+        .map_err(ApiError::internal)?;
+    Ok((
+        [
+            (header::CONTENT_TYPE, "application/octet-stream".to_string()),
+            (header::CONTENT_LENGTH, entry.size.to_string()),
+        ],
+        Body::from_stream(tokio_util::io::ReaderStream::with_capacity(f, 1 << 20)),
+    )
+        .into_response())
+}

@@ -1,0 +1,394 @@
+//! Several web nodes on one PostgreSQL database and one search service, as real processes:
+//! sensenet's network-load-balanced setup.
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use cairn_testkit::wait_until;
+use serde_json::{json, Value};
+
+const KEY: &str = "cluster-admin";
+const SECRET: &str = "cluster-secret";
+
+struct Proc {
+    child: Child,
+    url: String,
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn spawn(args: &[&str]) -> Proc {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_cairn"))
+        .args(args)
+        .env_remove("CAIRN_DATA")
+        .env_remove("CAIRN_DATABASE")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if let Some(i) = line.find("http://") {
+                let url = line[i..]
+                    .split_whitespace()
+                    .next()
+                    .unwrap_or_default()
+                    .to_string();
+                let _ = tx.send(url);
+            }
+        }
+    });
+    let url = rx
+        .recv_timeout(Duration::from_secs(60))
+        .expect("the process printed its address");
+    Proc { child, url }
+}
+
+fn service(dir: &Path, db: &str, listen: &str) -> Proc {
+    spawn(&[
+        "search-service",
+        "--data",
+        dir.to_str().unwrap(),
+        "--database",
+        db,
+        "--listen",
+        listen,
+        "--search-secret",
+        SECRET,
+    ])
+}
+
+fn node(dir: &Path, db: &str, service: &str) -> Proc {
+    spawn(&[
+        "serve",
+        "--data",
+        dir.to_str().unwrap(),
+        "--database",
+        db,
+        "--listen",
+        "127.0.0.1:0",
+        "--admin-key",
+        KEY,
+        "--search-service",
+        service,
+        "--search-secret",
+        SECRET,
+    ])
+}
+
+fn agent() -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(Duration::from_secs(30)))
+        .build()
+        .new_agent()
+}
+
+fn call(method: &str, url: &str, body: Option<Value>) -> (u16, Value) {
+    let a = agent();
+    let auth = format!("Bearer {KEY}");
+    let resp = match (method, body) {
+        ("POST", b) => a
+            .post(url)
+            .header("Authorization", &auth)
+            .send(b.unwrap_or(json!({})).to_string().as_bytes()),
+        (_, _) => a.get(url).header("Authorization", &auth).call(),
+    };
+    match resp {
+        Ok(mut r) => {
+            let status = r.status().as_u16();
+            let text = r.body_mut().read_to_string().unwrap_or_default();
+            (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+        }
+        Err(_) => (0, Value::Null),
+    }
+}
+
+fn create(node: &Proc, parent: &str, name: &str) -> u16 {
+    call(
+        "POST",
+        &format!("{}/odata.svc{parent}", node.url),
+        Some(json!({"__ContentType":"Article","Name":name,"Body":format!("word {name}")})),
+    )
+    .0
+}
+
+fn count(node: &Proc, query: &str) -> Option<u64> {
+    let (s, v) = call(
+        "GET",
+        &format!(
+            "{}/odata.svc/Root?query={query}&$inlinecount=allpages&$top=1",
+            node.url
+        ),
+        None,
+    );
+    (s == 200).then(|| v["d"]["__count"].as_u64()).flatten()
+}
+
+fn clean(node: &Proc) -> Value {
+    let (s, v) = call(
+        "GET",
+        &format!("{}/odata.svc/('Root')/CheckIndexIntegrity", node.url),
+        None,
+    );
+    assert_eq!(s, 200, "{v}");
+    v
+}
+
+fn database() -> String {
+    let cluster = cairn_testkit::shared_cluster().expect("start PostgreSQL");
+    cluster
+        .create_database(&cairn_testkit::unique_name("cluster"))
+        .expect("create database")
+}
+
+#[test]
+fn two_web_nodes_share_one_index() {
+    let db = database();
+    let dir = tempfile::tempdir().unwrap();
+    let svc = service(&dir.path().join("svc"), &db, "127.0.0.1:0");
+    let a = node(&dir.path().join("a"), &db, &svc.url);
+    let b = node(&dir.path().join("b"), &db, &svc.url);
+    assert_eq!(
+        call(
+            "POST",
+            &format!("{}/odata.svc/Root", a.url),
+            Some(json!({"__ContentType":"Folder","Name":"Shared"}))
+        )
+        .0,
+        201
+    );
+    for i in 0..20 {
+        let (writer, reader) = if i % 2 == 0 { (&a, &b) } else { (&b, &a) };
+        assert_eq!(create(writer, "/Root/Shared", &format!("n{i}")), 201);
+        // Read-your-writes across nodes: the write answered once the service indexed it.
+        assert_eq!(
+            count(reader, &format!("Name:n{i}")),
+            Some(1),
+            "item {i} not visible from the other node"
+        );
+    }
+    let (s, v) = call(
+        "GET",
+        &format!("{}/odata.svc/Root/Shared?$inlinecount=allpages", b.url),
+        None,
+    );
+    assert_eq!(s, 200);
+    assert_eq!(v["d"]["__count"], 20);
+    let report = clean(&a);
+    assert_eq!(report["Differences"], json!([]), "{report}");
+    // A web node going down leaves the other serving.
+    drop(a);
+    assert_eq!(create(&b, "/Root/Shared", "after-a"), 201);
+    assert_eq!(count(&b, "Name:after-a"), Some(1));
+}
+
+#[test]
+fn search_service_killed_under_writes_loses_nothing() {
+    let db = database();
+    let dir = tempfile::tempdir().unwrap();
+    let svc_dir = dir.path().join("svc");
+    let port = cairn_testkit::free_port();
+    let listen = format!("127.0.0.1:{port}");
+    let mut svc = service(&svc_dir, &db, &listen);
+    let a = node(&dir.path().join("a"), &db, &svc.url);
+    assert_eq!(
+        call(
+            "POST",
+            &format!("{}/odata.svc/Root", a.url),
+            Some(json!({"__ContentType":"Folder","Name":"W"}))
+        )
+        .0,
+        201
+    );
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writer = {
+        let (url, stop) = (a.url.clone(), stop.clone());
+        std::thread::spawn(move || {
+            let mut ok = 0;
+            let mut i = 0;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let (s, _) = call(
+                    "POST",
+                    &format!("{url}/odata.svc/Root/W"),
+                    Some(json!({"__ContentType":"Article","Name":format!("w{i}")})),
+                );
+                if s == 201 {
+                    ok += 1;
+                }
+                i += 1;
+            }
+            ok
+        })
+    };
+    wait_until("some writes", Duration::from_secs(30), || {
+        (count(&a, "TypeIs:Article").unwrap_or(0) > 20).then_some(())
+    });
+    svc.child.kill().unwrap(); // SIGKILL
+    svc.child.wait().unwrap();
+    // While the service is down, writes still succeed and queries answer 503.
+    wait_until(
+        "a write while the service is down",
+        Duration::from_secs(30),
+        || (create(&a, "/Root/W", &format!("down-{}", rand_suffix())) == 201).then_some(()),
+    );
+    let (s, v) = call(
+        "GET",
+        &format!("{}/odata.svc/Root?query=TypeIs:Article", a.url),
+        None,
+    );
+    assert_eq!(s, 503, "{v}");
+    assert!(
+        v["error"]["message"]["value"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("search service"),
+        "{v}"
+    );
+    let svc2 = service(&svc_dir, &db, &listen);
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let written = writer.join().unwrap();
+    assert!(written > 0);
+    // It catches up from the log: nothing committed is lost.
+    let report = wait_until(
+        "the restarted service is clean",
+        Duration::from_secs(60),
+        || {
+            let r = clean(&a);
+            (r["Differences"] == json!([])).then_some(r)
+        },
+    );
+    assert_eq!(
+        report["LastStoredActivity"],
+        report["LastProcessedActivity"]
+    );
+    drop(svc2);
+}
+
+fn rand_suffix() -> u128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0)
+}
+
+#[test]
+fn one_backup_at_a_time_across_nodes_and_restore() {
+    let db = database();
+    let dir = tempfile::tempdir().unwrap();
+    let svc_dir = dir.path().join("svc");
+    let svc = service(&svc_dir, &db, "127.0.0.1:0");
+    let a = node(&dir.path().join("a"), &db, &svc.url);
+    let b = node(&dir.path().join("b"), &db, &svc.url);
+    assert_eq!(
+        call(
+            "POST",
+            &format!("{}/odata.svc/Root", a.url),
+            Some(json!({"__ContentType":"Folder","Name":"B"}))
+        )
+        .0,
+        201
+    );
+    for i in 0..30 {
+        assert_eq!(create(&b, "/Root/B", &format!("x{i}")), 201);
+    }
+    // 10 concurrent BackupRepository calls over both nodes start exactly one backup.
+    let answers: Vec<Value> = std::thread::scope(|s| {
+        let hs: Vec<_> = (0..10)
+            .map(|i| {
+                let url = if i % 2 == 0 {
+                    a.url.clone()
+                } else {
+                    b.url.clone()
+                };
+                s.spawn(move || {
+                    call(
+                        "POST",
+                        &format!("{url}/odata.svc/('Root')/BackupRepository"),
+                        Some(json!({})),
+                    )
+                    .1
+                })
+            })
+            .collect();
+        hs.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let targets: std::collections::HashSet<String> = answers
+        .iter()
+        .map(|v| {
+            v["Current"]["TargetPath"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string()
+        })
+        .collect();
+    assert_eq!(targets.len(), 1, "{answers:?}");
+    // Progress is visible from every node; writes go on through node B meanwhile.
+    let done = wait_until("the backup finishes", Duration::from_secs(120), || {
+        let _ = create(&b, "/Root/B", &format!("during-{}", rand_suffix()));
+        let (_, v) = call(
+            "GET",
+            &format!("{}/odata.svc/('Root')/QueryIndexBackup", a.url),
+            None,
+        );
+        (v["State"] == "Finished").then_some(v)
+    });
+    let (_, vb) = call(
+        "GET",
+        &format!("{}/odata.svc/('Root')/QueryIndexBackup", b.url),
+        None,
+    );
+    assert_eq!(
+        vb["History"][0]["TargetPath"],
+        done["History"][0]["TargetPath"]
+    );
+    let entries = std::fs::read_dir(svc_dir.join("backups"))
+        .unwrap()
+        .flatten()
+        .filter(|e| e.path().is_dir())
+        .count();
+    assert_eq!(entries, 1);
+    // Download it through a web node, then restore it: pg_restore the database, the index
+    // into a new service folder, start, catch up.
+    let out = dir.path().join("out");
+    let o = Command::new(env!("CARGO_BIN_EXE_cairn"))
+        .args([
+            "backup",
+            "create",
+            "--server",
+            &a.url,
+            "--admin-key",
+            KEY,
+            "--to",
+        ])
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    drop((a, b, svc));
+    let restored_db = database();
+    let new_svc = dir.path().join("svc2");
+    let o = Command::new(env!("CARGO_BIN_EXE_cairn"))
+        .args(["restore", "--from"])
+        .arg(&out)
+        .arg("--data")
+        .arg(&new_svc)
+        .args(["--database", &restored_db])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let svc = service(&new_svc, &restored_db, "127.0.0.1:0");
+    let c = node(&dir.path().join("c"), &restored_db, &svc.url);
+    let report = clean(&c);
+    assert_eq!(report["Differences"], json!([]), "{report}");
+    assert!(count(&c, "Name:x29").unwrap_or(0) == 1);
+}
