@@ -55,6 +55,9 @@ enum Command {
         /// The largest request body, in bytes.
         #[arg(long, env = "CAIRN_MAX_BODY", default_value_t = 10 << 20)]
         max_body: usize,
+        /// The longest `query` or `$filter`, in bytes.
+        #[arg(long, env = "CAIRN_MAX_QUERY", default_value_t = 16 << 10)]
+        max_query: usize,
         /// Seconds a request may take before it is answered 408.
         #[arg(long, env = "CAIRN_REQUEST_TIMEOUT", default_value_t = 60)]
         request_timeout: u64,
@@ -194,6 +197,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             admin_key,
             max_top,
             max_body,
+            max_query,
             request_timeout,
             activity_retention_days,
             search_service,
@@ -205,6 +209,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 admin_key,
                 max_top: max_top.max(1),
                 max_body_bytes: max_body,
+                max_query_bytes: max_query.max(16),
                 request_timeout: std::time::Duration::from_secs(request_timeout.max(1)),
                 activity_retention: std::time::Duration::from_secs(
                     activity_retention_days * 86_400,

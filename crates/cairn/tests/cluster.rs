@@ -301,7 +301,48 @@ fn one_backup_at_a_time_across_nodes_and_restore() {
     for i in 0..30 {
         assert_eq!(create(&b, "/Root/B", &format!("x{i}")), 201);
     }
-    // 10 concurrent BackupRepository calls over both nodes start exactly one backup.
+    // 10 concurrent BackupIndex calls over both nodes start exactly one backup.
+    let answers: Vec<Value> = std::thread::scope(|s| {
+        let hs: Vec<_> = (0..10)
+            .map(|i| {
+                let url = if i % 2 == 0 {
+                    a.url.clone()
+                } else {
+                    b.url.clone()
+                };
+                s.spawn(move || {
+                    call(
+                        "POST",
+                        &format!("{url}/odata.svc/('Root')/BackupIndex"),
+                        Some(json!({"target":"idx"})),
+                    )
+                    .1
+                })
+            })
+            .collect();
+        hs.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let started = answers
+        .iter()
+        .filter(|v| {
+            v["Current"]["TargetPath"]
+                .as_str()
+                .is_some_and(|t| t.ends_with("idx"))
+        })
+        .count();
+    assert_eq!(
+        started, 10,
+        "every answer names the one running backup: {answers:?}"
+    );
+    wait_until("the index backup finishes", Duration::from_secs(60), || {
+        let (_, v) = call(
+            "GET",
+            &format!("{}/odata.svc/('Root')/QueryIndexBackup", b.url),
+            None,
+        );
+        (v["State"] == "Finished").then_some(())
+    });
+    // The same for repository backups (index, then pg_dump, then the manifest).
     let answers: Vec<Value> = std::thread::scope(|s| {
         let hs: Vec<_> = (0..10)
             .map(|i| {
@@ -356,7 +397,7 @@ fn one_backup_at_a_time_across_nodes_and_restore() {
         .flatten()
         .filter(|e| e.path().is_dir())
         .count();
-    assert_eq!(entries, 1);
+    assert_eq!(entries, 2, "one index backup and one repository backup");
     // Download it through a web node, then restore it: pg_restore the database, the index
     // into a new service folder, start, catch up.
     let out = dir.path().join("out");

@@ -28,6 +28,8 @@ pub struct ServeOptions {
     pub max_top: usize,
     /// Largest request body in bytes.
     pub max_body_bytes: usize,
+    /// Longest `query` / `$filter` in bytes.
+    pub max_query_bytes: usize,
     /// Request timeout.
     pub request_timeout: Duration,
     /// Activities younger than this are never deleted.
@@ -126,6 +128,7 @@ fn api_config(key: String, opts: &ServeOptions) -> ApiConfig {
     let mut config = ApiConfig::new(key);
     config.max_top = opts.max_top;
     config.max_body_bytes = opts.max_body_bytes;
+    config.max_query_bytes = opts.max_query_bytes;
     config.request_timeout = opts.request_timeout;
     config
 }
