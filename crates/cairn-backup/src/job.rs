@@ -177,7 +177,10 @@ impl BackupManager {
     ) -> Result<BackupResponse> {
         let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
         if inner.running.is_some() {
-            return Ok(Self::response(&inner));
+            // One at a time: this call starts nothing and answers the running backup.
+            let mut resp = Self::response(&inner);
+            resp.state = BackupState::Executing;
+            return Ok(resp);
         }
         let name = match target.map(str::trim).filter(|t| !t.is_empty()) {
             Some(t) => t.to_string(),

@@ -247,12 +247,20 @@ fn run_into(
         let dst = index_dir.join(f);
         // Segment files are write-once and named by a segment UUID: an earlier backup's file
         // of the same name and size holds the same bytes, so a hard link shares it.
-        let earlier = previous.as_ref().and_then(|(dir, m)| {
-            m.files
-                .iter()
-                .find(|e| e.path == rel && e.size == *size)
-                .map(|e| (dir.join(&rel), e.clone()))
-        });
+        let earlier = previous
+            .as_ref()
+            .and_then(|(dir, m)| {
+                m.files
+                    .iter()
+                    .find(|e| e.path == rel && e.size == *size)
+                    .map(|e| (dir.join(&rel), e.clone()))
+            })
+            // Only a file that still matches its checksum is shared: damage in an earlier backup
+            // must not spread into this one (it is read, not written).
+            .filter(|(src, e)| {
+                crate::files::sha256_file(src, cancel)
+                    .is_ok_and(|(sum, n)| sum == e.sha256 && n == e.size)
+            });
         let entry = match earlier {
             Some((src, e)) if std::fs::hard_link(&src, &dst).is_ok() => {
                 update(info, |i| i.copied_bytes += size);

@@ -157,10 +157,11 @@ pub fn create_remote(
         .current
         .clone()
         .ok_or_else(|| anyhow!("the server started no backup"))?;
-    if !matches!(mine.state, BackupState::Started | BackupState::Executing)
-        || first.history.len() > 1 && first.history[0].started_at != mine.started_at
-    {
-        // Another backup was already running: ours was not started.
+    if first.state != BackupState::Started {
+        bail!(
+            "another backup ({}) is running; try again when it has finished",
+            mine.target_path
+        );
     }
     let progress = Progress::new("backup", "bytes");
     let last = loop {

@@ -1,0 +1,672 @@
+//! The backup library against a real SQLite store and a real Tantivy index: backups of a
+//! live repository while writers commit, a cancel in the middle of the database copy, one
+//! backup at a time under concurrent starts, a job interrupted by a crash, incremental hard
+//! links, and restores of the result.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Barrier, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use cairn_backup::{
+    list_backups, restore, run_backup, verify, BackupError, BackupInfo, BackupKind, BackupManager,
+    BackupSource, BackupState, LiveSource, Manifest, RestoreMode, RestoreTarget,
+};
+use cairn_index::{IndexSnapshot, Indexer, IndexerOptions};
+use cairn_store::{
+    DatabaseBackup, DatabaseUrl, ImportItem, NewContent, NodeRef, Store, UpdateMode,
+};
+use cairn_testkit::wait_until;
+use serde_json::{json, Map, Value};
+
+fn options() -> IndexerOptions {
+    IndexerOptions {
+        writer_memory: 50 << 20,
+        writer_threads: 1,
+        ..IndexerOptions::default()
+    }
+}
+
+/// A running repository in a folder: the store, the index and its background indexer.
+struct Repo {
+    store: Arc<Store>,
+    indexer: Arc<Indexer>,
+    background: Option<JoinHandle<()>>,
+}
+
+impl Repo {
+    fn open(dir: &Path) -> Repo {
+        let store = Arc::new(Store::open(&DatabaseUrl::Sqlite(dir.join("cairn.db"))).unwrap());
+        let (indexer, _) =
+            Indexer::open(&dir.join("index"), store.clone(), options(), &|_| {}).unwrap();
+        let background = Some(indexer.start());
+        Repo {
+            store,
+            indexer,
+            background,
+        }
+    }
+
+    fn source(&self) -> Arc<LiveSource> {
+        Arc::new(LiveSource {
+            store: self.store.clone(),
+            indexer: self.indexer.clone(),
+        })
+    }
+
+    fn import(&self, root: &str, n: usize, body: usize) {
+        let text = "lorem ipsum dolor sit amet ".repeat(body / 27 + 1);
+        let mut items = vec![item(&format!("/Root/{root}"), "Folder", json!({}))];
+        for i in 0..n {
+            if i % 100 == 0 {
+                items.push(item(
+                    &format!("/Root/{root}/F{}", i / 100),
+                    "Folder",
+                    json!({}),
+                ));
+            }
+            items.push(item(
+                &format!("/Root/{root}/F{}/a{i}", i / 100),
+                "Article",
+                json!({"DisplayName": format!("d{i}"), "Body": format!("w{} {}", i % 29, &text[..body])}),
+            ));
+        }
+        let out = self.store.import(&items, self.store.admin_id()).unwrap();
+        assert!(out.error.is_none(), "{:?}", out.error);
+        self.settle();
+    }
+
+    /// Waits until the index holds everything committed.
+    fn settle(&self) {
+        let last = self.store.last_activity_id().unwrap();
+        assert!(self.indexer.wait_for(last, Duration::from_secs(60)));
+    }
+
+    fn create(&self, parent: &str, name: &str) {
+        let w = self
+            .store
+            .create(
+                &NodeRef::from(parent),
+                &NewContent {
+                    type_name: "Folder".into(),
+                    name: name.into(),
+                    fields: Map::new(),
+                },
+                self.store.admin_id(),
+            )
+            .unwrap();
+        assert!(self.indexer.wait_for(w.activity, Duration::from_secs(30)));
+    }
+
+    fn stop(mut self) {
+        let bg = self.background.take();
+        self.indexer.shutdown(bg).unwrap();
+    }
+}
+
+impl Drop for Repo {
+    fn drop(&mut self) {
+        if let Some(bg) = self.background.take() {
+            let _ = self.indexer.shutdown(Some(bg));
+        }
+    }
+}
+
+fn item(path: &str, type_name: &str, fields: Value) -> ImportItem {
+    ImportItem {
+        path: path.into(),
+        type_name: type_name.into(),
+        fields: match fields {
+            Value::Object(m) => m,
+            _ => Map::new(),
+        },
+    }
+}
+
+/// Makes the (closed) database `mb` MB bigger with a table the repository does not know.
+fn pad(db: &Path, mb: usize) {
+    let conn = rusqlite::Connection::open(db).unwrap();
+    conn.execute_batch(&format!(
+        "CREATE TABLE IF NOT EXISTS test_pad (b BLOB);
+         WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < {mb})
+         INSERT INTO test_pad SELECT zeroblob(1048576) FROM n;"
+    ))
+    .unwrap();
+}
+
+fn backup(source: &dyn BackupSource, kind: BackupKind, target: &Path) -> Manifest {
+    let info = Mutex::new(BackupInfo::started(kind, target));
+    run_backup(source, kind, target, &info, &AtomicBool::new(false)).unwrap()
+}
+
+/// Restores `from` into the new folder `to`, opens it, and checks index against database.
+fn restore_and_check(from: &Path, to: &Path, mode: RestoreMode) -> Repo {
+    let target = RestoreTarget {
+        data_dir: to.to_path_buf(),
+        database: DatabaseUrl::Sqlite(to.join("cairn.db")),
+    };
+    restore(from, &target, mode, false, &|_, _| {}).unwrap();
+    let repo = Repo::open(to);
+    let report = repo.indexer.check_integrity().unwrap();
+    assert!(report.is_clean(), "{:?}", report.differences);
+    assert_eq!(report.database_items, report.index_documents);
+    repo
+}
+
+/// `(path, display name)` by name, under `prefix`.
+fn items(db: &Path, prefix: &str) -> HashMap<String, (String, String)> {
+    let conn =
+        rusqlite::Connection::open_with_flags(db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+            .unwrap();
+    let mut stmt = conn
+        .prepare("SELECT name, path, display_name FROM nodes WHERE path LIKE ?1")
+        .unwrap();
+    stmt.query_map([format!("{prefix}%")], |r| {
+        Ok((r.get::<_, String>(0)?, (r.get(1)?, r.get(2)?)))
+    })
+    .unwrap()
+    .map(Result::unwrap)
+    .collect()
+}
+
+// ---------------------------------------------------------------------------------------
+
+type State = Option<(String, String)>;
+
+/// What one writer did to its items: per item, `(answered at, state after)`.
+type History = HashMap<String, Vec<(Instant, State)>>;
+
+/// Creates, renames, moves and deletes its own items under /Root/W, without waiting for
+/// the index (the indexer commits and merges as fast as it can meanwhile).
+fn writer(store: Arc<Store>, t: usize, stop: Arc<AtomicBool>, done: Arc<AtomicUsize>) -> History {
+    let by = store.admin_id();
+    let mut history: History = HashMap::new();
+    let mut live: Vec<(String, String)> = Vec::new(); // (name, path)
+    let mut seq = 0usize;
+    while !stop.load(Ordering::SeqCst) {
+        seq += 1;
+        let (name, state) = match seq % 5 {
+            0 | 3 => {
+                let name = format!("t{t}n{seq}");
+                let w = store
+                    .create(
+                        &NodeRef::from("/Root/W/A"),
+                        &NewContent {
+                            type_name: "Folder".into(),
+                            name: name.clone(),
+                            fields: json!({"DisplayName": format!("c{seq}")})
+                                .as_object()
+                                .unwrap()
+                                .clone(),
+                        },
+                        by,
+                    )
+                    .unwrap();
+                live.push((name.clone(), w.value.path.clone()));
+                (name, Some((w.value.path, w.value.display_name)))
+            }
+            1 if !live.is_empty() => {
+                let (name, path) = live[(seq * 7) % live.len()].clone();
+                let fields = json!({"DisplayName": format!("p{seq}")});
+                let w = store
+                    .update(
+                        &NodeRef::Path(path),
+                        fields.as_object().unwrap(),
+                        UpdateMode::Patch,
+                        by,
+                    )
+                    .unwrap();
+                (name, Some((w.value.path, w.value.display_name)))
+            }
+            2 if !live.is_empty() => {
+                let k = (seq * 5) % live.len();
+                let (name, path) = live[k].clone();
+                let to = if path.starts_with("/Root/W/A/") {
+                    "/Root/W/B"
+                } else {
+                    "/Root/W/A"
+                };
+                let w = store
+                    .move_to(&NodeRef::Path(path), &NodeRef::from(to), by)
+                    .unwrap();
+                live[k].1 = w.value.path.clone();
+                (name, Some((w.value.path, w.value.display_name)))
+            }
+            4 if live.len() > 3 => {
+                let (name, path) = live.swap_remove((seq * 3) % live.len());
+                store.delete(&NodeRef::Path(path), by).unwrap();
+                (name, None)
+            }
+            _ => continue,
+        };
+        history
+            .entry(name)
+            .or_default()
+            .push((Instant::now(), state));
+        done.fetch_add(1, Ordering::SeqCst);
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    history
+}
+
+/// A repository backup of a live repository while writers commit: it verifies, restores
+/// with the index agreeing with the database, and holds everything committed before it
+/// began with its last value.
+#[test]
+fn online_backup_under_writes_restores_consistently() {
+    let dir = tempfile::tempdir().unwrap();
+    let live = dir.path().join("live");
+    std::fs::create_dir(&live).unwrap();
+    let repo = Repo::open(&live);
+    repo.import("Bulk", 2000, 300);
+    repo.create("/Root", "W");
+    repo.create("/Root/W", "A");
+    repo.create("/Root/W", "B");
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let done = Arc::new(AtomicUsize::new(0));
+    let writers: Vec<_> = (0..2)
+        .map(|t| {
+            let (store, stop, done) = (repo.store.clone(), stop.clone(), done.clone());
+            std::thread::spawn(move || writer(store, t, stop, done))
+        })
+        .collect();
+    wait_until("the writers commit", Duration::from_secs(30), || {
+        (done.load(Ordering::SeqCst) >= 100).then_some(())
+    });
+    let target = dir.path().join("backup");
+    let t0 = Instant::now();
+    let before = done.load(Ordering::SeqCst);
+    let manifest = backup(&*repo.source(), BackupKind::Repository, &target);
+    let during = done.load(Ordering::SeqCst) - before;
+    wait_until("the writers go on", Duration::from_secs(30), || {
+        (done.load(Ordering::SeqCst) >= before + during + 20).then_some(())
+    });
+    stop.store(true, Ordering::SeqCst);
+    let histories: Vec<History> = writers.into_iter().map(|w| w.join().unwrap()).collect();
+    assert!(during > 0, "the writers were idle during the backup");
+    let db = manifest.database.as_ref().unwrap();
+    assert!(
+        manifest.index.completion_state.last_activity_id <= db.last_activity_id,
+        "the index is copied first"
+    );
+    verify(&target, &|_, _| {}).unwrap();
+    repo.stop();
+
+    let restored_dir = dir.path().join("restored");
+    let restored = restore_and_check(&target, &restored_dir, RestoreMode::Both);
+    let found = items(&restored_dir.join("cairn.db"), "/Root/W/");
+    let mut settled = 0;
+    for (name, ops) in histories.iter().flatten() {
+        let k = ops.iter().take_while(|(at, _)| *at < t0).count();
+        let pre: State = if k == 0 { None } else { ops[k - 1].1.clone() };
+        let got = found.get(name).cloned();
+        if k == ops.len() {
+            settled += 1;
+            assert_eq!(got, pre, "{name}: settled before the backup began");
+        } else {
+            assert!(
+                got == pre || ops[k..].iter().any(|(_, s)| *s == got),
+                "{name}: restored {got:?}; before the backup {pre:?}; later {:?}",
+                &ops[k..]
+            );
+        }
+    }
+    assert!(settled > 10, "{settled}");
+    assert_eq!(
+        items(&restored_dir.join("cairn.db"), "/Root/Bulk/").len(),
+        2020
+    );
+    restored.stop();
+}
+
+// ---------------------------------------------------------------------------------------
+
+/// A source that sets the cancel flag once the database copy has made progress.
+struct CancelInDatabase(Arc<LiveSource>);
+
+impl BackupSource for CancelInDatabase {
+    fn repository_id(&self) -> String {
+        self.0.repository_id()
+    }
+    fn snapshot_index(&self) -> cairn_backup::Result<IndexSnapshot> {
+        self.0.snapshot_index()
+    }
+    fn backup_database(
+        &self,
+        dest: &Path,
+        progress: &dyn Fn(u64, u64),
+        cancel: &AtomicBool,
+    ) -> cairn_backup::Result<DatabaseBackup> {
+        self.0.backup_database(
+            dest,
+            &|done, total| {
+                progress(done, total);
+                if done > 0 && done < total {
+                    cancel.store(true, Ordering::SeqCst);
+                }
+            },
+            cancel,
+        )
+    }
+}
+
+/// A cancel in the middle of the database copy: Canceled, no folder, nothing in the list.
+#[test]
+fn cancel_during_the_database_copy_leaves_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let live = dir.path().join("live");
+    std::fs::create_dir(&live).unwrap();
+    Repo::open(&live).stop();
+    pad(&live.join("cairn.db"), 24);
+    let repo = Repo::open(&live);
+    repo.import("Bulk", 200, 100);
+
+    // run_backup itself.
+    let target = dir.path().join("backups").join("canceled");
+    std::fs::create_dir_all(target.parent().unwrap()).unwrap();
+    let source = CancelInDatabase(repo.source());
+    let info = Mutex::new(BackupInfo::started(BackupKind::Repository, &target));
+    let cancel = AtomicBool::new(false);
+    let r = run_backup(&source, BackupKind::Repository, &target, &info, &cancel);
+    assert!(matches!(r, Err(BackupError::Canceled)), "{r:?}");
+    assert!(cancel.load(Ordering::SeqCst));
+    assert!(
+        info.lock().unwrap().copied_files > 0,
+        "the index was copied first"
+    );
+    assert!(!target.exists(), "the partial backup was removed");
+
+    // The same through the job.
+    let root = dir.path().join("job");
+    let manager = BackupManager::open(&root, Arc::new(CancelInDatabase(repo.source()))).unwrap();
+    let started = manager.start(BackupKind::Repository, Some("x")).unwrap();
+    assert_eq!(started.state, BackupState::Started);
+    wait_until("the job ends", Duration::from_secs(30), || {
+        (!manager.is_running()).then_some(())
+    });
+    let q = manager.query();
+    assert_eq!(q.state, BackupState::Canceled, "{q:?}");
+    assert!(!root.join("x").exists());
+    assert!(list_backups(&root).is_empty());
+    // Reopened (a restart), it is still Canceled.
+    let again = BackupManager::open(&root, repo.source()).unwrap();
+    assert_eq!(again.query().state, BackupState::Canceled);
+}
+
+// ---------------------------------------------------------------------------------------
+
+/// A source whose index snapshot waits at a gate, so that a backup stays running.
+struct Gated {
+    inner: Arc<LiveSource>,
+    open: Arc<AtomicBool>,
+    reached: Arc<AtomicBool>,
+    at_database: bool,
+}
+
+impl Gated {
+    fn wait(&self) {
+        self.reached.store(true, Ordering::SeqCst);
+        while !self.open.load(Ordering::SeqCst) {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+}
+
+impl BackupSource for Gated {
+    fn repository_id(&self) -> String {
+        self.inner.repository_id()
+    }
+    fn snapshot_index(&self) -> cairn_backup::Result<IndexSnapshot> {
+        if !self.at_database {
+            self.wait();
+        }
+        self.inner.snapshot_index()
+    }
+    fn backup_database(
+        &self,
+        dest: &Path,
+        progress: &dyn Fn(u64, u64),
+        cancel: &AtomicBool,
+    ) -> cairn_backup::Result<DatabaseBackup> {
+        if self.at_database {
+            self.wait();
+        }
+        self.inner.backup_database(dest, progress, cancel)
+    }
+}
+
+/// 20 concurrent starts while none runs: exactly one backup, all answers name it, and the
+/// calls that started nothing answer Executing.
+#[test]
+fn concurrent_starts_run_one_backup() {
+    let dir = tempfile::tempdir().unwrap();
+    let live = dir.path().join("live");
+    std::fs::create_dir(&live).unwrap();
+    let repo = Repo::open(&live);
+    repo.import("Bulk", 300, 100);
+    let open = Arc::new(AtomicBool::new(false));
+    let source = Arc::new(Gated {
+        inner: repo.source(),
+        open: open.clone(),
+        reached: Arc::new(AtomicBool::new(false)),
+        at_database: false,
+    });
+    let root = dir.path().join("backups");
+    let manager = BackupManager::open(&root, source).unwrap();
+    let barrier = Arc::new(Barrier::new(20));
+    let answers: Vec<_> = (0..20)
+        .map(|i| {
+            let (manager, barrier) = (manager.clone(), barrier.clone());
+            std::thread::spawn(move || {
+                barrier.wait();
+                let kind = if i % 2 == 0 {
+                    BackupKind::Index
+                } else {
+                    BackupKind::Repository
+                };
+                manager.start(kind, None).unwrap()
+            })
+        })
+        .collect::<Vec<_>>()
+        .into_iter()
+        .map(|h| h.join().unwrap())
+        .collect();
+    let target = &answers[0].current.as_ref().unwrap().target_path;
+    for a in &answers {
+        assert_eq!(&a.current.as_ref().unwrap().target_path, target, "{a:?}");
+    }
+    open.store(true, Ordering::SeqCst);
+    wait_until("the backup ends", Duration::from_secs(30), || {
+        (!manager.is_running()).then_some(())
+    });
+    let q = manager.query();
+    assert_eq!(q.state, BackupState::Finished, "{q:?}");
+    assert_eq!(q.history.len(), 1);
+    assert_eq!(list_backups(&root).len(), 1);
+    let states: Vec<BackupState> = answers.iter().map(|a| a.state).collect();
+    assert_eq!(
+        states
+            .iter()
+            .filter(|s| **s != BackupState::Executing)
+            .count(),
+        1,
+        "the calls that started nothing answer Executing: {states:?}"
+    );
+}
+
+/// A job that a crash interrupted (the process is gone, its folder half-written) is
+/// Faulted at the next open, and its folder removed; earlier finished backups stay.
+#[test]
+fn a_job_interrupted_by_a_crash_is_faulted_at_the_next_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let live = dir.path().join("live");
+    std::fs::create_dir(&live).unwrap();
+    let repo = Repo::open(&live);
+    repo.import("Bulk", 300, 100);
+    let root = dir.path().join("backups");
+    let earlier = BackupManager::open(&root, repo.source()).unwrap();
+    earlier.start(BackupKind::Repository, Some("good")).unwrap();
+    wait_until("the first backup ends", Duration::from_secs(30), || {
+        (!earlier.is_running()).then_some(())
+    });
+    assert_eq!(earlier.query().state, BackupState::Finished);
+    drop(earlier);
+
+    // This job stops for good before its database copy: the index is written, no manifest.
+    let reached = Arc::new(AtomicBool::new(false));
+    let stuck = BackupManager::open(
+        &root,
+        Arc::new(Gated {
+            inner: repo.source(),
+            open: Arc::new(AtomicBool::new(false)),
+            reached: reached.clone(),
+            at_database: true,
+        }),
+    )
+    .unwrap();
+    stuck.start(BackupKind::Repository, Some("victim")).unwrap();
+    wait_until(
+        "the job reaches the database",
+        Duration::from_secs(30),
+        || reached.load(Ordering::SeqCst).then_some(()),
+    );
+    let partial = root.join("victim");
+    assert!(partial.join("index/meta.json").exists());
+    assert!(verify(&partial, &|_, _| {}).is_err());
+
+    // "Restart": a new manager over the same folder (the stuck one never finishes).
+    std::mem::forget(stuck);
+    let after = BackupManager::open(&root, repo.source()).unwrap();
+    let q = after.query();
+    assert_eq!(q.state, BackupState::Faulted, "{q:?}");
+    let cur = q.current.as_ref().unwrap();
+    assert!(cur.target_path.ends_with("victim"), "{cur:?}");
+    assert!(cur.message.as_deref().unwrap_or("").contains("interrupted"));
+    assert!(cur.finished_at.is_some());
+    assert!(!partial.exists(), "the partial folder was removed");
+    assert_eq!(q.history.len(), 2);
+    assert_eq!(q.history[1].state, BackupState::Finished);
+    assert!(root.join("good/manifest.json").exists());
+    verify(&root.join("good"), &|_, _| {}).unwrap();
+    // A new backup can start.
+    after.start(BackupKind::Index, Some("next")).unwrap();
+    wait_until("the next backup ends", Duration::from_secs(30), || {
+        (!after.is_running()).then_some(())
+    });
+    assert_eq!(after.query().state, BackupState::Finished);
+}
+
+// ---------------------------------------------------------------------------------------
+
+fn inode(p: &Path) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(p).unwrap().ino()
+}
+
+/// The second of two backups in one folder hard-links what the first has; each stands
+/// alone; an existing target is refused and left alone.
+#[test]
+fn incremental_backups_link_unchanged_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let live = dir.path().join("live");
+    std::fs::create_dir(&live).unwrap();
+    let repo = Repo::open(&live);
+    repo.import("Bulk", 500, 100);
+    let root = dir.path().join("backups");
+    std::fs::create_dir(&root).unwrap();
+    let one = backup(&*repo.source(), BackupKind::Repository, &root.join("one"));
+    repo.create("/Root", "change");
+    let two = backup(&*repo.source(), BackupKind::Repository, &root.join("two"));
+    let mut shared = 0;
+    for f in &two.files {
+        if !f.path.starts_with("index/") || f.path == "index/meta.json" {
+            continue;
+        }
+        if let Some(e) = one.files.iter().find(|e| e.path == f.path) {
+            assert_eq!(e, f);
+            assert_eq!(
+                inode(&root.join("one").join(&f.path)),
+                inode(&root.join("two").join(&f.path)),
+                "{}",
+                f.path
+            );
+            shared += 1;
+        }
+    }
+    assert!(shared > 0);
+    assert!(
+        two.index.completion_state.last_activity_id > one.index.completion_state.last_activity_id
+    );
+    // The database is always copied whole.
+    assert_ne!(
+        inode(&root.join("one/database/cairn.db")),
+        inode(&root.join("two/database/cairn.db"))
+    );
+
+    // An existing target is refused and kept as it is.
+    let info = Mutex::new(BackupInfo::started(BackupKind::Index, &root.join("one")));
+    let r = run_backup(
+        &*repo.source(),
+        BackupKind::Index,
+        &root.join("one"),
+        &info,
+        &AtomicBool::new(false),
+    );
+    assert!(matches!(r, Err(BackupError::TargetExists(_))), "{r:?}");
+    verify(&root.join("one"), &|_, _| {}).unwrap();
+
+    std::fs::remove_dir_all(root.join("one")).unwrap();
+    verify(&root.join("two"), &|_, _| {}).unwrap();
+    repo.stop();
+    let restored = restore_and_check(
+        &root.join("two"),
+        &dir.path().join("restored"),
+        RestoreMode::Both,
+    );
+    assert!(restored
+        .store
+        .node(&NodeRef::from("/Root/change"))
+        .unwrap()
+        .is_some());
+    restored.stop();
+}
+
+/// A file of an earlier backup that was damaged since is not linked into the next one:
+/// a backup is only Finished with every file checked, so the new one must verify.
+#[test]
+fn a_damaged_earlier_backup_does_not_spread_into_the_next() {
+    let dir = tempfile::tempdir().unwrap();
+    let live = dir.path().join("live");
+    std::fs::create_dir(&live).unwrap();
+    let repo = Repo::open(&live);
+    repo.import("Bulk", 500, 100);
+    let root = dir.path().join("backups");
+    std::fs::create_dir(&root).unwrap();
+    let one = backup(&*repo.source(), BackupKind::Index, &root.join("one"));
+    // Bit rot in the first backup: a segment file replaced by a damaged copy.
+    let seg = one
+        .files
+        .iter()
+        .filter(|f| f.path != "index/meta.json")
+        .max_by_key(|f| f.size)
+        .unwrap();
+    let p = root.join("one").join(&seg.path);
+    let mut bytes = std::fs::read(&p).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0x01;
+    std::fs::remove_file(&p).unwrap();
+    std::fs::write(&p, bytes).unwrap();
+    assert!(verify(&root.join("one"), &|_, _| {}).is_err());
+
+    repo.create("/Root", "change");
+    backup(&*repo.source(), BackupKind::Index, &root.join("two"));
+    let r = verify(&root.join("two"), &|_, _| {});
+    assert!(
+        r.is_ok(),
+        "the second backup was reported finished but does not verify: {:?}",
+        r.err()
+    );
+}
