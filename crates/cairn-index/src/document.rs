@@ -47,7 +47,9 @@ pub fn build(
             };
             match (as_, value) {
                 (IndexedAs::Keyword | IndexedAs::Text, FieldValue::Text(s)) if !s.is_empty() => {
-                    if def.name != "Path" && def.name != "Type" {
+                    // `_Text` gathers the short texts; a search of `_Text` also covers the
+                    // long-text fields, which are tokenized once, in their own fields.
+                    if as_ == IndexedAs::Keyword && def.name != "Path" && def.name != "Type" {
                         all_text.push_str(&s);
                         all_text.push('\n');
                     }

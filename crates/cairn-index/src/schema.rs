@@ -205,6 +205,19 @@ impl IndexSchema {
         }
     }
 
+    /// The analyzed long-text fields that a search of `_Text` also covers (`_Text` itself
+    /// holds only the short texts, so long texts are tokenized once).
+    pub fn long_text_fields(&self) -> Vec<&str> {
+        let mut out: Vec<&str> = self
+            .fields
+            .iter()
+            .filter(|(name, (_, as_))| *as_ == IndexedAs::Text && name.as_str() != names::TEXT)
+            .map(|(name, _)| name.as_str())
+            .collect();
+        out.sort_unstable();
+        out
+    }
+
     /// The field named `name` (case-sensitive) and how it is indexed.
     pub fn field(&self, name: &str) -> Option<(Field, IndexedAs)> {
         self.fields.get(name).copied()

@@ -237,6 +237,22 @@ impl Compiler<'_, '_, '_> {
                 field,
                 value,
                 tilde,
+            } if field.name == names::TEXT => {
+                // `_Text` is the short texts' field plus every long-text field.
+                let mut subs = vec![(TOccur::Should, self.compile_match(field, value, *tilde)?)];
+                for name in self.schema.long_text_fields() {
+                    let f = FieldName {
+                        name: name.to_string(),
+                        ..field.clone()
+                    };
+                    subs.push((TOccur::Should, self.compile_match(&f, value, *tilde)?));
+                }
+                Ok(Box::new(BooleanQuery::new(subs)))
+            }
+            Predicate::Match {
+                field,
+                value,
+                tilde,
             } => self.compile_match(field, value, *tilde),
             Predicate::Range {
                 field,
