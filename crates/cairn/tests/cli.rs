@@ -48,15 +48,17 @@ fn corpus(path: &Path, n: usize) -> Vec<String> {
     paths
 }
 
+fn try_db_paths(db: &Path) -> rusqlite::Result<Vec<String>> {
+    let conn = rusqlite::Connection::open(db)?;
+    let mut stmt = conn.prepare(
+        "SELECT path FROM nodes WHERE path_key >= '/root/import' AND path_key < '/root/import0' ORDER BY id",
+    )?;
+    let rows = stmt.query_map([], |r| r.get::<_, String>(0))?;
+    rows.collect()
+}
+
 fn db_paths(db: &Path) -> Vec<String> {
-    let conn = rusqlite::Connection::open(db).unwrap();
-    let mut stmt = conn
-        .prepare("SELECT path FROM nodes WHERE path_key >= '/root/import' AND path_key < '/root/import0' ORDER BY id")
-        .unwrap();
-    stmt.query_map([], |r| r.get::<_, String>(0))
-        .unwrap()
-        .map(Result::unwrap)
-        .collect()
+    try_db_paths(db).unwrap()
 }
 
 #[test]
