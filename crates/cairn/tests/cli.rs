@@ -143,7 +143,15 @@ fn sigkill_mid_import_loses_nothing_committed() {
     let paths = corpus(&file, 60_000);
     let d = data.to_str().unwrap();
     let db = data.join("cairn.db");
-    let mut child = cairn()
+    /// Kills the import even when an assertion fails first.
+    struct KillOnDrop(std::process::Child);
+    impl Drop for KillOnDrop {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let mut child = KillOnDrop(cairn()
         .args([
             "import",
             "--batch",
@@ -155,7 +163,7 @@ fn sigkill_mid_import_loses_nothing_committed() {
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
-        .unwrap();
+        .unwrap(););
     wait_until(
         "the import commits its first batches",
         Duration::from_secs(60),
@@ -169,8 +177,8 @@ fn sigkill_mid_import_loses_nothing_committed() {
         "{}",
         text(&o)
     );
-    child.kill().unwrap(); // SIGKILL
-    child.wait().unwrap();
+    child.0.kill().unwrap(); // SIGKILL
+    child.0.wait().unwrap();
     let committed = db_paths(&db);
     assert!(
         committed.len() < paths.len(),
