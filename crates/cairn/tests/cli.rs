@@ -151,19 +151,21 @@ fn sigkill_mid_import_loses_nothing_committed() {
             let _ = self.0.wait();
         }
     }
-    let mut child = KillOnDrop(cairn()
-        .args([
-            "import",
-            "--batch",
-            "500",
-            "--data",
-            d,
-            file.to_str().unwrap(),
-        ])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap(););
+    let mut child = KillOnDrop(
+        cairn()
+            .args([
+                "import",
+                "--batch",
+                "500",
+                "--data",
+                d,
+                file.to_str().unwrap(),
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
     wait_until(
         "the import commits its first batches",
         Duration::from_secs(60),
