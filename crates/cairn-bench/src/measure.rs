@@ -56,6 +56,93 @@ pub fn current_rss() -> u64 {
     status_kib("VmRSS").map_or(0, |k| k * 1024)
 }
 
+/// Returns memory freed by this process to the operating system where the allocator
+/// keeps it (glibc's `malloc_trim`), so that a later [`reset_peak_rss`] starts from
+/// what is really in use. Returns whether the allocator supports it.
+pub fn release_free_memory() -> bool {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        extern "C" {
+            fn malloc_trim(pad: usize) -> std::ffi::c_int;
+        }
+        // SAFETY: glibc's malloc_trim only returns free heap pages to the kernel; it takes
+        // the allocator's own locks and is safe to call at any time from any thread.
+        unsafe {
+            malloc_trim(0);
+        }
+        true
+    }
+    #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+    {
+        false
+    }
+}
+
+/// CPU time counters (in clock ticks) of the whole machine and of this process, to
+/// tell how much of the machine other processes used while a step ran.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CpuSample {
+    /// All CPU time of the machine, busy or idle.
+    pub total: u64,
+    /// Busy time of the machine (user, nice, system, irq, softirq, steal).
+    pub busy: u64,
+    /// User and system time of this process and of its children it waited for.
+    pub own: u64,
+}
+
+/// Reads `/proc/stat` and `/proc/self/stat`; `None` if unavailable.
+pub fn cpu_sample() -> Option<CpuSample> {
+    let stat = fs::read_to_string("/proc/stat").ok()?;
+    let cpu: Vec<u64> = stat
+        .lines()
+        .next()?
+        .strip_prefix("cpu ")?
+        .split_whitespace()
+        .map(|v| v.parse().unwrap_or(0))
+        .collect();
+    // user nice system idle iowait irq softirq steal (guest time is part of user).
+    let field = |i: usize| cpu.get(i).copied().unwrap_or(0);
+    let busy = field(0) + field(1) + field(2) + field(5) + field(6) + field(7);
+    let total = busy + field(3) + field(4);
+    let me = fs::read_to_string("/proc/self/stat").ok()?;
+    // Fields after the command name (which may hold spaces): state is field 3,
+    // utime/stime/cutime/cstime are fields 14-17.
+    let rest: Vec<&str> = me.rsplit_once(')')?.1.split_whitespace().collect();
+    let own = rest
+        .get(11..15)?
+        .iter()
+        .map(|v| v.parse::<u64>().unwrap_or(0))
+        .sum();
+    Some(CpuSample { total, busy, own })
+}
+
+/// Clock ticks per second of `/proc/stat` and `/proc/PID/stat` (`USER_HZ`, part of
+/// Linux's ABI: 100 on every mainstream architecture).
+pub const USER_HZ: f64 = 100.0;
+
+impl CpuSample {
+    /// CPU seconds used by this process and its waited-for children between `self` and
+    /// the later sample `then`.
+    pub fn own_secs(&self, then: &CpuSample) -> f64 {
+        then.own.saturating_sub(self.own) as f64 / USER_HZ
+    }
+
+    /// Share (0..1) of the machine's CPU time between `self` and the later sample `then`
+    /// that was busy outside this process and its waited-for children.
+    pub fn others_share(&self, then: &CpuSample) -> f64 {
+        let total = then.total.saturating_sub(self.total);
+        let others = then
+            .busy
+            .saturating_sub(self.busy)
+            .saturating_sub(then.own.saturating_sub(self.own));
+        if total == 0 {
+            0.0
+        } else {
+            others as f64 / total as f64
+        }
+    }
+}
+
 /// Resets the peak RSS (`VmHWM`) to the current RSS by writing `5` to
 /// `/proc/self/clear_refs` (Linux ≥ 4.0). Returns whether it worked; if not,
 /// [`peak_rss`] keeps reporting the whole-process peak.
@@ -255,6 +342,15 @@ mod tests {
 
     #[test]
     fn proc_values() {
+        let a = cpu_sample().unwrap();
+        let mut x = 0u64;
+        for i in 0..20_000_000u64 {
+            x = x.wrapping_mul(31).wrapping_add(i);
+        }
+        std::hint::black_box(x);
+        let b = cpu_sample().unwrap();
+        assert!(b.total >= a.total && b.busy >= a.busy && b.own >= a.own);
+        assert!((0.0..=1.0).contains(&a.others_share(&b)));
         assert!(peak_rss() > 0);
         assert!(current_rss() > 0);
         assert!(peak_rss() >= current_rss() / 2);
