@@ -32,4 +32,4 @@ pub use run::{
     now, previous_backup, run_backup, BackupInfo, BackupSource, BackupState, LiveSource,
     StoppedSource,
 };
-pub use verify::{verify, VerifyReport};
+pub use verify::{verify, verify_parts, VerifyReport};

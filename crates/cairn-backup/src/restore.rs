@@ -13,7 +13,6 @@ use cairn_store::{DatabaseKind, DatabaseUrl};
 use crate::error::{io, BackupError, Result};
 use crate::files::{copy_checksummed, sync_dir};
 use crate::manifest::{Manifest, DATABASE_DIR, INDEX_DIR};
-use crate::verify::verify;
 
 /// What to restore.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -68,7 +67,7 @@ pub fn restore(
     progress: &dyn Fn(u64, u64),
 ) -> Result<RestoreReport> {
     let started = Instant::now();
-    let report = verify(from, &|_, _| {})?;
+    let report = crate::verify::verify_parts(from, mode != RestoreMode::IndexOnly, &|_, _| {})?;
     let manifest = report.manifest;
     let mut warnings = Vec::new();
     if mode != RestoreMode::IndexOnly && manifest.database.is_none() {
