@@ -1,0 +1,71 @@
+#!/usr/bin/env bash
+# Issue 5 benchmark: the same query and write load through two web nodes and the search
+# service on PostgreSQL, against one node on a local index over SQLite, in one run.
+#   crates/cairn-bench/scripts/cluster-bench.sh [ITEMS] [WORKDIR]
+# Needs: target/release/{cairn,cairn-bench}, wrk, PostgreSQL server binaries (initdb, pg_ctl).
+set -euo pipefail
+ITEMS=${1:-100000}
+WORK=${2:-/tmp/cairn-cluster-bench}
+ROOT=$(cd "$(dirname "$0")/../../.." && pwd)
+BIN=$ROOT/target/release
+SCRIPTS=$ROOT/crates/cairn-bench/scripts
+KEY=cluster-bench-key
+SECRET=cluster-bench-secret
+DUR=${DUR:-15s}
+rm -rf "$WORK" && mkdir -p "$WORK" && chmod 777 "$WORK"
+PIDS=()
+cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; runuser -u postgres -- pg_ctl -D "$WORK/pg" stop -m immediate >/dev/null 2>&1 || true; }
+trap cleanup EXIT
+
+PGBIN=$(dirname "$(command -v initdb || ls /usr/lib/postgresql/*/bin/initdb | tail -1)")
+PORT=$(python3 -c 'import socket;s=socket.socket();s.bind(("127.0.0.1",0));print(s.getsockname()[1])')
+runuser -u postgres -- "$PGBIN/initdb" -D "$WORK/pg" -A trust -U postgres --no-sync -E UTF8 --locale=C >/dev/null
+mkdir -p "$WORK/sock" && chown postgres "$WORK/sock"
+runuser -u postgres -- "$PGBIN/pg_ctl" -D "$WORK/pg" -l "$WORK/pg.log" -w -o "-c listen_addresses=127.0.0.1 -p $PORT -k $WORK/sock -c max_connections=300 -c shared_buffers=512MB" start >/dev/null
+URL="postgres://postgres@127.0.0.1:$PORT/postgres"
+
+"$BIN/cairn-bench" corpus --items "$ITEMS" --seed 42 --out "$WORK/corpus.jsonl" >/dev/null
+echo "import into PostgreSQL:"; "$BIN/cairn" import --data "$WORK/svc" --database "$URL" "$WORK/corpus.jsonl" 2>/dev/null | tail -1
+echo "import into SQLite:";     "$BIN/cairn" import --data "$WORK/local" "$WORK/corpus.jsonl" 2>/dev/null | tail -1
+
+start() { # name, args...: start a cairn process, print its URL
+  local name=$1; shift
+  "$BIN/cairn" "$@" > "$WORK/$name.out" 2>"$WORK/$name.err" &
+  PIDS+=($!)
+  for _ in $(seq 1 600); do
+    if grep -q "http://" "$WORK/$name.out"; then grep -o 'http://[0-9.:]*' "$WORK/$name.out" | head -1; return; fi
+    sleep 0.1
+  done
+  echo "$name did not start" >&2; exit 1
+}
+
+Q='/odata.svc/Root?query=Body%3Aat%20.SORT%3AName&$top=20&metadata=no&$select=Id,Name'
+wrk_run() { # url connections script args...
+  local url=$1 c=$2 script=$3; shift 3
+  wrk -t2 -c"$c" -d"$DUR" --latency --timeout 30s -s "$SCRIPTS/$script" "$url" -- "$@"
+}
+parse() { # wrk output on stdin: req/s p50 p99
+  awk '/Requests\/sec/ {rps=$2} /^ +50%/ {p50=$2} /^ +99%/ {p99=$2} END {print rps, p50, p99}'
+}
+
+SVC=$(start svc search-service --data "$WORK/svc" --database "$URL" --listen 127.0.0.1:0 --search-secret "$SECRET")
+A=$(start a serve --data "$WORK/a" --database "$URL" --listen 127.0.0.1:0 --admin-key "$KEY" --search-service "$SVC" --search-secret "$SECRET")
+B=$(start b serve --data "$WORK/b" --database "$URL" --listen 127.0.0.1:0 --admin-key "$KEY" --search-service "$SVC" --search-secret "$SECRET")
+curl -s -X POST -H "Authorization: Bearer $KEY" "$A/odata.svc/Root" -d '{"__ContentType":"Folder","Name":"W"}' >/dev/null
+echo; echo "| setup | load | req/s | p50 | p99 |"; echo "|---|---|---:|---:|---:|"
+for load in query create; do
+  if [ $load = query ]; then s=query.lua; args=("$KEY" "$Q"); else s=create.lua; args=("$KEY" /odata.svc/Root/W x "cluster bench"); fi
+  wrk_run "$A" 32 $s "${args[@]}" > "$WORK/a.$load" & wa=$!
+  wrk_run "$B" 32 $s "${args[@]/x/y}" > "$WORK/b.$load"; wait $wa
+  read -r ra pa qa < <(parse < "$WORK/a.$load"); read -r rb pb qb < <(parse < "$WORK/b.$load")
+  echo "| 2 web nodes + search service (PostgreSQL) | $load, 2x32 conns | $(python3 -c "print(round($ra+$rb))") | $pa / $pb | $qa / $qb |"
+done
+for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; PIDS=()
+L=$(start local serve --data "$WORK/local" --listen 127.0.0.1:0 --admin-key "$KEY")
+curl -s -X POST -H "Authorization: Bearer $KEY" "$L/odata.svc/Root" -d '{"__ContentType":"Folder","Name":"W"}' >/dev/null
+for load in query create; do
+  if [ $load = query ]; then s=query.lua; args=("$KEY" "$Q"); else s=create.lua; args=("$KEY" /odata.svc/Root/W x "cluster bench"); fi
+  read -r r p q < <(wrk_run "$L" 64 $s "${args[@]}" | parse)
+  echo "| 1 node, local index (SQLite) | $load, 64 conns | $r | $p | $q |"
+done
+du -sh "$WORK/svc/index" "$WORK/local/index" "$WORK/pg" "$WORK/local/cairn.db" 2>/dev/null
