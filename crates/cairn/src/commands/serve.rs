@@ -155,6 +155,37 @@ fn serve_until_signal(
     })
 }
 
+/// The backup folder of a process that owns the index, and its activity clean-up.
+fn open_backups(
+    data: &DataDir,
+    store: &Arc<Store>,
+    indexer: &Arc<cairn_index::Indexer>,
+    retention: Duration,
+) -> Result<Arc<cairn_backup::BackupManager>> {
+    let source = Arc::new(cairn_backup::LiveSource {
+        store: store.clone(),
+        indexer: indexer.clone(),
+    });
+    let backups = cairn_backup::BackupManager::open(&data.root.join("backups"), source)
+        .context("open the backup folder")?;
+    spawn_retention(store.clone(), indexer.clone(), backups.clone(), retention)?;
+    Ok(backups)
+}
+
+/// After serving: the final catch-up and commit, then the lock is released by the caller.
+fn finish(
+    indexer: &cairn_index::Indexer,
+    background: std::thread::JoinHandle<()>,
+    served: Result<()>,
+) -> Result<ExitCode> {
+    indexer
+        .shutdown(Some(background))
+        .context("final index commit")?;
+    served?;
+    eprintln!("cairn: stopped; index at {}", indexer.state());
+    Ok(ExitCode::SUCCESS)
+}
+
 fn spawn_retention(
     store: Arc<Store>,
     indexer: Arc<cairn_index::Indexer>,
@@ -209,12 +240,7 @@ pub fn run(data: &DataDir, opts: ServeOptions) -> Result<ExitCode> {
             report.state
         )
     });
-    indexer
-        .shutdown(Some(background))
-        .context("final index commit")?;
-    served?;
-    eprintln!("cairn: stopped; index at {}", indexer.state());
-    Ok(ExitCode::SUCCESS)
+    finish(&indexer, background, served)
 }
 
 /// A web node without a local index: queries and backups go to the search service.
@@ -292,13 +318,7 @@ pub fn run_search_service(
     };
     let (store, indexer, report) = crate::commands::open_repository_with(data, options)?;
     let background = indexer.start();
-    let source = Arc::new(cairn_backup::LiveSource {
-        store: store.clone(),
-        indexer: indexer.clone(),
-    });
-    let backups = cairn_backup::BackupManager::open(&data.root.join("backups"), source)
-        .context("open the backup folder")?;
-    spawn_retention(store.clone(), indexer.clone(), backups.clone(), retention)?;
+    let backups = open_backups(data, &store, &indexer, retention)?;
     let state = cairn_api::service::ServiceState {
         indexer: indexer.clone(),
         backups,
@@ -311,10 +331,5 @@ pub fn run_search_service(
             report.state
         )
     });
-    indexer
-        .shutdown(Some(background))
-        .context("final index commit")?;
-    served?;
-    eprintln!("cairn: stopped; index at {}", indexer.state());
-    Ok(ExitCode::SUCCESS)
+    finish(&indexer, background, served)
 }
