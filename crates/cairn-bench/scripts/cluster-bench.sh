@@ -28,15 +28,17 @@ URL="postgres://postgres@127.0.0.1:$PORT/postgres"
 echo "import into PostgreSQL:"; "$BIN/cairn" import --data "$WORK/svc" --database "$URL" "$WORK/corpus.jsonl" 2>/dev/null | tail -1
 echo "import into SQLite:";     "$BIN/cairn" import --data "$WORK/local" "$WORK/corpus.jsonl" 2>/dev/null | tail -1
 
-start() { # name, args...: start a cairn process, print its URL
+start() { # name, args...: start a cairn process (not in a subshell: its pid is kept for cleanup)
   local name=$1; shift
   "$BIN/cairn" "$@" > "$WORK/$name.out" 2>"$WORK/$name.err" &
   PIDS+=($!)
+}
+url_of() { # name: wait for the process's printed address
   for _ in $(seq 1 600); do
-    if grep -q "http://" "$WORK/$name.out"; then grep -o 'http://[0-9.:]*' "$WORK/$name.out" | head -1; return; fi
+    if grep -q "http://" "$WORK/$1.out"; then grep -o 'http://[0-9.:]*' "$WORK/$1.out" | head -1; return; fi
     sleep 0.1
   done
-  echo "$name did not start" >&2; exit 1
+  echo "$1 did not start" >&2; exit 1
 }
 
 Q='/odata.svc/Root?query=Body%3Aat%20.SORT%3AName&$top=20&metadata=no&$select=Id,Name'
@@ -48,9 +50,9 @@ parse() { # wrk output on stdin: req/s p50 p99
   awk '/Requests\/sec/ {rps=$2} /^ +50%/ {p50=$2} /^ +99%/ {p99=$2} END {print rps, p50, p99}'
 }
 
-SVC=$(start svc search-service --data "$WORK/svc" --database "$URL" --listen 127.0.0.1:0 --search-secret "$SECRET")
-A=$(start a serve --data "$WORK/a" --database "$URL" --listen 127.0.0.1:0 --admin-key "$KEY" --search-service "$SVC" --search-secret "$SECRET")
-B=$(start b serve --data "$WORK/b" --database "$URL" --listen 127.0.0.1:0 --admin-key "$KEY" --search-service "$SVC" --search-secret "$SECRET")
+start svc search-service --data "$WORK/svc" --database "$URL" --listen 127.0.0.1:0 --search-secret "$SECRET"; SVC=$(url_of svc)
+start a serve --data "$WORK/a" --database "$URL" --listen 127.0.0.1:0 --admin-key "$KEY" --search-service "$SVC" --search-secret "$SECRET"; A=$(url_of a)
+start b serve --data "$WORK/b" --database "$URL" --listen 127.0.0.1:0 --admin-key "$KEY" --search-service "$SVC" --search-secret "$SECRET"; B=$(url_of b)
 curl -s -X POST -H "Authorization: Bearer $KEY" "$A/odata.svc/Root" -d '{"__ContentType":"Folder","Name":"W"}' >/dev/null
 echo; echo "| setup | load | req/s | p50 | p99 |"; echo "|---|---|---:|---:|---:|"
 for load in query create; do
@@ -61,7 +63,7 @@ for load in query create; do
   echo "| 2 web nodes + search service (PostgreSQL) | $load, 2x32 conns | $(python3 -c "print(round($ra+$rb))") | $pa / $pb | $qa / $qb |"
 done
 for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; PIDS=()
-L=$(start local serve --data "$WORK/local" --listen 127.0.0.1:0 --admin-key "$KEY")
+start local serve --data "$WORK/local" --listen 127.0.0.1:0 --admin-key "$KEY"; L=$(url_of local)
 curl -s -X POST -H "Authorization: Bearer $KEY" "$L/odata.svc/Root" -d '{"__ContentType":"Folder","Name":"W"}' >/dev/null
 for load in query create; do
   if [ $load = query ]; then s=query.lua; args=("$KEY" "$Q"); else s=create.lua; args=("$KEY" /odata.svc/Root/W x "cluster bench"); fi
