@@ -111,6 +111,8 @@ struct Restore {
     activities: u64,
     write_secs: f64,
     restore_secs: f64,
+    /// `cp -r` + sync of the backup's index folder: what a restore must at least copy.
+    restore_floor_secs: f64,
     catchup_listen_secs: f64,
     catchup_ready_secs: f64,
     plain_start_secs: f64,
@@ -216,27 +218,26 @@ fn run(
     if has("copy") || has("incremental") {
         let moved = bk.join("moved");
         fs::create_dir_all(&moved)?;
-        for (i, target) in ["f1", "b1"].iter().enumerate() {
+        let targets = ["f1", "f2", "b1"];
+        for i in 0..=targets.len() {
             wait("cp");
-            let c = cp_index(&data.join("index"), &bk.join(format!("cp{}", i + 1)))?;
+            common::settle_writeback();
+            let c = cp_index(&data.join("index"), &bk.join(format!("cp{i}")))?;
             eprintln!("cp -r: {:.0} MB/s", c.mb_per_s);
             report.copies.push(c);
+            common::remove_tree(&bk.join(format!("cp{i}")))?;
+            let Some(target) = targets.get(i) else { break };
             wait("backup");
+            common::settle_writeback();
             let b = backup(&mut client, server.pid(), "BackupIndex", target)?;
             eprintln!("BackupIndex {target}: {:.0} MB/s", b.mb_per_s);
             report.copies.push(b);
-            if *target == "f1" {
-                // Out of the backup folder, so that b1 is a full copy again.
-                fs::rename(data.join("backups/f1"), moved.join("f1"))?;
+            if *target != "b1" {
+                // Out of the backup folder, so that the next one is a full copy again.
+                fs::rename(data.join("backups").join(target), moved.join(target))?;
             }
         }
-        wait("cp");
-        let c = cp_index(&data.join("index"), &bk.join("cp3"))?;
-        eprintln!("cp -r: {:.0} MB/s", c.mb_per_s);
-        report.copies.push(c);
-        for i in 1..=3 {
-            common::remove_tree(&bk.join(format!("cp{i}")))?;
-        }
+
         common::remove_tree(&moved)?;
     }
 
@@ -246,6 +247,7 @@ fn run(
         let (secs, done) = patch_many(server.addr, lo, hi, n, "inc", u64::from(args.connections))?;
         eprintln!("changed {done} items in {secs:.1} s");
         wait("incremental backup");
+        common::settle_writeback();
         let b = backup(&mut client, server.pid(), "BackupIndex", "b2")?;
         eprintln!(
             "BackupIndex b2: {:.2} s, {} new bytes of {}",
@@ -388,6 +390,11 @@ fn run(
         common::remove_tree(&copy)?;
         common::copy_tree(data, &copy)?;
         wait("restore");
+        common::settle_writeback();
+        let floor = cp_index(&data.join("backups/r1/index"), &bk.join("restore-floor"))?;
+        r.restore_floor_secs = floor.seconds;
+        common::remove_tree(&bk.join("restore-floor"))?;
+        common::settle_writeback();
         r.restore_secs = common::run_logged(
             Command::new(cairn)
                 .arg("restore")
@@ -399,6 +406,7 @@ fn run(
             log,
         )?;
         wait("catch-up");
+        common::settle_writeback();
         let s = Server::start(cairn, &copy, KEY, log, Duration::from_secs(3600))?;
         r.catchup_listen_secs = s.listening_secs;
         r.catchup_ready_secs = s.ready_secs;
@@ -420,6 +428,7 @@ fn run(
             r.restore_secs, r.catchup_ready_secs, r.check_passed
         );
         wait("rebuild");
+        common::settle_writeback();
         r.rebuild_secs = common::run_logged(
             Command::new(cairn)
                 .arg("index")
@@ -765,6 +774,10 @@ fn print_report(r: &Report) {
         println!(
             "| `cairn restore --index-only` (verify, stage, swap) | {:.2} |",
             x.restore_secs
+        );
+        println!(
+            "| for scale: `cp -r` + sync of the backup's index folder | {:.2} |",
+            x.restore_floor_secs
         );
         println!(
             "| `cairn serve` start until /health, catching up (listening after {:.2}) | {:.2} |",

@@ -700,6 +700,26 @@ pub fn run_logged(cmd: &mut Command, log: &Path) -> anyhow::Result<f64> {
     Ok(secs)
 }
 
+/// Flushes dirty pages (`sync`) and waits until the kernel reports less than 32 MiB
+/// dirty or under writeback (at most two minutes), so that a copy that fsyncs does not
+/// pay for the writeback of earlier ones. Returns the seconds waited.
+pub fn settle_writeback() -> f64 {
+    let t0 = Instant::now();
+    let _ = Command::new("sync").status();
+    let pending = || -> u64 {
+        fs::read_to_string("/proc/meminfo")
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| l.starts_with("Dirty:") || l.starts_with("Writeback:"))
+            .filter_map(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+            .sum()
+    };
+    while pending() > 32 * 1024 && t0.elapsed() < Duration::from_secs(120) {
+        thread::sleep(Duration::from_millis(100));
+    }
+    t0.elapsed().as_secs_f64()
+}
+
 /// `cp -a FROM TO` (TO must not exist).
 pub fn copy_tree(from: &Path, to: &Path) -> anyhow::Result<()> {
     let status = Command::new("cp")
@@ -732,7 +752,7 @@ pub fn percentile(sorted: &[f64], p: f64) -> f64 {
 }
 
 /// `cairn import --data DATA FILE` unless `DATA/.bench-imported` says it was done for
-/// this corpus; returns the import's seconds when it ran.
+/// this corpus by this `cairn` binary; returns the import's seconds when it ran.
 pub fn ensure_imported(
     cairn: &Path,
     corpus: &Path,
@@ -741,7 +761,12 @@ pub fn ensure_imported(
     log: &Path,
 ) -> anyhow::Result<Option<f64>> {
     let marker = data.join(".bench-imported");
-    let want = format!("{} {}", corpus.display(), items);
+    // Another `cairn` build may index differently: the marker names the binary too.
+    let bin = fs::metadata(cairn)
+        .ok()
+        .map(|m| format!("{} {:?}", m.len(), m.modified().ok()))
+        .unwrap_or_default();
+    let want = format!("{} {} {bin}", corpus.display(), items);
     if fs::read_to_string(&marker).ok().as_deref() == Some(want.as_str()) {
         return Ok(None);
     }
