@@ -19,7 +19,6 @@ pub mod state;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
-use axum::body::Body;
 use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::middleware::{self, Next};
@@ -144,9 +143,4 @@ async fn observe(State(state): State<AppState>, req: Request, next: Next) -> Res
         resp.headers_mut().insert("x-request-id", v);
     }
     resp
-}
-
-/// An empty body (for tests and tools).
-pub fn empty() -> Body {
-    Body::empty()
 }
