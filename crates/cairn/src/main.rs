@@ -301,7 +301,11 @@ fn main() -> ExitCode {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("CAIRN_LOG").unwrap_or_else(|_| {
-                tracing_subscriber::EnvFilter::new("warn,cairn=info,cairn_index=info")
+                // `cairn` also matches `cairn_api` (directives are prefixes): request logs stay at
+                // warn unless CAIRN_LOG asks for them.
+                tracing_subscriber::EnvFilter::new(
+                    "warn,cairn=info,cairn_index=info,cairn_api=warn,cairn_backup=info",
+                )
             }),
         )
         .init();
