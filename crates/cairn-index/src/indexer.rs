@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 use cairn_store::{Activity, ActivityId, ActivityKind, Horizon, Node, NodeId, Store};
 use tantivy::directory::error::LockError;
 use tantivy::directory::MmapDirectory;
+use tantivy::indexer::UserOperation;
 use tantivy::schema::Term;
 use tantivy::{Index, IndexReader, IndexWriter, ReloadPolicy, Searcher, TantivyError};
 
@@ -23,6 +24,9 @@ use crate::completion::{CompletionState, Gap, PAYLOAD_FORMAT};
 use crate::document::{self, WrittenBy};
 use crate::error::{IndexError, Result};
 use crate::schema::IndexSchema;
+
+/// Up to this many documents, a batch goes to the writer as one message (see `apply`).
+const SMALL_BATCH: usize = 4_096;
 
 /// Settings of the indexer; every one has a sane default.
 #[derive(Clone, Debug)]
@@ -39,6 +43,9 @@ pub struct IndexerOptions {
     pub commit_interval: Duration,
     /// The periodic catch-up that heals anything a wake-up missed.
     pub periodic: Duration,
+    /// Group commit: when the last round indexed more than one activity (several writers
+    /// at once), wait this long before the next round so that it gathers more of them.
+    pub group_delay: Duration,
     /// How far below the database's last activity a rebuild looks for in-flight ids.
     pub gap_window: i64,
 }
@@ -53,6 +60,7 @@ impl Default for IndexerOptions {
             commit_docs: 200_000,
             commit_interval: Duration::from_secs(2),
             periodic: Duration::from_secs(30),
+            group_delay: Duration::from_millis(5),
             gap_window: 10_000,
         }
     }
@@ -366,12 +374,22 @@ impl Indexer {
         std::thread::Builder::new()
             .name("cairn-indexer".into())
             .spawn(move || {
+                // More than one activity in the last round means several writers are
+                // active: wait `group_delay` so that the ones still in their transactions
+                // join this commit instead of forming a second, half-empty one. A single
+                // writer (one activity per round) never waits.
+                let mut busy = false;
                 while !me.stopping.load(Ordering::SeqCst) {
                     me.signal.wait(me.options.periodic);
                     if me.stopping.load(Ordering::SeqCst) {
                         break;
                     }
-                    match me.catch_up() {
+                    if busy && !me.options.group_delay.is_zero() {
+                        std::thread::sleep(me.options.group_delay);
+                    }
+                    let r = me.catch_up();
+                    busy = matches!(&r, Ok(r) if r.activities > 1);
+                    match r {
                         Ok(r) if r.activities > 0 || r.gaps_dropped > 0 => {
                             tracing::debug!(
                                 activities = r.activities,
@@ -512,11 +530,14 @@ impl Indexer {
         let mut seen_trees = HashSet::new();
         trees.retain(|(p, _)| seen_trees.insert(cairn_store::content::path_key(p)));
         let mut current: HashMap<NodeId, (Node, WrittenBy)> = HashMap::new();
+        // Deletes come first and take lower opstamps than the adds, so they never hide
+        // the documents that replace what they delete.
+        let mut ops: Vec<UserOperation> = Vec::new();
         for (path, by) in &trees {
-            writer.delete_term(Term::from_field_text(
+            ops.push(UserOperation::Delete(Term::from_field_text(
                 self.schema.in_tree,
                 &cairn_store::content::path_key(path),
-            ));
+            )));
             let mut after: Option<String> = None;
             loop {
                 let page = self
@@ -545,13 +566,34 @@ impl Indexer {
             current.insert(n.id, (n, by));
         }
         for id in nodes.keys().chain(current.keys()) {
-            writer.delete_term(Term::from_field_i64(self.schema.id, id.0));
+            ops.push(UserOperation::Delete(Term::from_field_i64(
+                self.schema.id,
+                id.0,
+            )));
         }
         let types = self.store.types();
-        for (node, by) in current.values() {
-            writer.add_document(document::build(&self.schema, types, node, *by))?;
+        let docs = current.len();
+        if docs <= SMALL_BATCH {
+            // One message to the writer: a single indexing thread takes it, so a small
+            // (live) batch makes one segment per commit instead of one per thread. Each
+            // segment costs its files, fsyncs and hash table however few documents it
+            // holds; with two threads a 64-create commit took twice as long.
+            for (node, by) in current.values() {
+                ops.push(UserOperation::Add(document::build(
+                    &self.schema,
+                    types,
+                    node,
+                    *by,
+                )));
+            }
+            writer.run(ops)?;
+        } else {
+            writer.run(ops)?;
+            for (node, by) in current.values() {
+                writer.add_document(document::build(&self.schema, types, node, *by))?;
+            }
         }
-        Ok(current.len())
+        Ok(docs)
     }
 
     /// Where the database's log stands now: its last visible activity, the ids below it
