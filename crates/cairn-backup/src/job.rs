@@ -200,7 +200,10 @@ impl BackupManager {
         let me = self.clone();
         std::thread::Builder::new()
             .name("cairn-backup".into())
-            .spawn(move || me.run(kind, &path, &info, &cancel))
+            .spawn(move || {
+                crate::files::lower_thread_priority();
+                me.run(kind, &path, &info, &cancel)
+            })
             .map_err(io("start the backup thread"))?;
         Ok(response)
     }

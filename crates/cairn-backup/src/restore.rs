@@ -11,7 +11,7 @@ use std::time::Instant;
 use cairn_store::{DatabaseKind, DatabaseUrl};
 
 use crate::error::{io, BackupError, Result};
-use crate::files::{copy_checksummed, sync_dir};
+use crate::files::{copy_checksummed, sync_dir, sync_files};
 use crate::manifest::{Manifest, DATABASE_DIR, INDEX_DIR};
 
 /// What to restore.
@@ -137,6 +137,8 @@ pub fn restore(
             )));
         }
     }
+    let staged: Vec<PathBuf> = wanted.iter().map(|f| staging.join(&f.path)).collect();
+    sync_files(&staged)?;
     sync_dir(&staging.join(INDEX_DIR))?;
     sync_dir(&staging.join(DATABASE_DIR))?;
 

@@ -13,9 +13,10 @@ use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 
 use crate::error::{io, BackupError, Result};
-use crate::files::{copy_checksummed, hex, sync_dir, write_synced};
+use crate::files::{copy_checksummed, hex, sync_dir, sync_files, unchanged_since, write_synced};
 use crate::manifest::{
-    BackupKind, FileEntry, IndexPart, Manifest, DATABASE_DIR, INDEX_DIR, MANIFEST_FORMAT,
+    BackupKind, FileEntry, IndexPart, Manifest, DATABASE_DIR, INDEX_DIR, MANIFEST_FILE,
+    MANIFEST_FORMAT,
 };
 
 /// The state of a backup, as sensenet names it.
@@ -239,7 +240,13 @@ fn run_into(
         i.count_of_files =
             snapshot.files.len() as u64 + 1 + u64::from(kind == BackupKind::Repository);
     });
+    let earlier_written = previous.as_ref().and_then(|(dir, _)| {
+        std::fs::metadata(dir.join(MANIFEST_FILE))
+            .and_then(|m| m.modified())
+            .ok()
+    });
     let mut files = Vec::with_capacity(snapshot.files.len() + 2);
+    let mut copied: Vec<PathBuf> = Vec::new();
     for (f, size) in snapshot.files.iter().zip(&sizes) {
         let name = f.to_string_lossy().to_string();
         let rel = format!("{INDEX_DIR}/{name}");
@@ -255,12 +262,10 @@ fn run_into(
                     .find(|e| e.path == rel && e.size == *size)
                     .map(|e| (dir.join(&rel), e.clone()))
             })
-            // Only a file that still matches its checksum is shared: damage in an earlier backup
-            // must not spread into this one (it is read, not written).
-            .filter(|(src, e)| {
-                crate::files::sha256_file(src, cancel)
-                    .is_ok_and(|(sum, n)| sum == e.sha256 && n == e.size)
-            });
+            // Only a file untouched since that backup's manifest was written is shared, so a
+            // damaged copy put in its place does not spread into this one. The check reads
+            // no data (see `unchanged_since`): an incremental backup costs what it copies.
+            .filter(|(src, e)| earlier_written.is_some_and(|at| unchanged_since(src, e.size, at)));
         let entry = match earlier {
             Some((src, e)) if std::fs::hard_link(&src, &dst).is_ok() => {
                 update(info, |i| i.copied_bytes += size);
@@ -271,6 +276,7 @@ fn run_into(
                     copy_checksummed(&snapshot.dir().join(f), &dst, cancel, &mut |n| {
                         update(info, |i| i.copied_bytes += n)
                     })?;
+                copied.push(dst);
                 FileEntry {
                     path: rel,
                     size: n,
@@ -281,6 +287,9 @@ fn run_into(
         files.push(entry);
         update(info, |i| i.copied_files += 1);
     }
+    // Every copied file reaches the disk before the index's meta.json, and long before the
+    // manifest that makes the backup count.
+    sync_files(&copied)?;
     let meta = snapshot.meta_json()?;
     write_synced(&index_dir.join("meta.json"), meta.as_bytes())?;
     files.push(FileEntry {
