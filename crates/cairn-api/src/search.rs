@@ -8,7 +8,7 @@ use cairn_index::{search, Indexer, SearchRequest, SortField};
 use cairn_store::content::path_key;
 use cairn_store::{Node, NodeId};
 use serde::{Deserialize, Serialize};
-use tantivy::query::{BooleanQuery, Occur, Query, TermQuery};
+use tantivy::query::{BooleanQuery, ConstScoreQuery, Occur, Query, TermQuery};
 use tantivy::schema::{IndexRecordOption, Term, Value};
 use tantivy::TantivyDocument;
 
@@ -37,6 +37,14 @@ pub struct ListRequest {
     pub user: Option<i64>,
     /// The cap of `$top`.
     pub max_top: usize,
+    /// Whether the exact total is wanted (`$inlinecount=allpages`, `$count`). A node
+    /// that does not send it wants it.
+    #[serde(default = "wanted")]
+    pub count: bool,
+}
+
+fn wanted() -> bool {
+    true
 }
 
 /// The index's answer: one page of ids and the total.
@@ -44,7 +52,7 @@ pub struct ListRequest {
 pub struct ListAnswer {
     /// The page, in order.
     pub ids: Vec<i64>,
-    /// All matches.
+    /// All matches (when counted; see [`ListRequest::count`]).
     pub total: usize,
     /// `.COUNTONLY` was asked.
     pub count_only: bool,
@@ -66,6 +74,12 @@ fn term(field: tantivy::schema::Field, text: &str) -> Box<dyn Query> {
         Term::from_field_text(field, text),
         IndexRecordOption::Basic,
     ))
+}
+
+/// A clause that only filters: it adds nothing to the relevance score (an ancestor path
+/// would otherwise rank items by their depth).
+fn filter(field: tantivy::schema::Field, text: &str) -> Box<dyn Query> {
+    Box::new(ConstScoreQuery::new(term(field, text), 0.0))
 }
 
 /// Paths of every SystemFolder (what `.AUTOFILTERS:ON` hides).
@@ -94,20 +108,22 @@ pub fn run_list(indexer: &Indexer, req: &ListRequest) -> ApiResult<ListAnswer> {
     let schema = indexer.schema();
     let key = path_key(&req.container);
     let mut clauses: Vec<(Occur, Box<dyn Query>)> = Vec::new();
+    let mut constant_score = false;
     let (mut sort, top, skip, count_only, autofilters) = match &req.query {
         Some(q) => {
-            clauses.push((Occur::Must, term(schema.in_tree, &key)));
+            clauses.push((Occur::Must, filter(schema.in_tree, &key)));
             let mut ctx = cairn_query::QueryContext {
                 current_user: req.user,
                 now: None,
                 nested: None,
             };
             let cql = cairn_query::parse_cql_with(q, schema, &mut ctx)?;
+            constant_score = cql.constant_score;
             clauses.push((Occur::Must, cql.query));
             (cql.sort, cql.top, cql.skip, cql.count_only, cql.autofilters)
         }
         None => {
-            clauses.push((Occur::Must, term(schema.in_folder, &key)));
+            clauses.push((Occur::Must, filter(schema.in_folder, &key)));
             let by = |f: &str| SortField {
                 field: f.into(),
                 descending: false,
@@ -117,6 +133,7 @@ pub fn run_list(indexer: &Indexer, req: &ListRequest) -> ApiResult<ListAnswer> {
     };
     if let Some(f) = &req.filter {
         clauses.push((Occur::Must, cairn_query::parse_filter(f, schema)?));
+        constant_score = false;
     }
     if let Some(o) = &req.orderby {
         sort = cairn_query::parse_orderby(o, schema)?;
@@ -144,6 +161,8 @@ pub fn run_list(indexer: &Indexer, req: &ListRequest) -> ApiResult<ListAnswer> {
             sort,
             top: if count_only { 0 } else { top },
             skip: window_start,
+            count: req.count || count_only,
+            constant_score,
         },
     )?;
     Ok(ListAnswer {
@@ -154,12 +173,14 @@ pub fn run_list(indexer: &Indexer, req: &ListRequest) -> ApiResult<ListAnswer> {
 }
 
 /// The children of `container` (no `query`), or the matches of `query` in its subtree,
-/// filtered, sorted and paged as `opts` says. Blocking.
+/// filtered, sorted and paged as `opts` says; with the exact total when `count` (or
+/// `.COUNTONLY`), else `total` is only the page's end. Blocking.
 pub fn list(
     state: &AppState,
     container: &str,
     opts: &Options,
     user: Option<NodeId>,
+    count: bool,
 ) -> ApiResult<Listing> {
     let req = ListRequest {
         container: container.to_string(),
@@ -171,6 +192,7 @@ pub fn list(
         autofilters: opts.autofilters,
         user: user.map(|u| u.0),
         max_top: state.config.max_top,
+        count,
     };
     let answer = state.search.list(&req)?;
     let ids: Vec<NodeId> = answer.ids.into_iter().map(NodeId).collect();
@@ -210,6 +232,8 @@ pub fn find_user_in(indexer: &Indexer, login: &str) -> ApiResult<Option<NodeId>>
             sort: Vec::new(),
             top: 1,
             skip: 0,
+            count: false,
+            constant_score: false,
         },
     )?;
     Ok(r.ids.first().copied())

@@ -4,8 +4,8 @@
 use cairn_store::NodeId;
 use tantivy::collector::sort_key::SortByErasedType;
 use tantivy::collector::{Count, TopDocs};
-use tantivy::query::Query;
-use tantivy::{DocAddress, Order, Searcher};
+use tantivy::query::{EnableScoring, Query};
+use tantivy::{DocAddress, DocSet, Order, Searcher, TERMINATED};
 
 use crate::error::{IndexError, Result};
 use crate::schema::IndexSchema;
@@ -32,6 +32,12 @@ pub struct SearchRequest<'q> {
     pub top: usize,
     /// How many to skip first.
     pub skip: usize,
+    /// Whether the exact total is wanted. Without it, a search may stop early.
+    pub count: bool,
+    /// The caller knows that every match scores the same (see
+    /// `cairn_query::CqlQuery::constant_score`): with no sort and no count, the first
+    /// matches in index order are the answer, and the search stops after them.
+    pub constant_score: bool,
 }
 
 /// Ids of one page of hits, and how many items matched in all.
@@ -39,7 +45,7 @@ pub struct SearchRequest<'q> {
 pub struct SearchResult {
     /// The page, in order.
     pub ids: Vec<NodeId>,
-    /// All matches.
+    /// All matches when `count` was asked; otherwise `skip` plus the page's length.
     pub total: usize,
 }
 
@@ -85,6 +91,23 @@ pub fn search(
     if req.top == 0 {
         total = searcher.search(req.query, &Count)?;
         addrs = Vec::new();
+    } else if !req.count && keys.is_empty() && req.constant_score {
+        addrs = first_in_index_order(searcher, req.query, req.skip, req.top)?;
+        total = req.skip + addrs.len();
+    } else if !req.count {
+        let top = TopDocs::with_limit(req.top).and_offset(req.skip);
+        let mut it = keys.into_iter();
+        addrs = match (it.next(), it.next(), it.next()) {
+            (None, _, _) => addresses(searcher.search(req.query, &top.order_by_score())?),
+            (Some(a), None, _) => addresses(searcher.search(req.query, &top.order_by(a))?),
+            (Some(a), Some(b), None) => {
+                addresses(searcher.search(req.query, &top.order_by((a, b)))?)
+            }
+            (Some(a), Some(b), Some(c)) => {
+                addresses(searcher.search(req.query, &top.order_by((a, b, c)))?)
+            }
+        };
+        total = req.skip + addrs.len();
     } else {
         let top = TopDocs::with_limit(req.top).and_offset(req.skip);
         let mut it = keys.into_iter();
@@ -118,4 +141,37 @@ pub fn search(
         }
     }
     Ok(SearchResult { ids, total })
+}
+
+fn addresses<S>(hits: Vec<(S, DocAddress)>) -> Vec<DocAddress> {
+    hits.into_iter().map(|h| h.1).collect()
+}
+
+/// Matches `skip..skip + top` in index order (segment by segment, doc id order), leaving
+/// the rest of the matches unvisited. For a query whose matches all score the same this
+/// is the relevance order: Tantivy breaks ties of score by document address.
+fn first_in_index_order(
+    searcher: &Searcher,
+    query: &dyn Query,
+    skip: usize,
+    top: usize,
+) -> Result<Vec<DocAddress>> {
+    let want = skip.saturating_add(top);
+    let weight = query.weight(EnableScoring::disabled_from_searcher(searcher))?;
+    let mut out = Vec::with_capacity(want.min(4096));
+    for (ord, reader) in searcher.segment_readers().iter().enumerate() {
+        if out.len() >= want {
+            break;
+        }
+        let alive = reader.alive_bitset();
+        let mut scorer = weight.scorer(reader, 1.0)?;
+        let mut doc = scorer.doc();
+        while doc != TERMINATED && out.len() < want {
+            if alive.is_none_or(|a| a.is_alive(doc)) {
+                out.push(DocAddress::new(ord as u32, doc));
+            }
+            doc = scorer.advance();
+        }
+    }
+    Ok(out.into_iter().skip(skip).collect())
 }

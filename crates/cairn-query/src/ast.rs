@@ -226,6 +226,27 @@ impl Value {
 }
 
 impl Predicate {
+    /// True when every item it matches gets the same relevance score: ranges (constant
+    /// score in Tantivy), required or excluded ranges, and nothing that scores by text.
+    /// Relevance order is then index order, which a search can read without visiting
+    /// every match.
+    pub fn constant_score(&self) -> bool {
+        match self {
+            Predicate::Range { .. } => true,
+            Predicate::Bool(clauses) => {
+                let scoring: Vec<&Clause> = clauses
+                    .iter()
+                    .filter(|c| c.occur != Occur::MustNot)
+                    .collect();
+                let all_must = scoring.iter().all(|c| c.occur == Occur::Must);
+                (all_must || scoring.len() == 1)
+                    && !scoring.is_empty()
+                    && scoring.iter().all(|c| c.predicate.constant_score())
+            }
+            Predicate::Match { .. } | Predicate::Nested { .. } | Predicate::Boost { .. } => false,
+        }
+    }
+
     /// `field:value` with a literal value.
     pub fn equals(field: &str, value: &str) -> Predicate {
         Predicate::Match {

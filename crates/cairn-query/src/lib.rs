@@ -67,6 +67,9 @@ pub struct CqlQuery {
     pub autofilters: Option<bool>,
     /// `.LIFESPAN:ON|OFF`, when given.
     pub lifespan: Option<bool>,
+    /// Every match scores the same (see [`ast::Predicate::constant_score`]): relevance
+    /// order is index order.
+    pub constant_score: bool,
 }
 
 /// Parses and compiles a CQL query.
@@ -93,6 +96,7 @@ pub fn parse_cql_with(
         count_only: false,
         autofilters: None,
         lifespan: None,
+        constant_score: cql.predicate.constant_score(),
     };
     for c in &cql.controls {
         match &c.kind {

@@ -208,7 +208,13 @@ async fn read(
             let count = target.count;
             blocking(move || {
                 load(&state, &NodeRef::Path(container.clone()))?;
-                let listing = crate::search::list(&state, &container, &opts, Some(caller.user))?;
+                let listing = crate::search::list(
+                    &state,
+                    &container,
+                    &opts,
+                    Some(caller.user),
+                    count || opts.inline_count,
+                )?;
                 if count {
                     return Ok(labeled(
                         "count",

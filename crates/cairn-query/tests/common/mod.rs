@@ -278,6 +278,8 @@ pub fn run(query: &dyn Query) -> Vec<i64> {
         }],
         top: 100,
         skip: 0,
+        count: true,
+        constant_score: false,
     };
     let r = search(&f.searcher, &f.schema, &req).unwrap();
     r.ids.into_iter().map(|i| i.0).collect()
