@@ -36,6 +36,8 @@ fn ids(indexer: &cairn_index::Indexer, q: &dyn Query) -> Vec<i64> {
             }],
             top: 1000,
             skip: 0,
+            count: true,
+            constant_score: false,
         },
     )
     .unwrap();
@@ -311,8 +313,13 @@ fn database_older_than_index(write_before_start: bool) {
         let (ix, _) = repo.open(&store);
         random_operations(&store, &ix, 300, 3);
         ix.shutdown(None).unwrap();
-        // A consistent copy of the database at T1 (nothing writes now).
+        // A consistent copy of the database at T1: closed, so that its WAL is checkpointed
+        // into the file and removed.
+        drop(ix);
+        drop(store);
+        assert!(!repo.dir.path().join("cairn.db-wal").exists());
         std::fs::copy(&db_file, &db_t1).unwrap();
+        let store = repo.store();
         let (ix, _) = repo.open(&store);
         random_operations(&store, &ix, 300, 4);
         ix.shutdown(None).unwrap();

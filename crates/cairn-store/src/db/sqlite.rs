@@ -3,7 +3,8 @@
 
 use std::borrow::Cow;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Arc, Condvar, Mutex};
+use std::thread::JoinHandle;
 use std::time::Duration;
 
 use rusqlite::types::ValueRef;
@@ -18,11 +19,20 @@ use crate::error::{Result, StoreError};
 pub struct SqliteOptions {
     /// Page cache per connection, in KiB.
     pub cache_kib: i64,
+    /// How often a background thread checkpoints the WAL into the database file. The
+    /// writer connection then never checkpoints itself: a checkpoint fsyncs, and an fsync
+    /// inside a write (holding the one writer) makes every other write wait for the disk,
+    /// for as long as a backup's writeback keeps it busy. Zero leaves checkpoints to
+    /// SQLite's automatic ones, in the writer.
+    pub checkpoint_interval: Duration,
 }
 
 impl Default for SqliteOptions {
     fn default() -> Self {
-        SqliteOptions { cache_kib: 65_536 }
+        SqliteOptions {
+            cache_kib: 65_536,
+            checkpoint_interval: Duration::from_millis(200),
+        }
     }
 }
 
@@ -31,6 +41,57 @@ pub(crate) struct SqliteBackend {
     options: SqliteOptions,
     writer: Mutex<Connection>,
     readers: Mutex<Vec<Connection>>,
+    _checkpointer: Option<Checkpointer>,
+}
+
+/// The background WAL checkpointer (see [`SqliteOptions::checkpoint_interval`]); stopped
+/// and joined on drop.
+struct Checkpointer {
+    stop: Arc<(Mutex<bool>, Condvar)>,
+    handle: Option<JoinHandle<()>>,
+}
+
+impl Checkpointer {
+    fn start(path: &Path, options: &SqliteOptions) -> Result<Checkpointer> {
+        let conn = open_connection(path, options)?;
+        let stop = Arc::new((Mutex::new(false), Condvar::new()));
+        let every = options.checkpoint_interval;
+        let flag = stop.clone();
+        let handle = std::thread::Builder::new()
+            .name("cairn-checkpoint".into())
+            .spawn(move || {
+                let (lock, cond) = &*flag;
+                let mut stopped = lock.lock().unwrap_or_else(|p| p.into_inner());
+                while !*stopped {
+                    stopped = cond
+                        .wait_timeout(stopped, every)
+                        .unwrap_or_else(|p| p.into_inner())
+                        .0;
+                    // PASSIVE: copies what no reader still needs, never waits for readers
+                    // or the writer, and writers go on appending meanwhile.
+                    if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))
+                    {
+                        tracing::debug!("WAL checkpoint: {e}");
+                    }
+                }
+            })
+            .map_err(|e| StoreError::io(path, e))?;
+        Ok(Checkpointer {
+            stop,
+            handle: Some(handle),
+        })
+    }
+}
+
+impl Drop for Checkpointer {
+    fn drop(&mut self) {
+        let (lock, cond) = &*self.stop;
+        *lock.lock().unwrap_or_else(|p| p.into_inner()) = true;
+        cond.notify_all();
+        if let Some(h) = self.handle.take() {
+            let _ = h.join();
+        }
+    }
 }
 
 fn open_connection(path: &Path, options: &SqliteOptions) -> Result<Connection> {
@@ -54,11 +115,18 @@ impl SqliteBackend {
             })?;
         }
         let writer = open_connection(path, &options)?;
+        let checkpointer = if options.checkpoint_interval.is_zero() {
+            None
+        } else {
+            writer.pragma_update(None, "wal_autocheckpoint", 0)?;
+            Some(Checkpointer::start(path, &options)?)
+        };
         Ok(SqliteBackend {
             path: path.to_path_buf(),
             options,
             writer: Mutex::new(writer),
             readers: Mutex::new(Vec::new()),
+            _checkpointer: checkpointer,
         })
     }
 
