@@ -9,6 +9,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
 use std::time::SystemTime;
 
+use cairn_store::writeback::WriteBehind;
 use sha2::{Digest, Sha256};
 
 use crate::error::{io, BackupError, Result};
@@ -60,9 +61,9 @@ pub fn sha256_file(path: &Path, cancel: &AtomicBool) -> Result<(String, u64)> {
 
 /// Copies `src` to `dst` (which must not exist), hashing as it goes. The SHA-256 runs on
 /// a second thread while this one reads and writes, so a copy from the page cache costs
-/// the slower of the two, not their sum. The copy is **not** fsynced: call [`sync_files`]
-/// on everything copied before anything refers to it (a manifest, a swap), so that the
-/// kernel writes all the files back together instead of one fsync at a time.
+/// the slower of the two, not their sum. The written data is handed to the disk as it goes
+/// ([`WriteBehind`]), but the copy is **not** fsynced: call [`sync_files`] on everything
+/// copied before anything refers to it (a manifest, a swap).
 /// `progress(bytes)` is told of every chunk; `cancel` is checked between chunks. On any
 /// error or a cancel `dst` is removed. Returns the SHA-256 and the size.
 pub fn copy_checksummed(
@@ -91,6 +92,7 @@ pub fn copy_checksummed(
             hasher.finalize()
         });
         let mut total = 0u64;
+        let mut write_behind = WriteBehind::new();
         let copied = (|| -> Result<()> {
             loop {
                 if cancel.load(Ordering::Relaxed) {
@@ -108,6 +110,7 @@ pub fn copy_checksummed(
                 to.write_all(&buf)
                     .map_err(io(format!("write {}", dst.display())))?;
                 total += n as u64;
+                write_behind.advance(&to, total);
                 progress(n as u64);
                 if full_tx.send(buf).is_err() {
                     return Err(BackupError::Invalid("the checksum thread stopped".into()));
@@ -218,6 +221,9 @@ mod tests {
         let manifest = SystemTime::now();
         std::thread::sleep(std::time::Duration::from_millis(20));
         std::fs::write(&f, b"segment bytez").unwrap();
-        assert!(!unchanged_since(&f, 13, manifest), "written after the manifest");
+        assert!(
+            !unchanged_since(&f, 13, manifest),
+            "written after the manifest"
+        );
     }
 }

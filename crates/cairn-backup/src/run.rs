@@ -2,9 +2,11 @@
 //! manifest, written last (design invariants 6 and 7). Used by the server's backup job
 //! and by the offline `cairn backup create --data`.
 
+use std::cell::Cell;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use cairn_index::{IndexSnapshot, Indexer};
 use cairn_store::{DatabaseBackup, Store};
@@ -105,6 +107,12 @@ pub trait BackupSource: Send + Sync {
         progress: &dyn Fn(u64, u64),
         cancel: &AtomicBool,
     ) -> Result<DatabaseBackup>;
+    /// The rate, in bytes per second, that the backup keeps to right now: `Some` while
+    /// the repository is busy serving writes, so that the backup leaves it the disk and
+    /// the cores; `None` for full speed.
+    fn paced_rate(&self) -> Option<u64> {
+        None
+    }
 }
 
 /// A running repository: the live index and its database.
@@ -113,9 +121,16 @@ pub struct LiveSource {
     pub store: Arc<Store>,
     /// The index and its writer.
     pub indexer: Arc<Indexer>,
+    /// Bytes per second a backup copies at most while the repository is being written to
+    /// (an activity indexed within the last second); 0: always full speed.
+    pub busy_rate: u64,
 }
 
 impl BackupSource for LiveSource {
+    fn paced_rate(&self) -> Option<u64> {
+        (self.busy_rate > 0 && self.indexer.idle_for() < Duration::from_secs(1))
+            .then_some(self.busy_rate)
+    }
     fn repository_id(&self) -> String {
         self.store.repository_id().to_string()
     }
@@ -176,6 +191,36 @@ pub fn previous_backup(target: &Path) -> Option<(PathBuf, Manifest)> {
         }
     }
     best
+}
+
+/// Keeps a backup to its source's [`BackupSource::paced_rate`]: told of every chunk
+/// copied, it sleeps as long as that chunk takes at the rate, while a rate applies.
+struct Pacer<'s> {
+    source: &'s dyn BackupSource,
+    /// When the bytes told so far are due at the rate.
+    due: Cell<Option<Instant>>,
+}
+
+impl<'s> Pacer<'s> {
+    fn new(source: &'s dyn BackupSource) -> Self {
+        Pacer {
+            source,
+            due: Cell::new(None),
+        }
+    }
+
+    fn copied(&self, bytes: u64) {
+        let Some(rate) = self.source.paced_rate().filter(|r| *r > 0) else {
+            self.due.set(None);
+            return;
+        };
+        let now = Instant::now();
+        let due = self.due.get().filter(|d| *d > now).unwrap_or(now)
+            + Duration::from_secs_f64(bytes as f64 / rate as f64);
+        self.due.set(Some(due));
+        // Sleep in bounded steps: a cancel is checked between chunks.
+        std::thread::sleep((due - now).min(Duration::from_millis(250)));
+    }
 }
 
 fn update(info: &Mutex<BackupInfo>, f: impl FnOnce(&mut BackupInfo)) {
@@ -247,6 +292,7 @@ fn run_into(
     });
     let mut files = Vec::with_capacity(snapshot.files.len() + 2);
     let mut copied: Vec<PathBuf> = Vec::new();
+    let pacer = Pacer::new(source);
     for (f, size) in snapshot.files.iter().zip(&sizes) {
         let name = f.to_string_lossy().to_string();
         let rel = format!("{INDEX_DIR}/{name}");
@@ -274,7 +320,8 @@ fn run_into(
             _ => {
                 let (sha256, n) =
                     copy_checksummed(&snapshot.dir().join(f), &dst, cancel, &mut |n| {
-                        update(info, |i| i.copied_bytes += n)
+                        update(info, |i| i.copied_bytes += n);
+                        pacer.copied(n);
                     })?;
                 copied.push(dst);
                 FileEntry {
@@ -320,6 +367,7 @@ fn run_into(
             i.currently_copied_file = Some(format!("{DATABASE_DIR}/"))
         });
         let base = info.lock().unwrap_or_else(|p| p.into_inner()).copied_bytes;
+        let told = Cell::new(0u64);
         let db = source
             .backup_database(
                 &db_dir,
@@ -327,7 +375,8 @@ fn run_into(
                     update(info, |i| {
                         i.copied_bytes = base + done;
                         i.total_bytes = i.total_bytes.max(base + total);
-                    })
+                    });
+                    pacer.copied(done.saturating_sub(told.replace(done)));
                 },
                 cancel,
             )

@@ -53,6 +53,7 @@ impl Repo {
         Arc::new(LiveSource {
             store: self.store.clone(),
             indexer: self.indexer.clone(),
+            busy_rate: 0,
         })
     }
 

@@ -8,7 +8,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -155,6 +155,10 @@ pub struct Indexer {
     signal: Arc<Signal>,
     stopping: AtomicBool,
     options: IndexerOptions,
+    /// When this indexer was opened, and milliseconds after that when it last applied an
+    /// activity (see [`Indexer::idle_for`]).
+    opened: Instant,
+    last_work_ms: AtomicU64,
 }
 
 impl std::fmt::Debug for Indexer {
@@ -276,6 +280,8 @@ impl Indexer {
             published_cond: Condvar::new(),
             signal: signal.clone(),
             stopping: AtomicBool::new(false),
+            opened: Instant::now(),
+            last_work_ms: AtomicU64::new(0),
             options,
         });
         store.on_write(Arc::new(move |_| signal.raise()));
@@ -365,6 +371,15 @@ impl Indexer {
                 .0;
         }
         true
+    }
+
+    /// How long since this indexer last applied an activity (since it was opened, when it
+    /// never has): a measure of whether the repository is being written to now.
+    pub fn idle_for(&self) -> Duration {
+        let now = self.opened.elapsed();
+        now.saturating_sub(Duration::from_millis(
+            self.last_work_ms.load(Ordering::Relaxed),
+        ))
     }
 
     /// Starts the background loop: catch up after every write (group commit) and
@@ -479,6 +494,10 @@ impl Indexer {
             dirty = true;
             let docs = self.apply(writer, &applied)?;
             report.activities += applied.len() as u64;
+            self.last_work_ms.store(
+                u64::try_from(self.opened.elapsed().as_millis()).unwrap_or(u64::MAX),
+                Ordering::Relaxed,
+            );
             report.documents += docs as u64;
             docs_since_commit += docs;
             let more = batch.activities.len() >= self.options.batch_size;

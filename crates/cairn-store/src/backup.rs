@@ -140,8 +140,8 @@ impl Store {
     /// returns what was copied. Same as [`backup_database_with`](Self::backup_database_with)
     /// with the default [`BackupOptions`].
     ///
-    /// `progress(done, total)` is called between steps: in pages for SQLite, in bytes
-    /// written so far for PostgreSQL (`total` 0: unknown). `cancel` is checked between
+    /// `progress(done, total)` is called between steps, in bytes: copied and in all for
+    /// SQLite, written so far for PostgreSQL (`total` 0: unknown). `cancel` is checked between
     /// steps; when it is set the copy stops, the partial file is removed and the result is
     /// [`StoreError::Cancelled`].
     pub fn backup_database(
@@ -372,7 +372,13 @@ fn copy_sqlite(
     src.execute_batch("BEGIN DEFERRED")?;
     let copied = (|| {
         let facts = read_facts(&src)?;
+        let page_size: i64 = src.query_row("PRAGMA page_size", [], |r| r.get(0))?;
+        let page_size = u64::try_from(page_size).unwrap_or(4096);
         let mut dst = Connection::open(dest)?;
+        // Paces the copy's writeback (see `writeback`): SQLite writes the file, this handle
+        // only hands what is written to the disk as it grows.
+        let dest_file = std::fs::File::open(dest).map_err(|e| StoreError::io(dest, e))?;
+        let mut write_behind = crate::writeback::WriteBehind::new();
         {
             let backup = Backup::new(&src, &mut dst)?;
             let pages = i32::try_from(options.sqlite_pages_per_step.max(1)).unwrap_or(i32::MAX);
@@ -382,9 +388,12 @@ fn copy_sqlite(
                 }
                 let step = backup.step(pages)?;
                 let p = backup.progress();
-                let total = u64::try_from(p.pagecount).unwrap_or(0);
-                let remaining = u64::try_from(p.remaining).unwrap_or(0);
+                let total = u64::try_from(p.pagecount).unwrap_or(0) * page_size;
+                let remaining = u64::try_from(p.remaining).unwrap_or(0) * page_size;
                 progress(total.saturating_sub(remaining), total);
+                if let Ok(m) = dest_file.metadata() {
+                    write_behind.advance(&dest_file, m.len());
+                }
                 match step {
                     StepResult::Done => break,
                     StepResult::More => {

@@ -26,6 +26,7 @@ mod node;
 mod ops;
 mod rows;
 mod store;
+pub mod writeback;
 
 pub use activity::{Activity, ActivityBatch, ActivityKind, Horizon};
 pub use backup::{

@@ -65,6 +65,10 @@ enum Command {
         /// the live index or of any backup in DIR/backups).
         #[arg(long, env = "CAIRN_ACTIVITY_RETENTION_DAYS", default_value_t = 30)]
         activity_retention_days: u64,
+        /// MB/s an online backup copies at most while the repository is being written to
+        /// (full speed when it is not); 0: always full speed.
+        #[arg(long, env = "CAIRN_BACKUP_BUSY_RATE", default_value_t = 100)]
+        backup_busy_rate: u64,
         /// Run as a web node without a local index: queries go to this search service
         /// (use with --database postgres://...).
         #[arg(long, env = "CAIRN_SEARCH_SERVICE")]
@@ -86,6 +90,10 @@ enum Command {
         /// Days an indexing activity is kept at least.
         #[arg(long, env = "CAIRN_ACTIVITY_RETENTION_DAYS", default_value_t = 30)]
         activity_retention_days: u64,
+        /// MB/s an online backup copies at most while the index is being written to; 0:
+        /// always full speed.
+        #[arg(long, env = "CAIRN_BACKUP_BUSY_RATE", default_value_t = 100)]
+        backup_busy_rate: u64,
     },
     /// Index operations: status, integrity check, rebuild.
     Index {
@@ -200,6 +208,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             max_query,
             request_timeout,
             activity_retention_days,
+            backup_busy_rate,
             search_service,
             search_secret,
         } => commands::serve::run(
@@ -214,6 +223,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 activity_retention: std::time::Duration::from_secs(
                     activity_retention_days * 86_400,
                 ),
+                backup_busy_rate: backup_busy_rate.saturating_mul(1 << 20),
                 search_service,
                 search_secret,
             },
@@ -223,11 +233,13 @@ fn run(cli: Cli) -> Result<ExitCode> {
             listen,
             search_secret,
             activity_retention_days,
+            backup_busy_rate,
         } => commands::serve::run_search_service(
             &data.dir()?,
             listen,
             search_secret,
             std::time::Duration::from_secs(activity_retention_days * 86_400),
+            backup_busy_rate.saturating_mul(1 << 20),
         ),
         Command::Index { command } => match command {
             IndexCommand::Status { data, json } => commands::index::status(&data.dir()?, json),

@@ -34,6 +34,9 @@ pub struct ServeOptions {
     pub request_timeout: Duration,
     /// Activities younger than this are never deleted.
     pub activity_retention: Duration,
+    /// Bytes per second an online backup copies at most while the repository is being
+    /// written to; 0: always full speed.
+    pub backup_busy_rate: u64,
     /// A web node of a shared PostgreSQL database: the search service's URL.
     pub search_service: Option<String>,
     /// The secret shared with the search service.
@@ -161,10 +164,12 @@ fn open_backups(
     store: &Arc<Store>,
     indexer: &Arc<cairn_index::Indexer>,
     retention: Duration,
+    busy_rate: u64,
 ) -> Result<Arc<cairn_backup::BackupManager>> {
     let source = Arc::new(cairn_backup::LiveSource {
         store: store.clone(),
         indexer: indexer.clone(),
+        busy_rate,
     });
     let backups = cairn_backup::BackupManager::open(&data.root.join("backups"), source)
         .context("open the backup folder")?;
@@ -215,17 +220,12 @@ pub fn run(data: &DataDir, opts: ServeOptions) -> Result<ExitCode> {
     let key = admin_key(data, opts.admin_key.clone())?;
     let (store, indexer, report) = open_repository(data)?;
     let background = indexer.start();
-    let source = Arc::new(cairn_backup::LiveSource {
-        store: store.clone(),
-        indexer: indexer.clone(),
-    });
-    let backups = cairn_backup::BackupManager::open(&data.root.join("backups"), source)
-        .context("open the backup folder")?;
-    spawn_retention(
-        store.clone(),
-        indexer.clone(),
-        backups.clone(),
+    let backups = open_backups(
+        data,
+        &store,
+        &indexer,
         opts.activity_retention,
+        opts.backup_busy_rate,
     )?;
     let state = AppState::new(
         store,
@@ -307,6 +307,7 @@ pub fn run_search_service(
     listen: SocketAddr,
     secret: Option<String>,
     retention: Duration,
+    backup_busy_rate: u64,
 ) -> Result<ExitCode> {
     let _lock = data.lock("search-service")?;
     let secret = service_secret(data, secret)?;
@@ -318,7 +319,7 @@ pub fn run_search_service(
     };
     let (store, indexer, report) = crate::commands::open_repository_with(data, options)?;
     let background = indexer.start();
-    let backups = open_backups(data, &store, &indexer, retention)?;
+    let backups = open_backups(data, &store, &indexer, retention, backup_busy_rate)?;
     let state = cairn_api::service::ServiceState {
         indexer: indexer.clone(),
         backups,

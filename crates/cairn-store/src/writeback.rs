@@ -1,0 +1,100 @@
+//! Write-behind for long sequential writes (backup copies): the data written is handed to
+//! the disk a window at a time, and the writer waits for the window before last, so that
+//! at most two windows of it are ever dirty in the page cache.
+//!
+//! Without it, a multi-gigabyte copy leaves gigabytes dirty, and the kernel writes them
+//! back in one burst (at the copy's fsync, or when the dirty limit is hit). Every fsync of
+//! the live server (each index commit makes several) then queues behind that burst: creates
+//! that take 20 ms took 0.5-0.7 s (p99) while a database backup ended, 0.15 s with this. Written by hand because it
+//! is two `sync_file_range(2)` calls; no crate offers this pattern.
+
+use std::fs::File;
+
+/// Bytes handed to the disk at a time. Small, because a live fsync (a device cache flush)
+/// waits for whatever is in flight: with 2 MiB windows a backup copied as fast as with
+/// 16 MiB ones, and creates during a database backup ran ~10% faster.
+const WINDOW: u64 = 2 << 20;
+
+/// Tracks one file written from start to end (see the module documentation).
+#[derive(Debug, Default)]
+pub struct WriteBehind {
+    /// Everything below this has been written back.
+    waited: u64,
+    /// Everything below this has been handed to the disk.
+    started: u64,
+}
+
+impl WriteBehind {
+    /// A file with nothing written yet.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Tells that the first `written` bytes of `file` are written: once a window has
+    /// gathered, starts its writeback and waits for the one before. The I/O is issued by
+    /// the calling thread, so it carries that thread's I/O priority. Errors are ignored:
+    /// this only paces the writer, the final fsync still decides durability.
+    pub fn advance(&mut self, file: &File, written: u64) {
+        if written < self.started.saturating_add(WINDOW) {
+            return;
+        }
+        #[cfg(target_os = "linux")]
+        {
+            use std::os::fd::AsRawFd;
+            let fd = file.as_raw_fd();
+            let off = |n: u64| libc::off64_t::try_from(n).unwrap_or(libc::off64_t::MAX);
+            // SAFETY: system calls on a file descriptor that `file` keeps open; no memory
+            // is passed.
+            unsafe {
+                libc::sync_file_range(
+                    fd,
+                    off(self.started),
+                    off(written - self.started),
+                    libc::SYNC_FILE_RANGE_WRITE,
+                );
+                if self.started > self.waited {
+                    libc::sync_file_range(
+                        fd,
+                        off(self.waited),
+                        off(self.started - self.waited),
+                        libc::SYNC_FILE_RANGE_WAIT_BEFORE
+                            | libc::SYNC_FILE_RANGE_WRITE
+                            | libc::SYNC_FILE_RANGE_WAIT_AFTER,
+                    );
+                }
+            }
+        }
+        #[cfg(not(target_os = "linux"))]
+        let _ = file;
+        self.waited = self.started;
+        self.started = written;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    #[test]
+    fn windows_advance_and_the_data_is_intact() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f");
+        let mut f = File::create(&path).unwrap();
+        let mut wb = WriteBehind::new();
+        let chunk = vec![7u8; 1 << 20];
+        // 5 chunks of 1 MiB: windows start at 2 and 4 MiB.
+        let mut written = 0u64;
+        for _ in 0..5 {
+            f.write_all(&chunk).unwrap();
+            written += chunk.len() as u64;
+            wb.advance(&f, written);
+            assert!(wb.waited <= wb.started && wb.started <= written);
+            assert!(written - wb.waited <= 2 * WINDOW);
+        }
+        assert_eq!(wb.started, 4 << 20);
+        assert_eq!(wb.waited, 2 << 20);
+        f.sync_all().unwrap();
+        assert_eq!(std::fs::read(&path).unwrap(), vec![7u8; 5 << 20]);
+    }
+}
