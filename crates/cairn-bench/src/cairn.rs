@@ -353,6 +353,25 @@ pub struct IndexOpen {
     pub index_bytes: u64,
 }
 
+/// Opens the repository in the data folder `data` (`cairn.db`, `index/`) as `cairn serve`
+/// would, without the background indexer: for measuring queries in process. The index
+/// must be complete (an empty one would be rebuilt here). Shut the indexer down after.
+pub fn open_repository(data: &Path) -> anyhow::Result<(Arc<Store>, Arc<Indexer>)> {
+    let db = data.join("cairn.db");
+    let store = Arc::new(
+        Store::open(&DatabaseUrl::Sqlite(db.clone()))
+            .with_context(|| format!("opening {}", db.display()))?,
+    );
+    let (indexer, _) = Indexer::open(
+        &data.join("index"),
+        store.clone(),
+        IndexerOptions::default(),
+        &|_| {},
+    )
+    .with_context(|| format!("opening the index of {}", data.display()))?;
+    Ok((store, indexer))
+}
+
 /// Opens the store at `db` and the index at `index_dir` with default options, timing
 /// `Indexer::open` (which rebuilds an empty index and catches up an old one), then shuts
 /// the indexer down.

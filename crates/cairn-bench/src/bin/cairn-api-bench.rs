@@ -74,7 +74,7 @@ struct Args {
     #[arg(long, default_value_t = 2000)]
     fts5_max_runs: usize,
     /// Parts to run.
-    #[arg(long, value_delimiter = ',', default_value = "fts5,http")]
+    #[arg(long, value_delimiter = ',', default_value = "fts5,engine,http")]
     parts: Vec<String>,
     /// Do not wait for a quiet machine before measuring.
     #[arg(long)]
@@ -158,6 +158,7 @@ struct Report {
     params: Option<Params>,
     scenarios: Vec<Scenario>,
     fts5: Vec<Fts5Result>,
+    engine: Vec<Fts5Result>,
     http: Vec<HttpResult>,
     create_check: Option<CreateCheck>,
     notes: Vec<String>,
@@ -256,7 +257,17 @@ fn main() -> anyhow::Result<()> {
         report.fts5 = run_fts5(&fts_db, &params, args.fts5_budget, args.fts5_max_runs)?;
     }
 
-    // 4. HTTP.
+    // 4. Cairn's query path in-process, measured as FTS5 is.
+    if args.parts.iter().any(|p| p == "engine") {
+        if !args.no_wait {
+            let q = common::wait_quiet(0.20, Duration::from_secs(7200));
+            eprintln!("engine: {q}");
+            report.notes.push(format!("engine: {q}"));
+        }
+        report.engine = run_engine(&data, &scenarios, args.fts5_budget, args.fts5_max_runs)?;
+    }
+
+    // 5. HTTP.
     if args.parts.iter().any(|p| p == "http") {
         run_http(&args, &cairn, &scripts, &data, &base, &mut report)?;
     }
@@ -498,6 +509,85 @@ fn run_fts5(
         );
         out.push(r);
     }
+    Ok(out)
+}
+
+// ---------------------------------------------------------------------------
+// Cairn in-process
+// ---------------------------------------------------------------------------
+
+/// The five CQL queries through the code a `GET /odata.svc/Root?query=...&$top=20`
+/// runs, minus HTTP and JSON: `cairn_api::search::run_list` (CQL parse, the `/Root`
+/// subtree filter, the Tantivy search; no total, as without `$inlinecount`), then the
+/// page's items from the database (as the FTS5 statements fetch id and name). Single
+/// thread, in process, repeated like the FTS5 queries: the same footing as FTS5.
+fn run_engine(
+    data: &Path,
+    scenarios: &[Scenario],
+    budget: f64,
+    max_runs: usize,
+) -> anyhow::Result<Vec<Fts5Result>> {
+    let (store, indexer) = cairn_bench::cairn::open_repository(data)?;
+    let mut out = Vec::new();
+    for sc in scenarios.iter().filter(|s| !s.cql.is_empty()) {
+        let req = cairn_api::search::ListRequest {
+            container: "/Root".into(),
+            query: Some(sc.cql.clone()),
+            top: Some(20),
+            max_top: 1000,
+            count: false,
+            ..Default::default()
+        };
+        let once = || -> anyhow::Result<(usize, usize)> {
+            let answer = cairn_api::search::run_list(&indexer, &req)
+                .map_err(|e| anyhow::anyhow!("{}: {}", sc.cql, e.message))?;
+            let ids: Vec<cairn_store::NodeId> = answer
+                .ids
+                .iter()
+                .copied()
+                .map(cairn_store::NodeId)
+                .collect();
+            let nodes = store.nodes_by_ids(&ids)?;
+            for n in &nodes {
+                std::hint::black_box(&n.name);
+            }
+            Ok((nodes.len(), answer.total))
+        };
+        let (rows, _) = once()?; // warm-up
+        let mut times = Vec::new();
+        let t0 = Instant::now();
+        while times.len() < max_runs && (times.len() < 5 || t0.elapsed().as_secs_f64() < budget) {
+            let t = Instant::now();
+            let r = once()?;
+            times.push(t.elapsed().as_secs_f64() * 1000.0);
+            std::hint::black_box(r);
+        }
+        times.sort_by(f64::total_cmp);
+        let counted = cairn_api::search::run_list(
+            &indexer,
+            &cairn_api::search::ListRequest {
+                count: true,
+                ..req.clone()
+            },
+        )
+        .map_err(|e| anyhow::anyhow!("{}: {}", sc.cql, e.message))?;
+        let r = Fts5Result {
+            name: sc.name,
+            sql: sc.cql.clone(),
+            runs: times.len(),
+            p50_ms: common::percentile(&times, 50.0),
+            p99_ms: common::percentile(&times, 99.0),
+            mean_ms: times.iter().sum::<f64>() / times.len() as f64,
+            rows,
+            hits: counted.total as u64,
+        };
+        eprintln!(
+            "engine {}: p50 {:.3} ms, p99 {:.3} ms over {} runs; {} hits",
+            r.name, r.p50_ms, r.p99_ms, r.runs, r.hits
+        );
+        out.push(r);
+    }
+    indexer.shutdown(None)?;
     Ok(out)
 }
 
@@ -896,6 +986,28 @@ fn print_report(r: &Report) {
                 f.hits,
                 cell(1),
                 cell(8)
+            );
+        }
+    }
+    if !r.engine.is_empty() {
+        println!();
+        println!("In process, single thread, no HTTP (Cairn: `run_list` + the page's items from the database):");
+        println!();
+        println!("| query | FTS5 p50 ms | FTS5 p99 ms | Cairn runs | Cairn p50 ms | Cairn p99 ms | Cairn hits | **Cairn p50 / FTS5 p50** |");
+        println!("|---|---:|---:|---:|---:|---:|---:|---:|");
+        for e in &r.engine {
+            let f = r.fts5.iter().find(|f| f.name == e.name);
+            println!(
+                "| {} | {} | {} | {} | {:.3} | {:.3} | {} | {} |",
+                e.name,
+                f.map(|f| format!("{:.3}", f.p50_ms)).unwrap_or_default(),
+                f.map(|f| format!("{:.3}", f.p99_ms)).unwrap_or_default(),
+                e.runs,
+                e.p50_ms,
+                e.p99_ms,
+                e.hits,
+                f.map(|f| format!("**{:.3}**", e.p50_ms / f.p50_ms))
+                    .unwrap_or_default(),
             );
         }
     }
