@@ -4,7 +4,7 @@
 
 use std::cell::Cell;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -198,26 +198,28 @@ pub fn previous_backup(target: &Path) -> Option<(PathBuf, Manifest)> {
 struct Pacer<'s> {
     source: &'s dyn BackupSource,
     /// When the bytes told so far are due at the rate.
-    due: Cell<Option<Instant>>,
+    due: Mutex<Option<Instant>>,
 }
 
 impl<'s> Pacer<'s> {
     fn new(source: &'s dyn BackupSource) -> Self {
         Pacer {
             source,
-            due: Cell::new(None),
+            due: Mutex::new(None),
         }
     }
 
     fn copied(&self, bytes: u64) {
+        let mut slot = self.due.lock().unwrap_or_else(|p| p.into_inner());
         let Some(rate) = self.source.paced_rate().filter(|r| *r > 0) else {
-            self.due.set(None);
+            *slot = None;
             return;
         };
         let now = Instant::now();
-        let due = self.due.get().filter(|d| *d > now).unwrap_or(now)
+        let due = slot.filter(|d| *d > now).unwrap_or(now)
             + Duration::from_secs_f64(bytes as f64 / rate as f64);
-        self.due.set(Some(due));
+        *slot = Some(due);
+        drop(slot);
         // Sleep in bounded steps: a cancel is checked between chunks.
         std::thread::sleep((due - now).min(Duration::from_millis(250)));
     }
@@ -293,7 +295,15 @@ fn run_into(
     let mut files = Vec::with_capacity(snapshot.files.len() + 2);
     let mut copied: Vec<PathBuf> = Vec::new();
     let pacer = Pacer::new(source);
-    for (f, size) in snapshot.files.iter().zip(&sizes) {
+    // Two files at a time: a copy is bound by its SHA-256 (one core per file), so two
+    // workers keep both cores busy on a large index. Entries keep the snapshot's order.
+    let next = AtomicUsize::new(0);
+    let slots: Vec<Mutex<Option<(FileEntry, Option<PathBuf>)>>> =
+        snapshot.files.iter().map(|_| Mutex::new(None)).collect();
+    let failure: Mutex<Option<BackupError>> = Mutex::new(None);
+    let stop = AtomicBool::new(false);
+    let one = |k: usize| -> Result<(FileEntry, Option<PathBuf>)> {
+        let (f, size) = (&snapshot.files[k], sizes[k]);
         let name = f.to_string_lossy().to_string();
         let rel = format!("{INDEX_DIR}/{name}");
         update(info, |i| i.currently_copied_file = Some(rel.clone()));
@@ -305,34 +315,83 @@ fn run_into(
             .and_then(|(dir, m)| {
                 m.files
                     .iter()
-                    .find(|e| e.path == rel && e.size == *size)
+                    .find(|e| e.path == rel && e.size == size)
                     .map(|e| (dir.join(&rel), e.clone()))
             })
             // Only a file untouched since that backup's manifest was written is shared, so a
             // damaged copy put in its place does not spread into this one. The check reads
             // no data (see `unchanged_since`): an incremental backup costs what it copies.
             .filter(|(src, e)| earlier_written.is_some_and(|at| unchanged_since(src, e.size, at)));
-        let entry = match earlier {
+        let done = match earlier {
             Some((src, e)) if std::fs::hard_link(&src, &dst).is_ok() => {
                 update(info, |i| i.copied_bytes += size);
-                e
+                (e, None)
             }
             _ => {
                 let (sha256, n) =
-                    copy_checksummed(&snapshot.dir().join(f), &dst, cancel, &mut |n| {
+                    copy_checksummed(&snapshot.dir().join(f), &dst, &stop, &mut |n| {
                         update(info, |i| i.copied_bytes += n);
                         pacer.copied(n);
+                        // A cancel stops the copy between chunks, not only between files.
+                        if cancel.load(Ordering::Relaxed) {
+                            stop.store(true, Ordering::Relaxed);
+                        }
                     })?;
-                copied.push(dst);
-                FileEntry {
-                    path: rel,
-                    size: n,
-                    sha256,
-                }
+                (
+                    FileEntry {
+                        path: rel,
+                        size: n,
+                        sha256,
+                    },
+                    Some(dst),
+                )
             }
         };
-        files.push(entry);
         update(info, |i| i.copied_files += 1);
+        Ok(done)
+    };
+    std::thread::scope(|s| {
+        for _ in 0..2 {
+            s.spawn(|| loop {
+                if cancel.load(Ordering::Relaxed) {
+                    stop.store(true, Ordering::Relaxed);
+                }
+                let k = next.fetch_add(1, Ordering::Relaxed);
+                if k >= slots.len() || stop.load(Ordering::Relaxed) {
+                    break;
+                }
+                match one(k) {
+                    Ok(done) => *slots[k].lock().unwrap_or_else(|p| p.into_inner()) = Some(done),
+                    Err(e) => {
+                        // The first error, not the stop it makes the other worker see.
+                        failure
+                            .lock()
+                            .unwrap_or_else(|p| p.into_inner())
+                            .get_or_insert(e);
+                        stop.store(true, Ordering::Relaxed);
+                        break;
+                    }
+                }
+            });
+        }
+    });
+    if let Some(e) = failure.into_inner().unwrap_or_else(|p| p.into_inner()) {
+        return Err(if cancel.load(Ordering::Relaxed) {
+            BackupError::Canceled
+        } else {
+            e
+        });
+    }
+    if cancel.load(Ordering::Relaxed) {
+        return Err(BackupError::Canceled);
+    }
+    for slot in slots {
+        let (entry, dst) = slot
+            .into_inner()
+            .unwrap_or_else(|p| p.into_inner())
+            .ok_or_else(|| BackupError::Invalid("a file of the snapshot was not copied".into()))?;
+        files.push(entry);
+        copied.extend(dst);
     }
     // Every copied file reaches the disk before the index's meta.json, and long before the
     // manifest that makes the backup count.
