@@ -225,6 +225,9 @@ impl<'s> Pacer<'s> {
     }
 }
 
+/// One index file done: its manifest entry, and its path when it was copied (not linked).
+type Copied = (FileEntry, Option<PathBuf>);
+
 fn update(info: &Mutex<BackupInfo>, f: impl FnOnce(&mut BackupInfo)) {
     f(&mut info.lock().unwrap_or_else(|p| p.into_inner()));
 }
@@ -298,11 +301,11 @@ fn run_into(
     // Two files at a time: a copy is bound by its SHA-256 (one core per file), so two
     // workers keep both cores busy on a large index. Entries keep the snapshot's order.
     let next = AtomicUsize::new(0);
-    let slots: Vec<Mutex<Option<(FileEntry, Option<PathBuf>)>>> =
+    let slots: Vec<Mutex<Option<Copied>>> =
         snapshot.files.iter().map(|_| Mutex::new(None)).collect();
     let failure: Mutex<Option<BackupError>> = Mutex::new(None);
     let stop = AtomicBool::new(false);
-    let one = |k: usize| -> Result<(FileEntry, Option<PathBuf>)> {
+    let one = |k: usize| -> Result<Copied> {
         let (f, size) = (&snapshot.files[k], sizes[k]);
         let name = f.to_string_lossy().to_string();
         let rel = format!("{INDEX_DIR}/{name}");

@@ -268,7 +268,7 @@ fn main() -> anyhow::Result<()> {
     }
 
     // 5. HTTP.
-    if args.parts.iter().any(|p| p == "http") {
+    if args.parts.iter().any(|p| p == "http" || p == "create") {
         run_http(&args, &cairn, &scripts, &data, &base, &mut report)?;
     }
 
@@ -689,7 +689,9 @@ fn http_scenarios(
             }
         })
         .collect();
-    for (name, url, wargs) in &reads {
+    // Part `create` alone runs only the creates.
+    let reads_wanted = args.parts.iter().any(|p| p == "http");
+    for (name, url, wargs) in reads.iter().filter(|_| reads_wanted) {
         for &c in &args.concurrency {
             let spec = WrkSpec {
                 script: &get_script,
