@@ -84,9 +84,56 @@ pub fn verify_parts(
         done += f.size;
         progress(done, total);
     }
-    // The index opens and holds what the manifest says.
+    // The index opens and holds what the manifest says. Reading it makes Tantivy create
+    // its meta lock file; a backup is left as it was found (see `check_index`).
     let index_dir = dir.join(INDEX_DIR);
-    let index = tantivy::Index::open_in_dir(&index_dir)
+    let meta_lock = index_dir.join(".tantivy-meta.lock");
+    let had_lock = meta_lock.exists();
+    let index_checked = check_index(&index_dir, &manifest);
+    if !had_lock {
+        let _ = std::fs::remove_file(&meta_lock);
+    }
+    let state = index_checked?;
+    // The database passes its engine's check, and its position agrees.
+    if let Some(db) = manifest.database.as_ref().filter(|_| database) {
+        let path = dir.join(DATABASE_DIR).join(&db.file_name);
+        let checked = cairn_store::verify_database_file(db.kind, &path)
+            .map_err(|e| invalid(format!("{DATABASE_DIR}/{}: {e}", db.file_name)))?;
+        if let Some(id) = &checked.repository_id {
+            if *id != manifest.repository_id || db.repository_id != manifest.repository_id {
+                return Err(invalid(
+                    "the database belongs to another repository than the manifest",
+                ));
+            }
+        }
+        if let Some(last) = checked.last_activity_id {
+            if last != db.last_activity_id {
+                return Err(invalid(format!(
+                    "positions inconsistent: the database's last activity is {last}, the manifest says {}",
+                    db.last_activity_id
+                )));
+            }
+        }
+        if state.last_activity_id > db.last_activity_id {
+            return Err(invalid(format!(
+                "positions inconsistent: the index ({}) is ahead of the database ({}); \
+                 a repository backup copies the index first",
+                state.last_activity_id, db.last_activity_id
+            )));
+        }
+    }
+    Ok(VerifyReport {
+        files: checked.len() as u64,
+        bytes: total,
+        seconds: started.elapsed().as_secs_f64(),
+        manifest,
+    })
+}
+
+/// Opens the backup's index: its document count, completion state and repository must
+/// be the manifest's. Returns the completion state.
+fn check_index(index_dir: &Path, manifest: &Manifest) -> Result<CompletionState> {
+    let index = tantivy::Index::open_in_dir(index_dir)
         .map_err(|e| invalid(format!("the index does not open: {e}")))?;
     let metas = index
         .load_metas()
@@ -122,40 +169,7 @@ pub fn verify_parts(
             "the index belongs to another repository than the manifest",
         ));
     }
-    // The database passes its engine's check, and its position agrees.
-    if let Some(db) = manifest.database.as_ref().filter(|_| database) {
-        let path = dir.join(DATABASE_DIR).join(&db.file_name);
-        let checked = cairn_store::verify_database_file(db.kind, &path)
-            .map_err(|e| invalid(format!("{DATABASE_DIR}/{}: {e}", db.file_name)))?;
-        if let Some(id) = &checked.repository_id {
-            if *id != manifest.repository_id || db.repository_id != manifest.repository_id {
-                return Err(invalid(
-                    "the database belongs to another repository than the manifest",
-                ));
-            }
-        }
-        if let Some(last) = checked.last_activity_id {
-            if last != db.last_activity_id {
-                return Err(invalid(format!(
-                    "positions inconsistent: the database's last activity is {last}, the manifest says {}",
-                    db.last_activity_id
-                )));
-            }
-        }
-        if state.last_activity_id > db.last_activity_id {
-            return Err(invalid(format!(
-                "positions inconsistent: the index ({}) is ahead of the database ({}); \
-                 a repository backup copies the index first",
-                state.last_activity_id, db.last_activity_id
-            )));
-        }
-    }
-    Ok(VerifyReport {
-        files: checked.len() as u64,
-        bytes: total,
-        seconds: started.elapsed().as_secs_f64(),
-        manifest,
-    })
+    Ok(state)
 }
 
 #[cfg(test)]

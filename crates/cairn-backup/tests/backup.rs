@@ -293,7 +293,21 @@ fn online_backup_under_writes_restores_consistently() {
         manifest.index.completion_state.last_activity_id <= db.last_activity_id,
         "the index is copied first"
     );
+    let listing = |d: &std::path::Path| {
+        let mut names: Vec<_> = std::fs::read_dir(d)
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        names.sort();
+        names
+    };
+    let before = listing(&target.join("index"));
     verify(&target, &|_, _| {}).unwrap();
+    assert_eq!(
+        listing(&target.join("index")),
+        before,
+        "verify leaves the backup as it found it"
+    );
     repo.stop();
 
     let restored_dir = dir.path().join("restored");
