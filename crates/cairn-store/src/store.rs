@@ -489,23 +489,44 @@ pub fn existing_repository_id(url: &DatabaseUrl) -> Result<Option<String>> {
             if !path.exists() {
                 return Ok(None);
             }
-            let conn = rusqlite::Connection::open_with_flags(
-                path,
-                rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
-            )?;
-            let has_meta: i64 = conn.query_row(
-                "SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name = 'meta'",
-                [],
-                |r| r.get(0),
-            )?;
-            if has_meta == 0 {
-                return Ok(None);
+            // A read-only open of a WAL database creates its `-wal` and `-shm` side files
+            // and cannot remove them on close. Those this call made are removed again (the
+            // WAL only when empty), so that looking leaves the folder as it was.
+            let side = |suffix: &str| {
+                let mut p = path.as_os_str().to_os_string();
+                p.push(suffix);
+                std::path::PathBuf::from(p)
+            };
+            let (wal, shm) = (side("-wal"), side("-shm"));
+            let (had_wal, had_shm) = (wal.exists(), shm.exists());
+            let found = (|| -> Result<Option<String>> {
+                let conn = rusqlite::Connection::open_with_flags(
+                    path,
+                    rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
+                )?;
+                let has_meta: i64 = conn.query_row(
+                    "SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name = 'meta'",
+                    [],
+                    |r| r.get(0),
+                )?;
+                if has_meta == 0 {
+                    return Ok(None);
+                }
+                match conn.query_row(SQL, [], |r| r.get::<_, String>(0)) {
+                    Ok(v) => Ok(Some(v)),
+                    Err(rusqlite::Error::QueryReturnedNoRows) => Ok(None),
+                    Err(e) => Err(e.into()),
+                }
+            })();
+            let wal_gone = if !had_wal && std::fs::metadata(&wal).is_ok_and(|m| m.len() == 0) {
+                std::fs::remove_file(&wal).is_ok()
+            } else {
+                !wal.exists()
+            };
+            if !had_shm && wal_gone {
+                let _ = std::fs::remove_file(&shm);
             }
-            match conn.query_row(SQL, [], |r| r.get::<_, String>(0)) {
-                Ok(v) => Ok(Some(v)),
-                Err(rusqlite::Error::QueryReturnedNoRows) => Ok(None),
-                Err(e) => Err(e.into()),
-            }
+            found
         }
         DatabaseUrl::Postgres(u) => {
             let mut client = postgres::Client::connect(u, postgres::NoTls)?;
