@@ -13,6 +13,8 @@
 //! * [`wait_until`] / [`poll_until`] — poll a condition every 20 ms with a
 //!   deadline instead of sleeping blindly.
 //! * [`free_port`] — a currently free TCP port on 127.0.0.1.
+//! * [`spawn_announcing`] — start a server process and read the `http://` address it
+//!   prints.
 //!
 //! # Requirements
 //!
@@ -43,6 +45,7 @@
 mod error;
 mod net;
 mod pg;
+mod process;
 mod sys;
 mod wait;
 
@@ -52,4 +55,5 @@ mod tests;
 pub use error::TestkitError;
 pub use net::{free_port, try_free_port};
 pub use pg::{shared_cluster, unique_name, PgCluster, DEFAULT_DATABASE, SUPERUSER};
+pub use process::spawn_announcing;
 pub use wait::{poll_until, wait_until, POLL_INTERVAL};

@@ -8,7 +8,7 @@
 //! as a real database of that size, without a slow import.
 
 use std::collections::{BTreeMap, HashMap};
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -92,40 +92,23 @@ impl Drop for Server {
 
 impl Server {
     fn start(data: &Path) -> Server {
-        let mut child = cairn()
-            .args([
-                "serve",
-                "--listen",
-                "127.0.0.1:0",
-                "--admin-key",
-                KEY,
-                "--data",
-            ])
-            .arg(data)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let stdout = child.stdout.take().unwrap();
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if let Some(i) = line.find("http://") {
-                    let addr = line[i + 7..]
-                        .split_whitespace()
-                        .next()
-                        .unwrap_or_default()
-                        .to_string();
-                    let _ = tx.send(addr);
-                }
-            }
-        });
-        let addr = rx
-            .recv_timeout(Duration::from_secs(60))
-            .expect("the server printed its address");
+        let (child, url) = cairn_testkit::spawn_announcing(
+            cairn()
+                .args([
+                    "serve",
+                    "--listen",
+                    "127.0.0.1:0",
+                    "--admin-key",
+                    KEY,
+                    "--data",
+                ])
+                .arg(data)
+                .stderr(Stdio::null()),
+            Duration::from_secs(60),
+        );
         Server {
             child,
-            addr,
+            addr: url.trim_start_matches("http://").to_string(),
             data: data.to_path_buf(),
         }
     }

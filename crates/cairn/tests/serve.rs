@@ -1,7 +1,6 @@
 //! `cairn serve` as a real process: first start, admin key, health, graceful shutdown on
 //! SIGTERM, the lock, and the published sensenet JS client against it.
 
-use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
@@ -26,29 +25,11 @@ fn start(data: &Path, key: Option<&str>) -> Server {
         .arg(data)
         .env_remove("CAIRN_ADMIN_KEY")
         .env_remove("CAIRN_DATA")
-        .stdout(Stdio::piped())
         .stderr(Stdio::null());
     if let Some(k) = key {
         cmd.args(["--admin-key", k]);
     }
-    let mut child = cmd.spawn().unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if let Some(i) = line.find("http://") {
-                let url = line[i..]
-                    .split_whitespace()
-                    .next()
-                    .unwrap_or_default()
-                    .to_string();
-                let _ = tx.send(url);
-            }
-        }
-    });
-    let url = rx
-        .recv_timeout(Duration::from_secs(60))
-        .expect("the server printed its address");
+    let (child, url) = cairn_testkit::spawn_announcing(&mut cmd, Duration::from_secs(60));
     Server { child, url }
 }
 
