@@ -276,6 +276,9 @@ const HELPER_ENV: &str = "CAIRN_TESTKIT_WATCHDOG_HELPER";
 /// Not a test: the child process of
 /// [`watchdog_cleans_up_after_a_killed_process`]. Starts a cluster, reports
 /// its directory and port on stdout and waits to be killed.
+// Ignored so that a plain `cargo test` does not run it as a test of its own (it would
+// return at once without HELPER_ENV); CI runs it on every run as the child process that
+// `watchdog_cleans_up_after_a_killed_process` starts with `--ignored --exact` and kills.
 #[test]
 #[ignore = "helper process, run by watchdog_cleans_up_after_a_killed_process"]
 fn watchdog_helper() {
