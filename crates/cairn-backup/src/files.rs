@@ -13,6 +13,7 @@ use cairn_store::writeback::WriteBehind;
 use sha2::{Digest, Sha256};
 
 use crate::error::{io, BackupError, Result};
+use crate::manifest::SourceFile;
 
 /// Bytes copied between two cancel checks.
 const CHUNK: usize = 1 << 20;
@@ -139,6 +140,29 @@ pub fn sync_files<P: AsRef<Path>>(paths: &[P]) -> Result<()> {
             .map_err(io(format!("sync {}", p.display())))?;
     }
     Ok(())
+}
+
+/// The identity of the file at `path` (see [`SourceFile`]); `None` when it cannot be read
+/// or on a platform without inode numbers.
+pub fn identity(path: &Path) -> Option<SourceFile> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        let m = std::fs::metadata(path).ok()?;
+        let mtime_ns = u64::try_from(m.mtime()).ok()?.checked_mul(1_000_000_000)?
+            + u64::try_from(m.mtime_nsec()).ok()?;
+        Some(SourceFile {
+            dev: m.dev(),
+            ino: m.ino(),
+            size: m.len(),
+            mtime_ns,
+        })
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = path;
+        None
+    }
 }
 
 /// True when `path` still looks as it did when a backup whose manifest was written at

@@ -24,7 +24,7 @@ mod verify;
 pub use error::{BackupError, Result};
 pub use job::{default_name, list_backups, target_path, BackupManager, BackupResponse};
 pub use manifest::{
-    BackupKind, FileEntry, IndexPart, Manifest, DATABASE_DIR, INDEX_DIR, MANIFEST_FILE,
+    BackupKind, FileEntry, IndexPart, Manifest, SourceFile, DATABASE_DIR, INDEX_DIR, MANIFEST_FILE,
     MANIFEST_FORMAT,
 };
 pub use restore::{restore, RestoreMode, RestoreReport, RestoreTarget};

@@ -37,6 +37,25 @@ pub struct FileEntry {
     pub size: u64,
     /// SHA-256, lower-case hex.
     pub sha256: String,
+    /// For an index file: which live file it was copied from, so that the next backup
+    /// knows that file's checksum without reading it while the file is unchanged.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<SourceFile>,
+}
+
+/// A file's identity on disk: the same device, inode, size and modification time mean
+/// the same bytes (the file was not replaced or written since). For Tantivy's write-once
+/// segment files this holds until the file is deleted.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SourceFile {
+    /// Device number.
+    pub dev: u64,
+    /// Inode number.
+    pub ino: u64,
+    /// Size in bytes.
+    pub size: u64,
+    /// Modification time, nanoseconds since the Unix epoch.
+    pub mtime_ns: u64,
 }
 
 /// The index part: the completion state of the copied commit.

@@ -15,7 +15,9 @@ use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 
 use crate::error::{io, BackupError, Result};
-use crate::files::{copy_checksummed, hex, sync_dir, sync_files, unchanged_since, write_synced};
+use crate::files::{
+    copy_checksummed, hex, identity, sync_dir, sync_files, unchanged_since, write_synced,
+};
 use crate::manifest::{
     BackupKind, FileEntry, IndexPart, Manifest, DATABASE_DIR, INDEX_DIR, MANIFEST_FILE,
     MANIFEST_FORMAT,
@@ -311,14 +313,17 @@ fn run_into(
         let rel = format!("{INDEX_DIR}/{name}");
         update(info, |i| i.currently_copied_file = Some(rel.clone()));
         let dst = index_dir.join(f);
-        // Segment files are write-once and named by a segment UUID: an earlier backup's file
-        // of the same name and size holds the same bytes, so a hard link shares it.
+        let live_path = snapshot.dir().join(f);
+        let live = identity(&live_path);
+        // Same name and checksum means the same file. The earlier backup copied this very
+        // live file (same device, inode, size and mtime: not replaced or written since), so
+        // its checksum is known without reading the file, and a hard link shares it.
         let earlier = previous
             .as_ref()
             .and_then(|(dir, m)| {
                 m.files
                     .iter()
-                    .find(|e| e.path == rel && e.size == size)
+                    .find(|e| e.path == rel && e.size == size && live.is_some() && e.source == live)
                     .map(|e| (dir.join(&rel), e.clone()))
             })
             // Only a file untouched since that backup's manifest was written is shared, so a
@@ -331,20 +336,20 @@ fn run_into(
                 (e, None)
             }
             _ => {
-                let (sha256, n) =
-                    copy_checksummed(&snapshot.dir().join(f), &dst, &stop, &mut |n| {
-                        update(info, |i| i.copied_bytes += n);
-                        pacer.copied(n);
-                        // A cancel stops the copy between chunks, not only between files.
-                        if cancel.load(Ordering::Relaxed) {
-                            stop.store(true, Ordering::Relaxed);
-                        }
-                    })?;
+                let (sha256, n) = copy_checksummed(&live_path, &dst, &stop, &mut |n| {
+                    update(info, |i| i.copied_bytes += n);
+                    pacer.copied(n);
+                    // A cancel stops the copy between chunks, not only between files.
+                    if cancel.load(Ordering::Relaxed) {
+                        stop.store(true, Ordering::Relaxed);
+                    }
+                })?;
                 (
                     FileEntry {
                         path: rel,
                         size: n,
                         sha256,
+                        source: live,
                     },
                     Some(dst),
                 )
@@ -408,6 +413,7 @@ fn run_into(
             use sha2::Digest;
             hex(&sha2::Sha256::digest(meta.as_bytes()))
         },
+        source: None,
     });
     sync_dir(&index_dir)?;
     update(info, |i| i.copied_files += 1);
@@ -458,6 +464,7 @@ fn run_into(
             path: rel,
             size,
             sha256,
+            source: None,
         });
         sync_dir(&db_dir)?;
         Some(db)

@@ -602,6 +602,23 @@ fn incremental_backups_link_unchanged_files() {
         }
         if let Some(e) = one.files.iter().find(|e| e.path == f.path) {
             assert_eq!(e, f);
+            // Linked because the live file is the one the first backup copied, unchanged:
+            // its identity is recorded, and its bytes still have the recorded checksum.
+            let live_file = live.join(&f.path);
+            assert!(f.source.is_some(), "{}", f.path);
+            assert_eq!(
+                f.source,
+                cairn_backup::files::identity(&live_file),
+                "{}",
+                f.path
+            );
+            let never = AtomicBool::new(false);
+            assert_eq!(
+                cairn_backup::files::sha256_file(&live_file, &never)
+                    .unwrap()
+                    .0,
+                f.sha256
+            );
             assert_eq!(
                 inode(&root.join("one").join(&f.path)),
                 inode(&root.join("two").join(&f.path)),
