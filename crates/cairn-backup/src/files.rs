@@ -142,13 +142,12 @@ pub fn sync_files<P: AsRef<Path>>(paths: &[P]) -> Result<()> {
     Ok(())
 }
 
-/// The identity of the file at `path` (see [`SourceFile`]); `None` when it cannot be read
-/// or on a platform without inode numbers.
-pub fn identity(path: &Path) -> Option<SourceFile> {
+/// The identity (see [`SourceFile`]) of a file with metadata `m`; `None` on a platform
+/// without inode numbers.
+pub fn identity(m: &std::fs::Metadata) -> Option<SourceFile> {
     #[cfg(unix)]
     {
         use std::os::unix::fs::MetadataExt;
-        let m = std::fs::metadata(path).ok()?;
         let mtime_ns = u64::try_from(m.mtime()).ok()?.checked_mul(1_000_000_000)?
             + u64::try_from(m.mtime_nsec()).ok()?;
         Some(SourceFile {
@@ -160,7 +159,7 @@ pub fn identity(path: &Path) -> Option<SourceFile> {
     }
     #[cfg(not(unix))]
     {
-        let _ = path;
+        let _ = m;
         None
     }
 }

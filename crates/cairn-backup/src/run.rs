@@ -279,16 +279,15 @@ fn run_into(
 
     // 1. The index: one committed state, protected from the writer's garbage collection.
     let snapshot = source.snapshot_index()?;
+    // Size and identity of every file, from one stat each.
     let mut sizes = Vec::with_capacity(snapshot.files.len());
     for f in &snapshot.files {
         let p = snapshot.dir().join(f);
-        let size = std::fs::metadata(&p)
-            .map_err(io(format!("stat {}", p.display())))?
-            .len();
-        sizes.push(size);
+        let m = std::fs::metadata(&p).map_err(io(format!("stat {}", p.display())))?;
+        sizes.push((m.len(), identity(&m)));
     }
     update(info, |i| {
-        i.total_bytes = sizes.iter().sum();
+        i.total_bytes = sizes.iter().map(|(size, _)| size).sum();
         i.count_of_files =
             snapshot.files.len() as u64 + 1 + u64::from(kind == BackupKind::Repository);
     });
@@ -308,13 +307,12 @@ fn run_into(
     let failure: Mutex<Option<BackupError>> = Mutex::new(None);
     let stop = AtomicBool::new(false);
     let one = |k: usize| -> Result<Copied> {
-        let (f, size) = (&snapshot.files[k], sizes[k]);
+        let (f, (size, live)) = (&snapshot.files[k], sizes[k]);
         let name = f.to_string_lossy().to_string();
         let rel = format!("{INDEX_DIR}/{name}");
         update(info, |i| i.currently_copied_file = Some(rel.clone()));
         let dst = index_dir.join(f);
         let live_path = snapshot.dir().join(f);
-        let live = identity(&live_path);
         // Same name and checksum means the same file. The earlier backup copied this very
         // live file (same device, inode, size and mtime: not replaced or written since), so
         // its checksum is known without reading the file, and a hard link shares it.

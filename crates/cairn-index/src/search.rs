@@ -3,7 +3,7 @@
 
 use cairn_store::NodeId;
 use tantivy::collector::sort_key::SortByErasedType;
-use tantivy::collector::{Count, TopDocs};
+use tantivy::collector::{Collector, Count, TopDocs};
 use tantivy::query::{EnableScoring, Query};
 use tantivy::{DocAddress, DocSet, Order, Searcher, TERMINATED};
 
@@ -94,41 +94,21 @@ pub fn search(
     } else if !req.count && keys.is_empty() && req.constant_score {
         addrs = first_in_index_order(searcher, req.query, req.skip, req.top)?;
         total = req.skip + addrs.len();
-    } else if !req.count {
-        let top = TopDocs::with_limit(req.top).and_offset(req.skip);
-        let mut it = keys.into_iter();
-        addrs = match (it.next(), it.next(), it.next()) {
-            (None, _, _) => addresses(searcher.search(req.query, &top.order_by_score())?),
-            (Some(a), None, _) => addresses(searcher.search(req.query, &top.order_by(a))?),
-            (Some(a), Some(b), None) => {
-                addresses(searcher.search(req.query, &top.order_by((a, b)))?)
-            }
-            (Some(a), Some(b), Some(c)) => {
-                addresses(searcher.search(req.query, &top.order_by((a, b, c)))?)
-            }
-        };
-        total = req.skip + addrs.len();
     } else {
         let top = TopDocs::with_limit(req.top).and_offset(req.skip);
         let mut it = keys.into_iter();
-        (addrs, total) = match (it.next(), it.next(), it.next()) {
-            (None, _, _) => {
-                let (hits, n) = searcher.search(req.query, &(top.order_by_score(), Count))?;
-                (hits.into_iter().map(|h| h.1).collect(), n)
-            }
-            (Some(a), None, _) => {
-                let (hits, n) = searcher.search(req.query, &(top.order_by(a), Count))?;
-                (hits.into_iter().map(|h| h.1).collect(), n)
-            }
+        let (hits, counted) = match (it.next(), it.next(), it.next()) {
+            (None, _, _) => ranked(searcher, req.query, top.order_by_score(), req.count)?,
+            (Some(a), None, _) => ranked(searcher, req.query, top.order_by(a), req.count)?,
             (Some(a), Some(b), None) => {
-                let (hits, n) = searcher.search(req.query, &(top.order_by((a, b)), Count))?;
-                (hits.into_iter().map(|h| h.1).collect(), n)
+                ranked(searcher, req.query, top.order_by((a, b)), req.count)?
             }
             (Some(a), Some(b), Some(c)) => {
-                let (hits, n) = searcher.search(req.query, &(top.order_by((a, b, c)), Count))?;
-                (hits.into_iter().map(|h| h.1).collect(), n)
+                ranked(searcher, req.query, top.order_by((a, b, c)), req.count)?
             }
         };
+        total = counted.unwrap_or(req.skip + hits.len());
+        addrs = hits;
     }
     let mut ids = Vec::with_capacity(addrs.len());
     for addr in addrs {
@@ -143,8 +123,24 @@ pub fn search(
     Ok(SearchResult { ids, total })
 }
 
-fn addresses<S>(hits: Vec<(S, DocAddress)>) -> Vec<DocAddress> {
-    hits.into_iter().map(|h| h.1).collect()
+/// Runs a ranking collector, with the exact count of all matches in the same pass when
+/// `count`.
+fn ranked<C, S>(
+    searcher: &Searcher,
+    query: &dyn Query,
+    top: C,
+    count: bool,
+) -> Result<(Vec<DocAddress>, Option<usize>)>
+where
+    C: Collector<Fruit = Vec<(S, DocAddress)>>,
+{
+    let addresses = |hits: Vec<(S, DocAddress)>| hits.into_iter().map(|h| h.1).collect();
+    if count {
+        let (hits, n) = searcher.search(query, &(top, Count))?;
+        Ok((addresses(hits), Some(n)))
+    } else {
+        Ok((addresses(searcher.search(query, &top)?), None))
+    }
 }
 
 /// Matches `skip..skip + top` in index order (segment by segment, doc id order), leaving
