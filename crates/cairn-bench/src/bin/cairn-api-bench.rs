@@ -39,20 +39,8 @@ use common::{json_string, url_encode, Client, Server, WrkRun, WrkSpec};
 #[derive(Parser, Debug)]
 #[command(about = "Cairn HTTP API (wrk over loopback) against SQLite FTS5, same corpus")]
 struct Args {
-    /// Corpus lines (folders + articles).
-    #[arg(long, default_value_t = 100_000)]
-    items: usize,
-    #[arg(long, default_value_t = 42)]
-    seed: u64,
-    /// Work folder; this size's files go to DIR/N<items>.
-    #[arg(long, default_value = "/tmp/cairn-api-bench")]
-    dir: PathBuf,
-    /// The `cairn` binary (default: next to this one).
-    #[arg(long)]
-    cairn: Option<PathBuf>,
-    /// Folder of the wrk Lua scripts (default: crates/cairn-bench/scripts).
-    #[arg(long)]
-    scripts: Option<PathBuf>,
+    #[command(flatten)]
+    bench: common::BenchArgs,
     /// Seconds of each wrk run at 8 and more connections.
     #[arg(long, default_value_t = 20)]
     duration: u32,
@@ -169,15 +157,23 @@ const TERM_RANK: usize = 20;
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    let cairn = args.cairn.clone().unwrap_or_else(common::default_cairn);
-    let scripts = args.scripts.clone().unwrap_or_else(common::default_scripts);
+    let cairn = args
+        .bench
+        .cairn
+        .clone()
+        .unwrap_or_else(common::default_cairn);
+    let scripts = args
+        .bench
+        .scripts
+        .clone()
+        .unwrap_or_else(common::default_scripts);
     anyhow::ensure!(cairn.exists(), "no cairn binary at {}", cairn.display());
-    let base = args.dir.join(format!("N{}", args.items));
+    let base = args.bench.dir.join(format!("N{}", args.bench.items));
     fs::create_dir_all(&base)?;
     let log = base.join("run.log");
     let mut report = Report {
-        items: args.items,
-        seed: args.seed,
+        items: args.bench.items,
+        seed: args.bench.seed,
         cairn: cairn.display().to_string(),
         cairn_source: cairn
             .parent()
@@ -188,7 +184,7 @@ fn main() -> anyhow::Result<()> {
 
     // 1. Corpus and import.
     let corpus_path = base.join("corpus.jsonl");
-    let ensured = corpus::ensure_jsonl(&corpus_path, args.items, args.seed)?;
+    let ensured = corpus::ensure_jsonl(&corpus_path, args.bench.items, args.bench.seed)?;
     eprintln!(
         "corpus: {} lines ({} articles){}",
         ensured.meta.stats.lines,
@@ -205,7 +201,8 @@ fn main() -> anyhow::Result<()> {
             common::wait_quiet(0.20, Duration::from_secs(7200))
         );
     }
-    report.import_secs = common::ensure_imported(&cairn, &corpus_path, args.items, &data, &log)?;
+    report.import_secs =
+        common::ensure_imported(&cairn, &corpus_path, args.bench.items, &data, &log)?;
     if let Some(s) = report.import_secs {
         eprintln!("cairn import: {s:.1} s");
     }
@@ -280,7 +277,12 @@ fn main() -> anyhow::Result<()> {
 }
 
 fn corpus_key(args: &Args) -> String {
-    format!("{} {} {}", args.items, args.seed, corpus::GENERATOR_VERSION)
+    format!(
+        "{} {} {}",
+        args.bench.items,
+        args.bench.seed,
+        corpus::GENERATOR_VERSION
+    )
 }
 
 /// Reads the corpus once: folder subtree sizes (for InTree), the article count, and the

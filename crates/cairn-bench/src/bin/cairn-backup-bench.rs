@@ -42,17 +42,8 @@ use common::{json_string, url_encode, Client, Server, WrkRun, WrkSpec};
 #[derive(Parser, Debug)]
 #[command(about = "Cairn online backups against cp -r, writes, incremental, restore+catch-up")]
 struct Args {
-    #[arg(long, default_value_t = 100_000)]
-    items: usize,
-    #[arg(long, default_value_t = 42)]
-    seed: u64,
-    /// Work folder (shared with cairn-api-bench): DIR/N<items>.
-    #[arg(long, default_value = "/tmp/cairn-api-bench")]
-    dir: PathBuf,
-    #[arg(long)]
-    cairn: Option<PathBuf>,
-    #[arg(long)]
-    scripts: Option<PathBuf>,
+    #[command(flatten)]
+    bench: common::BenchArgs,
     /// Seconds of each create-load window.
     #[arg(long, default_value_t = 20)]
     write_secs: u32,
@@ -136,14 +127,22 @@ struct Report {
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    let cairn = args.cairn.clone().unwrap_or_else(common::default_cairn);
-    let scripts = args.scripts.clone().unwrap_or_else(common::default_scripts);
+    let cairn = args
+        .bench
+        .cairn
+        .clone()
+        .unwrap_or_else(common::default_cairn);
+    let scripts = args
+        .bench
+        .scripts
+        .clone()
+        .unwrap_or_else(common::default_scripts);
     anyhow::ensure!(cairn.exists(), "no cairn binary at {}", cairn.display());
-    let base = args.dir.join(format!("N{}", args.items));
+    let base = args.bench.dir.join(format!("N{}", args.bench.items));
     fs::create_dir_all(&base)?;
     let log = base.join("backup-run.log");
     let mut report = Report {
-        items: args.items,
+        items: args.bench.items,
         cairn_source: cairn
             .parent()
             .and_then(|d| fs::read_to_string(d.join("SOURCE")).ok())
@@ -152,7 +151,7 @@ fn main() -> anyhow::Result<()> {
     };
 
     let corpus_path = base.join("corpus.jsonl");
-    corpus::ensure_jsonl(&corpus_path, args.items, args.seed)?;
+    corpus::ensure_jsonl(&corpus_path, args.bench.items, args.bench.seed)?;
     let pristine = base.join("data");
     if !args.no_wait {
         eprintln!(
@@ -160,7 +159,9 @@ fn main() -> anyhow::Result<()> {
             common::wait_quiet(0.20, Duration::from_secs(7200))
         );
     }
-    if let Some(s) = common::ensure_imported(&cairn, &corpus_path, args.items, &pristine, &log)? {
+    if let Some(s) =
+        common::ensure_imported(&cairn, &corpus_path, args.bench.items, &pristine, &log)?
+    {
         eprintln!("cairn import: {s:.1} s");
     }
 
@@ -243,7 +244,7 @@ fn run(
 
     // 2. Incremental after 1% changes.
     if has("incremental") {
-        let n = args.changes.unwrap_or(args.items as u64 / 100);
+        let n = args.changes.unwrap_or(args.bench.items as u64 / 100);
         let (secs, done) = patch_many(server.addr, lo, hi, n, "inc", u64::from(args.connections))?;
         eprintln!("changed {done} items in {secs:.1} s");
         wait("incremental backup");

@@ -861,3 +861,25 @@ wrk-lua created=12000 failed=3
         assert_eq!(percentile(&v[..3], 99.0), 3.0);
     }
 }
+
+/// The options both HTTP benchmarks share: which corpus, where its files live, and which
+/// binaries and scripts to run.
+#[derive(clap::Args, Debug, Clone)]
+pub struct BenchArgs {
+    /// Corpus lines (folders + articles).
+    #[arg(long, default_value_t = 100_000)]
+    pub items: usize,
+    /// Seed of the corpus generator.
+    #[arg(long, default_value_t = 42)]
+    pub seed: u64,
+    /// Work folder, shared by cairn-api-bench and cairn-backup-bench; this size's files go
+    /// to DIR/N<items>.
+    #[arg(long, default_value = "/tmp/cairn-api-bench")]
+    pub dir: PathBuf,
+    /// The `cairn` binary (default: next to this one).
+    #[arg(long)]
+    pub cairn: Option<PathBuf>,
+    /// Folder of the wrk Lua scripts (default: crates/cairn-bench/scripts).
+    #[arg(long)]
+    pub scripts: Option<PathBuf>,
+}
