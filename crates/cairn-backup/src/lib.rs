@@ -18,6 +18,7 @@ pub mod files;
 mod job;
 mod manifest;
 mod restore;
+mod retention;
 mod run;
 mod verify;
 
@@ -28,6 +29,7 @@ pub use manifest::{
     MANIFEST_FORMAT,
 };
 pub use restore::{restore, RestoreMode, RestoreReport, RestoreTarget};
+pub use retention::clean_activities;
 pub use run::{
     now, previous_backup, run_backup, BackupInfo, BackupSource, BackupState, LiveSource,
     StoppedSource,

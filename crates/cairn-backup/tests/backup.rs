@@ -11,12 +11,13 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use cairn_backup::{
-    list_backups, restore, run_backup, verify, BackupError, BackupInfo, BackupKind, BackupManager,
-    BackupSource, BackupState, LiveSource, Manifest, RestoreMode, RestoreTarget,
+    clean_activities, list_backups, restore, run_backup, verify, BackupError, BackupInfo,
+    BackupKind, BackupManager, BackupSource, BackupState, LiveSource, Manifest, RestoreMode,
+    RestoreTarget,
 };
 use cairn_index::{IndexSnapshot, Indexer, IndexerOptions};
 use cairn_store::{
-    DatabaseBackup, DatabaseUrl, ImportItem, NewContent, NodeRef, Store, UpdateMode,
+    ActivityId, DatabaseBackup, DatabaseUrl, ImportItem, NewContent, NodeRef, Store, UpdateMode,
 };
 use cairn_testkit::wait_until;
 use serde_json::{json, Map, Value};
@@ -701,4 +702,61 @@ fn a_damaged_earlier_backup_does_not_spread_into_the_next() {
         "the second backup was reported finished but does not verify: {:?}",
         r.err()
     );
+}
+
+/// Activities are kept while an index that may still catch up needs them: a backup's
+/// position holds them back even when the live index is far past it, and the retention
+/// keeps recent ones whatever the positions.
+#[test]
+fn activity_cleanup_keeps_what_a_backup_needs() {
+    let dir = tempfile::tempdir().unwrap();
+    let live = dir.path().join("live");
+    std::fs::create_dir(&live).unwrap();
+    let repo = Repo::open(&live);
+    repo.import("Bulk", 300, 100);
+    let root = dir.path().join("backups");
+    let manager = BackupManager::open(&root, repo.source()).unwrap();
+    manager.start(BackupKind::Index, Some("b")).unwrap();
+    wait_until("the backup ends", Duration::from_secs(30), || {
+        (!manager.is_running()).then_some(())
+    });
+    assert_eq!(manager.query().state, BackupState::Finished);
+    let at = list_backups(&root)[0]
+        .1
+        .index
+        .completion_state
+        .last_activity_id;
+    for i in 0..20 {
+        repo.create("/Root", &format!("after-{i}"));
+    }
+    let last = repo.store.last_activity_id().unwrap();
+    assert!(last.0 >= at.0 + 20);
+    let kept = |below: i64| {
+        repo.store
+            .missing_activity_ids(ActivityId(below), last)
+            .unwrap()
+            .is_empty()
+    };
+    // Within the retention nothing goes.
+    let day = Duration::from_secs(86_400);
+    assert_eq!(
+        clean_activities(&repo.store, &repo.indexer, &manager, day).unwrap(),
+        0
+    );
+    assert!(kept(0));
+    // With none, what is below the backup's position goes, and everything it needs stays.
+    let deleted = clean_activities(&repo.store, &repo.indexer, &manager, Duration::ZERO).unwrap();
+    assert!(deleted > 0);
+    assert!(
+        kept(at.0 - 1),
+        "an activity the backup's index needs was deleted"
+    );
+    assert!(!kept(0), "nothing below the backup's position was deleted");
+    // Without the backup, the live index's position is the floor.
+    std::fs::remove_dir_all(root.join("b")).unwrap();
+    let manager = BackupManager::open(&root, repo.source()).unwrap();
+    let deleted = clean_activities(&repo.store, &repo.indexer, &manager, Duration::ZERO).unwrap();
+    assert!(deleted > 0);
+    assert!(kept(repo.indexer.state().last_activity_id.0 - 1));
+    repo.stop();
 }

@@ -43,33 +43,6 @@ pub struct ServeOptions {
     pub search_secret: Option<String>,
 }
 
-/// Deletes indexing activities that nothing can need any more: below the live index's
-/// position (and its gaps), below the position of every known backup's index, and older
-/// than the retention. A restored index then still finds every activity it must catch up.
-fn clean_activities(
-    store: &cairn_store::Store,
-    indexer: &cairn_index::Indexer,
-    backups: &cairn_backup::BackupManager,
-    retention: Duration,
-) -> Result<u64> {
-    let state = indexer.state();
-    let mut keep_from = state
-        .gaps
-        .iter()
-        .map(|g| g.id)
-        .min()
-        .unwrap_or(cairn_store::ActivityId(state.last_activity_id.0 + 1));
-    keep_from = keep_from.min(state.last_activity_id);
-    for (_, m) in backups.list() {
-        keep_from = keep_from.min(m.index.completion_state.last_activity_id);
-    }
-    if backups.is_running() {
-        return Ok(0);
-    }
-    let older_than = time::OffsetDateTime::now_utc() - retention;
-    Ok(store.delete_activities(keep_from, older_than)?)
-}
-
 /// The administrator's key: given, or kept in `DIR/admin.key`, or generated there (0600).
 fn admin_key(data: &DataDir, given: Option<String>) -> Result<String> {
     if let Some(k) = given.filter(|k| !k.trim().is_empty()) {
@@ -200,7 +173,7 @@ fn spawn_retention(
     std::thread::Builder::new()
         .name("cairn-activity-retention".into())
         .spawn(move || loop {
-            match clean_activities(&store, &indexer, &backups, retention) {
+            match cairn_backup::clean_activities(&store, &indexer, &backups, retention) {
                 Ok(0) => {}
                 Ok(n) => tracing::info!(deleted = n, "deleted old indexing activities"),
                 Err(e) => tracing::warn!("activity clean-up failed: {e}"),
