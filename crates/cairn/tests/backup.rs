@@ -1360,16 +1360,29 @@ fn offline_backup_of_a_stopped_repository() {
         s(&out),
     ]));
     assert!(t.contains("backup written"), "{t}");
-    ok(&run(&["backup", "verify", s(&out)]));
+    // Backup, verify and restore each end with a one-line summary: bytes, files, seconds,
+    // MB/s (progress lines before it when the output is not a terminal).
+    let one_line_summary = |t: &str| {
+        t.lines().any(|l| {
+            l.contains(" MB, ")
+                && l.contains(" files, ")
+                && l.contains(" s, ")
+                && l.contains(" MB/s")
+        })
+    };
+    assert!(one_line_summary(&t), "{t}");
+    let t = ok(&run(&["backup", "verify", s(&out)]));
+    assert!(one_line_summary(&t), "{t}");
     assert_eq!(read_manifest(&out)["kind"], "Repository");
     let restored = dir.path().join("restored");
-    ok(&run(&[
+    let t = ok(&run(&[
         "restore",
         "--from",
         s(&out),
         "--data",
         s(&restored),
     ]));
+    assert!(one_line_summary(&t), "{t}");
     check_clean(&restored);
     assert_eq!(
         db_items(&restored.join("cairn.db"), "/Root/Bulk/").len(),
