@@ -6,7 +6,7 @@
 
 use cairn_index::{search, Indexer, SearchRequest, SortField};
 use cairn_store::content::path_key;
-use cairn_store::{Node, NodeId};
+use cairn_store::{Node, NodeDetail, NodeId};
 use serde::{Deserialize, Serialize};
 use tantivy::query::{BooleanQuery, ConstScoreQuery, Occur, Query, TermQuery};
 use tantivy::schema::{IndexRecordOption, Term, Value};
@@ -197,17 +197,18 @@ pub fn list(
     let answer = state.search.list(&req)?;
     let ids: Vec<NodeId> = answer.ids.into_iter().map(NodeId).collect();
     Ok(Listing {
-        nodes: ordered(state, &ids)?,
+        nodes: ordered(state, &ids, opts.node_detail())?,
         total: answer.total,
         count_only: answer.count_only,
     })
 }
 
-/// The items of `ids` from the database, in the order of `ids` (missing ones left out).
-pub fn ordered(state: &AppState, ids: &[NodeId]) -> ApiResult<Vec<Node>> {
+/// The items of `ids` from the database, in the order of `ids` (missing ones left out),
+/// in as much `detail` as the answer shows.
+pub fn ordered(state: &AppState, ids: &[NodeId], detail: NodeDetail) -> ApiResult<Vec<Node>> {
     let mut found: std::collections::HashMap<NodeId, Node> = state
         .store
-        .nodes_by_ids(ids)?
+        .nodes_by_ids_with(ids, detail)?
         .into_iter()
         .map(|n| (n.id, n))
         .collect();

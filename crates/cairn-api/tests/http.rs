@@ -283,6 +283,50 @@ async fn items_by_every_address_form() {
     assert_eq!(r.error_code(), "NotFound");
 }
 
+/// A listing's `$select` of column fields loads only the columns; of a typed field, the
+/// whole item. Either way each selected field has the value the whole item shows.
+#[tokio::test(flavor = "multi_thread")]
+async fn selected_fields_of_a_listing_match_the_whole_items() {
+    let api = api();
+    seed(&api).await;
+    let whole = api
+        .get("/odata.svc/Root/Docs?$orderby=Name&metadata=no")
+        .await;
+    assert_eq!(whole.status, StatusCode::OK, "{}", whole.text);
+    let whole = whole.json()["d"]["results"].as_array().unwrap().clone();
+    assert_eq!(whole.len(), 3);
+    assert!(whole[0].get("Body").is_some(), "{:?}", whole[0]);
+    for select in [
+        "Id,Name",
+        "DisplayName,Index,CreationDate,ModificationDate,CreatedBy,Timestamp",
+        "Name,Rating",
+        "Body",
+        "ParentId,NoSuchField",
+    ] {
+        let r = api
+            .get(&format!(
+                "/odata.svc/Root/Docs?$orderby=Name&metadata=no&$select={select}"
+            ))
+            .await;
+        assert_eq!(r.status, StatusCode::OK, "{select}: {}", r.text);
+        let items = r.json()["d"]["results"].as_array().unwrap().clone();
+        assert_eq!(items.len(), whole.len(), "{select}");
+        for (item, full) in items.iter().zip(&whole) {
+            let item = item.as_object().unwrap();
+            let mut want: Vec<&str> = vec!["Id", "Path", "Name", "Type"];
+            want.extend(select.split(',').filter(|f| full.get(*f).is_some()));
+            want.sort_unstable();
+            want.dedup();
+            let mut got: Vec<&str> = item.keys().map(String::as_str).collect();
+            got.sort_unstable();
+            assert_eq!(got, want, "{select}");
+            for (k, v) in item {
+                assert_eq!(v, &full[k], "{select}: {k}");
+            }
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn collections_and_queries_come_from_the_index() {
     let api = api();

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use cairn_index::{search, SearchRequest, SortField, StartupAction};
-use cairn_store::{NodeId, NodeRef, Store, StoreError, UpdateMode};
+use cairn_store::{NodeDetail, NodeId, NodeRef, Store, StoreError, UpdateMode};
 use common::*;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -65,6 +65,17 @@ fn changes_show_up(db: Db) {
         .unwrap();
     assert!(ix.wait_for(w.activity, Duration::from_secs(5)));
     assert_eq!(ids(&ix, &*term(&ix, "InTree", "/root/docs")).len(), 2);
+    // A read of the columns only is the whole item without its typed values.
+    let whole = store.nodes_by_ids(&[w.value.id]).unwrap();
+    assert_eq!(whole[0].fields.len(), 3, "{whole:?}");
+    let mut want = whole[0].clone();
+    want.fields.clear();
+    assert_eq!(
+        store
+            .nodes_by_ids_with(&[w.value.id], NodeDetail::Columns)
+            .unwrap(),
+        vec![want]
+    );
     assert_eq!(ids(&ix, &*term(&ix, "Body", "fox")), vec![w.value.id.0]);
     assert_eq!(
         ids(&ix, &*term(&ix, "Category", "blog")),

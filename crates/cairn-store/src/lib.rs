@@ -37,7 +37,7 @@ pub use content::{ContentType, ContentTypes, FieldDef, FieldKind, FieldValue};
 pub use db::Dialect;
 pub use error::{Result, StoreError};
 pub use ids::{ActivityId, NodeId};
-pub use node::{NewContent, Node, NodeRef, NodeStamp};
+pub use node::{NewContent, Node, NodeDetail, NodeRef, NodeStamp, COLUMN_FIELDS};
 pub use ops::{ImportItem, ImportOutcome, UpdateMode};
 pub use store::{existing_repository_id, DatabaseUrl, Store, WriteListener, Written};
 pub use uuid::Uuid;

@@ -41,6 +41,35 @@ pub struct Node {
     pub fields: BTreeMap<String, FieldValue>,
 }
 
+/// The fields every item has, kept in columns of `nodes` (the names [`Node::value`] reads
+/// without `fields`).
+pub const COLUMN_FIELDS: [&str; 13] = [
+    "Id",
+    "ParentId",
+    "Path",
+    "Type",
+    "Name",
+    "DisplayName",
+    "Description",
+    "Index",
+    "CreationDate",
+    "ModificationDate",
+    "CreatedBy",
+    "ModifiedBy",
+    "Timestamp",
+];
+
+/// How much of an item a read loads.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NodeDetail {
+    /// Everything: the columns and the typed field values.
+    Whole,
+    /// Only the [`COLUMN_FIELDS`]; `fields` is left empty. For reads that show nothing
+    /// else (an OData `$select` of column fields): the typed values (an Article's body)
+    /// are most of a row's bytes. Never write such a node back.
+    Columns,
+}
+
 impl Node {
     /// The value of any field by name, the system and column fields included.
     pub fn value(&self, field: &str) -> Option<FieldValue> {

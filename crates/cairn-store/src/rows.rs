@@ -17,6 +17,12 @@ pub(crate) const NODE_COLUMNS: &str =
     "id, parent_id, name, path, type, display_name, description, \
      idx, creation_date, modification_date, created_by, modified_by, timestamp, fields";
 
+/// [`NODE_COLUMNS`] with an empty object in place of the typed field values: for reads
+/// that show only column fields ([`NodeDetail::Columns`](crate::NodeDetail)).
+pub(crate) const NODE_COLUMNS_WITHOUT_FIELDS: &str =
+    "id, parent_id, name, path, type, display_name, description, \
+     idx, creation_date, modification_date, created_by, modified_by, timestamp, '{}'";
+
 /// The columns of `indexing_activities` in the order [`activity_from_row`] reads them.
 pub(crate) const ACTIVITY_COLUMNS: &str =
     "id, activity_type, node_id, path, old_path, creation_date, fingerprint";

@@ -14,8 +14,10 @@ use crate::db::sqlite::{SqliteBackend, SqliteOptions};
 use crate::db::{schema, Backend, Conn, Dialect, Param};
 use crate::error::{Result, StoreError};
 use crate::ids::{ActivityId, NodeId};
-use crate::node::{Node, NodeRef, NodeStamp};
-use crate::rows::{activity_from_row, node_from_row, ACTIVITY_COLUMNS, NODE_COLUMNS};
+use crate::node::{Node, NodeDetail, NodeRef, NodeStamp};
+use crate::rows::{
+    activity_from_row, node_from_row, ACTIVITY_COLUMNS, NODE_COLUMNS, NODE_COLUMNS_WITHOUT_FIELDS,
+};
 
 /// Where the database is.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -237,6 +239,15 @@ impl Store {
 
     /// The items with these ids that exist, in no particular order.
     pub fn nodes_by_ids(&self, ids: &[NodeId]) -> Result<Vec<Node>> {
+        self.nodes_by_ids_with(ids, NodeDetail::Whole)
+    }
+
+    /// [`Store::nodes_by_ids`], loading as much of each item as `detail` says.
+    pub fn nodes_by_ids_with(&self, ids: &[NodeId], detail: NodeDetail) -> Result<Vec<Node>> {
+        let columns = match detail {
+            NodeDetail::Whole => NODE_COLUMNS,
+            NodeDetail::Columns => NODE_COLUMNS_WITHOUT_FIELDS,
+        };
         if ids.is_empty() {
             return Ok(Vec::new());
         }
@@ -246,7 +257,7 @@ impl Store {
             let mut seen = std::collections::HashSet::new();
             for chunk in in_chunks(&raw) {
                 let sql = format!(
-                    "SELECT {NODE_COLUMNS} FROM nodes WHERE id IN ({})",
+                    "SELECT {columns} FROM nodes WHERE id IN ({})",
                     placeholders(1, chunk.len())
                 );
                 let params: Vec<Param> = chunk.iter().map(|&i| Param::I64(i)).collect();

@@ -1,6 +1,8 @@
 //! OData query options (`$select`, `$expand`, `$top`, `$skip`, `$orderby`, `$inlinecount`,
 //! `$filter`, `metadata`, `query`, ...), parsed from the raw query string.
 
+use cairn_store::{NodeDetail, COLUMN_FIELDS};
+
 use crate::error::ApiError;
 
 /// How much metadata items carry.
@@ -73,6 +75,20 @@ fn boolean(v: &str) -> Option<bool> {
 }
 
 impl Options {
+    /// How much of each item the answer shows: only the column fields when every
+    /// `$select`ed and `$expand`ed name is one (or `Parent`), else the whole item.
+    pub fn node_detail(&self) -> NodeDetail {
+        let top = |s: &String| s.split('/').next().unwrap_or_default().to_string();
+        let mut names = self.select.iter().chain(&self.expand).map(top);
+        if !self.select.is_empty()
+            && names.all(|n| n == "Parent" || COLUMN_FIELDS.contains(&n.as_str()))
+        {
+            NodeDetail::Columns
+        } else {
+            NodeDetail::Whole
+        }
+    }
+
     /// Parses a raw query string; `max_query` bounds the length of `query` and `$filter`.
     pub fn parse(raw: Option<&str>, max_query: usize) -> Result<Options, ApiError> {
         let mut o = Options::default();
@@ -125,6 +141,21 @@ impl Options {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_column_fields_load_only_columns() {
+        let detail = |q: &str| Options::parse(Some(q), 1000).unwrap().node_detail();
+        assert_eq!(detail("$select=Id,Name"), NodeDetail::Columns);
+        assert_eq!(
+            detail("$select=Parent/Name,CreatedBy/Name&$expand=Parent,CreatedBy"),
+            NodeDetail::Columns
+        );
+        assert_eq!(detail(""), NodeDetail::Whole);
+        assert_eq!(detail("$select=*"), NodeDetail::Whole);
+        assert_eq!(detail("$select=Id,Body"), NodeDetail::Whole);
+        assert_eq!(detail("$select=Id&$expand=Manager"), NodeDetail::Whole);
+        assert_eq!(detail("$expand=CreatedBy"), NodeDetail::Whole);
+    }
 
     #[test]
     fn parses_sensenet_client_options() {

@@ -83,17 +83,24 @@ impl<'a> Shaper<'a> {
     }
 
     fn fields(&self, node: &Node, select: &[&str]) -> Map<String, Value> {
-        let all = node.to_json(self.types);
         if select.is_empty() || select.contains(&"*") {
-            return all;
+            return node.to_json(self.types);
         }
-        let mut out = Map::new();
-        for name in ALWAYS.iter().chain(select.iter()) {
-            if let Some(v) = all.get(*name) {
-                out.insert(name.to_string(), v.clone());
-            }
-        }
-        out
+        let names = ALWAYS.iter().chain(select.iter());
+        let Ok(t) = self.types.get(&node.type_name) else {
+            let all = node.to_json(self.types);
+            return names
+                .filter_map(|n| Some((n.to_string(), all.get(*n)?.clone())))
+                .collect();
+        };
+        // What `to_json` gives for these names, without building the rest (a body).
+        names
+            .filter_map(|n| {
+                let def = t.field(n).filter(|d| !d.is_hidden())?;
+                let v = node.value(def.name).map_or(Value::Null, |v| v.to_json(def));
+                Some((n.to_string(), v))
+            })
+            .collect()
     }
 
     fn expanded(&self, node: &Node, field: &str) -> Option<Value> {

@@ -540,6 +540,13 @@ fn run_engine(
             count: false,
             ..Default::default()
         };
+        // As much of each item as the HTTP request's `$select` shows.
+        let opts = cairn_api::odata::options::Options::parse(
+            sc.path.split_once('?').map(|(_, q)| q),
+            usize::MAX,
+        )
+        .map_err(|e| anyhow::anyhow!("{}: {}", sc.path, e.message))?;
+        let detail = opts.node_detail();
         let once = || -> anyhow::Result<(usize, usize)> {
             let answer = cairn_api::search::run_list(&indexer, &req)
                 .map_err(|e| anyhow::anyhow!("{}: {}", sc.cql, e.message))?;
@@ -549,7 +556,7 @@ fn run_engine(
                 .copied()
                 .map(cairn_store::NodeId)
                 .collect();
-            let nodes = store.nodes_by_ids(&ids)?;
+            let nodes = store.nodes_by_ids_with(&ids, detail)?;
             for n in &nodes {
                 std::hint::black_box(&n.name);
             }

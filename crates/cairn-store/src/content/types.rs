@@ -263,6 +263,16 @@ mod tests {
         let article = types.get("Article").unwrap();
         assert_eq!(article.field("Body").unwrap().kind, FieldKind::LongText);
         assert!(types.get("Nope").is_err());
+        // The column fields are exactly those kept in columns of `nodes`.
+        for f in types.all_fields() {
+            let in_column = matches!(f.storage, Storage::Column | Storage::System);
+            assert_eq!(
+                crate::node::COLUMN_FIELDS.contains(&f.name),
+                in_column,
+                "{}",
+                f.name
+            );
+        }
         // One kind per field name across types.
         let mut kinds = HashMap::new();
         for t in types.all() {
