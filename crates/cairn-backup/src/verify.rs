@@ -10,7 +10,7 @@ use cairn_index::CompletionState;
 
 use crate::error::{BackupError, Result};
 use crate::files::sha256_file;
-use crate::manifest::{Manifest, DATABASE_DIR, INDEX_DIR};
+use crate::manifest::{BackupKind, Manifest, DATABASE_DIR, INDEX_DIR};
 
 /// What a successful verify checked.
 #[derive(Debug, Clone)]
@@ -35,6 +35,47 @@ fn is_safe(rel: &str) -> bool {
     !rel.is_empty() && p.components().all(|c| matches!(c, Component::Normal(_)))
 }
 
+/// The manifest names only files inside the backup's `index/` and `database/` folders,
+/// each once, and its database file is one of them: whatever a tampered manifest says,
+/// verify and restore read and write nothing else.
+fn check_layout(manifest: &Manifest) -> Result<()> {
+    let mut seen = std::collections::HashSet::new();
+    for f in &manifest.files {
+        let inside = [INDEX_DIR, DATABASE_DIR]
+            .iter()
+            .any(|d| f.path.strip_prefix(d).is_some_and(|r| r.starts_with('/')));
+        if !is_safe(&f.path) || !inside {
+            return Err(invalid(format!(
+                "{}: a path outside the backup's {INDEX_DIR} and {DATABASE_DIR} folders",
+                f.path
+            )));
+        }
+        if !seen.insert(f.path.as_str()) {
+            return Err(invalid(format!("{}: listed twice", f.path)));
+        }
+    }
+    match (&manifest.database, manifest.kind) {
+        (None, BackupKind::Index) => Ok(()),
+        (Some(db), BackupKind::Repository) => {
+            let listed = format!("{DATABASE_DIR}/{}", db.file_name);
+            if !is_safe(&db.file_name)
+                || db.file_name.contains('/')
+                || !seen.contains(listed.as_str())
+            {
+                return Err(invalid(format!(
+                    "the database file {:?} is not one of the backup's files",
+                    db.file_name
+                )));
+            }
+            Ok(())
+        }
+        (None, BackupKind::Repository) => {
+            Err(invalid("a repository backup without its database part"))
+        }
+        (Some(_), BackupKind::Index) => Err(invalid("an index backup with a database part")),
+    }
+}
+
 /// Verifies the backup in `dir`; `progress(done, total)` in bytes.
 pub fn verify(dir: &Path, progress: &dyn Fn(u64, u64)) -> Result<VerifyReport> {
     verify_parts(dir, true, progress)
@@ -52,6 +93,7 @@ pub fn verify_parts(
     if manifest.repository_id.is_empty() {
         return Err(invalid("the manifest names no repository"));
     }
+    check_layout(&manifest)?;
     let checked: Vec<_> = manifest
         .files
         .iter()
@@ -61,9 +103,6 @@ pub fn verify_parts(
     let mut done = 0u64;
     let never = AtomicBool::new(false);
     for f in checked.iter().copied() {
-        if !is_safe(&f.path) {
-            return Err(invalid(format!("{}: a path outside the backup", f.path)));
-        }
         let p = dir.join(&f.path);
         let meta = std::fs::metadata(&p).map_err(|_| invalid(format!("{}: missing", f.path)))?;
         if meta.len() != f.size {

@@ -760,3 +760,145 @@ fn activity_cleanup_keeps_what_a_backup_needs() {
     assert!(kept(repo.indexer.state().last_activity_id.0 - 1));
     repo.stop();
 }
+
+/// The parts of a manifest that verify vouches for: every file, the index position and
+/// content, and the database part (not `source`, `bytes` or the times, which restore does
+/// not trust).
+fn vouched(m: &Manifest) -> Value {
+    let db = m
+        .database
+        .as_ref()
+        .map(|d| json!([d.kind, d.file_name, d.last_activity_id, d.repository_id]));
+    let files: Vec<Value> = m
+        .files
+        .iter()
+        .map(|f| json!([f.path, f.size, f.sha256]))
+        .collect();
+    json!({"kind": m.kind, "repository": m.repository_id, "index": m.index, "db": db, "files": files})
+}
+
+/// A tampered manifest is refused before anything outside the backup is read or written,
+/// and random damage to it never makes verify vouch for something other than the truth.
+#[test]
+fn tampered_manifests_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let live = dir.path().join("live");
+    std::fs::create_dir(&live).unwrap();
+    let repo = Repo::open(&live);
+    repo.import("Docs", 40, 200);
+    let root = dir.path().join("backups");
+    std::fs::create_dir(&root).unwrap();
+    let b = root.join("b1");
+    let truth = backup(&*repo.source(), BackupKind::Repository, &b);
+    let manifest_file = b.join("manifest.json");
+    let original = std::fs::read_to_string(&manifest_file).unwrap();
+    let no_progress = |_: u64, _: u64| {};
+    assert!(verify(&b, &no_progress).is_ok());
+    // A valid database of the same repository beside the backup: a manifest pointing at
+    // it must get it neither verified nor restored.
+    let db_name = truth.database.as_ref().unwrap().file_name.clone();
+    let outside = root.join("outside.db");
+    std::fs::copy(b.join("database").join(&db_name), &outside).unwrap();
+    let outside_bytes = std::fs::read(&outside).unwrap();
+
+    type Edit = fn(&mut Value);
+    let edits: [(&str, Edit); 12] = [
+        ("database file outside", |m| {
+            m["database"]["file_name"] = json!("../../outside.db")
+        }),
+        ("database file outside, listed", |m| {
+            m["database"]["file_name"] = json!("../../outside.db");
+            let mut f = m["files"][0].clone();
+            f["path"] = json!("database/../../outside.db");
+            m["files"].as_array_mut().unwrap().push(f);
+        }),
+        ("database file not listed", |m| {
+            m["database"]["file_name"] = json!("other.db")
+        }),
+        ("parent in a file path", |m| {
+            m["files"][0]["path"] = json!("index/../../outside.db")
+        }),
+        ("absolute file path", |m| {
+            m["files"][0]["path"] = json!("/etc/hostname")
+        }),
+        ("file beside the two folders", |m| {
+            m["files"][0]["path"] = json!("manifest.json")
+        }),
+        ("file listed twice", |m| {
+            let f = m["files"][0].clone();
+            m["files"].as_array_mut().unwrap().push(f);
+        }),
+        ("size", |m| {
+            let n = m["files"][0]["size"].as_u64().unwrap();
+            m["files"][0]["size"] = json!(n + 1);
+        }),
+        ("checksum", |m| {
+            m["files"][0]["sha256"] = json!("0".repeat(64))
+        }),
+        ("database part removed", |m| m["database"] = Value::Null),
+        ("kind", |m| m["kind"] = json!("Index")),
+        ("documents", |m| {
+            let n = m["index"]["documents"].as_u64().unwrap();
+            m["index"]["documents"] = json!(n + 1);
+        }),
+    ];
+    let restore_into = root.join("restored");
+    let target = RestoreTarget {
+        data_dir: restore_into.clone(),
+        database: DatabaseUrl::Sqlite(restore_into.join("cairn.db")),
+    };
+    for (what, edit) in edits {
+        let mut m: Value = serde_json::from_str(&original).unwrap();
+        edit(&mut m);
+        std::fs::write(&manifest_file, serde_json::to_string_pretty(&m).unwrap()).unwrap();
+        let err = verify(&b, &no_progress).expect_err(what);
+        assert!(matches!(err, BackupError::Invalid(_)), "{what}: {err}");
+        let err = restore(&b, &target, RestoreMode::Both, false, &no_progress).expect_err(what);
+        assert!(matches!(err, BackupError::Invalid(_)), "{what}: {err}");
+        assert!(
+            !restore_into.exists(),
+            "{what}: the restore target was created"
+        );
+        assert_eq!(std::fs::read(&outside).unwrap(), outside_bytes, "{what}");
+    }
+
+    // Random damage: one byte of the text changed at a time.
+    let want = vouched(&truth);
+    let replacements = b"0123456789abcdef\"{}[],:./ xzAZ-";
+    let mut seed: u64 = 0x9E37_79B9_7F4A_7C15;
+    let mut next = || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed
+    };
+    let (mut accepted, mut refused) = (0, 0);
+    for _ in 0..150 {
+        let mut bytes = original.clone().into_bytes();
+        let at = (next() % bytes.len() as u64) as usize;
+        bytes[at] = replacements[(next() % replacements.len() as u64) as usize];
+        std::fs::write(&manifest_file, &bytes).unwrap();
+        match verify(&b, &no_progress) {
+            Ok(report) => {
+                accepted += 1;
+                assert_eq!(
+                    vouched(&report.manifest),
+                    want,
+                    "byte {at} changed: {}",
+                    String::from_utf8_lossy(&bytes)
+                );
+            }
+            Err(e) => {
+                refused += 1;
+                assert!(matches!(e, BackupError::Invalid(_)), "{e}");
+            }
+        }
+    }
+    assert!(
+        refused > 0 && accepted > 0,
+        "{accepted} accepted, {refused} refused"
+    );
+    std::fs::write(&manifest_file, &original).unwrap();
+    assert!(verify(&b, &no_progress).is_ok());
+    repo.stop();
+}
