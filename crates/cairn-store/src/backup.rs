@@ -101,8 +101,6 @@ pub struct BackupOptions {
     /// SQLite pages copied per step (at least 1). Progress is reported and cancel checked
     /// after each step.
     pub sqlite_pages_per_step: u32,
-    /// A pause after each step, to leave disk bandwidth to the live server (0: none).
-    pub pause_between_steps: Duration,
     /// How often a running `pg_dump` is polled for progress and cancel.
     pub poll_interval: Duration,
 }
@@ -111,7 +109,6 @@ impl Default for BackupOptions {
     fn default() -> Self {
         BackupOptions {
             sqlite_pages_per_step: 1024,
-            pause_between_steps: Duration::ZERO,
             poll_interval: Duration::from_millis(100),
         }
     }
@@ -396,11 +393,7 @@ fn copy_sqlite(
                 }
                 match step {
                     StepResult::Done => break,
-                    StepResult::More => {
-                        if !options.pause_between_steps.is_zero() {
-                            std::thread::sleep(options.pause_between_steps);
-                        }
-                    }
+                    StepResult::More => {}
                     // Transient: the destination or the source is locked; try again.
                     _ => std::thread::sleep(Duration::from_millis(10)),
                 }
