@@ -60,6 +60,14 @@ fn ok(o: &Output) -> String {
     text(o)
 }
 
+/// The one-line summary that ends a backup, verify or restore: bytes, files, seconds,
+/// MB/s (progress lines come before it when the output is not a terminal).
+fn summary_line(output: &str) -> Option<&str> {
+    output.lines().find(|l| {
+        l.contains(" MB, ") && l.contains(" files, ") && l.contains(" s, ") && l.contains(" MB/s")
+    })
+}
+
 /// `cairn index check --data DIR --json`: asserts success and 0 differences; returns the
 /// report and the whole output (stderr carries the start-up notes).
 #[track_caller]
@@ -614,7 +622,7 @@ fn round_trip_under_load_keeps_everything_committed_before_the_backup() {
         .output()
         .unwrap();
     let t1 = Instant::now();
-    ok(&o);
+    let printed = ok(&o);
     wait_until(
         "the writers go on after the backup",
         Duration::from_secs(60),
@@ -634,6 +642,17 @@ fn round_trip_under_load_keeps_everything_committed_before_the_backup() {
     let cur = &q["Current"];
     assert_eq!(cur["State"], "Finished", "{q}");
     assert_eq!(cur["Kind"], "Repository", "{q}");
+    // `backup create --server` ends with the summary of the server's backup.
+    let line = summary_line(&printed).unwrap_or_else(|| panic!("no summary: {printed}"));
+    assert!(
+        line.starts_with("backup finished: ")
+            && line.contains(&format!(" {} files, ", cur["CopiedFiles"]))
+            && line.ends_with(&format!(
+                "on the server in {}",
+                cur["TargetPath"].as_str().unwrap_or("?")
+            )),
+        "{line} / {q}"
+    );
     let (started, finished) = (
         parse_time(&cur["StartedAt"]),
         parse_time(&cur["FinishedAt"]),
@@ -1360,19 +1379,10 @@ fn offline_backup_of_a_stopped_repository() {
         s(&out),
     ]));
     assert!(t.contains("backup written"), "{t}");
-    // Backup, verify and restore each end with a one-line summary: bytes, files, seconds,
-    // MB/s (progress lines before it when the output is not a terminal).
-    let one_line_summary = |t: &str| {
-        t.lines().any(|l| {
-            l.contains(" MB, ")
-                && l.contains(" files, ")
-                && l.contains(" s, ")
-                && l.contains(" MB/s")
-        })
-    };
-    assert!(one_line_summary(&t), "{t}");
+    // Backup, verify and restore each end with a one-line summary.
+    assert!(summary_line(&t).is_some(), "{t}");
     let t = ok(&run(&["backup", "verify", s(&out)]));
-    assert!(one_line_summary(&t), "{t}");
+    assert!(summary_line(&t).is_some(), "{t}");
     assert_eq!(read_manifest(&out)["kind"], "Repository");
     let restored = dir.path().join("restored");
     let t = ok(&run(&[
@@ -1382,7 +1392,7 @@ fn offline_backup_of_a_stopped_repository() {
         "--data",
         s(&restored),
     ]));
-    assert!(one_line_summary(&t), "{t}");
+    assert!(summary_line(&t).is_some(), "{t}");
     check_clean(&restored);
     assert_eq!(
         db_items(&restored.join("cairn.db"), "/Root/Bulk/").len(),
