@@ -115,8 +115,18 @@ fn concurrent_writers_lose_nothing() {
             });
         }
     });
+    // Every writer has returned, so every activity up to `last` is committed. `wait_for`
+    // covers one activity; an earlier one can still be a gap the next round fills (it
+    // committed after a later id was read), so wait for the state to hold them all.
     let last = store.last_activity_id().unwrap();
-    assert!(ix.wait_for(last, std::time::Duration::from_secs(30)));
+    cairn_testkit::wait_until(
+        "every activity up to the last applied",
+        std::time::Duration::from_secs(30),
+        || {
+            let s = ix.state();
+            (s.last_activity_id >= last && s.gaps.is_empty()).then_some(())
+        },
+    );
     assert_clean(&ix);
     ix.shutdown(Some(bg)).unwrap();
 }
