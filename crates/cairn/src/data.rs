@@ -40,6 +40,29 @@ impl DataDir {
         self.root.join("cairn.lock")
     }
 
+    /// An error unless the repository exists: for commands that inspect or copy one
+    /// (`index ...`, `backup create --data`), a mistyped `--data` must not silently make a
+    /// new, empty repository to report on. (A PostgreSQL database is not checked here.)
+    pub fn require_existing(&self) -> Result<()> {
+        if let DatabaseUrl::Sqlite(db) = &self.database {
+            if !db.is_file() {
+                bail!(
+                    "there is no repository at {}: {} does not exist (check --data; \
+                     `cairn serve` or `cairn import` creates a repository)",
+                    self.root.display(),
+                    db.display()
+                );
+            }
+        }
+        Ok(())
+    }
+
+    /// [`DataDir::lock`] for a repository that must exist ([`DataDir::require_existing`]).
+    pub fn lock_existing(&self, what: &str) -> Result<DataLock> {
+        self.require_existing()?;
+        self.lock(what)
+    }
+
     /// Takes the data folder's lock for `what` (`serve`, `import`, ...), or says who holds it.
     pub fn lock(&self, what: &str) -> Result<DataLock> {
         std::fs::create_dir_all(&self.root)

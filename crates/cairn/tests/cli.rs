@@ -197,3 +197,44 @@ fn sigkill_mid_import_loses_nothing_committed() {
     assert_eq!(v["Differences"].as_array().unwrap().len(), 0, "{v}");
     assert_eq!(db_paths(&db), committed, "nothing committed was lost");
 }
+
+/// Commands that inspect or copy a repository refuse a folder that holds none, naming it,
+/// instead of making a new empty repository to report on; a refused restore leaves no
+/// folder behind.
+#[test]
+fn a_mistyped_data_folder_is_an_error_and_nothing_is_created() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("no-such-repository");
+    let m = missing.to_str().unwrap();
+    let out = dir.path().join("backup");
+    for args in [
+        vec!["index", "status", "--data", m],
+        vec!["index", "check", "--data", m],
+        vec!["index", "rebuild", "--data", m],
+        vec![
+            "backup",
+            "create",
+            "--data",
+            m,
+            "--to",
+            out.to_str().unwrap(),
+        ],
+    ] {
+        let o = run(&args);
+        assert!(!o.status.success(), "{args:?} succeeded: {}", text(&o));
+        assert!(
+            text(&o).contains("there is no repository at"),
+            "{args:?}: {}",
+            text(&o)
+        );
+        assert!(!missing.exists(), "{args:?} created {m}");
+        assert!(!out.exists(), "{args:?} created the backup folder");
+    }
+    // A restore from a folder that is not a finished backup: refused, and the data folder
+    // it would have made is not left behind.
+    std::fs::create_dir(&out).unwrap();
+    let o = run(&["restore", "--from", out.to_str().unwrap(), "--data", m]);
+    assert!(!o.status.success(), "{}", text(&o));
+    assert!(text(&o).contains("not a finished backup"), "{}", text(&o));
+    assert!(!missing.exists(), "the refused restore left {m}");
+}

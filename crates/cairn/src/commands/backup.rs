@@ -28,7 +28,7 @@ fn summary(what: &str, bytes: u64, files: u64, seconds: f64) -> String {
 
 /// `cairn backup create --data DIR --to OUT`: a backup of a stopped repository.
 pub fn create_offline(data: &DataDir, to: &Path, index_only: bool) -> Result<ExitCode> {
-    let _lock = data.lock("backup create")?;
+    let _lock = data.lock_existing("backup create")?;
     let store = Arc::new(Store::open(&data.database).context("open the database")?);
     let source = StoppedSource {
         store,
@@ -335,14 +335,25 @@ pub fn restore_cmd(
     mode: RestoreMode,
     force: bool,
 ) -> Result<ExitCode> {
-    let _lock = data.lock("restore")?;
+    let created = !data.root.exists();
+    let lock = data.lock("restore")?;
     let progress = Progress::new("restore", "bytes");
     let target = RestoreTarget {
         data_dir: data.root.clone(),
         database: data.database.clone(),
     };
-    let report = restore(from, &target, mode, force, &|d, t| progress.set(d, t))
-        .map_err(|e| anyhow!("{e}"))?;
+    let report = match restore(from, &target, mode, force, &|d, t| progress.set(d, t)) {
+        Ok(r) => r,
+        Err(e) => {
+            // A refused or failed restore leaves no trace: a data folder made for it
+            // (holding only the lock and any staging) goes again.
+            drop(lock);
+            if created {
+                let _ = std::fs::remove_dir_all(&data.root);
+            }
+            return Err(anyhow!("{e}"));
+        }
+    };
     progress.finish();
     for w in &report.warnings {
         eprintln!("warning: {w}");

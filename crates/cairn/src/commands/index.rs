@@ -13,6 +13,7 @@ use crate::data::DataDir;
 /// `cairn index status`: the completion state against the database's last activity. Reads
 /// only, so it works beside a running server.
 pub fn status(data: &DataDir, as_json: bool) -> Result<ExitCode> {
+    data.require_existing()?;
     let store = Store::open(&data.database)
         .with_context(|| format!("open the database {}", data.database.redacted()))?;
     let db_last = store.last_activity_id()?;
@@ -84,7 +85,7 @@ fn print_report(report: &IntegrityReport) {
 /// `cairn index check`: catches up, then compares the database and the index. Exits 1 when
 /// they differ.
 pub fn check(data: &DataDir, as_json: bool) -> Result<ExitCode> {
-    let _lock = data.lock("index check")?;
+    let _lock = data.lock_existing("index check")?;
     let (_store, indexer, _) = open_repository(data)?;
     let report = indexer.check_integrity()?;
     indexer.shutdown(None)?;
@@ -102,7 +103,7 @@ pub fn check(data: &DataDir, as_json: bool) -> Result<ExitCode> {
 
 /// `cairn index rebuild`: drops the index and builds it again from the database.
 pub fn rebuild(data: &DataDir) -> Result<ExitCode> {
-    let _lock = data.lock("index rebuild")?;
+    let _lock = data.lock_existing("index rebuild")?;
     let dir = data.index_dir();
     if dir.exists() {
         std::fs::remove_dir_all(&dir).with_context(|| format!("remove {}", dir.display()))?;
