@@ -86,7 +86,7 @@ pub(crate) fn find(
             )?
         }
     };
-    row.map(|r| node_from_row(types, &r)).transpose()
+    row.map(|r| node_from_row(types, r)).transpose()
 }
 
 fn must_find(conn: &mut dyn Conn, types: &ContentTypes, at: &NodeRef, lock: Lock) -> Result<Node> {
@@ -556,7 +556,7 @@ impl Store {
             let mut new_ids: HashMap<NodeId, NodeId> = HashMap::new();
             let mut root_copy = None;
             let mut copies = Vec::with_capacity(rows.len());
-            for row in &rows {
+            for row in rows {
                 let mut n = node_from_row(&self.types, row)?;
                 let old_id = n.id;
                 if old_id == source.id {

@@ -43,9 +43,10 @@ pub(crate) fn now() -> OffsetDateTime {
     from_micros(to_micros(OffsetDateTime::now_utc()))
 }
 
-pub(crate) fn node_from_row(types: &ContentTypes, row: &Row) -> Result<Node> {
-    let type_name = row.text(4)?;
-    let raw = row.text(13)?;
+/// The node in `row` (read with [`NODE_COLUMNS`]); its strings are moved, not copied.
+pub(crate) fn node_from_row(types: &ContentTypes, mut row: Row) -> Result<Node> {
+    let type_name = row.take_text(4)?;
+    let raw = row.take_text(13)?;
     let mut fields = BTreeMap::new();
     if raw != "{}" {
         let json: Map<String, Json> = serde_json::from_str(&raw)
@@ -63,11 +64,11 @@ pub(crate) fn node_from_row(types: &ContentTypes, row: &Row) -> Result<Node> {
     Ok(Node {
         id: NodeId(row.i64(0)?),
         parent_id: row.opt_i64(1)?.map(NodeId),
-        name: row.text(2)?,
-        path: row.text(3)?,
+        name: row.take_text(2)?,
+        path: row.take_text(3)?,
         type_name,
-        display_name: row.text(5)?,
-        description: row.text(6)?,
+        display_name: row.take_text(5)?,
+        description: row.take_text(6)?,
         index: row.i64(7)?,
         creation_date: from_micros(row.i64(8)?),
         modification_date: from_micros(row.i64(9)?),

@@ -81,6 +81,13 @@ impl Row {
             _ => Err(self.corrupt(i, "text")),
         }
     }
+    /// The text of column `i`, moved out of the row (which keeps an empty string).
+    pub fn take_text(&mut self, i: usize) -> Result<String> {
+        match self.0.get_mut(i) {
+            Some(Value::Text(v)) => Ok(std::mem::take(v)),
+            _ => Err(self.corrupt(i, "text")),
+        }
+    }
     pub fn opt_text(&self, i: usize) -> Result<Option<String>> {
         match self.0.get(i) {
             Some(Value::Null) => Ok(None),
