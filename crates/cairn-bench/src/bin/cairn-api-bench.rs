@@ -866,15 +866,28 @@ fn creates(
     let run = run?;
     let (probes, probes_found, mut ptimes) = probe?;
     ptimes.sort_by(f64::total_cmp);
-    // What the index holds for the folder right now, and what the database holds.
-    let index_count: u64 = client
-        .get(&format!("{folder_path}/$count"))?
-        .ok()?
-        .body
-        .trim()
-        .parse()
-        .context("$count")?;
-    let database_count = database_children(work, &format!("/Root/{folder_name}"))?;
+    // What the index holds for the folder and what the database holds. The creates wrk
+    // had in flight when it stopped are still being committed and indexed: compare until
+    // the two agree, for at most 10 s (a difference that stays is a lost item).
+    let settle = Instant::now();
+    let (index_count, database_count) = loop {
+        let database_count = database_children(work, &format!("/Root/{folder_name}"))?;
+        let index_count: u64 = client
+            .get(&format!("{folder_path}/$count"))?
+            .ok()?
+            .body
+            .trim()
+            .parse()
+            .context("$count")?;
+        if index_count == database_count || settle.elapsed() > Duration::from_secs(10) {
+            break (index_count, database_count);
+        }
+        thread::sleep(Duration::from_millis(50));
+    };
+    eprintln!(
+        "index and database compared {:.2} s after wrk ended",
+        settle.elapsed().as_secs_f64()
+    );
     let check = CreateCheck {
         folder: format!("/Root/{folder_name}"),
         wrk_created: run.lua.get("created").copied().unwrap_or(0),
