@@ -38,6 +38,13 @@ struct Repo {
 }
 
 impl Repo {
+    /// A new repository in `parent/live`.
+    fn new_in(parent: &Path) -> Repo {
+        let live = parent.join("live");
+        std::fs::create_dir(&live).unwrap();
+        Repo::open(&live)
+    }
+
     fn open(dir: &Path) -> Repo {
         let store = Arc::new(Store::open(&DatabaseUrl::Sqlite(dir.join("cairn.db"))).unwrap());
         let (indexer, _) =
@@ -259,9 +266,7 @@ fn writer(store: Arc<Store>, t: usize, stop: Arc<AtomicBool>, done: Arc<AtomicUs
 #[test]
 fn online_backup_under_writes_restores_consistently() {
     let dir = tempfile::tempdir().unwrap();
-    let live = dir.path().join("live");
-    std::fs::create_dir(&live).unwrap();
-    let repo = Repo::open(&live);
+    let repo = Repo::new_in(dir.path());
     repo.import("Bulk", 2000, 300);
     repo.create("/Root", "W");
     repo.create("/Root/W", "A");
@@ -459,9 +464,7 @@ impl BackupSource for Gated {
 #[test]
 fn concurrent_starts_run_one_backup() {
     let dir = tempfile::tempdir().unwrap();
-    let live = dir.path().join("live");
-    std::fs::create_dir(&live).unwrap();
-    let repo = Repo::open(&live);
+    let repo = Repo::new_in(dir.path());
     repo.import("Bulk", 300, 100);
     let open = Arc::new(AtomicBool::new(false));
     let source = Arc::new(Gated {
@@ -518,9 +521,7 @@ fn concurrent_starts_run_one_backup() {
 #[test]
 fn a_job_interrupted_by_a_crash_is_faulted_at_the_next_open() {
     let dir = tempfile::tempdir().unwrap();
-    let live = dir.path().join("live");
-    std::fs::create_dir(&live).unwrap();
-    let repo = Repo::open(&live);
+    let repo = Repo::new_in(dir.path());
     repo.import("Bulk", 300, 100);
     let root = dir.path().join("backups");
     let earlier = BackupManager::open(&root, repo.source()).unwrap();
@@ -782,9 +783,7 @@ fn vouched(m: &Manifest) -> Value {
 #[test]
 fn tampered_manifests_are_refused() {
     let dir = tempfile::tempdir().unwrap();
-    let live = dir.path().join("live");
-    std::fs::create_dir(&live).unwrap();
-    let repo = Repo::open(&live);
+    let repo = Repo::new_in(dir.path());
     repo.import("Docs", 40, 200);
     let root = dir.path().join("backups");
     std::fs::create_dir(&root).unwrap();
