@@ -8,7 +8,7 @@ use cairn_index::{search, Indexer, SearchRequest, SortField};
 use cairn_store::content::path_key;
 use cairn_store::{Node, NodeDetail, NodeId};
 use serde::{Deserialize, Serialize};
-use tantivy::query::{BooleanQuery, ConstScoreQuery, Occur, Query, TermQuery};
+use tantivy::query::{AllQuery, BooleanQuery, ConstScoreQuery, Occur, Query, TermQuery};
 use tantivy::schema::{IndexRecordOption, Term, Value};
 use tantivy::TantivyDocument;
 
@@ -111,7 +111,14 @@ pub fn run_list(indexer: &Indexer, req: &ListRequest) -> ApiResult<ListAnswer> {
     let mut constant_score = false;
     let (mut sort, top, skip, count_only, autofilters) = match &req.query {
         Some(q) => {
-            clauses.push((Occur::Must, filter(schema.in_tree, &key)));
+            // Every item is in /Root's subtree: there the subtree filter would only cost
+            // an intersection with every document (Tantivy drops an AllQuery from one).
+            let scope: Box<dyn Query> = if key == "/root" {
+                Box::new(AllQuery)
+            } else {
+                filter(schema.in_tree, &key)
+            };
+            clauses.push((Occur::Must, scope));
             let mut ctx = cairn_query::QueryContext {
                 current_user: req.user,
                 now: None,

@@ -890,3 +890,34 @@ async fn random_bodies_never_fail_the_server() {
     assert_eq!(r.status, StatusCode::OK, "{}", r.text);
     assert_eq!(r.json()["Differences"], json!([]), "{}", r.text);
 }
+
+/// A query at /Root (no subtree filter: every item is under it) answers what the same
+/// query answers in a folder that holds every match, in the same order.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_query_at_the_root_equals_one_in_the_folder_of_its_matches() {
+    let api = api();
+    seed(&api).await;
+    let ids = |r: Reply| -> Vec<i64> {
+        r.json()["d"]["results"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x["Id"].as_i64().unwrap())
+            .collect()
+    };
+    for cql in [
+        "Body:quick",
+        "Body:dog",
+        "dog OR quick",
+        "NOT Body:lazy AND TypeIs:Article",
+        "Rating:>1",
+    ] {
+        let q = cql.replace(' ', "%20").replace('>', "%3E");
+        let at_root = api.get(&format!("/odata.svc/Root?query={q}")).await;
+        assert_eq!(at_root.status, StatusCode::OK, "{cql}: {}", at_root.text);
+        let in_docs = api.get(&format!("/odata.svc/Root/Docs?query={q}")).await;
+        let (a, b) = (ids(at_root), ids(in_docs));
+        assert!(!a.is_empty(), "{cql}");
+        assert_eq!(a, b, "{cql}");
+    }
+}
