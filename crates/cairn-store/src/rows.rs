@@ -12,16 +12,24 @@ use crate::error::{Result, StoreError};
 use crate::ids::{ActivityId, NodeId};
 use crate::node::Node;
 
+/// The columns of `nodes` in the order [`node_from_row`] reads them, the last one (the
+/// typed field values) given.
+macro_rules! node_columns {
+    ($fields:literal) => {
+        concat!(
+            "id, parent_id, name, path, type, display_name, description, ",
+            "idx, creation_date, modification_date, created_by, modified_by, timestamp, ",
+            $fields
+        )
+    };
+}
+
 /// The columns of `nodes` in the order [`node_from_row`] reads them.
-pub(crate) const NODE_COLUMNS: &str =
-    "id, parent_id, name, path, type, display_name, description, \
-     idx, creation_date, modification_date, created_by, modified_by, timestamp, fields";
+pub(crate) const NODE_COLUMNS: &str = node_columns!("fields");
 
 /// [`NODE_COLUMNS`] with an empty object in place of the typed field values: for reads
 /// that show only column fields ([`NodeDetail::Columns`](crate::NodeDetail)).
-pub(crate) const NODE_COLUMNS_WITHOUT_FIELDS: &str =
-    "id, parent_id, name, path, type, display_name, description, \
-     idx, creation_date, modification_date, created_by, modified_by, timestamp, '{}'";
+pub(crate) const NODE_COLUMNS_WITHOUT_FIELDS: &str = node_columns!("'{}'");
 
 /// The columns of `indexing_activities` in the order [`activity_from_row`] reads them.
 pub(crate) const ACTIVITY_COLUMNS: &str =

@@ -78,11 +78,9 @@ impl Options {
     /// How much of each item the answer shows: only the column fields when every
     /// `$select`ed and `$expand`ed name is one (or `Parent`), else the whole item.
     pub fn node_detail(&self) -> NodeDetail {
-        let top = |s: &String| s.split('/').next().unwrap_or_default().to_string();
-        let mut names = self.select.iter().chain(&self.expand).map(top);
-        if !self.select.is_empty()
-            && names.all(|n| n == "Parent" || COLUMN_FIELDS.contains(&n.as_str()))
-        {
+        let mut names = (self.select.iter().chain(&self.expand))
+            .map(|s| s.split('/').next().unwrap_or_default());
+        if !self.select.is_empty() && names.all(|n| n == "Parent" || COLUMN_FIELDS.contains(&n)) {
             NodeDetail::Columns
         } else {
             NodeDetail::Whole

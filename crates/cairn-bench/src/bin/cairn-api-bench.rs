@@ -157,19 +157,11 @@ const TERM_RANK: usize = 20;
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    let cairn = args
-        .bench
-        .cairn
-        .clone()
-        .unwrap_or_else(common::default_cairn);
-    let scripts = args
-        .bench
-        .scripts
-        .clone()
-        .unwrap_or_else(common::default_scripts);
-    anyhow::ensure!(cairn.exists(), "no cairn binary at {}", cairn.display());
-    let base = args.bench.dir.join(format!("N{}", args.bench.items));
-    fs::create_dir_all(&base)?;
+    let common::BenchPaths {
+        cairn,
+        scripts,
+        base,
+    } = args.bench.paths()?;
     let log = base.join("run.log");
     let mut report = Report {
         items: args.bench.items,
@@ -244,23 +236,24 @@ fn main() -> anyhow::Result<()> {
     report.scenarios = scenarios.clone();
     report.params = Some(params.clone());
 
-    // 3. FTS5, in-process.
-    if args.parts.iter().any(|p| p == "fts5") {
+    // Before each in-process part: wait for a quiet machine and note how it was.
+    let quiet = |part: &str, notes: &mut Vec<String>| {
         if !args.no_wait {
             let q = common::wait_quiet(0.20, Duration::from_secs(7200));
-            eprintln!("fts5: {q}");
-            report.notes.push(format!("fts5: {q}"));
+            eprintln!("{part}: {q}");
+            notes.push(format!("{part}: {q}"));
         }
+    };
+
+    // 3. FTS5, in-process.
+    if args.parts.iter().any(|p| p == "fts5") {
+        quiet("fts5", &mut report.notes);
         report.fts5 = run_fts5(&fts_db, &params, args.fts5_budget, args.fts5_max_runs)?;
     }
 
     // 4. Cairn's query path in-process, measured as FTS5 is.
     if args.parts.iter().any(|p| p == "engine") {
-        if !args.no_wait {
-            let q = common::wait_quiet(0.20, Duration::from_secs(7200));
-            eprintln!("engine: {q}");
-            report.notes.push(format!("engine: {q}"));
-        }
+        quiet("engine", &mut report.notes);
         report.engine = run_engine(&data, &scenarios, args.fts5_budget, args.fts5_max_runs)?;
     }
 

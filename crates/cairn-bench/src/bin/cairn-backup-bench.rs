@@ -127,19 +127,11 @@ struct Report {
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    let cairn = args
-        .bench
-        .cairn
-        .clone()
-        .unwrap_or_else(common::default_cairn);
-    let scripts = args
-        .bench
-        .scripts
-        .clone()
-        .unwrap_or_else(common::default_scripts);
-    anyhow::ensure!(cairn.exists(), "no cairn binary at {}", cairn.display());
-    let base = args.bench.dir.join(format!("N{}", args.bench.items));
-    fs::create_dir_all(&base)?;
+    let common::BenchPaths {
+        cairn,
+        scripts,
+        base,
+    } = args.bench.paths()?;
     let log = base.join("backup-run.log");
     let mut report = Report {
         items: args.bench.items,

@@ -883,3 +883,28 @@ pub struct BenchArgs {
     #[arg(long)]
     pub scripts: Option<PathBuf>,
 }
+
+/// What [`BenchArgs`] name once their defaults are applied.
+pub struct BenchPaths {
+    /// The `cairn` binary (checked to exist).
+    pub cairn: PathBuf,
+    /// The wrk Lua scripts.
+    pub scripts: PathBuf,
+    /// `DIR/N<items>`, created.
+    pub base: PathBuf,
+}
+
+impl BenchArgs {
+    /// The binary, the scripts and this size's folder (made if missing).
+    pub fn paths(&self) -> anyhow::Result<BenchPaths> {
+        let cairn = self.cairn.clone().unwrap_or_else(default_cairn);
+        anyhow::ensure!(cairn.exists(), "no cairn binary at {}", cairn.display());
+        let base = self.dir.join(format!("N{}", self.items));
+        std::fs::create_dir_all(&base)?;
+        Ok(BenchPaths {
+            cairn,
+            scripts: self.scripts.clone().unwrap_or_else(default_scripts),
+            base,
+        })
+    }
+}
