@@ -2,6 +2,7 @@
 //! real SQLite file and a real index.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
@@ -568,6 +569,45 @@ async fn oversized_bodies_get_413() {
     assert_eq!(r.status, StatusCode::BAD_REQUEST);
 }
 
+/// `$top` above the cap is clamped to it (in a collection and in a query), and a request
+/// that outlives the timeout is answered 408 with sensenet's error body.
+#[tokio::test(flavor = "multi_thread")]
+async fn top_is_capped_and_slow_requests_time_out() {
+    let api = api_with(|c| c.max_top = 2);
+    seed(&api).await;
+    for uri in [
+        "/odata.svc/Root/Docs?$top=100",
+        "/odata.svc/Root?query=TypeIs%3AArticle&$top=100",
+        "/odata.svc/Root?query=TypeIs%3AArticle",
+    ] {
+        let r = api.get(uri).await;
+        assert_eq!(r.status, StatusCode::OK, "{uri}: {}", r.text);
+        assert_eq!(
+            r.json()["d"]["results"].as_array().unwrap().len(),
+            2,
+            "{uri}"
+        );
+    }
+    // A create waits for its change to be searchable: longer than a 1 ns timeout.
+    let api = api_with(|c| c.request_timeout = Duration::from_nanos(1));
+    let before = api.indexer.searcher().num_docs();
+    let r = api
+        .send(
+            "POST",
+            "/odata.svc/Root",
+            json!({"__ContentType":"Folder","Name":"slow"}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::REQUEST_TIMEOUT, "{}", r.text);
+    assert_eq!(r.error_code(), "RequestTimeout");
+    // The write itself goes on and is indexed; let it finish before the folder goes.
+    cairn_testkit::wait_until(
+        "the timed-out create indexed",
+        Duration::from_secs(10),
+        || (api.indexer.searcher().num_docs() > before).then_some(()),
+    );
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn batch_actions() {
     let api = api();
@@ -919,5 +959,71 @@ async fn a_query_at_the_root_equals_one_in_the_folder_of_its_matches() {
         let (a, b) = (ids(at_root), ids(in_docs));
         assert!(!a.is_empty(), "{cql}");
         assert_eq!(a, b, "{cql}");
+    }
+}
+
+/// `.AUTOFILTERS:ON` (or `enableautofilters=true`) hides what lies in SystemFolder
+/// subtrees, except when the query runs inside one; OFF, the default, shows it.
+#[tokio::test(flavor = "multi_thread")]
+async fn autofilters_hide_system_folders() {
+    let api = api();
+    seed(&api).await;
+    for (parent, body) in [
+        (
+            "/odata.svc/Root/Docs",
+            json!({"__ContentType":"SystemFolder","Name":"Sys"}),
+        ),
+        (
+            "/odata.svc/Root/Docs/Sys",
+            json!({"__ContentType":"Article","Name":"hidden","Body":"quick"}),
+        ),
+    ] {
+        let r = api.send("POST", parent, body).await;
+        assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+    }
+    let names = |r: Reply| -> Vec<String> {
+        let mut v: Vec<String> = r.json()["d"]["results"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x["Name"].as_str().unwrap().to_string())
+            .collect();
+        v.sort();
+        v
+    };
+    let q = |cql: &str| cql.replace(' ', "%20");
+    let all = ["alpha", "gamma", "hidden"];
+    let shown = ["alpha", "gamma"];
+    for (uri, want) in [
+        (
+            format!("/odata.svc/Root?query={}", q("Body:quick")),
+            &all[..],
+        ),
+        (
+            format!("/odata.svc/Root?query={}", q("Body:quick .AUTOFILTERS:OFF")),
+            &all[..],
+        ),
+        (
+            format!("/odata.svc/Root?query={}", q("Body:quick .AUTOFILTERS:ON")),
+            &shown[..],
+        ),
+        (
+            format!(
+                "/odata.svc/Root?query={}&enableautofilters=true",
+                q("Body:quick")
+            ),
+            &shown[..],
+        ),
+        (
+            format!(
+                "/odata.svc/Root/Docs/Sys?query={}",
+                q("Body:quick .AUTOFILTERS:ON")
+            ),
+            &["hidden"][..],
+        ),
+    ] {
+        let r = api.get(&uri).await;
+        assert_eq!(r.status, StatusCode::OK, "{uri}: {}", r.text);
+        assert_eq!(names(r), want, "{uri}");
     }
 }
