@@ -287,6 +287,30 @@ fn deleted_index_is_rebuilt() {
     assert_clean(&ix);
 }
 
+/// A write the indexer is not told about (another process's, here another `Store` on the
+/// same database) is indexed by the periodic catch-up.
+#[test]
+fn the_periodic_catch_up_finds_writes_nobody_announced() {
+    let repo = Repo::new(Db::Sqlite);
+    let store = repo.store();
+    let options = cairn_index::IndexerOptions {
+        periodic: Duration::from_millis(200),
+        ..options()
+    };
+    let (ix, _) =
+        cairn_index::Indexer::open(&repo.index_dir(), store.clone(), options, &|_| {}).unwrap();
+    let bg = ix.start();
+    let elsewhere = repo.store();
+    let n = create(&elsewhere, "/Root", "Folder", "Unannounced");
+    cairn_testkit::wait_until("the periodic catch-up", Duration::from_secs(10), || {
+        ids(&ix, &*term(&ix, "InFolder", "/root"))
+            .contains(&n.id.0)
+            .then_some(())
+    });
+    assert_clean(&ix);
+    ix.shutdown(Some(bg)).unwrap();
+}
+
 #[test]
 fn old_index_put_back_catches_up() {
     let repo = Repo::new(Db::Sqlite);
