@@ -12,11 +12,13 @@ use std::thread;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
-use cairn_index::{Indexer, IndexerOptions, OpenReport, RebuildProgress};
-use cairn_store::{DatabaseUrl, ImportItem, Store};
+use cairn_index::document::{build, WrittenBy};
+use cairn_index::{IndexSchema, Indexer, IndexerOptions, OpenReport, RebuildProgress};
+use cairn_store::{DatabaseUrl, ImportItem, NodeId, Store};
 
 use crate::corpus::{self, CorpusStats, Item};
 use crate::measure::{self, Stats, Timer};
+use crate::raw_tantivy;
 
 /// How often the child's `VmHWM` is read.
 pub const POLL_INTERVAL: Duration = Duration::from_millis(50);
@@ -337,6 +339,52 @@ pub fn store_import(file: &Path, db: &Path, batch: usize) -> anyhow::Result<Stat
     })
 }
 
+/// Indexes every item of the Cairn database `db` into a new index in `dir` with a plain
+/// Tantivy writer, using Cairn's own schema and documents ([`cairn_index::document::build`])
+/// and the raw baseline's writer settings ([`raw_tantivy::index_all`]'s threads and memory).
+///
+/// This is the index half of `cairn import` alone: what Tantivy costs on Cairn's richer
+/// documents (InTree, TypeIs, `_Text`, keyword fast fields, bookkeeping), with no database,
+/// no activity log and no indexer around it. The items are read into memory first (not
+/// timed); building the documents, indexing, the commit and the merges are timed, as in
+/// the raw baseline.
+pub fn index_cairn_documents(db: &Path, dir: &Path) -> anyhow::Result<Stats> {
+    let store = Store::open(&DatabaseUrl::Sqlite(db.to_path_buf()))
+        .with_context(|| format!("opening {}", db.display()))?;
+    let mut nodes = Vec::new();
+    let mut after = NodeId(0);
+    loop {
+        let page = store.scan_nodes(after, 10_000)?;
+        let Some(last) = page.last() else { break };
+        after = last.id;
+        nodes.extend(page);
+    }
+    fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let schema = IndexSchema::new(store.types());
+    let by = WrittenBy {
+        activity: 1,
+        fingerprint: 0,
+    };
+    let timer = Timer::start();
+    let index = tantivy::Index::create_in_dir(dir, schema.schema.clone())
+        .with_context(|| format!("creating an index in {}", dir.display()))?;
+    IndexSchema::register_tokenizers(&index);
+    let mut writer: tantivy::IndexWriter = index.writer_with_num_threads(
+        raw_tantivy::DEFAULT_THREADS,
+        raw_tantivy::DEFAULT_HEAP_BYTES,
+    )?;
+    for node in &nodes {
+        writer.add_document(build(&schema, store.types(), node, by))?;
+    }
+    writer.commit()?;
+    writer.wait_merging_threads()?;
+    Ok(Stats {
+        items: nodes.len() as u64,
+        seconds: timer.secs(),
+        bytes: measure::dir_size(dir)?,
+    })
+}
+
 /// What [`open_index`] measured.
 #[derive(Debug, Clone)]
 pub struct IndexOpen {
@@ -475,6 +523,31 @@ mod tests {
         assert_eq!(items[0].path, "/Root/Extra");
         assert!(items.iter().all(|i| i.path.starts_with("/Root/Extra")));
         assert_eq!(fs::metadata(&extra).unwrap().len(), stats.bytes);
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn the_index_half_indexes_every_item_of_the_database() {
+        let dir = std::env::temp_dir().join(format!("cairn-bench-docs-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(&dir).unwrap();
+        let corpus = dir.join("c.jsonl");
+        write_rebased(&corpus, 300, 3, "/Root/Corpus").unwrap();
+        let db = dir.join("cairn.db");
+        let imported = store_import(&corpus, &db, 64).unwrap();
+        assert_eq!(imported.items, 300);
+        let stats = index_cairn_documents(&db, &dir.join("index")).unwrap();
+        let nodes = Store::open(&DatabaseUrl::Sqlite(db.clone()))
+            .unwrap()
+            .count_nodes()
+            .unwrap();
+        // The import's 300 items and what the repository holds from its start (/Root, ...).
+        assert!(nodes > 300);
+        assert_eq!(stats.items, nodes);
+        assert!(stats.bytes > 0);
+        let index = tantivy::Index::open_in_dir(dir.join("index")).unwrap();
+        assert_eq!(index.reader().unwrap().searcher().num_docs(), nodes);
+        assert!(index_cairn_documents(&db, &dir.join("index")).is_err());
         fs::remove_dir_all(&dir).unwrap();
     }
 }
