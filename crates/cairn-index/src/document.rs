@@ -15,6 +15,19 @@ pub struct WrittenBy {
     pub fingerprint: i64,
 }
 
+/// The latest instant the index can hold, in microseconds since 1970: Tantivy keeps a date
+/// as i64 nanoseconds, which end in April 2262.
+pub const MAX_DATE_MICROS: i64 = i64::MAX / 1000;
+/// The earliest instant the index can hold (September 1677).
+pub const MIN_DATE_MICROS: i64 = i64::MIN / 1000;
+
+/// The index's date for `micros` since 1970. Instants outside what the index can hold
+/// (such as the common "never" value 9999-12-31) are clamped to its first or last instant,
+/// so they keep their order against every date in range; queries clamp their bounds alike.
+pub fn index_date(micros: i64) -> DateTime {
+    DateTime::from_timestamp_micros(micros.clamp(MIN_DATE_MICROS, MAX_DATE_MICROS))
+}
+
 /// Every ancestor path of `path`, itself included, lower-cased: `/root`, `/root/a`, ...
 pub fn ancestors(path: &str) -> Vec<String> {
     let key = path_key(path);
@@ -68,10 +81,11 @@ pub fn build(
                 }
                 (IndexedAs::F64, FieldValue::Number(f)) => doc.add_f64(field, f),
                 (IndexedAs::Bool, FieldValue::Boolean(b)) => doc.add_bool(field, b),
-                (IndexedAs::Date, FieldValue::DateTime(d)) => doc.add_date(
-                    field,
-                    DateTime::from_timestamp_micros((d.unix_timestamp_nanos() / 1000) as i64),
-                ),
+                (IndexedAs::Date, FieldValue::DateTime(d)) => {
+                    let micros = d.unix_timestamp_nanos() / 1000;
+                    let micros = micros.clamp(i64::MIN.into(), i64::MAX.into()) as i64;
+                    doc.add_date(field, index_date(micros))
+                }
                 _ => {}
             }
         }
@@ -96,6 +110,18 @@ pub fn build(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn dates_beyond_the_index_range_are_clamped_in_order() {
+        let micros = |d: DateTime| d.into_timestamp_nanos() / 1000;
+        let y9999 = 253_402_214_400_000_000; // 9999-12-31
+        assert_eq!(micros(index_date(y9999)), MAX_DATE_MICROS);
+        assert_eq!(micros(index_date(-y9999)), MIN_DATE_MICROS);
+        let y2100 = 4_102_444_800_000_000;
+        assert_eq!(micros(index_date(y2100)), y2100);
+        assert!(index_date(y2100) < index_date(y9999));
+        assert!(index_date(-y2100) > index_date(-y9999));
+    }
 
     #[test]
     fn ancestors_include_self() {

@@ -86,10 +86,17 @@ pub fn search(
         .iter()
         .map(|s| key(schema, s))
         .collect::<Result<Vec<_>>>()?;
+    // From the last document on there is nothing to rank. Such a skip would only size the
+    // top-k heap (`skip + top` entries), and a huge one would not fit in memory.
+    let past_the_end = req.skip as u64 >= searcher.num_docs();
     let total;
     let addrs: Vec<DocAddress>;
-    if req.top == 0 {
-        total = searcher.search(req.query, &Count)?;
+    if req.top == 0 || past_the_end {
+        total = if req.top == 0 || req.count {
+            searcher.search(req.query, &Count)?
+        } else {
+            req.skip
+        };
         addrs = Vec::new();
     } else if !req.count && keys.is_empty() && req.constant_score {
         addrs = first_in_index_order(searcher, req.query, req.skip, req.top)?;

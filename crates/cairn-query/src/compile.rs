@@ -22,6 +22,7 @@
 use std::ops::{Bound, RangeBounds};
 use std::sync::OnceLock;
 
+use cairn_index::document::{index_date, MAX_DATE_MICROS, MIN_DATE_MICROS};
 use cairn_index::{names, IndexSchema, IndexedAs, SortField, KEYWORD_TOKENIZER, TEXT_TOKENIZER};
 use tantivy::query::{
     AllQuery, BooleanQuery, BoostQuery, EmptyQuery, ExistsQuery, FuzzyTermQuery, Occur as TOccur,
@@ -29,7 +30,7 @@ use tantivy::query::{
 };
 use tantivy::schema::{Field, IndexRecordOption, Schema};
 use tantivy::tokenizer::{TextAnalyzer, TokenizerManager};
-use tantivy::{DateTime, Index, Term};
+use tantivy::{Index, Term};
 use time::{Duration, OffsetDateTime, UtcOffset};
 
 use crate::ast::{FieldName, Occur, Part, Predicate, Value};
@@ -181,7 +182,18 @@ fn parse_bool(text: &str) -> Option<bool> {
 }
 
 fn date_term(f: Field, m: i64) -> Term {
-    Term::from_field_date(f, DateTime::from_timestamp_micros(m))
+    Term::from_field_date(f, index_date(m))
+}
+
+/// A date bound at `m` microseconds. Instants the index cannot hold are clamped to its first
+/// or last one, which then stands for everything beyond: such a bound takes that instant in.
+fn date_bound(f: Field, m: i64, inclusive: bool) -> Bound<Term> {
+    let beyond = !(MIN_DATE_MICROS..=MAX_DATE_MICROS).contains(&m);
+    if inclusive || beyond {
+        Bound::Included(date_term(f, m))
+    } else {
+        Bound::Excluded(date_term(f, m))
+    }
 }
 
 fn kind_name(as_: IndexedAs) -> &'static str {
@@ -528,7 +540,7 @@ impl Compiler<'_, '_, '_> {
                     ),
                     DateValue::Day(m) => (
                         Bound::Included(date_term(f, m)),
-                        Bound::Excluded(date_term(f, m.saturating_add(DAY_MICROS))),
+                        date_bound(f, m.saturating_add(DAY_MICROS), false),
                     ),
                 };
                 Ok(Box::new(RangeQuery::new(lo, hi)))
@@ -779,13 +791,13 @@ impl Compiler<'_, '_, '_> {
             IndexedAs::F64 => wrap(Term::from_field_f64(f, self.float(&text, field, &v)?)),
             IndexedAs::Bool => wrap(Term::from_field_bool(f, self.boolean(&text, field, &v)?)),
             IndexedAs::Date => match self.date(&text, field, &v)? {
-                DateValue::Instant(m) => wrap(date_term(f, m)),
+                DateValue::Instant(m) => date_bound(f, m, inclusive),
                 // A bare date stands for its whole day.
                 DateValue::Day(m) => match (is_lower, inclusive) {
-                    (true, true) => Bound::Included(date_term(f, m)),
-                    (true, false) => Bound::Included(date_term(f, m.saturating_add(DAY_MICROS))),
-                    (false, true) => Bound::Excluded(date_term(f, m.saturating_add(DAY_MICROS))),
-                    (false, false) => Bound::Excluded(date_term(f, m)),
+                    (true, true) => date_bound(f, m, true),
+                    (true, false) => date_bound(f, m.saturating_add(DAY_MICROS), true),
+                    (false, true) => date_bound(f, m.saturating_add(DAY_MICROS), false),
+                    (false, false) => date_bound(f, m, false),
                 },
             },
         })

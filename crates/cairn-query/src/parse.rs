@@ -83,6 +83,7 @@ fn add_clause(clauses: &mut Vec<Clause>, pred: Predicate, occur: Occur) {
             let mut c = inner.pop().expect("one clause");
             c.occur = match (occur, c.occur) {
                 (Occur::Should, o) => o,
+                (Occur::MustNot, Occur::MustNot) => Occur::Must,
                 (Occur::MustNot, _) | (_, Occur::MustNot) => Occur::MustNot,
                 (o, _) => o,
             };
@@ -660,6 +661,11 @@ mod tests {
         assert_eq!(ast("NOT a"), "(-_Text:a)");
         assert_eq!(ast("!a"), "(-_Text:a)");
         assert_eq!(ast("NOT NOT a"), "_Text:a");
+        // A negated group of one negated clause is that clause, as `NOT NOT a` is.
+        assert_eq!(ast("NOT (NOT a)"), "(+_Text:a)");
+        assert_eq!(ast("Type:x NOT (NOT Name:a)"), "(Type:x +Name:a)");
+        assert_eq!(ast("b AND NOT (NOT a)"), "(+_Text:b +_Text:a)");
+        assert_eq!(ast("b AND (NOT a)"), "(+_Text:b -_Text:a)");
         assert_eq!(ast("a AND NOT b"), "(+_Text:a -_Text:b)");
         // sensenet's (Lucene's) flattening: OR NOT is AND NOT.
         assert_eq!(ast("a OR NOT b"), "(_Text:a -_Text:b)");
