@@ -24,6 +24,12 @@ struct Api {
 }
 
 fn api_with(config: impl FnOnce(&mut ApiConfig)) -> Api {
+    api_with_indexer(config, true)
+}
+
+/// [`api_with`], with the background indexer started or not (then nothing becomes
+/// searchable until the test starts it).
+fn api_with_indexer(config: impl FnOnce(&mut ApiConfig), start: bool) -> Api {
     let dir = tempfile::tempdir().unwrap();
     let store = Arc::new(Store::open(&DatabaseUrl::Sqlite(dir.path().join("cairn.db"))).unwrap());
     let options = IndexerOptions {
@@ -33,7 +39,9 @@ fn api_with(config: impl FnOnce(&mut ApiConfig)) -> Api {
     };
     let (indexer, _) =
         Indexer::open(&dir.path().join("index"), store.clone(), options, &|_| {}).unwrap();
-    let _bg = indexer.start();
+    if start {
+        indexer.start();
+    }
     let mut c = ApiConfig::new(KEY.into());
     config(&mut c);
     let app = router(AppState::new(
@@ -588,8 +596,15 @@ async fn top_is_capped_and_slow_requests_time_out() {
             "{uri}"
         );
     }
-    // A create waits for its change to be searchable: longer than a 1 ns timeout.
-    let api = api_with(|c| c.request_timeout = Duration::from_nanos(1));
+    // A create waits for its change to be searchable; with no indexer running, that takes
+    // longer than the request may.
+    let api = api_with_indexer(
+        |c| {
+            c.request_timeout = Duration::from_millis(300);
+            c.searchable_timeout = Duration::from_secs(60);
+        },
+        false,
+    );
     let before = api.indexer.searcher().num_docs();
     let r = api
         .send(
@@ -600,12 +615,15 @@ async fn top_is_capped_and_slow_requests_time_out() {
         .await;
     assert_eq!(r.status, StatusCode::REQUEST_TIMEOUT, "{}", r.text);
     assert_eq!(r.error_code(), "RequestTimeout");
-    // The write itself goes on and is indexed; let it finish before the folder goes.
+    // The write itself was done, and is indexed once the indexer runs.
+    api.indexer.start();
     cairn_testkit::wait_until(
         "the timed-out create indexed",
         Duration::from_secs(10),
         || (api.indexer.searcher().num_docs() > before).then_some(()),
     );
+    let r = api.get("/odata.svc/Root?query=Name%3Aslow").await;
+    assert_eq!(r.json()["d"]["results"][0]["Name"], "slow", "{}", r.text);
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -1026,4 +1044,205 @@ async fn autofilters_hide_system_folders() {
         assert_eq!(r.status, StatusCode::OK, "{uri}: {}", r.text);
         assert_eq!(names(r), want, "{uri}");
     }
+}
+
+/// Found by a new-user trial: what a logged-in user could do to users, to the system items,
+/// and to a user's password.
+#[tokio::test(flavor = "multi_thread")]
+async fn users_and_system_items_are_protected() {
+    let api = api();
+    let r = api
+        .send(
+            "POST",
+            "/odata.svc/Root/IMS",
+            json!({"__ContentType":"User","Name":"bob","LoginName":"bob","Password":"pw-1"}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+    let bob = format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode("bob:pw-1")
+    );
+    let as_bob = |method: &'static str, uri: &'static str, body: Value| {
+        let bob = bob.clone();
+        let api = &api;
+        async move {
+            api.call(method, uri, Some(&bob), Some(&body.to_string()))
+                .await
+        }
+    };
+    // A user may not reach the users through their folder.
+    for (method, uri, body) in [
+        ("DELETE", "/odata.svc/Root('IMS')", json!({})),
+        ("PATCH", "/odata.svc/Root('IMS')", json!({"Name":"Users"})),
+        (
+            "POST",
+            "/odata.svc/('Root')/DeleteBatch",
+            json!({"paths":["/Root/IMS"]}),
+        ),
+        (
+            "POST",
+            "/odata.svc/('Root')/CopyBatch",
+            json!({"paths":["/Root/IMS"],"targetPath":"/Root"}),
+        ),
+        (
+            "POST",
+            "/odata.svc/('Root')/MoveBatch",
+            json!({"paths":["/Root/IMS"],"targetPath":"/Root"}),
+        ),
+    ] {
+        let r = as_bob(method, uri, body).await;
+        let refused = r.status == StatusCode::FORBIDDEN
+            || r.json()["d"]["errors"][0]["error"]["code"] == "Forbidden";
+        assert!(refused, "{method} {uri}: {} {}", r.status, r.text);
+    }
+    // ... but changing a folder's fields, or one without users, is theirs to do.
+    let r = as_bob(
+        "PATCH",
+        "/odata.svc/Root('IMS')",
+        json!({"Description":"x"}),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    // Nobody may delete, move or rename the items the repository needs to start.
+    for (method, uri, body) in [
+        ("DELETE", "/odata.svc/Root('IMS')", json!({})),
+        ("DELETE", "/odata.svc/Root/IMS('Admin')", json!({})),
+        (
+            "PATCH",
+            "/odata.svc/Root/IMS('Admin')",
+            json!({"Name":"Boss"}),
+        ),
+        ("PATCH", "/odata.svc/Root('IMS')", json!({"Name":"Users"})),
+    ] {
+        let r = api.send(method, uri, body).await;
+        assert_eq!(
+            r.status,
+            StatusCode::BAD_REQUEST,
+            "{method} {uri}: {}",
+            r.text
+        );
+        assert!(r.text.contains("system item"), "{}", r.text);
+    }
+    let r = api
+        .send(
+            "POST",
+            "/odata.svc/('Root')/MoveBatch",
+            json!({"paths":["/Root/IMS/Admin"],"targetPath":"/Root"}),
+        )
+        .await;
+    assert_eq!(r.json()["d"]["__count"], 0, "{}", r.text);
+    assert_eq!(
+        api.get("/odata.svc/Root/IMS('Admin')").await.status,
+        StatusCode::OK
+    );
+    // A login names one user.
+    let r = api
+        .send(
+            "POST",
+            "/odata.svc/Root/IMS",
+            json!({"__ContentType":"User","Name":"bob2","LoginName":"bob","Password":"pw-2"}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CONFLICT, "{}", r.text);
+    let r = api
+        .send(
+            "PATCH",
+            "/odata.svc/Root/IMS('bob')",
+            json!({"LoginName":"bob","FullName":"Bob"}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    // A PUT that leaves the password out keeps it.
+    let r = api
+        .send(
+            "PUT",
+            "/odata.svc/Root/IMS('bob')",
+            json!({"LoginName":"bob","FullName":"Robert"}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    let r = as_bob("GET", "/odata.svc/Root/IMS('bob')", json!({})).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    assert_eq!(r.json()["d"]["FullName"], "Robert");
+    // DELETE on a field is refused and deletes nothing.
+    let r = api
+        .call(
+            "DELETE",
+            "/odata.svc/Root/IMS('bob')/FullName",
+            Some(&format!("Bearer {KEY}")),
+            None,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST, "{}", r.text);
+    assert_eq!(
+        api.get("/odata.svc/Root/IMS('bob')").await.status,
+        StatusCode::OK
+    );
+}
+
+/// Found by a new-user trial: a huge skip sized the top-k heap and aborted the process;
+/// dates past 2262 overflowed the index's nanoseconds.
+#[tokio::test(flavor = "multi_thread")]
+async fn huge_skips_and_far_dates() {
+    let api = api();
+    seed(&api).await;
+    for uri in [
+        "/odata.svc/Root/Docs?$skip=4000000000",
+        "/odata.svc/Root/Docs?$skip=18446744073709551615&$top=5",
+        "/odata.svc/Root?query=Name%3Aa*%20.SKIP%3A2000000000",
+        "/odata.svc/Root?query=Type%3AArticle&$skip=4294967296&$inlinecount=allpages",
+    ] {
+        let r = api.get(uri).await;
+        assert_eq!(r.status, StatusCode::OK, "{uri}: {}", r.text);
+        assert_eq!(r.json()["d"]["results"], json!([]), "{uri}");
+    }
+    let r = api
+        .get("/odata.svc/Root?query=Type%3AArticle&$skip=4294967296&$inlinecount=allpages")
+        .await;
+    assert_eq!(r.json()["d"]["__count"], 3, "{}", r.text);
+    for (name, date) in [
+        ("never", "9999-12-31T00:00:00Z"),
+        ("soon", "2100-06-01T00:00:00Z"),
+        ("past", "1200-01-01T00:00:00Z"),
+    ] {
+        let r = api
+            .send(
+                "POST",
+                "/odata.svc/Root/Docs",
+                json!({"__ContentType":"Article","Name":name,"PublishDate":date}),
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+    }
+    let names = |r: Reply| -> Vec<String> {
+        r.json()["d"]["results"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|i| i["Name"].as_str().unwrap().to_string())
+            .collect()
+    };
+    for (cql, want) in [
+        ("PublishDate:>2100-01-01", vec!["never", "soon"]),
+        ("PublishDate:>2200-01-01", vec!["never"]),
+        ("PublishDate:<2100-01-01", vec!["past"]),
+        ("PublishDate:<1500-01-01", vec!["past"]),
+        ("PublishDate:9999-12-31", vec!["never"]),
+        ("PublishDate:<=9999-12-31", vec!["never", "past", "soon"]),
+        ("PublishDate:>1000-01-01", vec!["never", "past", "soon"]),
+    ] {
+        let uri = format!(
+            "/odata.svc/Root/Docs?query={}&$orderby=Name",
+            cql.replace(':', "%3A")
+                .replace('<', "%3C")
+                .replace('>', "%3E")
+                .replace('=', "%3D")
+        );
+        assert_eq!(names(api.get(&uri).await), want, "{cql}");
+    }
+    let r = api
+        .get("/odata.svc/Root/Docs?query=PublishDate%3A*&$orderby=PublishDate%20desc")
+        .await;
+    assert_eq!(names(r), vec!["never", "soon", "past"]);
 }

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use cairn_index::{search, SearchRequest, SortField, StartupAction};
-use cairn_store::{NodeDetail, NodeId, NodeRef, Store, StoreError, UpdateMode};
+use cairn_store::{DatabaseUrl, NodeDetail, NodeId, NodeRef, Store, StoreError, UpdateMode};
 use common::*;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -495,6 +495,24 @@ fn bad_input_is_refused_and_nothing_is_half_written() {
         store.delete(&NodeRef::from("/Root"), admin).unwrap_err(),
         StoreError::NotAllowed(_)
     ));
+    // So are the users' folder and the administrator, which start-up needs.
+    for path in ["/Root/IMS", "/root/ims/admin"] {
+        let at = NodeRef::from(path);
+        let refused = [
+            store.delete(&at, admin).map(|_| ()),
+            store.rename(&at, "Other", admin).map(|_| ()),
+            store
+                .move_to(&at, &NodeRef::from("/Root/Docs"), admin)
+                .map(|_| ()),
+        ];
+        for r in refused {
+            let e = r.unwrap_err();
+            assert!(
+                matches!(&e, StoreError::NotAllowed(m) if m.contains("system item")),
+                "{path}: {e}"
+            );
+        }
+    }
     assert!(matches!(
         store
             .move_to(&NodeRef::from("/Root"), &NodeRef::from("/Root/Docs"), admin)
@@ -539,4 +557,35 @@ fn bad_input_is_refused_and_nothing_is_half_written() {
         before.1 .0 + 1,
         "one activity per committed change"
     );
+}
+
+/// Start-up finds the administrator by its path. A repository whose administrator was
+/// renamed away (older versions allowed it) used to refuse to open; it now gets one back.
+#[test]
+fn a_repository_without_its_administrator_opens_and_gets_one_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("cairn.db");
+    let url = DatabaseUrl::Sqlite(db.clone());
+    let first = Store::open(&url).unwrap().admin_id();
+    let c = rusqlite::Connection::open(&db).unwrap();
+    let n = c
+        .execute(
+            "UPDATE nodes SET name = 'Old', path = '/Root/IMS/Old', path_key = '/root/ims/old' \
+             WHERE path_key = '/root/ims/admin'",
+            [],
+        )
+        .unwrap();
+    assert_eq!(n, 1);
+    drop(c);
+    let store = Store::open(&url).unwrap();
+    let admin = store
+        .node(&NodeRef::from("/Root/IMS/Admin"))
+        .unwrap()
+        .unwrap();
+    assert_eq!(store.admin_id(), admin.id);
+    assert_ne!(admin.id, first);
+    assert!(store
+        .node(&NodeRef::from("/Root/IMS/Old"))
+        .unwrap()
+        .is_some());
 }

@@ -259,31 +259,45 @@ pub(crate) fn bootstrap(conn: &mut dyn Conn, types: &ContentTypes) -> Result<Nod
     if let Some(admin) = find(conn, types, &NodeRef::from(admin_path), Lock::None)? {
         return Ok(admin.id);
     }
-    let stamp = now();
-    let mut root = Node {
-        id: NodeId(0),
-        parent_id: None,
-        name: "Root".into(),
-        path: "/Root".into(),
-        type_name: "Folder".into(),
-        display_name: "Root".into(),
-        description: String::new(),
-        index: 0,
-        creation_date: stamp,
-        modification_date: stamp,
-        created_by: None,
-        modified_by: None,
-        timestamp: 0,
-        fields: BTreeMap::new(),
+    // A new database, or (from before system items were protected) one whose
+    // administrator was moved away: make what is missing, keep what is there.
+    let root = match find(conn, types, &NodeRef::from("/Root"), Lock::None)? {
+        Some(root) => root,
+        None => {
+            let stamp = now();
+            let mut root = Node {
+                id: NodeId(0),
+                parent_id: None,
+                name: "Root".into(),
+                path: "/Root".into(),
+                type_name: "Folder".into(),
+                display_name: "Root".into(),
+                description: String::new(),
+                index: 0,
+                creation_date: stamp,
+                modification_date: stamp,
+                created_by: None,
+                modified_by: None,
+                timestamp: 0,
+                fields: BTreeMap::new(),
+            };
+            insert_node(conn, types, &mut root)?;
+            root
+        }
     };
-    insert_node(conn, types, &mut root)?;
-    let ims = NewContent {
-        type_name: "SystemFolder".into(),
-        name: "IMS".into(),
-        fields: Map::new(),
+    let ims = match find(conn, types, &NodeRef::from("/Root/IMS"), Lock::None)? {
+        Some(ims) => ims,
+        None => {
+            let ims = NewContent {
+                type_name: "SystemFolder".into(),
+                name: "IMS".into(),
+                fields: Map::new(),
+            };
+            let mut ims = new_node(types, &root, &ims, None)?;
+            insert_node(conn, types, &mut ims)?;
+            ims
+        }
     };
-    let mut ims = new_node(types, &root, &ims, None)?;
-    insert_node(conn, types, &mut ims)?;
     let mut fields = Map::new();
     fields.insert("LoginName".into(), "admin".into());
     fields.insert("FullName".into(), "Administrator".into());
@@ -296,6 +310,21 @@ pub(crate) fn bootstrap(conn: &mut dyn Conn, types: &ContentTypes) -> Result<Nod
     let mut admin = new_node(types, &ims, &admin, None)?;
     insert_node(conn, types, &mut admin)?;
     Ok(admin.id)
+}
+
+/// The items the repository cannot work without: /Root, the users' folder and the
+/// administrator (start-up finds the administrator by this path).
+const SYSTEM_PATHS: [&str; 3] = ["/root", "/root/ims", "/root/ims/admin"];
+
+/// Refuses to `verb` (delete, move, rename) one of the [`SYSTEM_PATHS`].
+fn refuse_system_item(node: &Node, verb: &str) -> Result<()> {
+    if SYSTEM_PATHS.contains(&path_key(&node.path).as_str()) {
+        return Err(StoreError::NotAllowed(format!(
+            "{} is a system item and cannot be {verb}",
+            node.path
+        )));
+    }
+    Ok(())
 }
 
 fn is_in_subtree(path: &str, root: &str) -> bool {
@@ -449,9 +478,7 @@ impl Store {
             node.modified_by = Some(by);
             let renamed = node.name != old.name;
             let activity = if renamed {
-                if old.parent_id.is_none() {
-                    return Err(StoreError::NotAllowed("/Root cannot be renamed".into()));
-                }
+                refuse_system_item(&old, "renamed")?;
                 validate_name(&node.name)?;
                 let parent = crate::content::parent_path(&old.path).unwrap_or("/Root");
                 node.path = format!("{parent}/{}", node.name);
@@ -486,9 +513,7 @@ impl Store {
     pub fn move_to(&self, at: &NodeRef, target: &NodeRef, by: NodeId) -> Result<Written<Node>> {
         self.write(|conn| {
             let mut node = must_find(conn, &self.types, at, Lock::Update)?;
-            if node.parent_id.is_none() {
-                return Err(StoreError::NotAllowed("/Root cannot be moved".into()));
-            }
+            refuse_system_item(&node, "moved")?;
             let target = must_find(conn, &self.types, target, Lock::Share)?;
             if is_in_subtree(&target.path, &node.path) {
                 return Err(StoreError::NotAllowed(format!(
@@ -628,9 +653,7 @@ impl Store {
     pub fn delete(&self, at: &NodeRef, _by: NodeId) -> Result<Written<u64>> {
         self.write(|conn| {
             let node = must_find(conn, &self.types, at, Lock::Update)?;
-            if node.parent_id.is_none() {
-                return Err(StoreError::NotAllowed("/Root cannot be deleted".into()));
-            }
+            refuse_system_item(&node, "deleted")?;
             lock_subtree(conn, &node.path)?;
             let a = insert_activity(conn, ActivityKind::Remove, node.id, &node.path, None)?;
             let b = subtree_bounds(&node.path);

@@ -115,11 +115,7 @@ fn batch(
                 .store
                 .node(&at)?
                 .ok_or_else(|| ApiError::not_found(format!("content not found: {at}")))?;
-            if node.type_name.eq_ignore_ascii_case("User")
-                || node.type_name.eq_ignore_ascii_case("Group")
-            {
-                caller.require_admin("changing users and groups")?;
-            }
+            super::handlers::guard_users(state, caller, &node, true, "changing users and groups")?;
             let summary = |n: &cairn_store::Node| json!({"Id": n.id.0, "Path": n.path, "Name": n.name, "Type": n.type_name});
             Ok(match (action, &target) {
                 (Action::DeleteBatch, _) => {

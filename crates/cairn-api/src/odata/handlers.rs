@@ -95,8 +95,63 @@ fn hash_password_field(type_name: &str, fields: &mut Map<String, Value>) -> ApiR
     Ok(())
 }
 
+/// Refuses a User's `LoginName` that another user has (409): logins must name one user.
+fn unique_login(
+    state: &AppState,
+    type_name: &str,
+    fields: &Map<String, Value>,
+    this: Option<cairn_store::NodeId>,
+) -> ApiResult<()> {
+    let Some(Value::String(login)) = fields.get("LoginName") else {
+        return Ok(());
+    };
+    if !type_name.eq_ignore_ascii_case("User") {
+        return Ok(());
+    }
+    match crate::search::find_user(state, login)? {
+        Some(other) if Some(other) != this => Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "LoginNameExists",
+            "InvalidOperationException",
+            format!(
+                "the login name {login} is taken by another user (#{})",
+                other.0
+            ),
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// The types only administrators may create or change.
+const USER_ADMIN_TYPES: [&str; 2] = ["User", "Group"];
+
 fn is_user_admin_type(type_name: &str) -> bool {
-    type_name.eq_ignore_ascii_case("User") || type_name.eq_ignore_ascii_case("Group")
+    USER_ADMIN_TYPES
+        .iter()
+        .any(|t| type_name.eq_ignore_ascii_case(t))
+}
+
+/// Users and groups are for administrators only: the item itself and, when the change
+/// reaches its whole subtree (delete, move, copy, rename), anything below it.
+pub(super) fn guard_users(
+    state: &AppState,
+    caller: &Caller,
+    node: &cairn_store::Node,
+    whole_subtree: bool,
+    what: &str,
+) -> ApiResult<()> {
+    if caller.is_admin {
+        return Ok(());
+    }
+    if is_user_admin_type(&node.type_name)
+        || (whole_subtree
+            && state
+                .store
+                .subtree_has_type(&node.path, &USER_ADMIN_TYPES)?)
+    {
+        caller.require_admin(what)?;
+    }
+    Ok(())
 }
 
 /// `GET|POST|PATCH|MERGE|PUT|DELETE /odata.svc/...`.
@@ -271,6 +326,7 @@ async fn create(
     }
     blocking(move || {
         hash_password_field(&type_name, &mut fields)?;
+        unique_login(&state, &type_name, &fields, None)?;
         let name = match fields.remove("Name") {
             Some(Value::String(n)) => n,
             Some(_) => return Err(ApiError::bad_request("Name must be a string")),
@@ -308,10 +364,19 @@ async fn update(
     let (_, mut fields) = content_fields(super::body::object(&body)?)?;
     blocking(move || {
         let node = load(&state, &at)?;
-        if is_user_admin_type(&node.type_name) {
-            caller.require_admin("changing users and groups")?;
-        }
+        let renames = fields
+            .get("Name")
+            .is_some_and(|n| n.as_str() != Some(node.name.as_str()));
+        guard_users(&state, &caller, &node, renames, "changing users and groups")?;
         hash_password_field(&node.type_name, &mut fields)?;
+        if mode == UpdateMode::Replace && !fields.contains_key("PasswordHash") {
+            // A PUT resets the fields it does not name, but a password is not reset by
+            // leaving it out: the user would be locked out.
+            if let Some(cairn_store::FieldValue::Text(h)) = node.fields.get("PasswordHash") {
+                fields.insert("PasswordHash".into(), Value::String(h.clone()));
+            }
+        }
+        unique_login(&state, &node.type_name, &fields, Some(node.id))?;
         let w = state
             .store
             .update(&NodeRef::Id(node.id), &fields, mode, caller.user)?;
@@ -325,11 +390,14 @@ async fn delete(state: AppState, caller: Caller, target: ODataPath) -> ApiResult
     let Resource::Item(at) = target.resource else {
         return Err(ApiError::bad_request("DELETE addresses one item"));
     };
+    if target.member.is_some() {
+        return Err(ApiError::bad_request(
+            "DELETE addresses an item, not a field (to clear a field, PATCH it with null)",
+        ));
+    }
     blocking(move || {
         let node = load(&state, &at)?;
-        if is_user_admin_type(&node.type_name) {
-            caller.require_admin("deleting users and groups")?;
-        }
+        guard_users(&state, &caller, &node, true, "deleting users and groups")?;
         let w = state.store.delete(&NodeRef::Id(node.id), caller.user)?;
         searchable(&state, w.activity);
         Ok(labeled("delete", StatusCode::NO_CONTENT))
