@@ -91,6 +91,9 @@ impl BackupManager {
     /// crash interrupted.
     pub fn open(root: &Path, source: Arc<dyn BackupSource>) -> Result<Arc<Self>> {
         std::fs::create_dir_all(root).map_err(io(format!("create {}", root.display())))?;
+        // Targets are recorded under an absolute root, so that they name the same folder
+        // whatever the working directory of a later start.
+        let root = &std::path::absolute(root).map_err(io(format!("resolve {}", root.display())))?;
         let path = root.join(HISTORY_FILE);
         let mut history: Vec<BackupInfo> = match std::fs::read_to_string(&path) {
             Ok(text) => serde_json::from_str(&text).unwrap_or_else(|e| {
@@ -108,9 +111,16 @@ impl BackupManager {
                 info.state,
                 BackupState::Started | BackupState::Executing | BackupState::CancelRequested
             ) {
-                let target = PathBuf::from(&info.target_path);
-                if target.exists() && !target.join(MANIFEST_FILE).exists() {
-                    let _ = std::fs::remove_dir_all(&target);
+                // A target is a folder directly in `root` (as `start` makes it). Only its
+                // name is taken from the history: a path recorded relative to another
+                // working directory must not lead outside the backups folder.
+                let target = Path::new(&info.target_path)
+                    .file_name()
+                    .map(|name| root.join(name));
+                if let Some(target) = target {
+                    if target.is_dir() && !target.join(MANIFEST_FILE).exists() {
+                        let _ = std::fs::remove_dir_all(&target);
+                    }
                 }
                 info.state = BackupState::Faulted;
                 info.finished_at.get_or_insert_with(now);

@@ -2,7 +2,7 @@
 //! the database passes its engine's check, and the positions in the manifest agree.
 //! Stops at the first problem and names it.
 
-use std::path::{Component, Path};
+use std::path::{Component, Path, PathBuf};
 use std::sync::atomic::AtomicBool;
 use std::time::Instant;
 
@@ -177,6 +177,21 @@ fn check_index(index_dir: &Path, manifest: &Manifest) -> Result<CompletionState>
     let metas = index
         .load_metas()
         .map_err(|e| invalid(format!("the index does not open: {e}")))?;
+    // Restore copies the listed files only: every file the index needs must be listed, or
+    // the restored index would not open.
+    let listed: std::collections::HashSet<&str> =
+        manifest.files.iter().map(|f| f.path.as_str()).collect();
+    let mut needed: Vec<PathBuf> = metas.list_segment_files().into_iter().collect();
+    needed.push(PathBuf::from("meta.json"));
+    needed.sort();
+    for file in needed {
+        let rel = format!("{INDEX_DIR}/{}", file.display());
+        if index_dir.join(&file).exists() && !listed.contains(rel.as_str()) {
+            return Err(invalid(format!(
+                "{rel}: the index needs it, but the manifest does not list it"
+            )));
+        }
+    }
     let docs: u64 = metas.segments.iter().map(|s| s.num_docs() as u64).sum();
     if docs != manifest.index.documents {
         return Err(invalid(format!(

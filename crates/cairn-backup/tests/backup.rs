@@ -556,6 +556,21 @@ fn a_job_interrupted_by_a_crash_is_faulted_at_the_next_open() {
 
     // "Restart": a new manager over the same folder (the stuck one never finishes).
     std::mem::forget(stuck);
+    // The history names the job's folder by a path that leads elsewhere, as a path
+    // recorded relative to another working directory would: only the folder of that name
+    // in the backups folder may be removed.
+    let decoy = dir.path().join("elsewhere").join("victim");
+    std::fs::create_dir_all(&decoy).unwrap();
+    std::fs::write(decoy.join("notes.txt"), "precious").unwrap();
+    let history_file = root.join("history.json");
+    let mut history: Value =
+        serde_json::from_str(&std::fs::read_to_string(&history_file).unwrap()).unwrap();
+    for entry in history.as_array_mut().unwrap() {
+        if entry["TargetPath"].as_str().unwrap().ends_with("victim") {
+            entry["TargetPath"] = json!(decoy.to_str().unwrap());
+        }
+    }
+    std::fs::write(&history_file, history.to_string()).unwrap();
     let after = BackupManager::open(&root, repo.source()).unwrap();
     let q = after.query();
     assert_eq!(q.state, BackupState::Faulted, "{q:?}");
@@ -564,6 +579,10 @@ fn a_job_interrupted_by_a_crash_is_faulted_at_the_next_open() {
     assert!(cur.message.as_deref().unwrap_or("").contains("interrupted"));
     assert!(cur.finished_at.is_some());
     assert!(!partial.exists(), "the partial folder was removed");
+    assert!(
+        decoy.join("notes.txt").exists(),
+        "a folder outside was removed"
+    );
     assert_eq!(q.history.len(), 2);
     assert_eq!(q.history[1].state, BackupState::Finished);
     assert!(root.join("good/manifest.json").exists());
@@ -801,7 +820,7 @@ fn tampered_manifests_are_refused() {
     let outside_bytes = std::fs::read(&outside).unwrap();
 
     type Edit = fn(&mut Value);
-    let edits: [(&str, Edit); 12] = [
+    let edits: [(&str, Edit); 13] = [
         ("database file outside", |m| {
             m["database"]["file_name"] = json!("../../outside.db")
         }),
@@ -833,6 +852,15 @@ fn tampered_manifests_are_refused() {
         }),
         ("checksum", |m| {
             m["files"][0]["sha256"] = json!("0".repeat(64))
+        }),
+        ("an index file left out", |m| {
+            // The file stays in the folder: a restore would copy the listed files only.
+            let files = m["files"].as_array_mut().unwrap();
+            let at = files
+                .iter()
+                .position(|f| f["path"].as_str().unwrap().ends_with(".pos"))
+                .unwrap();
+            files.remove(at);
         }),
         ("database part removed", |m| m["database"] = Value::Null),
         ("kind", |m| m["kind"] = json!("Index")),
