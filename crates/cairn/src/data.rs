@@ -86,9 +86,16 @@ impl DataDir {
                 } else {
                     holder
                 };
+                // Only some commands can ask the running server instead.
+                let instead = match what {
+                    "index check" => " (or ask the running server: cairn index check --server URL)",
+                    "backup create" => {
+                        " (or let the running server take it online: cairn backup create --server URL)"
+                    }
+                    _ => "",
+                };
                 bail!(
-                    "the data folder {} is in use by {holder}; stop it first \
-                     (or run the command against the server with --server URL)",
+                    "the data folder {} is in use by {holder}; stop it first{instead}",
                     self.root.display()
                 );
             }

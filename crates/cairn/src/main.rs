@@ -37,6 +37,32 @@ impl DataArgs {
     }
 }
 
+/// A running server to ask instead of opening the data folder.
+#[derive(Args, Debug, Clone)]
+struct ServerArgs {
+    /// Ask this running server (http://HOST:PORT) instead of opening --data.
+    #[arg(long)]
+    server: Option<String>,
+    /// The administrator's key for --server.
+    #[arg(long, env = "CAIRN_ADMIN_KEY", hide_env_values = true)]
+    admin_key: Option<String>,
+}
+
+impl ServerArgs {
+    /// The server to ask, when --server was given.
+    fn remote(&self) -> Result<Option<commands::Remote>> {
+        let Some(server) = &self.server else {
+            return Ok(None);
+        };
+        let key = self.admin_key.as_deref().ok_or_else(|| {
+            anyhow::anyhow!(
+                "--server needs the administrator's key: --admin-key or CAIRN_ADMIN_KEY"
+            )
+        })?;
+        Ok(Some(commands::Remote::new(server, key)))
+    }
+}
+
 #[derive(Subcommand, Debug)]
 enum Command {
     /// Serve the repository over HTTP (OData, sensenet's dialect).
@@ -178,6 +204,8 @@ enum IndexCommand {
     Status {
         #[command(flatten)]
         data: DataArgs,
+        #[command(flatten)]
+        server: ServerArgs,
         /// Print JSON.
         #[arg(long)]
         json: bool,
@@ -186,6 +214,8 @@ enum IndexCommand {
     Check {
         #[command(flatten)]
         data: DataArgs,
+        #[command(flatten)]
+        server: ServerArgs,
         /// Print JSON.
         #[arg(long)]
         json: bool,
@@ -242,51 +272,57 @@ fn run(cli: Cli) -> Result<ExitCode> {
             backup_busy_rate.saturating_mul(1 << 20),
         ),
         Command::Index { command } => match command {
-            IndexCommand::Status { data, json } => commands::index::status(&data.dir()?, json),
-            IndexCommand::Check { data, json } => commands::index::check(&data.dir()?, json),
+            IndexCommand::Status { data, server, json } => match server.remote()? {
+                Some(remote) => commands::index::status_remote(&remote, json),
+                None => commands::index::status(&data.dir()?, json),
+            },
+            IndexCommand::Check { data, server, json } => match server.remote()? {
+                Some(remote) => commands::index::check_remote(&remote, json),
+                None => commands::index::check(&data.dir()?, json),
+            },
             IndexCommand::Rebuild { data } => commands::index::rebuild(&data.dir()?),
         },
-        Command::Backup { command } => {
-            match command {
-                BackupCommand::Create {
+        Command::Backup { command } => match command {
+            BackupCommand::Create {
+                server: Some(server),
+                admin_key,
+                target,
+                to,
+                index_only,
+                ..
+            } => {
+                let remote = ServerArgs {
                     server: Some(server),
                     admin_key,
-                    target,
-                    to,
-                    index_only,
-                    ..
-                } => {
-                    let key = admin_key.ok_or_else(|| {
-                    anyhow::anyhow!("--server needs the administrator's key: --admin-key or CAIRN_ADMIN_KEY")
-                })?;
-                    commands::backup::create_remote(
-                        &server,
-                        &key,
-                        target.as_deref(),
-                        to.as_deref(),
-                        index_only,
-                    )
                 }
-                BackupCommand::Create {
-                    data: Some(data),
-                    database,
-                    to: Some(to),
+                .remote()?
+                .ok_or_else(|| anyhow::anyhow!("--server is missing"))?;
+                commands::backup::create_remote(
+                    &remote,
+                    target.as_deref(),
+                    to.as_deref(),
                     index_only,
-                    ..
-                } => commands::backup::create_offline(
-                    &DataDir::new(&data, database.as_deref())?,
-                    &to,
-                    index_only,
-                ),
-                BackupCommand::Create { .. } => Err(anyhow::anyhow!(
+                )
+            }
+            BackupCommand::Create {
+                data: Some(data),
+                database,
+                to: Some(to),
+                index_only,
+                ..
+            } => commands::backup::create_offline(
+                &DataDir::new(&data, database.as_deref())?,
+                &to,
+                index_only,
+            ),
+            BackupCommand::Create { .. } => Err(anyhow::anyhow!(
                 "give --server URL [--to DIR] (online) or --data DIR --to DIR (stopped repository)"
             )),
-                BackupCommand::Verify { dir } => commands::backup::verify_cmd(&dir),
-                BackupCommand::List { dir } => commands::backup::list(&dir.unwrap_or_else(|| {
-                    commands::backup::default_dir(std::path::Path::new("./cairn-data"))
-                })),
-            }
-        }
+            BackupCommand::Verify { dir } => commands::backup::verify_cmd(&dir),
+            BackupCommand::List { dir } => commands::backup::list(&dir.unwrap_or_else(|| {
+                commands::backup::default_dir(std::path::Path::new("./cairn-data"))
+            })),
+        },
         Command::Restore {
             from,
             data,

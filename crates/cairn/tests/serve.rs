@@ -92,7 +92,52 @@ fn first_start_generates_a_private_key_and_serves() {
         .output()
         .unwrap();
     assert!(!o.status.success());
-    assert!(String::from_utf8_lossy(&o.stderr).contains("in use by `cairn serve`"));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("in use by `cairn serve`"), "{err}");
+    assert!(!err.contains("--server"), "rebuild has no --server: {err}");
+    // `index check` says it can ask the server, and it can.
+    let cairn = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_cairn"))
+            .args(args)
+            .env_remove("CAIRN_ADMIN_KEY")
+            .output()
+            .unwrap()
+    };
+    let data_arg = data.to_str().unwrap();
+    let o = cairn(&["index", "check", "--data", data_arg]);
+    assert!(String::from_utf8_lossy(&o.stderr).contains("index check --server URL"));
+    let key = key.trim();
+    for (args, want) in [
+        (vec!["index", "check"], "0 differences"),
+        (vec!["index", "status"], "lag: 0 activities"),
+    ] {
+        let mut args = args.clone();
+        args.extend(["--server", &server.url, "--admin-key", key]);
+        let o = cairn(&args);
+        let out = String::from_utf8_lossy(&o.stdout);
+        assert!(
+            o.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        assert!(out.contains(want), "{args:?}: {out}");
+        args.push("--json");
+        let o = cairn(&args);
+        let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        assert!(v.is_object(), "{v}");
+    }
+    let o = cairn(&[
+        "index",
+        "check",
+        "--server",
+        &server.url,
+        "--admin-key",
+        "wrong",
+    ]);
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("401"));
+    let o = cairn(&["index", "status", "--server", &server.url]);
+    assert!(String::from_utf8_lossy(&o.stderr).contains("administrator's key"));
 }
 
 #[test]

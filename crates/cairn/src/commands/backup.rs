@@ -14,6 +14,7 @@ use cairn_backup::{
 };
 use cairn_store::Store;
 
+use crate::commands::Remote;
 use crate::data::DataDir;
 use crate::progress::Progress;
 
@@ -82,64 +83,14 @@ pub fn create_offline(data: &DataDir, to: &Path, index_only: bool) -> Result<Exi
     Ok(ExitCode::SUCCESS)
 }
 
-/// A tiny client of a server's backup API.
-struct Remote {
-    base: String,
-    key: String,
-}
-
-impl Remote {
-    fn url(&self, path: &str) -> String {
-        format!("{}{path}", self.base.trim_end_matches('/'))
-    }
-    fn auth(&self) -> String {
-        format!("Bearer {}", self.key)
-    }
-    fn json(&self, method: &str, path: &str, body: Option<&str>) -> Result<serde_json::Value> {
-        let url = self.url(path);
-        let resp = match method {
-            "POST" => ureq::post(&url)
-                .header("Authorization", &self.auth())
-                .config()
-                .http_status_as_error(false)
-                .build()
-                .send(body.unwrap_or("")),
-            _ => ureq::get(&url)
-                .header("Authorization", &self.auth())
-                .config()
-                .http_status_as_error(false)
-                .build()
-                .call(),
-        };
-        let mut resp = resp.with_context(|| format!("{method} {url}"))?;
-        let status = resp.status();
-        let text = resp.body_mut().read_to_string().unwrap_or_default();
-        let value: serde_json::Value =
-            serde_json::from_str(&text).unwrap_or(serde_json::Value::Null);
-        if !status.is_success() {
-            let msg = value["error"]["message"]["value"]
-                .as_str()
-                .unwrap_or(&text)
-                .to_string();
-            bail!("{method} {url}: {status}: {msg}");
-        }
-        Ok(value)
-    }
-}
-
 /// `cairn backup create --server URL [--to DIR]`: a backup by a running server, followed
 /// with a progress bar, optionally downloaded and checked.
 pub fn create_remote(
-    server: &str,
-    key: &str,
+    remote: &Remote,
     target: Option<&str>,
     to: Option<&Path>,
     index_only: bool,
 ) -> Result<ExitCode> {
-    let remote = Remote {
-        base: server.to_string(),
-        key: key.to_string(),
-    };
     let action = if index_only {
         "BackupIndex"
     } else {
@@ -210,7 +161,7 @@ pub fn create_remote(
         last.target_path
     );
     if let Some(to) = to {
-        download(&remote, &name, to)?;
+        download(remote, &name, to)?;
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -335,6 +286,12 @@ pub fn restore_cmd(
     mode: RestoreMode,
     force: bool,
 ) -> Result<ExitCode> {
+    if mode == RestoreMode::IndexOnly {
+        // An index alone is only of use beside the database it was taken from: in a
+        // folder with no repository, the next start would make a new one and drop it.
+        data.require_existing()
+            .context("--index-only restores an index beside its repository's database")?;
+    }
     let created = !data.root.exists();
     let lock = data.lock("restore")?;
     let progress = Progress::new("restore", "bytes");

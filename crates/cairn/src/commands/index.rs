@@ -7,7 +7,7 @@ use cairn_index::{index_exists, CompletionState, IntegrityReport};
 use cairn_store::Store;
 use serde_json::json;
 
-use crate::commands::open_repository;
+use crate::commands::{open_repository, Remote};
 use crate::data::DataDir;
 
 /// `cairn index status`: the completion state against the database's last activity. Reads
@@ -95,6 +95,57 @@ pub fn check(data: &DataDir, as_json: bool) -> Result<ExitCode> {
         print_report(&report);
     }
     Ok(if report.is_clean() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}
+
+/// `cairn index status --server URL`: a running server's `GetIndexProperties`.
+pub fn status_remote(remote: &Remote, as_json: bool) -> Result<ExitCode> {
+    let v = remote.json("GET", "/odata.svc/('Root')/GetIndexProperties", None)?;
+    if as_json {
+        println!("{}", serde_json::to_string_pretty(&v)?);
+    } else {
+        println!(
+            "index completion state: {}",
+            v["CompletionState"].as_str().unwrap_or("-")
+        );
+        println!("database last activity: {}", v["DatabaseLastActivityId"]);
+        println!("lag: {} activities", v["Lag"]);
+        println!("documents: {}", v["DocumentCount"]);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `cairn index check --server URL`: a running server's `CheckIndexIntegrity`. Exits 1 when
+/// the database and the index differ.
+pub fn check_remote(remote: &Remote, as_json: bool) -> Result<ExitCode> {
+    let v = remote.json("GET", "/odata.svc/('Root')/CheckIndexIntegrity", None)?;
+    let differences = v["Differences"]
+        .as_array()
+        .context("the server's answer has no Differences")?;
+    if as_json {
+        println!("{}", serde_json::to_string_pretty(&v)?);
+    } else {
+        println!(
+            "database: {} items, last activity {}; index: {} documents, at {}",
+            v["DatabaseItems"],
+            v["LastStoredActivity"],
+            v["IndexDocuments"],
+            v["LastProcessedActivity"]
+        );
+        for d in differences {
+            println!(
+                "{} id={} path={}",
+                d["Kind"].as_str().unwrap_or("?"),
+                d["NodeId"],
+                d["Path"].as_str().unwrap_or("?")
+            );
+        }
+        println!("{} differences", differences.len());
+    }
+    Ok(if differences.is_empty() {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(1)

@@ -7,7 +7,7 @@ pub mod serve;
 
 use std::sync::Arc;
 
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 use cairn_index::{Indexer, IndexerOptions, OpenReport, StartupAction};
 use cairn_store::Store;
 
@@ -46,4 +46,62 @@ pub fn open_repository_with(
         ),
     }
     Ok((store, indexer, report))
+}
+
+/// A tiny client of a server's administrative API (backups, index state).
+pub(crate) struct Remote {
+    base: String,
+    key: String,
+}
+
+impl Remote {
+    /// The server at `base` (`http://HOST:PORT`), called with the administrator's `key`.
+    pub(crate) fn new(base: &str, key: &str) -> Remote {
+        Remote {
+            base: base.to_string(),
+            key: key.to_string(),
+        }
+    }
+
+    pub(crate) fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base.trim_end_matches('/'))
+    }
+    pub(crate) fn auth(&self) -> String {
+        format!("Bearer {}", self.key)
+    }
+    pub(crate) fn json(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<&str>,
+    ) -> Result<serde_json::Value> {
+        let url = self.url(path);
+        let resp = match method {
+            "POST" => ureq::post(&url)
+                .header("Authorization", &self.auth())
+                .config()
+                .http_status_as_error(false)
+                .build()
+                .send(body.unwrap_or("")),
+            _ => ureq::get(&url)
+                .header("Authorization", &self.auth())
+                .config()
+                .http_status_as_error(false)
+                .build()
+                .call(),
+        };
+        let mut resp = resp.with_context(|| format!("{method} {url}"))?;
+        let status = resp.status();
+        let text = resp.body_mut().read_to_string().unwrap_or_default();
+        let value: serde_json::Value =
+            serde_json::from_str(&text).unwrap_or(serde_json::Value::Null);
+        if !status.is_success() {
+            let msg = value["error"]["message"]["value"]
+                .as_str()
+                .unwrap_or(&text)
+                .to_string();
+            bail!("{method} {url}: {status}: {msg}");
+        }
+        Ok(value)
+    }
 }
