@@ -199,14 +199,17 @@ pub fn previous_backup(target: &Path) -> Option<(PathBuf, Manifest)> {
 /// copied, it sleeps as long as that chunk takes at the rate, while a rate applies.
 struct Pacer<'s> {
     source: &'s dyn BackupSource,
+    /// A cancel ends a wait early.
+    cancel: &'s AtomicBool,
     /// When the bytes told so far are due at the rate.
     due: Mutex<Option<Instant>>,
 }
 
 impl<'s> Pacer<'s> {
-    fn new(source: &'s dyn BackupSource) -> Self {
+    fn new(source: &'s dyn BackupSource, cancel: &'s AtomicBool) -> Self {
         Pacer {
             source,
+            cancel,
             due: Mutex::new(None),
         }
     }
@@ -222,8 +225,16 @@ impl<'s> Pacer<'s> {
             + Duration::from_secs_f64(bytes as f64 / rate as f64);
         *slot = Some(due);
         drop(slot);
-        // Sleep in bounded steps: a cancel is checked between chunks.
-        std::thread::sleep((due - now).min(Duration::from_millis(250)));
+        // Wait until the bytes are due, in steps short enough to notice a cancel soon. (A
+        // single bounded sleep per chunk let a 1 MiB chunk through every 250 ms, whatever
+        // the rate.)
+        loop {
+            let now = Instant::now();
+            if now >= due || self.cancel.load(Ordering::Relaxed) {
+                break;
+            }
+            std::thread::sleep((due - now).min(Duration::from_millis(100)));
+        }
     }
 }
 
@@ -298,7 +309,7 @@ fn run_into(
     });
     let mut files = Vec::with_capacity(snapshot.files.len() + 2);
     let mut copied: Vec<PathBuf> = Vec::new();
-    let pacer = Pacer::new(source);
+    let pacer = Pacer::new(source, cancel);
     // Two files at a time: a copy is bound by its SHA-256 (one core per file), so two
     // workers keep both cores busy on a large index. Entries keep the snapshot's order.
     let next = AtomicUsize::new(0);

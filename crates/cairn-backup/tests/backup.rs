@@ -929,3 +929,83 @@ fn tampered_manifests_are_refused() {
     assert!(verify(&b, &no_progress).is_ok());
     repo.stop();
 }
+
+/// A source whose backups are always paced at `rate` bytes per second.
+struct Paced {
+    inner: Arc<LiveSource>,
+    rate: u64,
+}
+
+impl BackupSource for Paced {
+    fn paced_rate(&self) -> Option<u64> {
+        Some(self.rate)
+    }
+    fn repository_id(&self) -> String {
+        self.inner.repository_id()
+    }
+    fn snapshot_index(&self) -> cairn_backup::Result<IndexSnapshot> {
+        self.inner.snapshot_index()
+    }
+    fn backup_database(
+        &self,
+        dest: &Path,
+        progress: &dyn Fn(u64, u64),
+        cancel: &AtomicBool,
+    ) -> cairn_backup::Result<DatabaseBackup> {
+        self.inner.backup_database(dest, progress, cancel)
+    }
+}
+
+/// A paced backup copies no faster than its rate, even when one step copies far more than
+/// the rate allows per wait (the database copies ~4 MiB per step). It used to wait at most
+/// 250 ms per step.
+#[test]
+fn a_paced_backup_keeps_to_its_rate() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = Repo::new_in(dir.path());
+    repo.import("Docs", 50, 100);
+    pad(&dir.path().join("live/cairn.db"), 8);
+    let rate = 4 << 20;
+    let source = Paced {
+        inner: repo.source(),
+        rate,
+    };
+    let started = Instant::now();
+    let manifest = backup(&source, BackupKind::Repository, &dir.path().join("b"));
+    let took = started.elapsed().as_secs_f64();
+    let bytes: u64 = manifest.files.iter().map(|f| f.size).sum();
+    assert!(bytes > 8 << 20, "{bytes}");
+    let least = bytes as f64 / rate as f64;
+    assert!(
+        took >= least * 0.9,
+        "{bytes} bytes in {took:.2} s: faster than {rate} B/s ({least:.2} s)"
+    );
+    // Canceling a paced backup is not held up by the pace.
+    let info = Mutex::new(BackupInfo::started(
+        BackupKind::Repository,
+        &dir.path().join("c"),
+    ));
+    let cancel = AtomicBool::new(false);
+    let started = Instant::now();
+    let result = std::thread::scope(|s| {
+        let run = s.spawn(|| {
+            run_backup(
+                &source,
+                BackupKind::Repository,
+                &dir.path().join("c"),
+                &info,
+                &cancel,
+            )
+        });
+        std::thread::sleep(Duration::from_millis(300));
+        cancel.store(true, Ordering::SeqCst);
+        run.join().unwrap()
+    });
+    assert!(result.is_err());
+    assert!(
+        started.elapsed() < Duration::from_secs_f64(least),
+        "{:?}",
+        started.elapsed()
+    );
+    assert!(!dir.path().join("c").exists());
+}
