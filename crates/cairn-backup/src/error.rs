@@ -17,6 +17,9 @@ pub enum BackupError {
     /// The folder is not a usable backup; the message names the first problem.
     #[error("not a valid backup: {0}")]
     Invalid(String),
+    /// The restore cannot run against this target; the message says why and what to do.
+    #[error("{0}")]
+    Refused(String),
     /// The backup belongs to another repository.
     #[error("the backup belongs to repository {backup}, but the data folder holds repository {current}; use --force to restore it anyway")]
     OtherRepository {
@@ -25,13 +28,14 @@ pub enum BackupError {
         /// The data folder's repository id.
         current: String,
     },
-    /// A file operation failed.
-    #[error("{context}: {source}")]
+    /// A file operation failed. The cause is part of the message, not a separate source,
+    /// so that a printed error chain names it once.
+    #[error("{context}: {cause}")]
     Io {
         /// What was being done.
         context: String,
         /// The cause.
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     /// The index failed.
     #[error(transparent)]
@@ -47,5 +51,5 @@ pub type Result<T, E = BackupError> = std::result::Result<T, E>;
 /// Wraps an I/O error with what was being done.
 pub(crate) fn io(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> BackupError {
     let context = context.into();
-    move |source| BackupError::Io { context, source }
+    move |cause| BackupError::Io { context, cause }
 }

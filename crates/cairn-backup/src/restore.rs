@@ -12,7 +12,7 @@ use cairn_store::{DatabaseKind, DatabaseUrl};
 
 use crate::error::{io, BackupError, Result};
 use crate::files::{copy_checksummed, sync_dir, sync_files};
-use crate::manifest::{Manifest, DATABASE_DIR, INDEX_DIR};
+use crate::manifest::{FileEntry, Manifest, DATABASE_DIR, INDEX_DIR};
 
 /// What to restore.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -75,6 +75,36 @@ pub fn restore(
             "this backup holds the index alone; restore it with --index-only".into(),
         ));
     }
+    if let Some(db) = manifest
+        .database
+        .as_ref()
+        .filter(|_| mode != RestoreMode::IndexOnly)
+    {
+        match (&db.kind, &target.database) {
+            (DatabaseKind::Sqlite, DatabaseUrl::Sqlite(_)) => {}
+            (DatabaseKind::Postgres, DatabaseUrl::Postgres(url)) => {
+                // A web node still connected would go on writing into the restored
+                // database (the data folder's lock covers a local server only).
+                let live = cairn_store::cairn_sessions(url)?;
+                if !live.is_empty() {
+                    return Err(BackupError::Refused(format!(
+                        "{} is in use by {} Cairn session(s): {}; stop every web node and \
+                         the search service first",
+                        target.database.redacted(),
+                        live.len(),
+                        live.join(", ")
+                    )));
+                }
+            }
+            (kind, url) => {
+                return Err(BackupError::Refused(format!(
+                    "the backup holds a {kind:?} database, but the target database is {}: \
+                     give --database of the same kind",
+                    url.redacted()
+                )))
+            }
+        }
+    }
     if let Some(current) = current_repository(&target.database)? {
         if current != manifest.repository_id {
             if !force {
@@ -115,32 +145,12 @@ pub fn restore(
         .cloned()
         .collect();
     let total: u64 = wanted.iter().map(|f| f.size).sum();
-    let mut done = 0u64;
-    let never = AtomicBool::new(false);
-    for dir in [INDEX_DIR, DATABASE_DIR] {
-        std::fs::create_dir(staging.join(dir)).map_err(io("create the staging folders"))?;
+    if let Err(e) = stage(from, &staging, &wanted, total, progress) {
+        // Nothing was swapped yet: leave no staging behind (`old` is still empty).
+        let _ = std::fs::remove_dir_all(&staging);
+        let _ = std::fs::remove_dir_all(&old);
+        return Err(e);
     }
-    for f in &wanted {
-        let (sum, _) = copy_checksummed(
-            &from.join(&f.path),
-            &staging.join(&f.path),
-            &never,
-            &mut |n| {
-                done += n;
-                progress(done, total);
-            },
-        )?;
-        if sum != f.sha256 {
-            return Err(BackupError::Invalid(format!(
-                "{}: checksum mismatch while copying",
-                f.path
-            )));
-        }
-    }
-    let staged: Vec<PathBuf> = wanted.iter().map(|f| staging.join(&f.path)).collect();
-    sync_files(&staged)?;
-    sync_dir(&staging.join(INDEX_DIR))?;
-    sync_dir(&staging.join(DATABASE_DIR))?;
 
     // 2. Swap in.
     if mode != RestoreMode::IndexOnly {
@@ -187,6 +197,44 @@ pub fn restore(
         seconds: started.elapsed().as_secs_f64(),
         warnings,
     })
+}
+
+/// Copies the `wanted` files of the backup `from` into `staging`, checking every checksum
+/// again, and syncs them.
+fn stage(
+    from: &Path,
+    staging: &Path,
+    wanted: &[FileEntry],
+    total: u64,
+    progress: &dyn Fn(u64, u64),
+) -> Result<()> {
+    let mut done = 0u64;
+    let never = AtomicBool::new(false);
+    for dir in [INDEX_DIR, DATABASE_DIR] {
+        std::fs::create_dir(staging.join(dir)).map_err(io("create the staging folders"))?;
+    }
+    for f in wanted {
+        let (sum, _) = copy_checksummed(
+            &from.join(&f.path),
+            &staging.join(&f.path),
+            &never,
+            &mut |n| {
+                done += n;
+                progress(done, total);
+            },
+        )?;
+        if sum != f.sha256 {
+            return Err(BackupError::Invalid(format!(
+                "{}: checksum mismatch while copying",
+                f.path
+            )));
+        }
+    }
+    let staged: Vec<PathBuf> = wanted.iter().map(|f| staging.join(&f.path)).collect();
+    sync_files(&staged)?;
+    sync_dir(&staging.join(INDEX_DIR))?;
+    sync_dir(&staging.join(DATABASE_DIR))?;
+    Ok(())
 }
 
 /// Puts the SQLite file `staged` in place of `db`. The old database is checkpointed first

@@ -260,7 +260,7 @@ pub fn run_backup(
         } else {
             BackupError::Io {
                 context: format!("create {}", target.display()),
-                source: e,
+                cause: e,
             }
         }
     })?;

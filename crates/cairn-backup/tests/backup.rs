@@ -1009,3 +1009,33 @@ fn a_paced_backup_keeps_to_its_rate() {
     );
     assert!(!dir.path().join("c").exists());
 }
+
+/// A backup's database goes only to a target database of the same kind; a mismatch is
+/// refused before anything is staged or created.
+#[test]
+fn a_restore_to_another_kind_of_database_is_refused_first() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = Repo::new_in(dir.path());
+    repo.import("Docs", 20, 100);
+    let b = dir.path().join("b");
+    backup(&*repo.source(), BackupKind::Repository, &b);
+    let into = dir.path().join("restored");
+    let target = RestoreTarget {
+        data_dir: into.clone(),
+        // Nothing listens there: the refusal must come before any connection.
+        database: DatabaseUrl::Postgres("postgres://cairn@127.0.0.1:1/none".into()),
+    };
+    let err = restore(&b, &target, RestoreMode::Both, false, &|_, _| {}).unwrap_err();
+    assert!(matches!(err, BackupError::Refused(_)), "{err}");
+    assert!(err.to_string().contains("same kind"), "{err}");
+    assert!(!into.exists());
+    // The index alone has no database to mismatch.
+    std::fs::create_dir(&into).unwrap();
+    let target = RestoreTarget {
+        data_dir: into.clone(),
+        database: DatabaseUrl::Sqlite(into.join("cairn.db")),
+    };
+    restore(&b, &target, RestoreMode::IndexOnly, false, &|_, _| {}).unwrap();
+    assert!(into.join("index/meta.json").exists());
+    assert!(!into.join(".restore-staging").exists() && !into.join(".restore-old").exists());
+}

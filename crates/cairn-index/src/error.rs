@@ -26,13 +26,14 @@ pub enum IndexError {
     /// The indexer was asked to stop.
     #[error("the indexer is shutting down")]
     ShuttingDown,
-    /// A file system operation failed.
-    #[error("{context}: {source}")]
+    /// A file system operation failed (the cause is part of the message, named once in a
+    /// printed error chain).
+    #[error("{context}: {cause}")]
     Io {
         /// What was being done.
         context: String,
         /// The cause.
-        source: std::io::Error,
+        cause: std::io::Error,
     },
 }
 

@@ -177,7 +177,7 @@ fn lock(e: TantivyError, dir: &Path) -> IndexError {
 }
 
 fn io(context: String) -> impl FnOnce(std::io::Error) -> IndexError {
-    move |source| IndexError::Io { context, source }
+    move |cause| IndexError::Io { context, cause }
 }
 
 /// True when `dir` holds an index.

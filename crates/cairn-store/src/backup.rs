@@ -491,7 +491,7 @@ fn dump_postgres(
     progress: &dyn Fn(u64, u64),
     cancel: &AtomicBool,
 ) -> Result<SnapshotFacts> {
-    let mut client = postgres::Client::connect(url, postgres::NoTls)?;
+    let mut client = crate::db::postgres::connect(url)?;
     let mut tx = client
         .build_transaction()
         .isolation_level(postgres::IsolationLevel::RepeatableRead)

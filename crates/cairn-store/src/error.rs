@@ -80,12 +80,13 @@ pub enum StoreError {
         message: String,
     },
     /// A file or folder could not be read or written.
-    #[error("{}: {source}", .path.display())]
+    #[error("{}: {cause}", .path.display())]
     Io {
         /// The file or folder.
         path: std::path::PathBuf,
-        /// The operating system's error.
-        source: std::io::Error,
+        /// The operating system's error (part of the message, named once in a printed
+        /// error chain).
+        cause: std::io::Error,
     },
     /// SQLite failed.
     #[error("sqlite: {0}")]
@@ -114,10 +115,10 @@ impl StoreError {
     }
 
     /// An [`StoreError::Io`] for `path`.
-    pub(crate) fn io(path: impl Into<std::path::PathBuf>, source: std::io::Error) -> Self {
+    pub(crate) fn io(path: impl Into<std::path::PathBuf>, cause: std::io::Error) -> Self {
         StoreError::Io {
             path: path.into(),
-            source,
+            cause,
         }
     }
 }

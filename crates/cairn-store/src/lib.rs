@@ -34,6 +34,7 @@ pub use backup::{
     VerifiedDatabase, PG_DUMP_ENV, PG_RESTORE_ENV, POSTGRES_BACKUP_FILE, SQLITE_BACKUP_FILE,
 };
 pub use content::{ContentType, ContentTypes, FieldDef, FieldKind, FieldValue};
+pub use db::postgres::cairn_sessions;
 pub use db::Dialect;
 pub use error::{Result, StoreError};
 pub use ids::{ActivityId, NodeId};

@@ -563,7 +563,7 @@ pub fn existing_repository_id(url: &DatabaseUrl) -> Result<Option<String>> {
             found
         }
         DatabaseUrl::Postgres(u) => {
-            let mut client = postgres::Client::connect(u, postgres::NoTls)?;
+            let mut client = crate::db::postgres::connect(u)?;
             let exists: bool = client
                 .query_one("SELECT to_regclass('meta') IS NOT NULL", &[])?
                 .get(0);

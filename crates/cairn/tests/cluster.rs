@@ -400,14 +400,31 @@ fn one_backup_at_a_time_across_nodes_and_restore() {
     drop((a, b, svc));
     let restored_db = database();
     let new_svc = dir.path().join("svc2");
-    let o = Command::new(env!("CARGO_BIN_EXE_cairn"))
-        .args(["restore", "--from"])
-        .arg(&out)
-        .arg("--data")
-        .arg(&new_svc)
-        .args(["--database", &restored_db])
-        .output()
-        .unwrap();
+    let restore = |data: &Path, database: &str| {
+        Command::new(env!("CARGO_BIN_EXE_cairn"))
+            .args(["restore", "--from"])
+            .arg(&out)
+            .arg("--data")
+            .arg(data)
+            .args(["--database", database])
+            .output()
+            .unwrap()
+    };
+    // While a Cairn process is connected to the database (a web node left running), a
+    // restore into it refuses: that node would go on writing into the restored database.
+    let live = cairn_store::Store::open(&cairn_store::DatabaseUrl::parse(&db).unwrap()).unwrap();
+    let refused = dir.path().join("svc-refused");
+    let o = restore(&refused, &db);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success(), "a restore ran beside a live session");
+    assert!(err.contains("Cairn session(s)"), "{err}");
+    assert!(
+        !refused.exists(),
+        "the refused restore left {}",
+        refused.display()
+    );
+    drop(live);
+    let o = restore(&new_svc, &restored_db);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let svc = service(&new_svc, &restored_db, "127.0.0.1:0");
     let c = node(&dir.path().join("c"), &restored_db, &svc.url);

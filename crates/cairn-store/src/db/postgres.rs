@@ -17,6 +17,44 @@ use super::{Backend, Conn, Dialect, Param, Row, TxBody, Value};
 use crate::activity::Horizon;
 use crate::error::{Result, StoreError};
 
+/// The `application_name` of Cairn's sessions, unless the URL names one: what lets a
+/// restore see that a web node is still connected ([`cairn_sessions`]).
+pub(crate) const APPLICATION_NAME: &str = "cairn";
+
+/// Connects to `url` as [`APPLICATION_NAME`] (or as the URL's own `application_name`).
+pub(crate) fn connect(url: &str) -> Result<Client> {
+    let mut config: postgres::Config = url.parse()?;
+    if config.get_application_name().is_none() {
+        config.application_name(APPLICATION_NAME);
+    }
+    Ok(config.connect(NoTls)?)
+}
+
+/// The other sessions of Cairn processes on `url`'s database: `application_name (client
+/// address, since when)` for each.
+pub fn cairn_sessions(url: &str) -> Result<Vec<String>> {
+    let mut client = connect(url)?;
+    let rows = client.query(
+        "SELECT application_name, coalesce(host(client_addr), 'local'), \
+                to_char(backend_start, 'YYYY-MM-DD HH24:MI:SS') \
+         FROM pg_stat_activity \
+         WHERE datname = current_database() AND pid <> pg_backend_pid() \
+           AND application_name LIKE $1",
+        &[&format!("{APPLICATION_NAME}%")],
+    )?;
+    Ok(rows
+        .iter()
+        .map(|r| {
+            format!(
+                "{} ({}, since {})",
+                r.get::<_, String>(0),
+                r.get::<_, String>(1),
+                r.get::<_, String>(2)
+            )
+        })
+        .collect())
+}
+
 /// How often a transaction is retried after a deadlock or a serialization failure.
 const RETRIES: usize = 5;
 
@@ -46,7 +84,7 @@ impl PostgresBackend {
         match pooled {
             Some(c) if !c.client.is_closed() => Ok(c),
             _ => Ok(PooledClient {
-                client: Client::connect(&self.url, NoTls)?,
+                client: connect(&self.url)?,
                 statements: HashMap::new(),
             }),
         }
