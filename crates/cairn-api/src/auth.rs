@@ -90,7 +90,11 @@ impl FromRequestParts<AppState> for Caller {
             .ok_or_else(ApiError::unauthorized)?
             .trim()
             .to_string();
-        if let Some(key) = header.strip_prefix("Bearer ").map(str::trim) {
+        // The scheme is case-insensitive (RFC 9110, 11.1).
+        let (scheme, credentials) = header.split_once(' ').unwrap_or((header.as_str(), ""));
+        let credentials = credentials.trim();
+        if scheme.eq_ignore_ascii_case("Bearer") {
+            let key = credentials;
             if same(key.as_bytes(), state.config.admin_key.as_bytes()) {
                 return Ok(Caller {
                     user: state.store.admin_id(),
@@ -99,7 +103,8 @@ impl FromRequestParts<AppState> for Caller {
             }
             return Err(ApiError::unauthorized());
         }
-        if let Some(encoded) = header.strip_prefix("Basic ").map(str::trim) {
+        if scheme.eq_ignore_ascii_case("Basic") {
+            let encoded = credentials;
             let decoded = base64::engine::general_purpose::STANDARD
                 .decode(encoded)
                 .ok()

@@ -154,6 +154,20 @@ async fn authentication_is_required() {
     let r = api.get("/odata.svc/('Root')").await;
     assert_eq!(r.status, StatusCode::OK);
     assert_eq!(r.json()["d"]["Path"], "/Root");
+    // The scheme is case-insensitive; a scheme without credentials is not a login.
+    for (auth, want) in [
+        (format!("bearer {KEY}"), StatusCode::OK),
+        (format!("BEARER  {KEY} "), StatusCode::OK),
+        ("Bearer".to_string(), StatusCode::UNAUTHORIZED),
+        ("Bearer ".to_string(), StatusCode::UNAUTHORIZED),
+        ("basic".to_string(), StatusCode::UNAUTHORIZED),
+        (KEY.to_string(), StatusCode::UNAUTHORIZED),
+    ] {
+        let r = api
+            .call("GET", "/odata.svc/('Root')", Some(&auth), None)
+            .await;
+        assert_eq!(r.status, want, "{auth:?}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -1165,6 +1179,19 @@ async fn users_and_system_items_are_protected() {
     let r = as_bob("GET", "/odata.svc/Root/IMS('bob')", json!({})).await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.text);
     assert_eq!(r.json()["d"]["FullName"], "Robert");
+    // POST to a collection's count creates nothing.
+    let r = api
+        .send(
+            "POST",
+            "/odata.svc/Root/IMS/$count",
+            json!({"__ContentType":"Folder","Name":"counted"}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST, "{}", r.text);
+    assert_eq!(
+        api.get("/odata.svc/Root/IMS('counted')").await.status,
+        StatusCode::NOT_FOUND
+    );
     // DELETE on a field is refused and deletes nothing.
     let r = api
         .call(

@@ -96,6 +96,17 @@ impl Manifest {
     /// Reads a manifest of any known format; bad input is an [`BackupError::Invalid`].
     pub fn read(dir: &Path) -> Result<Manifest> {
         let path = dir.join(MANIFEST_FILE);
+        if !dir.is_dir() {
+            return Err(BackupError::Invalid(format!(
+                "{} {}: a backup is a folder",
+                dir.display(),
+                if dir.exists() {
+                    "is not a folder"
+                } else {
+                    "does not exist"
+                }
+            )));
+        }
         if !path.exists() {
             return Err(BackupError::Invalid(format!(
                 "{} has no {MANIFEST_FILE}: it is not a finished backup (interrupted, canceled or still being written)",

@@ -191,10 +191,13 @@ enum BackupCommand {
         /// The backup folder.
         dir: PathBuf,
     },
-    /// Finished backups in a folder (default ./cairn-data/backups).
+    /// Finished backups in a folder (default: DIR/backups of --data).
     List {
         /// The folder holding backups.
         dir: Option<PathBuf>,
+        /// The data folder whose backups to list, when no folder is given.
+        #[arg(long, env = "CAIRN_DATA", default_value = "./cairn-data")]
+        data: PathBuf,
     },
 }
 
@@ -319,9 +322,9 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 "give --server URL [--to DIR] (online) or --data DIR --to DIR (stopped repository)"
             )),
             BackupCommand::Verify { dir } => commands::backup::verify_cmd(&dir),
-            BackupCommand::List { dir } => commands::backup::list(&dir.unwrap_or_else(|| {
-                commands::backup::default_dir(std::path::Path::new("./cairn-data"))
-            })),
+            BackupCommand::List { dir, data } => {
+                commands::backup::list(&dir.unwrap_or_else(|| commands::backup::default_dir(&data)))
+            }
         },
         Command::Restore {
             from,

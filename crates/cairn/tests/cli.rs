@@ -131,6 +131,14 @@ fn a_bad_line_is_named_and_the_lines_before_it_are_kept() {
     let o = run(&["import", "--data", d, file.to_str().unwrap()]);
     assert!(!o.status.success());
     assert!(text(&o).contains("line 2: not JSON"), "{}", text(&o));
+    // A file that starts with a byte-order mark imports.
+    std::fs::write(
+        &file,
+        "\u{feff}{\"Path\":\"/Root/C\",\"Type\":\"Folder\"}\n",
+    )
+    .unwrap();
+    let o = run(&["import", "--data", d, file.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", text(&o));
     let o = run(&["index", "check", "--data", d]);
     assert!(o.status.success(), "{}", text(&o));
 }
@@ -254,4 +262,74 @@ fn a_mistyped_data_folder_is_an_error_and_nothing_is_created() {
         text(&o)
     );
     assert!(!missing.exists(), "the refused restore left {m}");
+    // A mistyped backup folder is named as such, not as an unfinished backup.
+    let o = run(&["backup", "verify", m]);
+    assert!(!o.status.success());
+    assert!(text(&o).contains("does not exist"), "{}", text(&o));
+    let o = run(&["backup", "list", m]);
+    assert!(!o.status.success(), "{}", text(&o));
+    assert!(
+        text(&o).contains("is not a folder of backups"),
+        "{}",
+        text(&o)
+    );
+    let o = run(&["backup", "list", "--data", m]);
+    assert!(
+        text(&o).contains("no-such-repository/backups"),
+        "{}",
+        text(&o)
+    );
+    assert!(!missing.exists());
+}
+
+/// A damaged index stops the commands that open it, with the way out in the message; that
+/// way out works.
+#[test]
+fn a_damaged_index_names_the_rebuild() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let file = dir.path().join("c.jsonl");
+    std::fs::write(&file, "{\"Path\":\"/Root/A\",\"Type\":\"Folder\"}\n").unwrap();
+    let d = data.to_str().unwrap();
+    let o = run(&["import", "--data", d, file.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", text(&o));
+    std::fs::write(data.join("index/meta.json"), "{ not json").unwrap();
+    let o = run(&["index", "check", "--data", d]);
+    assert!(!o.status.success());
+    assert!(
+        text(&o).contains("cairn index rebuild --data"),
+        "{}",
+        text(&o)
+    );
+    let o = run(&["index", "rebuild", "--data", d]);
+    assert!(o.status.success(), "{}", text(&o));
+    let o = run(&["index", "check", "--data", d]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(text(&o).contains("0 differences"), "{}", text(&o));
+    // An index ahead of its database (a database put back older) is named by status.
+    let o = run(&["index", "status", "--data", d]);
+    assert!(!text(&o).contains("AHEAD"), "{}", text(&o));
+    let keep = |from: &str, to: &str| {
+        for suffix in ["", "-wal", "-shm"] {
+            let (a, b) = (
+                data.join(format!("{from}{suffix}")),
+                data.join(format!("{to}{suffix}")),
+            );
+            let _ = std::fs::remove_file(&b);
+            if a.exists() {
+                std::fs::copy(&a, &b).unwrap();
+            }
+        }
+    };
+    keep("cairn.db", "old.db");
+    std::fs::write(&file, "{\"Path\":\"/Root/B\",\"Type\":\"Folder\"}\n").unwrap();
+    let o = run(&["import", "--data", d, file.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", text(&o));
+    keep("old.db", "cairn.db");
+    let o = run(&["index", "status", "--data", d]);
+    assert!(
+        text(&o).contains("AHEAD of the database by 1 activities"),
+        "{}",
+        text(&o)
+    );
 }

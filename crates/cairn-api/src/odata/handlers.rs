@@ -315,6 +315,11 @@ async fn create(
     if target.member.is_some() {
         return Err(ApiError::not_found("no such action"));
     }
+    if target.count || target.raw_value {
+        return Err(ApiError::bad_request(
+            "POST creates content in a folder: address the folder, not its $count or $value",
+        ));
+    }
     let parent = match target.resource {
         Resource::Item(at) => at,
         Resource::Collection(p) => NodeRef::Path(p),

@@ -258,6 +258,13 @@ pub fn verify_cmd(dir: &Path) -> Result<ExitCode> {
 
 /// `cairn backup list [DIR]`.
 pub fn list(dir: &Path) -> Result<ExitCode> {
+    if !dir.is_dir() {
+        bail!(
+            "{} is not a folder of backups (give the folder that holds them, such as \
+             DIR/backups)",
+            dir.display()
+        );
+    }
     let backups = list_backups(dir);
     if backups.is_empty() {
         println!("no finished backups in {}", dir.display());

@@ -75,6 +75,12 @@ pub fn run(data: &DataDir, file: &Path, batch: usize) -> Result<ExitCode> {
             let parsed = std::str::from_utf8(&buf)
                 .map_err(|_| "not UTF-8".to_string())
                 .and_then(|s| {
+                    // A byte-order mark that some editors write at the start of a file.
+                    let s = if line_no == 1 {
+                        s.trim_start_matches('\u{feff}')
+                    } else {
+                        s
+                    };
                     let s = s.trim();
                     if s.is_empty() {
                         Ok(None)

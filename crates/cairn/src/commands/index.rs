@@ -49,6 +49,21 @@ pub fn status(data: &DataDir, as_json: bool) -> Result<ExitCode> {
         }
         println!("database last activity: {db_last}");
         println!("lag: {} activities", (db_last.0 - last).max(0));
+        if last > db_last.0 {
+            println!(
+                "the index is AHEAD of the database by {} activities (a database restored \
+                 older than its index): the next start repairs it",
+                last - db_last.0
+            );
+        }
+        if let Some(s) = state.as_ref().filter(|s| {
+            !s.repository_id.is_empty() && s.repository_id != store.repository_id().to_string()
+        }) {
+            println!(
+                "the index belongs to another repository ({}): the next start rebuilds it",
+                s.repository_id
+            );
+        }
         if let Some(d) = documents {
             println!("documents: {d}");
         }

@@ -33,7 +33,14 @@ pub fn open_repository_with(
     let (indexer, report) = Indexer::open(&data.index_dir(), store.clone(), options, &|p| {
         progress.set(p.done, p.total)
     })
-    .context("open the index")?;
+    .with_context(|| {
+        format!(
+            "open the index {} (if it is damaged, `cairn index rebuild --data {}` builds it \
+             again from the database)",
+            data.index_dir().display(),
+            data.root.display()
+        )
+    })?;
     progress.finish();
     match &report.action {
         StartupAction::CaughtUp => {}
