@@ -713,6 +713,11 @@ async fn index_functions_health_and_metrics() {
     let v = r.json();
     assert_eq!(v["Differences"], json!([]), "{v}");
     assert_eq!(v["LastStoredActivity"], v["LastProcessedActivity"]);
+    // They cover the whole repository, so they are called on /Root only.
+    for f in ["GetIndexProperties", "CheckIndexIntegrity"] {
+        let r = api.get(&format!("/odata.svc/Root('Docs')/{f}")).await;
+        assert_eq!(r.status, StatusCode::BAD_REQUEST, "{f}: {}", r.text);
+    }
     let r = api.call("GET", "/health", None, None).await;
     assert_eq!(r.status, StatusCode::OK);
     let r = api.call("GET", "/metrics", None, None).await;

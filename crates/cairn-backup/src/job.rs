@@ -117,14 +117,22 @@ impl BackupManager {
                 let target = Path::new(&info.target_path)
                     .file_name()
                     .map(|name| root.join(name));
-                if let Some(target) = target {
-                    if target.is_dir() && !target.join(MANIFEST_FILE).exists() {
+                info.finished_at.get_or_insert_with(now);
+                // The manifest is written last, by an atomic rename: a folder that has one
+                // is a finished backup whose end the server did not get to record.
+                let complete = target
+                    .as_ref()
+                    .is_some_and(|t| t.join(MANIFEST_FILE).is_file());
+                if complete {
+                    info.state = BackupState::Finished;
+                    info.message = Some("finished; the server stopped before it recorded the end (run backup verify to check it)".into());
+                } else {
+                    if let Some(target) = target.filter(|t| t.is_dir()) {
                         let _ = std::fs::remove_dir_all(&target);
                     }
+                    info.state = BackupState::Faulted;
+                    info.message = Some("interrupted: the server stopped during the backup; its partial folder was removed".into());
                 }
-                info.state = BackupState::Faulted;
-                info.finished_at.get_or_insert_with(now);
-                info.message = Some("interrupted: the server stopped during the backup; its partial folder was removed".into());
                 info.currently_copied_file = None;
                 changed = true;
             }

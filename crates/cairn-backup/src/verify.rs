@@ -212,6 +212,12 @@ fn check_index(index_dir: &Path, manifest: &Manifest) -> Result<CompletionState>
         .transpose()
         .map_err(|e| invalid(format!("the index's completion state is unreadable: {e}")))?
         .unwrap_or_default();
+    if state.repository_id != manifest.index.completion_state.repository_id {
+        return Err(invalid(format!(
+            "the index belongs to repository {:?}, the manifest's index part says {:?}",
+            state.repository_id, manifest.index.completion_state.repository_id
+        )));
+    }
     if state != manifest.index.completion_state {
         return Err(invalid(format!(
             "positions inconsistent: the index is at {state}, the manifest says {}",

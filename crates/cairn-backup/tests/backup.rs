@@ -570,6 +570,19 @@ fn a_job_interrupted_by_a_crash_is_faulted_at_the_next_open() {
             entry["TargetPath"] = json!(decoy.to_str().unwrap());
         }
     }
+    // A job that wrote its manifest, but was killed before it recorded its end: it is a
+    // finished backup, and stays.
+    copy_dir(&root.join("good"), &root.join("late"));
+    let mut late = history
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["TargetPath"].as_str().unwrap().ends_with("good"))
+        .unwrap()
+        .clone();
+    late["TargetPath"] = json!(root.join("late").to_str().unwrap());
+    late["State"] = json!("Executing");
+    history.as_array_mut().unwrap().push(late);
     std::fs::write(&history_file, history.to_string()).unwrap();
     let after = BackupManager::open(&root, repo.source()).unwrap();
     let q = after.query();
@@ -583,8 +596,18 @@ fn a_job_interrupted_by_a_crash_is_faulted_at_the_next_open() {
         decoy.join("notes.txt").exists(),
         "a folder outside was removed"
     );
-    assert_eq!(q.history.len(), 2);
-    assert_eq!(q.history[1].state, BackupState::Finished);
+    assert_eq!(q.history.len(), 3);
+    let late = q
+        .history
+        .iter()
+        .find(|i| i.target_path.ends_with("late"))
+        .unwrap();
+    assert_eq!(late.state, BackupState::Finished, "{late:?}");
+    verify(&root.join("late"), &|_, _| {}).unwrap();
+    assert!(q
+        .history
+        .iter()
+        .any(|i| i.target_path.ends_with("good") && i.state == BackupState::Finished));
     assert!(root.join("good/manifest.json").exists());
     verify(&root.join("good"), &|_, _| {}).unwrap();
     // A new backup can start.
@@ -1038,4 +1061,17 @@ fn a_restore_to_another_kind_of_database_is_refused_first() {
     restore(&b, &target, RestoreMode::IndexOnly, false, &|_, _| {}).unwrap();
     assert!(into.join("index/meta.json").exists());
     assert!(!into.join(".restore-staging").exists() && !into.join(".restore-old").exists());
+}
+
+/// Copies the flat-or-nested folder `from` to the new folder `to`.
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap().flatten() {
+        let target = to.join(e.file_name());
+        if e.path().is_dir() {
+            copy_dir(&e.path(), &target);
+        } else {
+            std::fs::copy(e.path(), target).unwrap();
+        }
+    }
 }

@@ -59,7 +59,7 @@ impl Tok {
     /// How the token reads in an error message.
     pub fn describe(&self) -> String {
         match self {
-            Tok::Eof => "the end of the query".into(),
+            Tok::Eof => "end of the query".into(),
             Tok::LParen => "'('".into(),
             Tok::RParen => "')'".into(),
             Tok::LBracket => "'['".into(),

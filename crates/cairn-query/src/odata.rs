@@ -323,7 +323,7 @@ fn all_of(preds: Vec<Predicate>, occur: Occur) -> Predicate {
 
 fn describe(t: &T) -> String {
     match t {
-        T::Eof => "the end of the filter".into(),
+        T::Eof => "end of the filter".into(),
         T::LParen => "'('".into(),
         T::RParen => "')'".into(),
         T::Comma => "','".into(),

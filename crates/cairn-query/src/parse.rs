@@ -247,7 +247,7 @@ impl Parser {
                             Tok::Eof => {
                                 return Err(QueryError::new(
                                     self.pos(),
-                                    format!("missing ')' for the '(' at position {pos}"),
+                                    format!("the '(' at position {pos} is not closed: missing ')'"),
                                 ))
                             }
                             _ => {}
@@ -333,7 +333,9 @@ impl Parser {
                         Tok::Eof => {
                             return Err(QueryError::new(
                                 self.pos(),
-                                format!("missing '}}}}' for the '{{{{' at position {pos}"),
+                                format!(
+                                    "the '{{{{' at position {pos} is not closed: missing '}}}}'"
+                                ),
                             ))
                         }
                         Tok::Control(_) => {
@@ -407,7 +409,7 @@ impl Parser {
                 Tok::Eof => {
                     return Err(QueryError::new(
                         self.pos(),
-                        format!("missing ')' for the '(' at position {pos}"),
+                        format!("the '(' at position {pos} is not closed: missing ')'"),
                     ))
                 }
                 _ => exps.push(self.parse_or(Some(ctx))?),
@@ -766,7 +768,7 @@ mod tests {
             err("Name:"),
             (
                 5,
-                "unexpected the end of the query, expected a value for field 'Name'".into()
+                "unexpected end of the query, expected a value for field 'Name'".into()
             )
         );
         assert_eq!(err("(a").0, 2);

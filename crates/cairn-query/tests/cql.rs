@@ -137,6 +137,14 @@ fn value_errors_say_where() {
     assert_eq!(cql_err("Index:[1 TO x]").position, 12);
     assert_eq!(cql_err("Index:1*").position, 6);
     assert_eq!(cql_err("Index:1~").position, 6);
+    // A message names one position and reads as a sentence.
+    assert_eq!(
+        cql_err("Name:(a").to_string(),
+        "the '(' at position 5 is not closed: missing ')' at position 7"
+    );
+    assert!(cql_err("Name:")
+        .to_string()
+        .starts_with("unexpected end of the query"));
     let e = cql_err("a OR Nope:x");
     assert_eq!(e.position, 5);
     assert!(e.message.contains("'Nope'"), "{e}");

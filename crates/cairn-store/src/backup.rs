@@ -713,6 +713,27 @@ fn newest_postgres_bin(root: &Path, name: &str) -> Option<PathBuf> {
 }
 
 fn spawn(mut cmd: Command, name: &str, tool: &Path) -> Result<Child> {
+    // The tool dies with the thread that started it (which waits for it to the end), so a
+    // server killed with SIGKILL leaves no pg_dump writing on behind it.
+    #[cfg(target_os = "linux")]
+    {
+        use std::os::unix::process::CommandExt;
+        // SAFETY: between fork and exec only prctl(2) runs, which is async-signal-safe and
+        // touches no memory of the parent.
+        let parent = std::process::id();
+        unsafe {
+            cmd.pre_exec(move || {
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) == -1 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                // The parent may have died before prctl: then nobody waits for the tool.
+                if u32::try_from(libc::getppid()).ok() != Some(parent) {
+                    return Err(std::io::Error::other("the starting process is gone"));
+                }
+                Ok(())
+            });
+        }
+    }
     cmd.spawn().map_err(|e| {
         if e.kind() == std::io::ErrorKind::NotFound {
             not_installed(name)
@@ -821,6 +842,27 @@ fn set_password(cmd: &mut Command, password: Option<String>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A backup tool (pg_dump, pg_restore) does not outlive the thread that started it,
+    /// which waits for it: a server killed with SIGKILL leaves no tool running on.
+    #[test]
+    #[cfg(target_os = "linux")]
+    fn a_tool_dies_with_the_thread_that_started_it() {
+        use std::os::unix::process::ExitStatusExt;
+        let mut child = std::thread::spawn(|| {
+            let mut cmd = Command::new("sleep");
+            cmd.arg("30");
+            spawn(cmd, "sleep", Path::new("sleep")).unwrap()
+        })
+        .join()
+        .unwrap();
+        let status = cairn_testkit::wait_until(
+            "sleep killed with its thread",
+            std::time::Duration::from_secs(10),
+            || child.try_wait().unwrap(),
+        );
+        assert_eq!(status.signal(), Some(libc::SIGKILL), "{status:?}");
+    }
 
     #[test]
     fn splits_the_password_out_of_a_url() {

@@ -308,6 +308,14 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 )
             }
             BackupCommand::Create {
+                target: Some(_),
+                data: Some(_),
+                ..
+            } => Err(anyhow::anyhow!(
+                "--target names a folder in a server's backup folder (with --server); with \
+                 --data, --to DIR is where the backup goes"
+            )),
+            BackupCommand::Create {
                 data: Some(data),
                 database,
                 to: Some(to),

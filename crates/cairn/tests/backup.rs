@@ -642,6 +642,31 @@ fn round_trip_under_load_keeps_everything_committed_before_the_backup() {
     let cur = &q["Current"];
     assert_eq!(cur["State"], "Finished", "{q}");
     assert_eq!(cur["Kind"], "Repository", "{q}");
+    // A second download into the same folder is refused before the server starts one.
+    let o = cairn()
+        .args([
+            "backup",
+            "create",
+            "--server",
+            &server.url(),
+            "--admin-key",
+            KEY,
+            "--to",
+        ])
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("exists already"),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let again = server.query();
+    assert_eq!(
+        again["History"], q["History"],
+        "the server ran another backup"
+    );
     // `backup create --server` ends with the summary of the server's backup.
     let line = summary_line(&printed).unwrap_or_else(|| panic!("no summary: {printed}"));
     assert!(

@@ -262,6 +262,19 @@ fn a_mistyped_data_folder_is_an_error_and_nothing_is_created() {
         text(&o)
     );
     assert!(!missing.exists(), "the refused restore left {m}");
+    // --target belongs to a server's backups; with --data it is an error, not ignored.
+    let o = run(&[
+        "backup",
+        "create",
+        "--data",
+        m,
+        "--to",
+        out.to_str().unwrap(),
+        "--target",
+        "x",
+    ]);
+    assert!(!o.status.success());
+    assert!(text(&o).contains("--target names a folder"), "{}", text(&o));
     // A mistyped backup folder is named as such, not as an unfinished backup.
     let o = run(&["backup", "verify", m]);
     assert!(!o.status.success());

@@ -80,6 +80,15 @@ fn target_ref(v: &Value) -> Option<NodeRef> {
     }
 }
 
+/// One entry of a batch answer's `errors`: the item as asked for, and sensenet's error body.
+fn error_entry(path: &Value, e: &ApiError) -> Value {
+    json!({
+        "content": {"Path": path},
+        "error": {"code": e.code, "exceptiontype": e.exception,
+                  "message": {"lang": "en-us", "value": e.message}},
+    })
+}
+
 fn batch(
     state: &AppState,
     caller: &Caller,
@@ -107,7 +116,7 @@ fn batch(
     let mut last = ActivityId(0);
     for p in &paths {
         let Some(at) = target_ref(p) else {
-            errors.push(json!({"content": {"Path": p}, "error": {"message": {"lang": "en-us", "value": "not a path or id"}}}));
+            errors.push(error_entry(p, &ApiError::bad_request("not a path or id")));
             continue;
         };
         let outcome = (|| -> ApiResult<Value> {
@@ -142,11 +151,7 @@ fn batch(
         })();
         match outcome {
             Ok(v) => results.push(v),
-            Err(e) => errors.push(json!({
-                "content": {"Path": p},
-                "error": {"code": e.code, "exceptiontype": e.exception,
-                          "message": {"lang": "en-us", "value": e.message}},
-            })),
+            Err(e) => errors.push(error_entry(p, &e)),
         }
     }
     if last.0 > 0 {
@@ -169,6 +174,18 @@ fn index_properties(state: &AppState) -> ApiResult<Value> {
         "DocumentCount": p.document_count,
         "RepositoryId": state.store.repository_id().to_string(),
     }))
+}
+
+/// The index and backup operations are the whole repository's: they are called on /Root
+/// (a call elsewhere would suggest they work on a subtree).
+fn at_root(action: Action, at: &NodeRef) -> ApiResult<()> {
+    if matches!(at, NodeRef::Path(p) if p.eq_ignore_ascii_case("/Root")) {
+        Ok(())
+    } else {
+        Err(ApiError::bad_request(format!(
+            "{action:?} is called on /Root: it covers the whole repository"
+        )))
+    }
 }
 
 /// Runs `action` on the item `at`.
@@ -201,10 +218,12 @@ pub async fn run(
         }
         Action::GetIndexProperties => {
             caller.require_admin("GetIndexProperties")?;
+            at_root(action, &at)?;
             blocking(move || index_properties(&state)).await?
         }
         Action::CheckIndexIntegrity => {
             caller.require_admin("CheckIndexIntegrity")?;
+            at_root(action, &at)?;
             blocking(move || state.search.check()).await?
         }
         Action::BackupIndex
@@ -212,11 +231,7 @@ pub async fn run(
         | Action::QueryIndexBackup
         | Action::CancelIndexBackup => {
             caller.require_admin("backups")?;
-            if !matches!(&at, NodeRef::Path(p) if p.eq_ignore_ascii_case("/Root")) {
-                return Err(ApiError::bad_request(format!(
-                    "{action:?} is called on /Root"
-                )));
-            }
+            at_root(action, &at)?;
             let manager = state
                 .backups
                 .clone()

@@ -91,6 +91,18 @@ pub fn create_remote(
     to: Option<&Path>,
     index_only: bool,
 ) -> Result<ExitCode> {
+    if let Some(to) = to.filter(|to| to.exists()) {
+        // Checked before the server starts a backup that could not be downloaded.
+        bail!(
+            "{} exists already: --to names a new folder for the download{}",
+            to.display(),
+            if to.join(cairn_backup::MANIFEST_FILE).exists() {
+                " (it holds a backup)"
+            } else {
+                " (a leftover of an interrupted download? remove it)"
+            }
+        );
+    }
     let action = if index_only {
         "BackupIndex"
     } else {
