@@ -419,12 +419,15 @@ fn cancel_during_the_database_copy_leaves_nothing() {
 
 // ---------------------------------------------------------------------------------------
 
-/// A source whose index snapshot waits at a gate, so that a backup stays running.
+/// A source whose index snapshot (or database copy) waits at a gate, so that a backup stays
+/// running; its backups are paced at `rate`, if any.
 struct Gated {
     inner: Arc<LiveSource>,
     open: Arc<AtomicBool>,
     reached: Arc<AtomicBool>,
     at_database: bool,
+    /// The pace of its backups, if any.
+    rate: Option<u64>,
 }
 
 impl Gated {
@@ -437,6 +440,9 @@ impl Gated {
 }
 
 impl BackupSource for Gated {
+    fn paced_rate(&self) -> Option<u64> {
+        self.rate
+    }
     fn repository_id(&self) -> String {
         self.inner.repository_id()
     }
@@ -472,6 +478,7 @@ fn concurrent_starts_run_one_backup() {
         open: open.clone(),
         reached: Arc::new(AtomicBool::new(false)),
         at_database: false,
+        rate: None,
     });
     let root = dir.path().join("backups");
     let manager = BackupManager::open(&root, source).unwrap();
@@ -541,6 +548,7 @@ fn a_job_interrupted_by_a_crash_is_faulted_at_the_next_open() {
             open: Arc::new(AtomicBool::new(false)),
             reached: reached.clone(),
             at_database: true,
+            rate: None,
         }),
     )
     .unwrap();
@@ -953,32 +961,6 @@ fn tampered_manifests_are_refused() {
     repo.stop();
 }
 
-/// A source whose backups are always paced at `rate` bytes per second.
-struct Paced {
-    inner: Arc<LiveSource>,
-    rate: u64,
-}
-
-impl BackupSource for Paced {
-    fn paced_rate(&self) -> Option<u64> {
-        Some(self.rate)
-    }
-    fn repository_id(&self) -> String {
-        self.inner.repository_id()
-    }
-    fn snapshot_index(&self) -> cairn_backup::Result<IndexSnapshot> {
-        self.inner.snapshot_index()
-    }
-    fn backup_database(
-        &self,
-        dest: &Path,
-        progress: &dyn Fn(u64, u64),
-        cancel: &AtomicBool,
-    ) -> cairn_backup::Result<DatabaseBackup> {
-        self.inner.backup_database(dest, progress, cancel)
-    }
-}
-
 /// A paced backup copies no faster than its rate, even when one step copies far more than
 /// the rate allows per wait (the database copies ~4 MiB per step). It used to wait at most
 /// 250 ms per step.
@@ -989,9 +971,12 @@ fn a_paced_backup_keeps_to_its_rate() {
     repo.import("Docs", 50, 100);
     pad(&dir.path().join("live/cairn.db"), 8);
     let rate = 4 << 20;
-    let source = Paced {
+    let source = Gated {
         inner: repo.source(),
-        rate,
+        open: Arc::new(AtomicBool::new(true)),
+        reached: Arc::new(AtomicBool::new(false)),
+        at_database: false,
+        rate: Some(rate),
     };
     let started = Instant::now();
     let manifest = backup(&source, BackupKind::Repository, &dir.path().join("b"));

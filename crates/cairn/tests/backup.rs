@@ -607,20 +607,23 @@ fn round_trip_under_load_keeps_everything_committed_before_the_backup() {
 
     // The backup, while the writers keep going.
     let out = dir.path().join("out");
+    let download = || {
+        cairn()
+            .args([
+                "backup",
+                "create",
+                "--server",
+                &server.url(),
+                "--admin-key",
+                KEY,
+                "--to",
+            ])
+            .arg(&out)
+            .output()
+            .unwrap()
+    };
     let t0 = Instant::now();
-    let o = cairn()
-        .args([
-            "backup",
-            "create",
-            "--server",
-            &server.url(),
-            "--admin-key",
-            KEY,
-            "--to",
-        ])
-        .arg(&out)
-        .output()
-        .unwrap();
+    let o = download();
     let t1 = Instant::now();
     let printed = ok(&o);
     wait_until(
@@ -643,19 +646,7 @@ fn round_trip_under_load_keeps_everything_committed_before_the_backup() {
     assert_eq!(cur["State"], "Finished", "{q}");
     assert_eq!(cur["Kind"], "Repository", "{q}");
     // A second download into the same folder is refused before the server starts one.
-    let o = cairn()
-        .args([
-            "backup",
-            "create",
-            "--server",
-            &server.url(),
-            "--admin-key",
-            KEY,
-            "--to",
-        ])
-        .arg(&out)
-        .output()
-        .unwrap();
+    let o = download();
     assert!(!o.status.success());
     assert!(
         String::from_utf8_lossy(&o.stderr).contains("exists already"),
