@@ -476,6 +476,22 @@ fn bad_input_is_refused_and_nothing_is_half_written() {
         let e = store.create(&root, c, admin).unwrap_err();
         assert!(expected(&e), "{:?}: unexpected {e}", c.name);
     }
+    // A reference names an item that exists.
+    let e = store
+        .create(
+            &root,
+            &content(
+                "Article",
+                "dangling",
+                json!({"Related": [admin.0, 999_999]}),
+            ),
+            admin,
+        )
+        .unwrap_err();
+    assert!(
+        matches!(&e, StoreError::InvalidValue { field, reason } if field == "Related" && reason.contains("999999")),
+        "{e}"
+    );
     // Case-insensitive sibling names.
     create(&store, "/Root/Docs", "Folder", "Same");
     let e = store

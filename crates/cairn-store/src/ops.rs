@@ -312,6 +312,42 @@ pub(crate) fn bootstrap(conn: &mut dyn Conn, types: &ContentTypes) -> Result<Nod
     Ok(admin.id)
 }
 
+/// Refuses a reference field that names an item that does not exist (a mistyped or deleted
+/// id): what a reference points at is always in the repository when it is written.
+fn check_references(conn: &mut dyn Conn, node: &Node) -> Result<()> {
+    for (field, value) in &node.fields {
+        let FieldValue::Reference(ids) = value else {
+            continue;
+        };
+        let mut wanted: Vec<i64> = ids.iter().map(|i| i.0).collect();
+        wanted.sort_unstable();
+        wanted.dedup();
+        let mut found = std::collections::HashSet::new();
+        for chunk in crate::store::in_chunks(&wanted) {
+            let sql = format!(
+                "SELECT id FROM nodes WHERE id IN ({})",
+                crate::store::placeholders(1, chunk.len())
+            );
+            let params: Vec<Param> = chunk.iter().map(|&i| Param::I64(i)).collect();
+            for row in conn.query(&sql, &params)? {
+                found.insert(row.i64(0)?);
+            }
+        }
+        let missing: Vec<String> = wanted
+            .iter()
+            .filter(|i| !found.contains(i))
+            .map(|i| i.to_string())
+            .collect();
+        if !missing.is_empty() {
+            return Err(StoreError::InvalidValue {
+                field: field.clone(),
+                reason: format!("no item has the id {}", missing.join(", ")),
+            });
+        }
+    }
+    Ok(())
+}
+
 /// The items the repository cannot work without: /Root, the users' folder and the
 /// administrator (start-up finds the administrator by this path).
 const SYSTEM_PATHS: [&str; 3] = ["/root", "/root/ims", "/root/ims/admin"];
@@ -446,6 +482,7 @@ impl Store {
         self.write(|conn| {
             let parent = must_find(conn, &self.types, parent, Lock::Share)?;
             let mut node = new_node(&self.types, &parent, content, Some(by))?;
+            check_references(conn, &node)?;
             let activity = insert_node(conn, &self.types, &mut node)?;
             Ok((node, activity))
         })
@@ -471,6 +508,7 @@ impl Store {
                 node.fields.clear();
             }
             apply_fields(t, &mut node, fields)?;
+            check_references(conn, &node)?;
             if node.display_name.is_empty() && mode == UpdateMode::Replace {
                 node.display_name = node.name.clone();
             }
@@ -700,6 +738,7 @@ impl Store {
                             fields: item.fields.clone(),
                         };
                         let mut node = new_node(&self.types, parent, &content, Some(by))?;
+                        check_references(conn, &node)?;
                         let a = insert_node(conn, &self.types, &mut node)?;
                         Ok((node, a))
                     })();
