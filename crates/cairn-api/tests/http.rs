@@ -269,6 +269,23 @@ async fn items_by_every_address_form() {
         r.json()["d"]["__metadata"]["uri"],
         "/odata.svc/Root/Docs('alpha')"
     );
+    // An item's uri is a URL that addresses it, whatever its name holds.
+    let r = api
+        .send(
+            "POST",
+            "/odata.svc/Root/Docs",
+            json!({"__ContentType":"Folder","Name":"50% off #1 ünï"}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+    let uri = r.json()["d"]["__metadata"]["uri"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(!uri.contains([' ', '#']), "{uri}");
+    let r = api.get(&uri).await;
+    assert_eq!(r.status, StatusCode::OK, "{uri}: {}", r.text);
+    assert_eq!(r.json()["d"]["Name"], "50% off #1 ünï");
     // $select keeps Id, Path, Name, Type; unknown selected fields are left out.
     let r = api
         .get("/odata.svc/Root/Docs('alpha')?$select=Rating,Icon")

@@ -13,14 +13,28 @@ const ALWAYS: [&str; 4] = ["Id", "Path", "Name", "Type"];
 
 /// The OData URL of the item at `path`: `/odata.svc/Root/A('B')`, `/odata.svc/('Root')`.
 pub fn item_url(path: &str) -> String {
-    match parent_path(path) {
+    let url = match parent_path(path) {
         Some(parent) => format!(
             "/odata.svc{parent}('{}')",
             path[parent.len() + 1..].replace('\'', "''")
         ),
         None => format!("/odata.svc/('{}')", path.trim_start_matches('/')),
-    }
+    };
+    percent_encoding::utf8_percent_encode(&url, URL_UNSAFE).to_string()
 }
+
+/// What a name may hold that would end or change a URL's path: escaped in item URLs.
+const URL_UNSAFE: &percent_encoding::AsciiSet = &percent_encoding::CONTROLS
+    .add(b' ')
+    .add(b'"')
+    .add(b'#')
+    .add(b'%')
+    .add(b'<')
+    .add(b'>')
+    .add(b'?')
+    .add(b'`')
+    .add(b'{')
+    .add(b'}');
 
 /// Shapes items for one request.
 pub struct Shaper<'a> {
@@ -165,5 +179,10 @@ mod tests {
     fn item_urls() {
         assert_eq!(item_url("/Root"), "/odata.svc/('Root')");
         assert_eq!(item_url("/Root/A/it's"), "/odata.svc/Root/A('it''s')");
+        assert_eq!(
+            item_url("/Root/a b/50% #1?"),
+            "/odata.svc/Root/a%20b('50%25%20%231%3F')"
+        );
+        assert_eq!(item_url("/Root/Ünï"), "/odata.svc/Root('%C3%9Cn%C3%AF')");
     }
 }
