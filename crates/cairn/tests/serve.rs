@@ -138,6 +138,21 @@ fn first_start_generates_a_private_key_and_serves() {
     assert!(String::from_utf8_lossy(&o.stderr).contains("401"));
     let o = cairn(&["index", "status", "--server", &server.url]);
     assert!(String::from_utf8_lossy(&o.stderr).contains("administrator's key"));
+    // A second server on the taken port fails before it makes a repository.
+    let other = dir.path().join("other");
+    let o = cairn(&[
+        "serve",
+        "--listen",
+        server.url.trim_start_matches("http://"),
+        "--data",
+        other.to_str().unwrap(),
+    ]);
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("listen on"));
+    assert!(
+        !other.exists(),
+        "a server that could not listen made {other:?}"
+    );
 }
 
 #[test]

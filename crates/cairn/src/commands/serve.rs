@@ -109,9 +109,18 @@ fn api_config(key: String, opts: &ServeOptions) -> ApiConfig {
     config
 }
 
-/// Serves `app` on `listen` until SIGTERM or Ctrl-C.
+/// Binds `listen` before anything else is done: a taken port fails at once, and a first
+/// start creates no repository for a server that cannot serve.
+fn bind(listen: SocketAddr) -> Result<std::net::TcpListener> {
+    let listener =
+        std::net::TcpListener::bind(listen).with_context(|| format!("listen on {listen}"))?;
+    listener.set_nonblocking(true)?;
+    Ok(listener)
+}
+
+/// Serves `app` on `listener` until SIGTERM or Ctrl-C.
 fn serve_until_signal(
-    listen: SocketAddr,
+    listener: std::net::TcpListener,
     app: axum::Router,
     banner: impl FnOnce(SocketAddr),
 ) -> Result<()> {
@@ -120,9 +129,7 @@ fn serve_until_signal(
         .build()
         .context("start the async runtime")?;
     runtime.block_on(async {
-        let listener = tokio::net::TcpListener::bind(listen)
-            .await
-            .with_context(|| format!("listen on {listen}"))?;
+        let listener = tokio::net::TcpListener::from_std(listener).context("listen")?;
         banner(listener.local_addr()?);
         axum::serve(listener, app)
             .with_graceful_shutdown(shutdown_signal())
@@ -189,6 +196,7 @@ pub fn run(data: &DataDir, opts: ServeOptions) -> Result<ExitCode> {
     if let Some(service) = opts.search_service.clone() {
         return run_web_node(data, opts, &service);
     }
+    let listener = bind(opts.listen)?;
     let _lock = data.lock("serve")?;
     let key = admin_key(data, opts.admin_key.clone())?;
     let (store, indexer, report) = open_repository(data)?;
@@ -206,7 +214,7 @@ pub fn run(data: &DataDir, opts: ServeOptions) -> Result<ExitCode> {
         api_config(key, &opts),
     )
     .with_backups(BackupBackend::Local(backups));
-    let served = serve_until_signal(opts.listen, router(state), |addr| {
+    let served = serve_until_signal(listener, router(state), |addr| {
         println!(
             "cairn: serving {} on http://{addr} (index {})",
             data.root.display(),
@@ -218,6 +226,7 @@ pub fn run(data: &DataDir, opts: ServeOptions) -> Result<ExitCode> {
 
 /// A web node without a local index: queries and backups go to the search service.
 fn run_web_node(data: &DataDir, opts: ServeOptions, service: &str) -> Result<ExitCode> {
+    let listener = bind(opts.listen)?;
     let _lock = data.lock("serve")?;
     let key = admin_key(data, opts.admin_key.clone())?;
     let secret = opts
@@ -240,7 +249,7 @@ fn run_web_node(data: &DataDir, opts: ServeOptions, service: &str) -> Result<Exi
         api_config(key, &opts),
     )
     .with_backups(BackupBackend::Remote(remote));
-    serve_until_signal(opts.listen, router(state), |addr| {
+    serve_until_signal(listener, router(state), |addr| {
         println!(
             "cairn: web node of {} on http://{addr} (search service {service})",
             data.database.redacted()
@@ -282,6 +291,7 @@ pub fn run_search_service(
     retention: Duration,
     backup_busy_rate: u64,
 ) -> Result<ExitCode> {
+    let listener = bind(listen)?;
     let _lock = data.lock("search-service")?;
     let secret = service_secret(data, secret)?;
     // Writes come from other processes: they wake the indexer through /search/wait, and a
@@ -298,12 +308,16 @@ pub fn run_search_service(
         backups,
         secret: Arc::new(secret),
     };
-    let served = serve_until_signal(listen, cairn_api::service::service_router(state), |addr| {
-        println!(
-            "cairn: search service for {} on http://{addr} (index {})",
-            data.database.redacted(),
-            report.state
-        )
-    });
+    let served = serve_until_signal(
+        listener,
+        cairn_api::service::service_router(state),
+        |addr| {
+            println!(
+                "cairn: search service for {} on http://{addr} (index {})",
+                data.database.redacted(),
+                report.state
+            )
+        },
+    );
     finish(&indexer, background, served)
 }
