@@ -25,6 +25,9 @@ use crate::document::{self, WrittenBy};
 use crate::error::{IndexError, Result};
 use crate::schema::IndexSchema;
 
+/// Why an index with no completion state is built.
+const EMPTY_INDEX: &str = "the index is empty";
+
 /// Up to this many documents, a batch goes to the writer as one message (see `apply`).
 const SMALL_BATCH: usize = 4_096;
 
@@ -249,7 +252,7 @@ impl Indexer {
         let payload = index.load_metas()?.payload;
         let state = match payload.as_deref().map(CompletionState::from_payload) {
             None => {
-                rebuild.get_or_insert_with(|| "the index is empty".into());
+                rebuild.get_or_insert_with(|| EMPTY_INDEX.into());
                 CompletionState::default()
             }
             Some(Err(e)) => {
@@ -287,7 +290,13 @@ impl Indexer {
         store.on_write(Arc::new(move |_| signal.raise()));
 
         let action = if let Some(reason) = rebuild {
-            tracing::warn!(reason = %reason, "rebuilding the index from the database");
+            // An empty index (a new repository, a deleted index folder) is built as a matter
+            // of course; any other reason means something was wrong with the index.
+            if reason == EMPTY_INDEX {
+                tracing::info!(reason = %reason, "building the index from the database");
+            } else {
+                tracing::warn!(reason = %reason, "rebuilding the index from the database");
+            }
             indexer.rebuild(progress)?;
             StartupAction::Rebuilt(reason)
         } else if let Some(reason) = indexer.divergence(&state)? {
