@@ -605,3 +605,38 @@ fn a_repository_without_its_administrator_opens_and_gets_one_back() {
         .unwrap()
         .is_some());
 }
+
+/// A reference to an item deleted later stays, and does not stop the item's other changes;
+/// a new id in it must name an existing item.
+#[test]
+fn a_reference_to_a_deleted_item_does_not_block_other_changes() {
+    let repo = Repo::new(Db::Sqlite);
+    let store = repo.store();
+    let admin = store.admin_id();
+    let target = create(&store, "/Root", "Article", "target");
+    let source = store
+        .create(
+            &NodeRef::from("/Root"),
+            &content("Article", "source", json!({"Related": [target.id.0]})),
+            admin,
+        )
+        .unwrap()
+        .value;
+    store.delete(&NodeRef::Id(target.id), admin).unwrap();
+    let patch = |f: serde_json::Value| {
+        store.update(
+            &NodeRef::Id(source.id),
+            &fields(f),
+            UpdateMode::Patch,
+            admin,
+        )
+    };
+    patch(json!({"Description": "still editable"})).unwrap();
+    store
+        .rename(&NodeRef::Id(source.id), "renamed", admin)
+        .unwrap();
+    // The old id may stay beside a new, existing one; a new unknown id is refused.
+    patch(json!({"Related": [target.id.0, admin.0]})).unwrap();
+    let e = patch(json!({"Related": [target.id.0, 999_999]})).unwrap_err();
+    assert!(matches!(e, StoreError::InvalidValue { .. }), "{e}");
+}

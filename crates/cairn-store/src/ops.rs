@@ -312,14 +312,24 @@ pub(crate) fn bootstrap(conn: &mut dyn Conn, types: &ContentTypes) -> Result<Nod
     Ok(admin.id)
 }
 
-/// Refuses a reference field that names an item that does not exist (a mistyped or deleted
-/// id): what a reference points at is always in the repository when it is written.
-fn check_references(conn: &mut dyn Conn, node: &Node) -> Result<()> {
+/// Refuses a reference that names an item that does not exist (a mistyped id): what a
+/// reference points at is in the repository when it is written. Only ids new to the field
+/// (not in `before`, the item as it was) are checked: an id whose item was deleted since
+/// does not stop the item's other changes.
+fn check_references(conn: &mut dyn Conn, node: &Node, before: Option<&Node>) -> Result<()> {
     for (field, value) in &node.fields {
         let FieldValue::Reference(ids) = value else {
             continue;
         };
-        let mut wanted: Vec<i64> = ids.iter().map(|i| i.0).collect();
+        let had: &[NodeId] = match before.and_then(|b| b.fields.get(field)) {
+            Some(FieldValue::Reference(old)) => old,
+            _ => &[],
+        };
+        let mut wanted: Vec<i64> = ids
+            .iter()
+            .filter(|i| !had.contains(i))
+            .map(|i| i.0)
+            .collect();
         wanted.sort_unstable();
         wanted.dedup();
         let mut found = std::collections::HashSet::new();
@@ -482,7 +492,7 @@ impl Store {
         self.write(|conn| {
             let parent = must_find(conn, &self.types, parent, Lock::Share)?;
             let mut node = new_node(&self.types, &parent, content, Some(by))?;
-            check_references(conn, &node)?;
+            check_references(conn, &node, None)?;
             let activity = insert_node(conn, &self.types, &mut node)?;
             Ok((node, activity))
         })
@@ -508,7 +518,7 @@ impl Store {
                 node.fields.clear();
             }
             apply_fields(t, &mut node, fields)?;
-            check_references(conn, &node)?;
+            check_references(conn, &node, Some(&old))?;
             if node.display_name.is_empty() && mode == UpdateMode::Replace {
                 node.display_name = node.name.clone();
             }
@@ -738,7 +748,7 @@ impl Store {
                             fields: item.fields.clone(),
                         };
                         let mut node = new_node(&self.types, parent, &content, Some(by))?;
-                        check_references(conn, &node)?;
+                        check_references(conn, &node, None)?;
                         let a = insert_node(conn, &self.types, &mut node)?;
                         Ok((node, a))
                     })();
