@@ -50,7 +50,8 @@ pub fn hash_password(password: &str) -> Result<String, ApiError> {
         .map_err(ApiError::internal)
 }
 
-fn verify_password(password: &str, hash: &str) -> bool {
+/// Whether `password` matches the argon2 `hash` (false for anything that is not a hash).
+pub fn verify_password(password: &str, hash: &str) -> bool {
     PasswordHash::new(hash)
         .map(|h| {
             Argon2::default()
@@ -60,9 +61,10 @@ fn verify_password(password: &str, hash: &str) -> bool {
         .unwrap_or(false)
 }
 
-/// Finds the user with `login` (in /Root/IMS) and checks the password.
+/// Finds the user with `login` (the database keeps a login to one user) and checks the
+/// password.
 fn basic_user(state: &AppState, login: &str, password: &str) -> Result<Option<Caller>, ApiError> {
-    let Some(id) = crate::search::find_user(state, login)? else {
+    let Some(id) = state.store.user_by_login(login)? else {
         return Ok(None);
     };
     let Some(node) = state.store.node(&NodeRef::Id(id))? else {

@@ -9,12 +9,12 @@ use std::time::Duration;
 
 use cairn_backup::{BackupKind, BackupManager};
 use cairn_index::Indexer;
-use cairn_store::{ActivityId, NodeId};
+use cairn_store::ActivityId;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
 use crate::error::{ApiError, ApiResult};
-use crate::search::{find_user_in, run_list, ListAnswer, ListRequest};
+use crate::search::{run_list, ListAnswer, ListRequest};
 
 /// The index's position and size.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -198,17 +198,6 @@ impl SearchBackend {
                 serde_json::to_value(report).map_err(ApiError::internal)
             }
             SearchBackend::Remote(r) => r.get("/search/check"),
-        }
-    }
-
-    /// The user with this login name. Blocking.
-    pub fn find_user(&self, login: &str) -> ApiResult<Option<NodeId>> {
-        match self {
-            SearchBackend::Local(ix) => find_user_in(ix, login),
-            SearchBackend::Remote(r) => {
-                let v = r.post("/search/find-user", &json!({"login": login}))?;
-                Ok(v["id"].as_i64().map(NodeId))
-            }
         }
     }
 }

@@ -155,6 +155,12 @@ impl From<StoreError> for ApiError {
         match e {
             StoreError::NotFound(_) => ApiError::not_found(msg),
             StoreError::AlreadyExists(_) => ApiError::conflict(msg),
+            StoreError::LoginTaken(_) => ApiError::new(
+                StatusCode::CONFLICT,
+                "LoginNameExists",
+                "InvalidOperationException",
+                msg,
+            ),
             StoreError::InvalidName { .. } | StoreError::InvalidPath { .. } => ApiError::new(
                 StatusCode::BAD_REQUEST,
                 "InvalidName",

@@ -221,33 +221,3 @@ pub fn ordered(state: &AppState, ids: &[NodeId], detail: NodeDetail) -> ApiResul
         .collect();
     Ok(ids.iter().filter_map(|id| found.remove(id)).collect())
 }
-
-/// The id of the user whose LoginName is `login` (case-insensitive), from a local index.
-pub fn find_user_in(indexer: &Indexer, login: &str) -> ApiResult<Option<NodeId>> {
-    let schema = indexer.schema();
-    let Some((field, _)) = schema.field("LoginName") else {
-        return Ok(None);
-    };
-    let query = BooleanQuery::new(vec![
-        (Occur::Must, term(field, &login.to_lowercase())),
-        (Occur::Must, term(schema.type_is, "user")),
-    ]);
-    let r = search(
-        &indexer.searcher(),
-        schema,
-        &SearchRequest {
-            query: &query,
-            sort: Vec::new(),
-            top: 1,
-            skip: 0,
-            count: false,
-            constant_score: false,
-        },
-    )?;
-    Ok(r.ids.first().copied())
-}
-
-/// The id of the user whose LoginName is `login`. Blocking.
-pub fn find_user(state: &AppState, login: &str) -> ApiResult<Option<NodeId>> {
-    state.search.find_user(login)
-}

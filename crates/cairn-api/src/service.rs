@@ -26,7 +26,7 @@ use cairn_backup::{BackupKind, BackupManager};
 use cairn_index::Indexer;
 use cairn_store::ActivityId;
 use serde::Deserialize;
-use serde_json::{json, Value};
+use serde_json::json;
 
 use crate::error::{ApiError, ApiResult};
 use crate::odata::handlers::blocking;
@@ -50,7 +50,6 @@ pub fn service_router(state: ServiceState) -> Router {
         .route("/search/wait", post(wait))
         .route("/search/properties", get(properties))
         .route("/search/check", get(check))
-        .route("/search/find-user", post(find_user))
         .route("/backup/start", post(backup_start))
         .route("/backup/query", get(backup_query))
         .route("/backup/cancel", post(backup_cancel))
@@ -110,12 +109,6 @@ async fn properties(State(s): State<ServiceState>) -> ApiResult<Response> {
 async fn check(State(s): State<ServiceState>) -> ApiResult<Response> {
     let v = blocking(move || Ok(s.indexer.check_integrity()?)).await?;
     Ok(Json(v).into_response())
-}
-
-async fn find_user(State(s): State<ServiceState>, Json(b): Json<Value>) -> ApiResult<Response> {
-    let login = b["login"].as_str().unwrap_or_default().to_string();
-    let id = blocking(move || crate::search::find_user_in(&s.indexer, &login)).await?;
-    Ok(Json(json!({ "id": id.map(|i| i.0) })).into_response())
 }
 
 #[derive(Deserialize)]

@@ -1189,6 +1189,47 @@ async fn users_and_system_items_are_protected() {
         )
         .await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    // The database keeps a login to one user: concurrent creates, and a copy of a user.
+    let mut set = tokio::task::JoinSet::new();
+    for i in 0..8 {
+        let app = api.app.clone();
+        let body = json!({"__ContentType":"User","Name":format!("zed{i}"),"LoginName":"Zed","Password":"pw"});
+        set.spawn(async move {
+            let req = Request::builder()
+                .method("POST")
+                .uri("/odata.svc/Root/IMS")
+                .header("authorization", format!("Bearer {KEY}"))
+                .body(Body::from(body.to_string()))
+                .unwrap();
+            app.oneshot(req).await.unwrap().status()
+        });
+    }
+    let statuses = set.join_all().await;
+    assert_eq!(
+        statuses
+            .iter()
+            .filter(|s| **s == StatusCode::CREATED)
+            .count(),
+        1,
+        "{statuses:?}"
+    );
+    assert!(statuses
+        .iter()
+        .all(|s| *s == StatusCode::CREATED || *s == StatusCode::CONFLICT));
+    let r = api
+        .send(
+            "POST",
+            "/odata.svc/('Root')/CopyBatch",
+            json!({"paths":["/Root/IMS/bob"],"targetPath":"/Root"}),
+        )
+        .await;
+    assert_eq!(r.json()["d"]["__count"], 0, "{}", r.text);
+    assert_eq!(
+        r.json()["d"]["errors"][0]["error"]["code"],
+        "LoginNameExists",
+        "{}",
+        r.text
+    );
     // A PUT that leaves the password out keeps it.
     let r = api
         .send(

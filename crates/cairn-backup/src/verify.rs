@@ -199,8 +199,12 @@ fn check_index(index_dir: &Path, manifest: &Manifest) -> Result<CompletionState>
             manifest.index.documents
         )));
     }
+    // A manual reader: the default one watches meta.json from a thread, whose reads can
+    // make Tantivy's meta lock file after `verify_parts` removed it.
     let reader = index
-        .reader()
+        .reader_builder()
+        .reload_policy(tantivy::ReloadPolicy::Manual)
+        .try_into()
         .map_err(|e| invalid(format!("the index does not open: {e}")))?;
     if reader.searcher().num_docs() != docs {
         return Err(invalid("the index's segments disagree with its meta.json"));

@@ -51,6 +51,17 @@ fn changes_show_up(db: Db) {
     assert!(matches!(report.action, StartupAction::Rebuilt(_)));
     let bg = ix.start();
     let admin = store.admin_id();
+    // The database keeps a login to one user, case-insensitively, on either engine.
+    let ims = NodeRef::from("/Root/IMS");
+    let e = store
+        .create(
+            &ims,
+            &content("User", "boss", json!({"LoginName": "ADMIN"})),
+            admin,
+        )
+        .unwrap_err();
+    assert!(matches!(e, StoreError::LoginTaken(_)), "{e}");
+    assert_eq!(store.user_by_login("Admin").unwrap(), Some(admin));
     let docs = create(&store, "/Root", "Folder", "Docs");
     let w = store
         .create(
@@ -575,24 +586,31 @@ fn bad_input_is_refused_and_nothing_is_half_written() {
     );
 }
 
-/// Start-up finds the administrator by its path. A repository whose administrator was
-/// renamed away (older versions allowed it) used to refuse to open; it now gets one back.
+/// Start-up finds the administrator by its path, else by its login. A repository whose
+/// administrator was renamed away (older versions allowed it) used to refuse to open; it now
+/// finds it by its login, and one that lost it altogether gets a new one.
 #[test]
 fn a_repository_without_its_administrator_opens_and_gets_one_back() {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("cairn.db");
     let url = DatabaseUrl::Sqlite(db.clone());
     let first = Store::open(&url).unwrap().admin_id();
-    let c = rusqlite::Connection::open(&db).unwrap();
-    let n = c
-        .execute(
-            "UPDATE nodes SET name = 'Old', path = '/Root/IMS/Old', path_key = '/root/ims/old' \
-             WHERE path_key = '/root/ims/admin'",
-            [],
-        )
-        .unwrap();
-    assert_eq!(n, 1);
-    drop(c);
+    let sql = |statement: &str| {
+        let c = rusqlite::Connection::open(&db).unwrap();
+        assert_eq!(c.execute(statement, []).unwrap(), 1, "{statement}");
+    };
+    sql(
+        "UPDATE nodes SET name = 'Old', path = '/Root/IMS/Old', path_key = '/root/ims/old' \
+         WHERE path_key = '/root/ims/admin'",
+    );
+    let store = Store::open(&url).unwrap();
+    assert_eq!(store.admin_id(), first, "found by its login");
+    assert!(store
+        .node(&NodeRef::from("/Root/IMS/Admin"))
+        .unwrap()
+        .is_none());
+    drop(store);
+    sql("DELETE FROM nodes WHERE path_key = '/root/ims/old'");
     let store = Store::open(&url).unwrap();
     let admin = store
         .node(&NodeRef::from("/Root/IMS/Admin"))
@@ -600,10 +618,7 @@ fn a_repository_without_its_administrator_opens_and_gets_one_back() {
         .unwrap();
     assert_eq!(store.admin_id(), admin.id);
     assert_ne!(admin.id, first);
-    assert!(store
-        .node(&NodeRef::from("/Root/IMS/Old"))
-        .unwrap()
-        .is_some());
+    assert_eq!(store.user_by_login("admin").unwrap(), Some(admin.id));
 }
 
 /// A reference to an item deleted later stays, and does not stop the item's other changes;
@@ -639,4 +654,63 @@ fn a_reference_to_a_deleted_item_does_not_block_other_changes() {
     patch(json!({"Related": [target.id.0, admin.0]})).unwrap();
     let e = patch(json!({"Related": [target.id.0, 999_999]})).unwrap_err();
     assert!(matches!(e, StoreError::InvalidValue { .. }), "{e}");
+}
+
+/// Schema version 2 keeps logins unique in the database. A version-1 database whose users
+/// share a login (possible then) opens: the oldest user keeps it, and the login finds it.
+#[test]
+fn a_version_1_database_with_shared_logins_migrates() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("cairn.db");
+    let url = DatabaseUrl::Sqlite(db.clone());
+    let store = Store::open(&url).unwrap();
+    let admin = store.admin_id();
+    let user = |name: &str| {
+        content(
+            "User",
+            name,
+            json!({"LoginName": format!("login-of-{name}")}),
+        )
+    };
+    let first = store
+        .create(&NodeRef::from("/Root/IMS"), &user("a"), admin)
+        .unwrap()
+        .value;
+    let second = store
+        .create(&NodeRef::from("/Root/IMS"), &user("b"), admin)
+        .unwrap()
+        .value;
+    let e = store
+        .update(
+            &NodeRef::Id(second.id),
+            &fields(json!({"LoginName": "LOGIN-OF-A"})),
+            UpdateMode::Patch,
+            admin,
+        )
+        .unwrap_err();
+    assert!(matches!(e, StoreError::LoginTaken(_)), "{e}");
+    drop(store);
+    // Back to version 1: no login column, and both users with one login.
+    let c = rusqlite::Connection::open(&db).unwrap();
+    c.execute_batch(&format!(
+        "DROP INDEX nodes_login;
+         ALTER TABLE nodes DROP COLUMN login_key;
+         UPDATE meta SET value = '1' WHERE key = 'schema_version';
+         UPDATE nodes SET fields = json_set(fields, '$.LoginName', 'Shared') WHERE id IN ({}, {});",
+        first.id.0, second.id.0
+    ))
+    .unwrap();
+    drop(c);
+    let store = Store::open(&url).unwrap();
+    assert_eq!(store.user_by_login("shared").unwrap(), Some(first.id));
+    assert_eq!(store.user_by_login("admin").unwrap(), Some(admin));
+    assert_eq!(store.user_by_login("nobody").unwrap(), None);
+    let e = store
+        .create(
+            &NodeRef::from("/Root/IMS"),
+            &content("User", "c", json!({"LoginName": "SHARED"})),
+            admin,
+        )
+        .unwrap_err();
+    assert!(matches!(e, StoreError::LoginTaken(_)), "{e}");
 }

@@ -39,6 +39,9 @@ pub enum StoreError {
         /// The field that it lacks.
         field: String,
     },
+    /// Another user has this login name (case-insensitively).
+    #[error("the login name {0} is taken by another user")]
+    LoginTaken(String),
     /// A field value does not fit the field's type.
     #[error("invalid value for field {field}: {reason}")]
     InvalidValue {

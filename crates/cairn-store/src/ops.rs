@@ -178,15 +178,43 @@ fn unique_to_exists(e: StoreError, path: &str) -> StoreError {
     }
 }
 
+/// [`unique_to_exists`] for a write of `node`, whose login may be the one taken.
+fn unique_to_conflict(e: StoreError, node: &Node) -> StoreError {
+    if e.is_unique_violation() && e.violates(LOGIN_COLUMN) {
+        StoreError::LoginTaken(login_name(node).unwrap_or_default().to_string())
+    } else {
+        unique_to_exists(e, &node.path)
+    }
+}
+
+/// The column of users' logins, unique (schema version 2).
+const LOGIN_COLUMN: &str = "login_key";
+
+/// A user's `LoginName`, if it has one.
+fn login_name(node: &Node) -> Option<&str> {
+    match node.fields.get("LoginName") {
+        Some(FieldValue::Text(s)) if node.type_name == "User" && !s.is_empty() => Some(s),
+        _ => None,
+    }
+}
+
+/// What the unique `login_key` column holds for `node`: its login, case-folded (ASCII, as
+/// the migration's SQL `lower` does), or NULL for anything but a user with a login.
+pub(crate) fn login_key(login: &str) -> String {
+    login.to_ascii_lowercase()
+}
+
 /// Inserts `node` (id and timestamp are filled in) with an `Add` activity.
 fn insert_node(conn: &mut dyn Conn, types: &ContentTypes, node: &mut Node) -> Result<ActivityId> {
     let key = path_key(&node.path);
     let fields = fields_json(types, &node.type_name, &node.fields)?;
+    let login = login_name(node).map(login_key);
     let id = conn
         .query_i64(
             "INSERT INTO nodes (parent_id, name, path, path_key, type, display_name, description, \
-             idx, creation_date, modification_date, created_by, modified_by, timestamp, fields) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, 0, $13) RETURNING id",
+             idx, creation_date, modification_date, created_by, modified_by, timestamp, fields, \
+             login_key) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, 0, $13, $14) RETURNING id",
             &[
                 node.parent_id.map(|p| p.0).into(),
                 Param::Text(&node.name),
@@ -201,9 +229,10 @@ fn insert_node(conn: &mut dyn Conn, types: &ContentTypes, node: &mut Node) -> Re
                 node.created_by.map(|p| p.0).into(),
                 node.modified_by.map(|p| p.0).into(),
                 Param::Text(&fields),
+                login.as_deref().map_or(Param::Null, Param::Text),
             ],
         )
-        .map_err(|e| unique_to_exists(e, &node.path))?;
+        .map_err(|e| unique_to_conflict(e, node))?;
     node.id = NodeId(id);
     let activity = insert_activity(conn, ActivityKind::Add, node.id, &node.path, None)?;
     conn.execute(
@@ -252,6 +281,9 @@ fn new_node(
     Ok(node)
 }
 
+/// The administrator's login.
+const ADMIN_LOGIN: &str = "admin";
+
 /// Creates /Root, /Root/IMS and the administrator when the database is new; returns the
 /// administrator's id.
 pub(crate) fn bootstrap(conn: &mut dyn Conn, types: &ContentTypes) -> Result<NodeId> {
@@ -259,8 +291,15 @@ pub(crate) fn bootstrap(conn: &mut dyn Conn, types: &ContentTypes) -> Result<Nod
     if let Some(admin) = find(conn, types, &NodeRef::from(admin_path), Lock::None)? {
         return Ok(admin.id);
     }
-    // A new database, or (from before system items were protected) one whose
-    // administrator was moved away: make what is missing, keep what is there.
+    // Moved away (before system items were protected): the user who logs in as admin.
+    if let Some(row) = conn.query_opt(
+        "SELECT id FROM nodes WHERE login_key = $1",
+        &[Param::Text(&login_key(ADMIN_LOGIN))],
+    )? {
+        return Ok(NodeId(row.i64(0)?));
+    }
+    // A new database, or one whose administrator was deleted (before system items were
+    // protected): make what is missing, keep what is there.
     let root = match find(conn, types, &NodeRef::from("/Root"), Lock::None)? {
         Some(root) => root,
         None => {
@@ -299,7 +338,7 @@ pub(crate) fn bootstrap(conn: &mut dyn Conn, types: &ContentTypes) -> Result<Nod
         }
     };
     let mut fields = Map::new();
-    fields.insert("LoginName".into(), "admin".into());
+    fields.insert("LoginName".into(), ADMIN_LOGIN.into());
     fields.insert("FullName".into(), "Administrator".into());
     fields.insert("Enabled".into(), true.into());
     let admin = NewContent {
@@ -445,10 +484,11 @@ fn repath_subtree(conn: &mut dyn Conn, old: &str, new: &str, stamp: ActivityId) 
 
 fn save_node(conn: &mut dyn Conn, types: &ContentTypes, node: &Node) -> Result<()> {
     let fields = fields_json(types, &node.type_name, &node.fields)?;
+    let login = login_name(node).map(login_key);
     conn.execute(
         "UPDATE nodes SET name = $2, display_name = $3, description = $4, idx = $5, \
-         modification_date = $6, modified_by = $7, timestamp = $8, fields = $9, parent_id = $10 \
-         WHERE id = $1",
+         modification_date = $6, modified_by = $7, timestamp = $8, fields = $9, parent_id = $10, \
+         login_key = $11 WHERE id = $1",
         &[
             Param::I64(node.id.0),
             Param::Text(&node.name),
@@ -460,8 +500,10 @@ fn save_node(conn: &mut dyn Conn, types: &ContentTypes, node: &Node) -> Result<(
             Param::I64(node.timestamp),
             Param::Text(&fields),
             node.parent_id.map(|p| p.0).into(),
+            login.as_deref().map_or(Param::Null, Param::Text),
         ],
-    )?;
+    )
+    .map_err(|e| unique_to_conflict(e, node))?;
     Ok(())
 }
 
@@ -647,12 +689,13 @@ impl Store {
                 n.modified_by = Some(by);
                 let key = path_key(&n.path);
                 let fields = fields_json(&self.types, &n.type_name, &n.fields)?;
+                let login = login_name(&n).map(login_key);
                 let id = conn
                     .query_i64(
                         "INSERT INTO nodes (parent_id, name, path, path_key, type, display_name, \
                          description, idx, creation_date, modification_date, created_by, \
-                         modified_by, timestamp, fields) \
-                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $9, $10, $10, 0, $11) \
+                         modified_by, timestamp, fields, login_key) \
+                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $9, $10, $10, 0, $11, $12) \
                          RETURNING id",
                         &[
                             n.parent_id.map(|p| p.0).into(),
@@ -666,9 +709,10 @@ impl Store {
                             Param::I64(to_micros(stamp)),
                             Param::I64(by.0),
                             Param::Text(&fields),
+                            login.as_deref().map_or(Param::Null, Param::Text),
                         ],
                     )
-                    .map_err(|e| unique_to_exists(e, &n.path))?;
+                    .map_err(|e| unique_to_conflict(e, &n))?;
                 n.id = NodeId(id);
                 new_ids.insert(old_id, n.id);
                 if old_id == source.id {

@@ -361,6 +361,20 @@ impl Store {
         })
     }
 
+    /// The user whose `LoginName` is `login` (case-insensitively), from the database's
+    /// unique index of logins.
+    pub fn user_by_login(&self, login: &str) -> Result<Option<NodeId>> {
+        let key = crate::ops::login_key(login);
+        self.read(|conn| {
+            conn.query_opt(
+                "SELECT id FROM nodes WHERE login_key = $1",
+                &[Param::Text(&key)],
+            )?
+            .map(|r| r.i64(0).map(NodeId))
+            .transpose()
+        })
+    }
+
     /// Whether the subtree at `path` (the item itself included) holds an item of one of
     /// `types` (exact type names).
     pub fn subtree_has_type(&self, path: &str, types: &[&str]) -> Result<bool> {

@@ -95,33 +95,6 @@ fn hash_password_field(type_name: &str, fields: &mut Map<String, Value>) -> ApiR
     Ok(())
 }
 
-/// Refuses a User's `LoginName` that another user has (409): logins must name one user.
-fn unique_login(
-    state: &AppState,
-    type_name: &str,
-    fields: &Map<String, Value>,
-    this: Option<cairn_store::NodeId>,
-) -> ApiResult<()> {
-    let Some(Value::String(login)) = fields.get("LoginName") else {
-        return Ok(());
-    };
-    if !type_name.eq_ignore_ascii_case("User") {
-        return Ok(());
-    }
-    match crate::search::find_user(state, login)? {
-        Some(other) if Some(other) != this => Err(ApiError::new(
-            StatusCode::CONFLICT,
-            "LoginNameExists",
-            "InvalidOperationException",
-            format!(
-                "the login name {login} is taken by another user (#{})",
-                other.0
-            ),
-        )),
-        _ => Ok(()),
-    }
-}
-
 /// The types only administrators may create or change.
 const USER_ADMIN_TYPES: [&str; 2] = ["User", "Group"];
 
@@ -331,7 +304,6 @@ async fn create(
     }
     blocking(move || {
         hash_password_field(&type_name, &mut fields)?;
-        unique_login(&state, &type_name, &fields, None)?;
         let name = match fields.remove("Name") {
             Some(Value::String(n)) => n,
             Some(_) => return Err(ApiError::bad_request("Name must be a string")),
@@ -381,7 +353,6 @@ async fn update(
                 fields.insert("PasswordHash".into(), Value::String(h.clone()));
             }
         }
-        unique_login(&state, &node.type_name, &fields, Some(node.id))?;
         let w = state
             .store
             .update(&NodeRef::Id(node.id), &fields, mode, caller.user)?;

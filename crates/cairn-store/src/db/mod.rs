@@ -131,6 +131,20 @@ pub(crate) trait Backend: Send + Sync {
 
 impl StoreError {
     /// True when the database rejected a row for a duplicate key.
+    /// True when a unique violation is of the index on `nodes.column`.
+    pub(crate) fn violates(&self, column: &str) -> bool {
+        match self {
+            // SQLite names the columns: "UNIQUE constraint failed: nodes.login_key".
+            StoreError::Sqlite(e) => e.to_string().contains(&format!("nodes.{column}")),
+            // PostgreSQL names the index: `nodes_login` is the one on `login_key`.
+            StoreError::Postgres(e) => e
+                .as_db_error()
+                .and_then(|d| d.constraint())
+                .is_some_and(|c| column == "login_key" && c == "nodes_login"),
+            _ => false,
+        }
+    }
+
     pub(crate) fn is_unique_violation(&self) -> bool {
         match self {
             StoreError::Sqlite(rusqlite::Error::SqliteFailure(e, _)) => {

@@ -5,7 +5,7 @@ use super::{Conn, Dialect, Param};
 use crate::error::{Result, StoreError};
 
 /// The newest schema version this build writes.
-pub(crate) const SCHEMA_VERSION: i64 = 1;
+pub(crate) const SCHEMA_VERSION: i64 = 2;
 
 const SQLITE_V1: &str = "
 CREATE TABLE nodes (
@@ -67,10 +67,32 @@ CREATE TABLE indexing_activities (
 );
 ";
 
+/// Version 2: a user's login, lower-cased, in its own column with a unique index, so that
+/// the database itself keeps a login to one user (two concurrent creates, a copy or an
+/// import cannot slip past it). Logins that several users shared before keep the oldest
+/// user; the others lose theirs (none of them could log in reliably).
+const SQLITE_V2: &str = "
+ALTER TABLE nodes ADD COLUMN login_key TEXT;
+UPDATE nodes SET login_key = lower(fields ->> 'LoginName')
+    WHERE type = 'User' AND coalesce(fields ->> 'LoginName', '') <> '';
+UPDATE nodes SET login_key = NULL WHERE login_key IS NOT NULL
+    AND id NOT IN (SELECT min(id) FROM nodes WHERE login_key IS NOT NULL GROUP BY login_key);
+CREATE UNIQUE INDEX nodes_login ON nodes(login_key);
+";
+
+const POSTGRES_V2: &str = "
+ALTER TABLE nodes ADD COLUMN login_key TEXT;
+UPDATE nodes SET login_key = lower(fields::jsonb ->> 'LoginName')
+    WHERE type = 'User' AND coalesce(fields::jsonb ->> 'LoginName', '') <> '';
+UPDATE nodes SET login_key = NULL WHERE login_key IS NOT NULL
+    AND id NOT IN (SELECT min(id) FROM nodes WHERE login_key IS NOT NULL GROUP BY login_key);
+CREATE UNIQUE INDEX nodes_login ON nodes(login_key);
+";
+
 fn migrations(dialect: Dialect) -> &'static [&'static str] {
     match dialect {
-        Dialect::Sqlite => &[SQLITE_V1],
-        Dialect::Postgres => &[POSTGRES_V1],
+        Dialect::Sqlite => &[SQLITE_V1, SQLITE_V2],
+        Dialect::Postgres => &[POSTGRES_V1, POSTGRES_V2],
     }
 }
 

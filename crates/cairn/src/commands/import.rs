@@ -36,6 +36,19 @@ pub fn parse_line(line: &str) -> Result<ImportItem, String> {
         (Some(_), _) | (None, Some(_)) => return Err("Type is not a string".into()),
         (None, None) => return Err("Type is missing".into()),
     };
+    if let Some(password) = fields.remove("Password") {
+        // As over HTTP: a user's password is kept as its argon2 hash, never as given.
+        let Value::String(p) = password else {
+            return Err("Password is not a string".into());
+        };
+        if type_name != "User" || p.is_empty() {
+            return Err("only a User takes a Password, and not an empty one".into());
+        }
+        let hash = cairn_api::auth::hash_password(&p).map_err(|e| e.message)?;
+        fields.insert("PasswordHash".into(), Value::String(hash));
+    } else if fields.contains_key("PasswordHash") {
+        return Err("PasswordHash cannot be imported; give Password".into());
+    }
     if let Some(name) = fields.remove("Name") {
         let last = path.rsplit('/').next().unwrap_or("");
         if name.as_str() != Some(last) {
@@ -158,5 +171,11 @@ mod tests {
         assert!(parse_line("[1]").is_err());
         assert!(parse_line("{").is_err());
         assert!(parse_line(r#"{"Path":"/Root/a","Type":"Folder","Name":"b"}"#).is_err());
+        let user = parse_line(r#"{"Path":"/Root/IMS/u","Type":"User","Password":"pw"}"#).unwrap();
+        let hash = user.fields["PasswordHash"].as_str().unwrap();
+        assert!(cairn_api::auth::verify_password("pw", hash));
+        assert!(!user.fields.contains_key("Password"));
+        assert!(parse_line(r#"{"Path":"/Root/a","Type":"Folder","Password":"pw"}"#).is_err());
+        assert!(parse_line(r#"{"Path":"/Root/IMS/u","Type":"User","PasswordHash":"x"}"#).is_err());
     }
 }
