@@ -6,6 +6,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
@@ -289,6 +290,23 @@ impl BackupManager {
             .unwrap_or_else(|p| p.into_inner())
             .running
             .is_some()
+    }
+
+    /// For a graceful stop: cancels the running backup, if any, and waits up to `deadline`
+    /// for it to end (recorded Canceled, its folder removed). False if it still runs.
+    pub fn stop(&self, deadline: Duration) -> bool {
+        if !self.is_running() {
+            return true;
+        }
+        self.cancel();
+        let until = Instant::now() + deadline;
+        while self.is_running() {
+            if Instant::now() >= until {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        true
     }
 
     /// Finished backups in the folder, newest first.

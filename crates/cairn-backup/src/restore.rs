@@ -58,6 +58,26 @@ fn current_repository(url: &DatabaseUrl) -> Result<Option<String>> {
     Ok(cairn_store::existing_repository_id(url)?)
 }
 
+/// Refuses while Cairn sessions are connected to the PostgreSQL database `url`: a web node
+/// still connected would go on writing into the restored database (the data folder's lock
+/// covers a local server only).
+fn refuse_live_sessions(target: &DatabaseUrl) -> Result<()> {
+    let DatabaseUrl::Postgres(url) = target else {
+        return Ok(());
+    };
+    let live = cairn_store::cairn_sessions(url)?;
+    if live.is_empty() {
+        return Ok(());
+    }
+    Err(BackupError::Refused(format!(
+        "{} is in use by {} Cairn session(s): {}; stop every web node and the search \
+         service first",
+        target.redacted(),
+        live.len(),
+        live.join(", ")
+    )))
+}
+
 /// Restores the backup in `from` into `target`.
 pub fn restore(
     from: &Path,
@@ -82,19 +102,8 @@ pub fn restore(
     {
         match (&db.kind, &target.database) {
             (DatabaseKind::Sqlite, DatabaseUrl::Sqlite(_)) => {}
-            (DatabaseKind::Postgres, DatabaseUrl::Postgres(url)) => {
-                // A web node still connected would go on writing into the restored
-                // database (the data folder's lock covers a local server only).
-                let live = cairn_store::cairn_sessions(url)?;
-                if !live.is_empty() {
-                    return Err(BackupError::Refused(format!(
-                        "{} is in use by {} Cairn session(s): {}; stop every web node and \
-                         the search service first",
-                        target.database.redacted(),
-                        live.len(),
-                        live.join(", ")
-                    )));
-                }
+            (DatabaseKind::Postgres, DatabaseUrl::Postgres(_)) => {
+                refuse_live_sessions(&target.database)?
             }
             (kind, url) => {
                 return Err(BackupError::Refused(format!(
@@ -105,7 +114,36 @@ pub fn restore(
             }
         }
     }
-    if let Some(current) = current_repository(&target.database)? {
+    // The database now in place: its repository, if it can be read at all.
+    let current = match current_repository(&target.database) {
+        Ok(current) => current,
+        // A damaged database is what a restore is for; it goes aside like any other.
+        Err(e) if force && mode != RestoreMode::IndexOnly => {
+            let w = format!("the current database cannot be read ({e}); replacing it (--force)");
+            tracing::warn!("{w}");
+            warnings.push(w);
+            None
+        }
+        Err(e) => {
+            return Err(BackupError::Refused(format!(
+                "the current database {} cannot be read ({e}){}",
+                target.database.redacted(),
+                if mode == RestoreMode::IndexOnly {
+                    ": an index alone cannot be restored beside it; restore the database too"
+                } else {
+                    ": restore with --force to replace it"
+                }
+            )))
+        }
+    };
+    if mode == RestoreMode::IndexOnly && current.is_none() {
+        // An index alone is of use only beside its repository's database.
+        return Err(BackupError::Refused(format!(
+            "there is no repository in {}: an index alone is restored beside its database",
+            target.database.redacted()
+        )));
+    }
+    if let Some(current) = current {
         if current != manifest.repository_id {
             if !force {
                 return Err(BackupError::OtherRepository {
@@ -125,6 +163,15 @@ pub fn restore(
     std::fs::create_dir_all(data).map_err(io(format!("create {}", data.display())))?;
     let staging = data.join(".restore-staging");
     let old = data.join(".restore-old");
+    // What an interrupted restore moved aside may be the only copy of the data it replaced.
+    let kept = std::fs::read_dir(&old).is_ok_and(|mut d| d.next().is_some());
+    if kept {
+        return Err(BackupError::Refused(format!(
+            "{} holds what an interrupted restore moved aside (the data from before it); \
+             move it elsewhere (or delete it), then restore again",
+            old.display()
+        )));
+    }
     for dir in [&staging, &old] {
         if dir.exists() {
             std::fs::remove_dir_all(dir).map_err(io(format!("remove {}", dir.display())))?;
@@ -162,6 +209,8 @@ pub fn restore(
         match (&db.kind, &target.database) {
             (DatabaseKind::Sqlite, DatabaseUrl::Sqlite(path)) => swap_sqlite(&staged, path, &old)?,
             (DatabaseKind::Postgres, DatabaseUrl::Postgres(url)) => {
+                // Once more, now that staging is done: a node may have started meanwhile.
+                refuse_live_sessions(&target.database)?;
                 cairn_store::restore_postgres(&staged, url)?
             }
             (kind, url) => {
@@ -242,11 +291,13 @@ fn stage(
 /// is in place; the final step is one atomic rename.
 fn swap_sqlite(staged: &Path, db: &Path, old: &Path) -> Result<()> {
     if db.exists() {
-        let conn = rusqlite::Connection::open(db)
-            .map_err(|e| BackupError::Invalid(format!("open the current database: {e}")))?;
-        conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
-            .map_err(|e| BackupError::Invalid(format!("checkpoint the current database: {e}")))?;
-        drop(conn);
+        // Best effort: a damaged database (restored over with --force) may not checkpoint;
+        // its side files go aside with it all the same.
+        let checkpointed = rusqlite::Connection::open(db)
+            .and_then(|c| c.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(())));
+        if let Err(e) = checkpointed {
+            tracing::warn!("the current database did not checkpoint ({e}); kept as it is");
+        }
         std::fs::hard_link(db, old.join("cairn.db")).map_err(io("keep the old database"))?;
     }
     for suffix in ["-wal", "-shm"] {

@@ -451,9 +451,14 @@ fn run_into(
                 &|done, total| {
                     update(info, |i| {
                         i.copied_bytes = base + done;
-                        i.total_bytes = i.total_bytes.max(base + total);
+                        i.total_bytes = i.total_bytes.max(base + total.max(done));
                     });
-                    pacer.copied(done.saturating_sub(told.replace(done)));
+                    // A copy that knows its total (SQLite's, step by step) waits between
+                    // steps. pg_dump runs at its own pace, reporting only what it has
+                    // written (total 0): waiting would slow nothing but the report.
+                    if total > 0 {
+                        pacer.copied(done.saturating_sub(told.replace(done)));
+                    }
                 },
                 cancel,
             )

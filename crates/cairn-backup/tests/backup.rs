@@ -1037,15 +1037,61 @@ fn a_restore_to_another_kind_of_database_is_refused_first() {
     assert!(matches!(err, BackupError::Refused(_)), "{err}");
     assert!(err.to_string().contains("same kind"), "{err}");
     assert!(!into.exists());
-    // The index alone has no database to mismatch.
+    // An index alone goes only beside its repository's database: not into a folder with
+    // none, where the next start would make a new repository and drop it.
     std::fs::create_dir(&into).unwrap();
     let target = RestoreTarget {
         data_dir: into.clone(),
         database: DatabaseUrl::Sqlite(into.join("cairn.db")),
     };
-    restore(&b, &target, RestoreMode::IndexOnly, false, &|_, _| {}).unwrap();
-    assert!(into.join("index/meta.json").exists());
-    assert!(!into.join(".restore-staging").exists() && !into.join(".restore-old").exists());
+    let err = restore(&b, &target, RestoreMode::IndexOnly, false, &|_, _| {}).unwrap_err();
+    assert!(err.to_string().contains("there is no repository"), "{err}");
+    assert_eq!(std::fs::read_dir(&into).unwrap().count(), 0);
+}
+
+/// A restore replaces a damaged database (with --force: without, it says so), and does not
+/// run over what an interrupted restore moved aside.
+#[test]
+fn a_damaged_database_is_restored_over_and_kept_data_is_not_lost() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = Repo::new_in(dir.path());
+    repo.import("Docs", 20, 100);
+    let b = dir.path().join("b");
+    backup(&*repo.source(), BackupKind::Repository, &b);
+    let live = dir.path().join("live");
+    drop(repo);
+    std::fs::write(live.join("cairn.db"), vec![7u8; 100_000]).unwrap();
+    let target = RestoreTarget {
+        data_dir: live.clone(),
+        database: DatabaseUrl::Sqlite(live.join("cairn.db")),
+    };
+    let err = restore(&b, &target, RestoreMode::Both, false, &|_, _| {}).unwrap_err();
+    assert!(err.to_string().contains("--force"), "{err}");
+    let err = restore(&b, &target, RestoreMode::IndexOnly, true, &|_, _| {}).unwrap_err();
+    assert!(
+        err.to_string().contains("restore the database too"),
+        "{err}"
+    );
+    let report = restore(&b, &target, RestoreMode::Both, true, &|_, _| {}).unwrap();
+    assert!(
+        report.warnings.iter().any(|w| w.contains("cannot be read")),
+        "{report:?}"
+    );
+    let restored = Repo::open(&live);
+    let check = restored.indexer.check_integrity().unwrap();
+    assert!(check.is_clean(), "{:?}", check.differences);
+    assert!(check.database_items > 20);
+    drop(restored);
+    // An interrupted restore's `.restore-old` is the data from before it: not run over.
+    let old = live.join(".restore-old");
+    std::fs::create_dir(&old).unwrap();
+    std::fs::write(old.join("cairn.db"), "the only copy").unwrap();
+    let err = restore(&b, &target, RestoreMode::Both, true, &|_, _| {}).unwrap_err();
+    assert!(err.to_string().contains("interrupted restore"), "{err}");
+    assert_eq!(
+        std::fs::read_to_string(old.join("cairn.db")).unwrap(),
+        "the only copy"
+    );
 }
 
 /// Copies the flat-or-nested folder `from` to the new folder `to`.

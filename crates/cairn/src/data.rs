@@ -86,8 +86,11 @@ impl DataDir {
                 } else {
                     holder
                 };
-                // Only some commands can ask the running server instead.
+                // Only some commands can ask a running server instead, and only a server
+                // can be asked.
+                let server = holder.contains("serve") || holder.contains("search-service");
                 let instead = match what {
+                    _ if !server => "",
                     "index check" => " (or ask the running server: cairn index check --server URL)",
                     "backup create" => {
                         " (or let the running server take it online: cairn backup create --server URL)"

@@ -859,6 +859,46 @@ fn cancel_mid_copy_leaves_no_backup() {
 // ---------------------------------------------------------------------------------------
 // 4. History across restarts
 
+/// A graceful stop (SIGTERM) during a backup cancels it: recorded Canceled, its folder
+/// removed, instead of left looking in progress until the next start.
+#[test]
+fn sigterm_during_a_backup_cancels_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    import(&data, "Bulk", 500, 200);
+    let mut mb = 200;
+    for attempt in 0.. {
+        pad(&data, mb);
+        let server = Server::start(&data);
+        let (status, v) = server.backup("BackupRepository", Some("stopped"));
+        assert_eq!(status, 200, "{v}");
+        let target = server.backups_dir().join("stopped");
+        wait_until("the copy is under way", Duration::from_secs(30), || {
+            let q = server.query();
+            (q["State"] != "Started" && q["Current"]["CopiedBytes"].as_u64() > Some(0))
+                .then_some(())
+        });
+        server.stop();
+        if target.join("manifest.json").exists() && attempt < 2 {
+            // It finished before the stop: more data, and again.
+            std::fs::remove_dir_all(data.join("backups")).unwrap();
+            mb *= 2;
+            continue;
+        }
+        assert!(
+            !target.join("manifest.json").exists(),
+            "it finished every time"
+        );
+        assert!(!target.exists(), "the canceled backup's folder is left");
+        let history: Value = serde_json::from_str(
+            &std::fs::read_to_string(data.join("backups/history.json")).unwrap(),
+        )
+        .unwrap();
+        assert_eq!(history[0]["State"], "Canceled", "{history}");
+        break;
+    }
+}
+
 /// Issue 4: after SIGTERM and a new start, QueryIndexBackup still shows the history.
 #[test]
 fn history_survives_a_restart() {

@@ -412,7 +412,10 @@ fn one_backup_at_a_time_across_nodes_and_restore() {
     };
     // While a Cairn process is connected to the database (a web node left running), a
     // restore into it refuses: that node would go on writing into the restored database.
-    let live = cairn_store::Store::open(&cairn_store::DatabaseUrl::parse(&db).unwrap()).unwrap();
+    // The node names itself in its URL: it is still a Cairn session.
+    let sep = if db.contains('?') { '&' } else { '?' };
+    let named = format!("{db}{sep}application_name=web-node-4");
+    let live = cairn_store::Store::open(&cairn_store::DatabaseUrl::parse(&named).unwrap()).unwrap();
     let refused = dir.path().join("svc-refused");
     let o = restore(&refused, &db);
     let err = String::from_utf8_lossy(&o.stderr);

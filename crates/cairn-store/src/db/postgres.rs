@@ -17,16 +17,21 @@ use super::{Backend, Conn, Dialect, Param, Row, TxBody, Value};
 use crate::activity::Horizon;
 use crate::error::{Result, StoreError};
 
-/// The `application_name` of Cairn's sessions, unless the URL names one: what lets a
+/// The `application_name` of Cairn's sessions (a name in the URL follows it): what lets a
 /// restore see that a web node is still connected ([`cairn_sessions`]).
 pub(crate) const APPLICATION_NAME: &str = "cairn";
 
-/// Connects to `url` as [`APPLICATION_NAME`] (or as the URL's own `application_name`).
+/// Connects to `url` as [`APPLICATION_NAME`], or as `cairn NAME` when the URL names one.
 pub(crate) fn connect(url: &str) -> Result<Client> {
     let mut config: postgres::Config = url.parse()?;
-    if config.get_application_name().is_none() {
-        config.application_name(APPLICATION_NAME);
-    }
+    let name = match config.get_application_name() {
+        Some(given) if !given.starts_with(APPLICATION_NAME) => {
+            format!("{APPLICATION_NAME} {given}")
+        }
+        Some(given) => given.to_string(),
+        None => APPLICATION_NAME.to_string(),
+    };
+    config.application_name(&name);
     Ok(config.connect(NoTls)?)
 }
 

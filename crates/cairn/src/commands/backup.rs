@@ -272,14 +272,29 @@ pub fn verify_cmd(dir: &Path) -> Result<ExitCode> {
 pub fn list(dir: &Path) -> Result<ExitCode> {
     if !dir.is_dir() {
         bail!(
-            "{} is not a folder of backups (give the folder that holds them, such as \
-             DIR/backups)",
-            dir.display()
+            "{} {} (give the folder that holds the backups, such as DIR/backups, or --data DIR)",
+            dir.display(),
+            if dir.exists() {
+                "is not a folder"
+            } else {
+                "does not exist"
+            }
         );
     }
     let backups = list_backups(dir);
     if backups.is_empty() {
-        println!("no finished backups in {}", dir.display());
+        println!(
+            "no finished backups in {}{}",
+            dir.display(),
+            if dir.join("backups").is_dir() {
+                format!(
+                    " (a data folder? its backups are in {})",
+                    default_dir(dir).display()
+                )
+            } else {
+                String::new()
+            }
+        );
     }
     for (name, m) in backups {
         let bytes: u64 = m.files.iter().map(|f| f.size).sum();
@@ -305,12 +320,6 @@ pub fn restore_cmd(
     mode: RestoreMode,
     force: bool,
 ) -> Result<ExitCode> {
-    if mode == RestoreMode::IndexOnly {
-        // An index alone is only of use beside the database it was taken from: in a
-        // folder with no repository, the next start would make a new one and drop it.
-        data.require_existing()
-            .context("--index-only restores an index beside its repository's database")?;
-    }
     let created = !data.root.exists();
     let lock = data.lock("restore")?;
     let progress = Progress::new("restore", "bytes");

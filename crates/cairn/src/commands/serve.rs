@@ -161,8 +161,17 @@ fn open_backups(
 fn finish(
     indexer: &cairn_index::Indexer,
     background: std::thread::JoinHandle<()>,
+    backups: &cairn_backup::BackupManager,
     served: Result<()>,
 ) -> Result<ExitCode> {
+    // A backup the stop interrupts is canceled, not left looking in progress until the
+    // next start.
+    if backups.is_running() {
+        eprintln!("cairn: canceling the running backup");
+        if !backups.stop(Duration::from_secs(30)) {
+            tracing::warn!("the backup did not stop in 30 s; the next start marks it interrupted");
+        }
+    }
     indexer
         .shutdown(Some(background))
         .context("final index commit")?;
@@ -213,7 +222,7 @@ pub fn run(data: &DataDir, opts: ServeOptions) -> Result<ExitCode> {
         SearchBackend::Local(indexer.clone()),
         api_config(key, &opts),
     )
-    .with_backups(BackupBackend::Local(backups));
+    .with_backups(BackupBackend::Local(backups.clone()));
     let served = serve_until_signal(listener, router(state), |addr| {
         println!(
             "cairn: serving {} on http://{addr} (index {})",
@@ -221,7 +230,7 @@ pub fn run(data: &DataDir, opts: ServeOptions) -> Result<ExitCode> {
             report.state
         )
     });
-    finish(&indexer, background, served)
+    finish(&indexer, background, &backups, served)
 }
 
 /// A web node without a local index: queries and backups go to the search service.
@@ -305,7 +314,7 @@ pub fn run_search_service(
     let backups = open_backups(data, &store, &indexer, retention, backup_busy_rate)?;
     let state = cairn_api::service::ServiceState {
         indexer: indexer.clone(),
-        backups,
+        backups: backups.clone(),
         secret: Arc::new(secret),
     };
     let served = serve_until_signal(
@@ -319,5 +328,5 @@ pub fn run_search_service(
             )
         },
     );
-    finish(&indexer, background, served)
+    finish(&indexer, background, &backups, served)
 }
