@@ -720,9 +720,9 @@ fn a_version_1_database_with_shared_logins_migrates() {
 fn a_missing_postgres_database_is_named() {
     let cluster = cairn_testkit::shared_cluster().expect("start PostgreSQL");
     let url = cluster.database_url("no_such_database_here");
-    let e = Store::open(&DatabaseUrl::parse(&url).unwrap())
-        .err()
-        .expect("a database that does not exist");
+    let Err(e) = Store::open(&DatabaseUrl::parse(&url).unwrap()) else {
+        panic!("opened a database that does not exist");
+    };
     let text = e.to_string();
     assert!(
         text.contains("no_such_database_here") && text.contains("does not exist"),
