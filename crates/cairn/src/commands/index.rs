@@ -71,6 +71,16 @@ pub fn status(data: &DataDir, as_json: bool) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// One difference as a line: the same for a local check and a server's.
+fn difference_line(kind: &str, id: i64, path: &str, db: Option<i64>, ix: Option<i64>) -> String {
+    let ts = |t: Option<i64>| t.map_or_else(|| "-".to_string(), |t| t.to_string());
+    format!(
+        "{kind} id={id} path={path} db_timestamp={} index_timestamp={}",
+        ts(db),
+        ts(ix)
+    )
+}
+
 fn print_report(report: &IntegrityReport) {
     println!(
         "database: {} items, last activity {}; index: {} documents, at {}{}",
@@ -86,8 +96,14 @@ fn print_report(report: &IntegrityReport) {
     );
     for d in &report.differences {
         println!(
-            "{:?} id={} path={} db_timestamp={:?} index_timestamp={:?}",
-            d.kind, d.node_id, d.path, d.db_timestamp, d.ix_timestamp
+            "{}",
+            difference_line(
+                &format!("{:?}", d.kind),
+                d.node_id,
+                &d.path,
+                d.db_timestamp,
+                d.ix_timestamp
+            )
         );
     }
     if report.is_clean() {
@@ -152,10 +168,14 @@ pub fn check_remote(remote: &Remote, as_json: bool) -> Result<ExitCode> {
         );
         for d in differences {
             println!(
-                "{} id={} path={}",
-                d["Kind"].as_str().unwrap_or("?"),
-                d["NodeId"],
-                d["Path"].as_str().unwrap_or("?")
+                "{}",
+                difference_line(
+                    d["Kind"].as_str().unwrap_or("?"),
+                    d["NodeId"].as_i64().unwrap_or(0),
+                    d["Path"].as_str().unwrap_or("?"),
+                    d["DbTimestamp"].as_i64(),
+                    d["IxTimestamp"].as_i64()
+                )
             );
         }
         println!("{} differences", differences.len());
@@ -185,4 +205,17 @@ pub fn rebuild(data: &DataDir) -> Result<ExitCode> {
         report.state
     );
     Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_difference_is_one_plain_line() {
+        assert_eq!(
+            difference_line("NotInIndex", 5, "/Root/a", Some(10), None),
+            "NotInIndex id=5 path=/Root/a db_timestamp=10 index_timestamp=-"
+        );
+    }
 }
