@@ -730,10 +730,15 @@ async fn index_functions_health_and_metrics() {
     let v = r.json();
     assert_eq!(v["Differences"], json!([]), "{v}");
     assert_eq!(v["LastStoredActivity"], v["LastProcessedActivity"]);
-    // They cover the whole repository, so they are called on /Root only.
+    // They cover the whole repository, so they are called on /Root only (by path or id).
+    let root_id = api.get("/odata.svc/('Root')").await.json()["d"]["Id"]
+        .as_i64()
+        .unwrap();
     for f in ["GetIndexProperties", "CheckIndexIntegrity"] {
         let r = api.get(&format!("/odata.svc/Root('Docs')/{f}")).await;
         assert_eq!(r.status, StatusCode::BAD_REQUEST, "{f}: {}", r.text);
+        let r = api.get(&format!("/odata.svc/content({root_id})/{f}")).await;
+        assert_eq!(r.status, StatusCode::OK, "{f}: {}", r.text);
     }
     let r = api.call("GET", "/health", None, None).await;
     assert_eq!(r.status, StatusCode::OK);
@@ -1189,6 +1194,15 @@ async fn users_and_system_items_are_protected() {
         )
         .await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    // Basic authentication ends a login at its first ':', so no login holds one.
+    let r = api
+        .send(
+            "POST",
+            "/odata.svc/Root/IMS",
+            json!({"__ContentType":"User","Name":"colon","LoginName":"a:b","Password":"pw"}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST, "{}", r.text);
     // The database keeps a login to one user: concurrent creates, and a copy of a user.
     let mut set = tokio::task::JoinSet::new();
     for i in 0..8 {

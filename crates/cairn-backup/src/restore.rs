@@ -91,7 +91,7 @@ pub fn restore(
     let manifest = report.manifest;
     let mut warnings = Vec::new();
     if mode != RestoreMode::IndexOnly && manifest.database.is_none() {
-        return Err(BackupError::Invalid(
+        return Err(BackupError::Refused(
             "this backup holds the index alone; restore it with --index-only".into(),
         ));
     }

@@ -198,6 +198,18 @@ fn login_name(node: &Node) -> Option<&str> {
     }
 }
 
+/// Refuses a login that Basic authentication could not carry (it ends the login at the
+/// first ':').
+fn check_login(node: &Node) -> Result<()> {
+    match login_name(node) {
+        Some(login) if login.contains(':') => Err(StoreError::InvalidValue {
+            field: "LoginName".into(),
+            reason: "a login cannot hold ':' (Basic authentication ends the login there)".into(),
+        }),
+        _ => Ok(()),
+    }
+}
+
 /// What the unique `login_key` column holds for `node`: its login, case-folded (ASCII, as
 /// the migration's SQL `lower` does), or NULL for anything but a user with a login.
 pub(crate) fn login_key(login: &str) -> String {
@@ -208,6 +220,7 @@ pub(crate) fn login_key(login: &str) -> String {
 fn insert_node(conn: &mut dyn Conn, types: &ContentTypes, node: &mut Node) -> Result<ActivityId> {
     let key = path_key(&node.path);
     let fields = fields_json(types, &node.type_name, &node.fields)?;
+    check_login(node)?;
     let login = login_name(node).map(login_key);
     let id = conn
         .query_i64(
@@ -484,6 +497,7 @@ fn repath_subtree(conn: &mut dyn Conn, old: &str, new: &str, stamp: ActivityId) 
 
 fn save_node(conn: &mut dyn Conn, types: &ContentTypes, node: &Node) -> Result<()> {
     let fields = fields_json(types, &node.type_name, &node.fields)?;
+    check_login(node)?;
     let login = login_name(node).map(login_key);
     conn.execute(
         "UPDATE nodes SET name = $2, display_name = $3, description = $4, idx = $5, \

@@ -152,9 +152,10 @@ enum Command {
     Import {
         #[command(flatten)]
         data: DataArgs,
-        /// Lines committed per transaction.
-        #[arg(long, default_value_t = 10_000)]
-        batch: usize,
+        /// Lines committed per transaction (at least 1).
+        #[arg(long, default_value_t = 10_000,
+              value_parser = clap::value_parser!(u32).range(1..))]
+        batch: u32,
         /// The JSON lines file.
         file: PathBuf,
     },
@@ -349,7 +350,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             commands::backup::restore_cmd(&from, &data.dir()?, mode, force)
         }
         Command::Import { data, batch, file } => {
-            commands::import::run(&data.dir()?, &file, batch.max(1))
+            commands::import::run(&data.dir()?, &file, batch as usize)
         }
     }
 }

@@ -135,7 +135,8 @@ fn first_start_generates_a_private_key_and_serves() {
         "wrong",
     ]);
     assert!(!o.status.success());
-    assert!(String::from_utf8_lossy(&o.stderr).contains("401"));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("refused the administrator's key"), "{err}");
     let o = cairn(&["index", "status", "--server", &server.url]);
     assert!(String::from_utf8_lossy(&o.stderr).contains("administrator's key"));
     // A second server on the taken port fails before it makes a repository.

@@ -178,8 +178,22 @@ fn index_properties(state: &AppState) -> ApiResult<Value> {
 
 /// The index and backup operations are the whole repository's: they are called on /Root
 /// (a call elsewhere would suggest they work on a subtree).
-fn at_root(action: Action, at: &NodeRef) -> ApiResult<()> {
-    if matches!(at, NodeRef::Path(p) if p.eq_ignore_ascii_case("/Root")) {
+async fn at_root(state: &AppState, action: Action, at: &NodeRef) -> ApiResult<()> {
+    let is_root = match at {
+        NodeRef::Path(p) => p.eq_ignore_ascii_case("/Root"),
+        // `content(1)`: /Root by its id.
+        NodeRef::Id(_) => {
+            let (state, at) = (state.clone(), at.clone());
+            blocking(move || {
+                Ok(state
+                    .store
+                    .node(&at)?
+                    .is_some_and(|n| n.parent_id.is_none()))
+            })
+            .await?
+        }
+    };
+    if is_root {
         Ok(())
     } else {
         Err(ApiError::bad_request(format!(
@@ -218,12 +232,12 @@ pub async fn run(
         }
         Action::GetIndexProperties => {
             caller.require_admin("GetIndexProperties")?;
-            at_root(action, &at)?;
+            at_root(&state, action, &at).await?;
             blocking(move || index_properties(&state)).await?
         }
         Action::CheckIndexIntegrity => {
             caller.require_admin("CheckIndexIntegrity")?;
-            at_root(action, &at)?;
+            at_root(&state, action, &at).await?;
             blocking(move || state.search.check()).await?
         }
         Action::BackupIndex
@@ -231,7 +245,7 @@ pub async fn run(
         | Action::QueryIndexBackup
         | Action::CancelIndexBackup => {
             caller.require_admin("backups")?;
-            at_root(action, &at)?;
+            at_root(&state, action, &at).await?;
             let manager = state
                 .backups
                 .clone()

@@ -102,6 +102,9 @@ impl Remote {
         let text = resp.body_mut().read_to_string().unwrap_or_default();
         let value: serde_json::Value =
             serde_json::from_str(&text).unwrap_or(serde_json::Value::Null);
+        if status == 401 {
+            bail!("{method} {url}: the server refused the administrator's key (401)");
+        }
         if !status.is_success() {
             let msg = value["error"]["message"]["value"]
                 .as_str()
