@@ -859,6 +859,35 @@ fn cancel_mid_copy_leaves_no_backup() {
 // ---------------------------------------------------------------------------------------
 // 4. History across restarts
 
+/// Starts the repository backup `name` of `data` and hands the server to `interrupt` once
+/// the copy is under way. While the backup finished first anyway, it tries again with a
+/// bigger database (twice at most). Returns the backup's folder.
+fn interrupted_backup(data: &Path, name: &str, interrupt: impl Fn(Server)) -> PathBuf {
+    let mut mb = 200;
+    for attempt in 0.. {
+        pad(data, mb);
+        let server = Server::start(data);
+        let (status, v) = server.backup("BackupRepository", Some(name));
+        assert_eq!(status, 200, "{v}");
+        let target = server.backups_dir().join(name);
+        wait_until("the copy is under way", Duration::from_secs(30), || {
+            let q = server.query();
+            (q["State"] != "Started" && q["Current"]["CopiedBytes"].as_u64() > Some(0))
+                .then_some(())
+        });
+        interrupt(server);
+        let finished = target.join("manifest.json").exists();
+        eprintln!("interrupted, attempt {attempt} with {mb} MB: finished first: {finished}");
+        if finished && attempt < 2 {
+            std::fs::remove_dir_all(data.join("backups")).unwrap();
+            mb *= 2;
+            continue;
+        }
+        return target;
+    }
+    unreachable!()
+}
+
 /// A graceful stop (SIGTERM) during a backup cancels it: recorded Canceled, its folder
 /// removed, instead of left looking in progress until the next start.
 #[test]
@@ -866,37 +895,16 @@ fn sigterm_during_a_backup_cancels_it() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     import(&data, "Bulk", 500, 200);
-    let mut mb = 200;
-    for attempt in 0.. {
-        pad(&data, mb);
-        let server = Server::start(&data);
-        let (status, v) = server.backup("BackupRepository", Some("stopped"));
-        assert_eq!(status, 200, "{v}");
-        let target = server.backups_dir().join("stopped");
-        wait_until("the copy is under way", Duration::from_secs(30), || {
-            let q = server.query();
-            (q["State"] != "Started" && q["Current"]["CopiedBytes"].as_u64() > Some(0))
-                .then_some(())
-        });
-        server.stop();
-        if target.join("manifest.json").exists() && attempt < 2 {
-            // It finished before the stop: more data, and again.
-            std::fs::remove_dir_all(data.join("backups")).unwrap();
-            mb *= 2;
-            continue;
-        }
-        assert!(
-            !target.join("manifest.json").exists(),
-            "it finished every time"
-        );
-        assert!(!target.exists(), "the canceled backup's folder is left");
-        let history: Value = serde_json::from_str(
-            &std::fs::read_to_string(data.join("backups/history.json")).unwrap(),
-        )
-        .unwrap();
-        assert_eq!(history[0]["State"], "Canceled", "{history}");
-        break;
-    }
+    let target = interrupted_backup(&data, "stopped", Server::stop);
+    assert!(
+        !target.join("manifest.json").exists(),
+        "it finished every time"
+    );
+    assert!(!target.exists(), "the canceled backup's folder is left");
+    let history: Value =
+        serde_json::from_str(&std::fs::read_to_string(data.join("backups/history.json")).unwrap())
+            .unwrap();
+    assert_eq!(history[0]["State"], "Canceled", "{history}");
 }
 
 /// Issue 4: after SIGTERM and a new start, QueryIndexBackup still shows the history.
@@ -939,65 +947,42 @@ fn sigkill_during_a_backup_is_faulted_at_the_next_start() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     import(&data, "Bulk", 500, 200);
-    let mut mb = 200;
-    for attempt in 0.. {
-        pad(&data, mb);
-        let mut server = Server::start(&data);
-        let (status, v) = server.backup("BackupRepository", Some("victim"));
-        assert_eq!(status, 200, "{v}");
-        let target = server.backups_dir().join("victim");
-        wait_until("the copy is under way", Duration::from_secs(30), || {
-            let q = server.query();
-            (q["State"] != "Started" && q["Current"]["CopiedBytes"].as_u64() > Some(0))
-                .then_some(())
-        });
+    let target = interrupted_backup(&data, "victim", |mut server| {
         server.child.kill().unwrap(); // SIGKILL
         server.child.wait().unwrap();
-        drop(server);
-        eprintln!(
-            "kill, attempt {attempt} with {mb} MB: finished before the kill: {}",
-            target.join("manifest.json").exists()
-        );
-        if target.join("manifest.json").exists() && attempt < 2 {
-            // It finished before the kill: more data, and again.
-            std::fs::remove_dir_all(data.join("backups")).unwrap();
-            mb *= 2;
-            continue;
-        }
-        // The live index is intact.
-        check_clean(&data);
-        // The partial folder, if still there, is not a backup.
-        if target.exists() {
-            let o = run(&["backup", "verify", s(&target)]);
-            assert!(!o.status.success(), "{}", text(&o));
-            assert!(text(&o).contains("manifest"), "{}", text(&o));
-            let other = dir.path().join("other");
-            let o = run(&["restore", "--from", s(&target), "--data", s(&other)]);
-            assert!(!o.status.success(), "{}", text(&o));
-            assert!(!other.join("cairn.db").exists());
-        }
-        // The next start closes it out.
-        let server = Server::start(&data);
-        let q = server.query();
-        assert_eq!(q["State"], "Faulted", "{q}");
-        assert!(
-            q["Current"]["TargetPath"]
-                .as_str()
-                .unwrap()
-                .ends_with("victim"),
-            "{q}"
-        );
-        assert!(
-            q["Current"]["Message"]
-                .as_str()
-                .unwrap_or("")
-                .contains("interrupted"),
-            "{q}"
-        );
-        assert!(!target.exists(), "the partial folder was removed");
-        assert_eq!(q["History"].as_array().unwrap().len(), 1, "{q}");
-        break;
+    });
+    // The live index is intact.
+    check_clean(&data);
+    // The partial folder, if still there, is not a backup.
+    if target.exists() {
+        let o = run(&["backup", "verify", s(&target)]);
+        assert!(!o.status.success(), "{}", text(&o));
+        assert!(text(&o).contains("manifest"), "{}", text(&o));
+        let other = dir.path().join("other");
+        let o = run(&["restore", "--from", s(&target), "--data", s(&other)]);
+        assert!(!o.status.success(), "{}", text(&o));
+        assert!(!other.join("cairn.db").exists());
     }
+    // The next start closes it out.
+    let server = Server::start(&data);
+    let q = server.query();
+    assert_eq!(q["State"], "Faulted", "{q}");
+    assert!(
+        q["Current"]["TargetPath"]
+            .as_str()
+            .unwrap()
+            .ends_with("victim"),
+        "{q}"
+    );
+    assert!(
+        q["Current"]["Message"]
+            .as_str()
+            .unwrap_or("")
+            .contains("interrupted"),
+        "{q}"
+    );
+    assert!(!target.exists(), "the partial folder was removed");
+    assert_eq!(q["History"].as_array().unwrap().len(), 1, "{q}");
 }
 
 // ---------------------------------------------------------------------------------------
