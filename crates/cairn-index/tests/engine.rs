@@ -658,12 +658,9 @@ fn a_reference_to_a_deleted_item_does_not_block_other_changes() {
 
 /// Schema version 2 keeps logins unique in the database. A version-1 database whose users
 /// share a login (possible then) opens: the oldest user keeps it, and the login finds it.
-#[test]
-fn a_version_1_database_with_shared_logins_migrates() {
-    let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("cairn.db");
-    let url = DatabaseUrl::Sqlite(db.clone());
-    let store = Store::open(&url).unwrap();
+fn a_version_1_database_with_shared_logins_migrates(db: Db) {
+    let repo = Repo::new(db);
+    let store = repo.store();
     let admin = store.admin_id();
     let user = |name: &str| {
         content(
@@ -691,17 +688,28 @@ fn a_version_1_database_with_shared_logins_migrates() {
     assert!(matches!(e, StoreError::LoginTaken(_)), "{e}");
     drop(store);
     // Back to version 1: no login column, and both users with one login.
-    let c = rusqlite::Connection::open(&db).unwrap();
-    c.execute_batch(&format!(
-        "DROP INDEX nodes_login;
+    let (a, b) = (first.id.0, second.id.0);
+    let downgrade = "DROP INDEX nodes_login;
          ALTER TABLE nodes DROP COLUMN login_key;
-         UPDATE meta SET value = '1' WHERE key = 'schema_version';
-         UPDATE nodes SET fields = json_set(fields, '$.LoginName', 'Shared') WHERE id IN ({}, {});",
-        first.id.0, second.id.0
-    ))
-    .unwrap();
-    drop(c);
-    let store = Store::open(&url).unwrap();
+         UPDATE meta SET value = '1' WHERE key = 'schema_version';";
+    match &repo.url {
+        DatabaseUrl::Sqlite(path) => rusqlite::Connection::open(path)
+            .unwrap()
+            .execute_batch(&format!(
+                "{downgrade} UPDATE nodes SET fields = json_set(fields, '$.LoginName', 'Shared') \
+                 WHERE id IN ({a}, {b});"
+            ))
+            .unwrap(),
+        DatabaseUrl::Postgres(url) => postgres::Client::connect(url, postgres::NoTls)
+            .unwrap()
+            .batch_execute(&format!(
+                "{downgrade} UPDATE nodes SET fields = \
+                 jsonb_set(fields::jsonb, '{{LoginName}}', '\"Shared\"')::text \
+                 WHERE id IN ({a}, {b});"
+            ))
+            .unwrap(),
+    }
+    let store = repo.store();
     assert_eq!(store.user_by_login("shared").unwrap(), Some(first.id));
     assert_eq!(store.user_by_login("admin").unwrap(), Some(admin));
     assert_eq!(store.user_by_login("nobody").unwrap(), None);
@@ -713,6 +721,16 @@ fn a_version_1_database_with_shared_logins_migrates() {
         )
         .unwrap_err();
     assert!(matches!(e, StoreError::LoginTaken(_)), "{e}");
+}
+
+#[test]
+fn a_version_1_database_with_shared_logins_migrates_sqlite() {
+    a_version_1_database_with_shared_logins_migrates(Db::Sqlite);
+}
+
+#[test]
+fn a_version_1_database_with_shared_logins_migrates_postgres() {
+    a_version_1_database_with_shared_logins_migrates(Db::Postgres);
 }
 
 /// A PostgreSQL error names what the server said, not only "db error".
