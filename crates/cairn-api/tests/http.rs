@@ -304,6 +304,33 @@ async fn items_by_every_address_form() {
         .get("/odata.svc/Root/Docs('alpha')?$expand=CreatedBy&$select=CreatedBy/Name")
         .await;
     assert_eq!(r.json()["d"]["CreatedBy"]["Name"], "Admin", "{}", r.text);
+    // ... several levels deep, in an item and in a listing.
+    let beta = api.get("/odata.svc/Root/Docs('beta')").await.json()["d"]["Id"].clone();
+    let r = api
+        .send(
+            "PATCH",
+            "/odata.svc/Root/Docs('alpha')",
+            json!({"Related": [beta]}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    let deep = "$expand=Related/CreatedBy,Parent/Parent\
+                &$select=Name,Related/Name,Related/CreatedBy/Name,Parent/Name,Parent/Parent/Name";
+    let r = api
+        .get(&format!("/odata.svc/Root/Docs('alpha')?{deep}"))
+        .await;
+    let d = &r.json()["d"];
+    assert_eq!(d["Related"][0]["Name"], "beta", "{d}");
+    assert_eq!(d["Related"][0]["CreatedBy"]["Name"], "Admin", "{d}");
+    assert_eq!(d["Parent"]["Name"], "Docs", "{d}");
+    assert_eq!(d["Parent"]["Parent"]["Name"], "Root", "{d}");
+    assert!(d["Related"][0].get("Body").is_none(), "{d}");
+    let r = api
+        .get(&format!("/odata.svc/Root/Docs?query=Name%3Aalpha&{deep}"))
+        .await;
+    let d = &r.json()["d"]["results"][0];
+    assert_eq!(d["Related"][0]["CreatedBy"]["Name"], "Admin", "{d}");
+    assert_eq!(d["Parent"]["Parent"]["Name"], "Root", "{d}");
     // Errors.
     let r = api.get("/odata.svc/Root/Docs('missing')").await;
     assert_eq!(r.status, StatusCode::NOT_FOUND);

@@ -43,41 +43,58 @@ pub struct Shaper<'a> {
     refs: HashMap<NodeId, Node>,
 }
 
-/// The ids of the items that `node`'s expanded fields refer to.
-fn expanded_ids(node: &Node, expand: &[String]) -> Vec<NodeId> {
-    let mut out = Vec::new();
-    for name in expand {
-        let field = name.split('/').next().unwrap_or_default();
-        if field == "Parent" {
-            out.extend(node.parent_id);
-        } else if let Some(FieldValue::Reference(ids)) = node.value(field) {
-            out.extend(ids);
-        }
+/// How deep `$expand` follows references (`A/B/C` is 3).
+const MAX_EXPAND_DEPTH: usize = 3;
+
+/// The ids `node`'s reference field `field` (or `Parent`) holds.
+fn field_ids(node: &Node, field: &str) -> Vec<NodeId> {
+    if field == "Parent" {
+        node.parent_id.into_iter().collect()
+    } else if let Some(FieldValue::Reference(ids)) = node.value(field) {
+        ids
+    } else {
+        Vec::new()
     }
-    out
 }
 
 impl<'a> Shaper<'a> {
-    /// A shaper for `nodes`; `load` fetches referenced items for `$expand`.
+    /// A shaper for `nodes`; `load` fetches referenced items for `$expand`, once per level
+    /// of the expanded paths (`$expand=Related/CreatedBy` loads the related items, then
+    /// their creators).
     pub fn new(
         types: &'a ContentTypes,
         opts: &'a Options,
         nodes: &[&Node],
-        load: impl FnOnce(&[NodeId]) -> Vec<Node>,
+        mut load: impl FnMut(&[NodeId]) -> Vec<Node>,
     ) -> Self {
-        let ids: Vec<NodeId> = if opts.expand.is_empty() {
-            Vec::new()
-        } else {
-            nodes
-                .iter()
-                .flat_map(|n| expanded_ids(n, &opts.expand))
-                .collect()
-        };
-        let refs = if ids.is_empty() {
-            HashMap::new()
-        } else {
-            load(&ids).into_iter().map(|n| (n.id, n)).collect()
-        };
+        let paths: Vec<Vec<&str>> = opts
+            .expand
+            .iter()
+            .map(|e| e.split('/').take(MAX_EXPAND_DEPTH).collect())
+            .collect();
+        let depth = paths.iter().map(Vec::len).max().unwrap_or(0);
+        let mut refs: HashMap<NodeId, Node> = HashMap::new();
+        for d in 0..depth {
+            let mut ids = Vec::new();
+            for path in paths.iter().filter(|p| p.len() > d) {
+                // The items this path reaches at depth `d`.
+                let mut at: Vec<&Node> = nodes.to_vec();
+                for field in &path[..d] {
+                    at = at
+                        .iter()
+                        .flat_map(|n| field_ids(n, field))
+                        .filter_map(|id| refs.get(&id))
+                        .collect();
+                }
+                ids.extend(at.iter().flat_map(|n| field_ids(n, path[d])));
+            }
+            ids.sort_unstable();
+            ids.dedup();
+            ids.retain(|id| !refs.contains_key(id));
+            if !ids.is_empty() {
+                refs.extend(load(&ids).into_iter().map(|n| (n.id, n)));
+            }
+        }
         Shaper { types, opts, refs }
     }
 
@@ -117,16 +134,37 @@ impl<'a> Shaper<'a> {
             .collect()
     }
 
-    fn expanded(&self, node: &Node, field: &str) -> Option<Value> {
+    /// The JSON of `node`'s field at the end of the expanded path `path` (`Related`, or
+    /// `Related/CreatedBy` inside a related item), with the `$select`ed fields under that
+    /// path and the expansions that go deeper.
+    fn expanded(&self, node: &Node, path: &str) -> Option<Value> {
+        let field = path.rsplit('/').next().unwrap_or(path);
+        let below = format!("{path}/");
         let sub: Vec<&str> = self
             .opts
             .select
             .iter()
-            .filter_map(|s| s.strip_prefix(field).and_then(|r| r.strip_prefix('/')))
+            .filter_map(|s| s.strip_prefix(&below))
+            .map(|rest| rest.split('/').next().unwrap_or(rest))
+            .collect();
+        let deeper: Vec<String> = self
+            .opts
+            .expand
+            .iter()
+            .filter_map(|e| e.strip_prefix(&below))
+            .filter_map(|rest| rest.split('/').next())
+            .map(|next| format!("{below}{next}"))
+            .filter(|p| p.split('/').count() <= MAX_EXPAND_DEPTH)
             .collect();
         let one = |id: &NodeId| {
             self.refs.get(id).map(|n| {
                 let mut m = self.fields(n, &sub);
+                for p in &deeper {
+                    if let Some(v) = self.expanded(n, p) {
+                        let name = p.rsplit('/').next().unwrap_or(p);
+                        m.insert(name.to_string(), v);
+                    }
+                }
                 if let Some(meta) = self.metadata(n) {
                     m.insert("__metadata".into(), meta);
                 }
@@ -138,10 +176,7 @@ impl<'a> Shaper<'a> {
         }
         let t = self.types.get(&node.type_name).ok()?;
         let def = t.field(field).filter(|d| d.kind == FieldKind::Reference)?;
-        let ids = match node.value(field) {
-            Some(FieldValue::Reference(ids)) => ids,
-            _ => Vec::new(),
-        };
+        let ids = field_ids(node, field);
         Some(if def.multiple {
             Value::Array(ids.iter().filter_map(one).collect())
         } else {
