@@ -304,6 +304,10 @@ async fn items_by_every_address_form() {
         .get("/odata.svc/Root/Docs('alpha')?$expand=CreatedBy&$select=CreatedBy/Name")
         .await;
     assert_eq!(r.json()["d"]["CreatedBy"]["Name"], "Admin", "{}", r.text);
+    // /Root has no parent and no creator: null, as any empty single reference.
+    let root = api.get("/odata.svc/('Root')").await.json();
+    assert_eq!(root["d"]["ParentId"], Value::Null, "{root}");
+    assert_eq!(root["d"]["CreatedBy"], Value::Null, "{root}");
     // ... several levels deep, in an item and in a listing.
     let beta = api.get("/odata.svc/Root/Docs('beta')").await.json()["d"]["Id"].clone();
     let r = api

@@ -197,7 +197,10 @@ impl FieldValue {
             FieldValue::Number(f) => Value::from(*f),
             FieldValue::Boolean(b) => Value::Bool(*b),
             FieldValue::DateTime(d) => Value::String(format_date(*d)),
-            FieldValue::Reference(ids) if !def.multiple && ids.len() == 1 => Value::from(ids[0].0),
+            // A single reference is its id, or null when it names nothing (Root's parent).
+            FieldValue::Reference(ids) if !def.multiple => {
+                ids.first().map_or(Value::Null, |id| Value::from(id.0))
+            }
             FieldValue::Reference(ids) => ids.iter().map(|i| Value::from(i.0)).collect(),
             FieldValue::Choice(c) => c.iter().map(|s| Value::String(s.clone())).collect(),
         }
