@@ -5,7 +5,7 @@
 //! to the search service ([`crate::backend`]) as JSON.
 
 use cairn_index::{search, Indexer, SearchRequest, SortField};
-use cairn_store::content::path_key;
+use cairn_store::content::{parent_path, path_key};
 use cairn_store::{Node, NodeDetail, NodeId};
 use serde::{Deserialize, Serialize};
 use tantivy::query::{AllQuery, BooleanQuery, ConstScoreQuery, Occur, Query, TermQuery};
@@ -203,8 +203,21 @@ pub fn list(
     };
     let answer = state.search.list(&req)?;
     let ids: Vec<NodeId> = answer.ids.into_iter().map(NodeId).collect();
+    let mut nodes = ordered(state, &ids, opts.node_detail())?;
+    // The index chose these items; the database may have moved one out since (a move the
+    // indexer has not applied yet). An answer never holds an item outside what was asked.
+    let key = path_key(container);
+    let below = format!("{key}/");
+    nodes.retain(|n| {
+        if opts.query.is_some() {
+            let p = path_key(&n.path);
+            p == key || p.starts_with(&below)
+        } else {
+            parent_path(&n.path).is_some_and(|parent| path_key(parent) == key)
+        }
+    });
     Ok(Listing {
-        nodes: ordered(state, &ids, opts.node_detail())?,
+        nodes,
         total: answer.total,
         count_only: answer.count_only,
     })

@@ -1381,3 +1381,45 @@ async fn huge_skips_and_far_dates() {
         .await;
     assert_eq!(names(r), vec!["never", "soon", "past"]);
 }
+
+/// An answer holds only items inside what was asked for, even while the index still has an
+/// item where the database no longer does (a move the indexer has not applied yet).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_listing_never_holds_an_item_moved_out() {
+    let api = api();
+    seed(&api).await;
+    let r = api
+        .send(
+            "POST",
+            "/odata.svc/Root",
+            json!({"__ContentType":"Folder","Name":"Elsewhere"}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+    // Another writer moves `alpha` out; nothing tells this server's indexer.
+    let other = Store::open(&DatabaseUrl::Sqlite(api._dir.path().join("cairn.db"))).unwrap();
+    other
+        .move_to(
+            &cairn_store::NodeRef::from("/Root/Docs/alpha"),
+            &cairn_store::NodeRef::from("/Root/Elsewhere"),
+            other.admin_id(),
+        )
+        .unwrap();
+    for uri in [
+        "/odata.svc/Root/Docs?$select=Name,Path",
+        "/odata.svc/Root/Docs?query=TypeIs%3AArticle&$select=Name,Path",
+    ] {
+        let r = api.get(uri).await;
+        let paths: Vec<String> = r.json()["d"]["results"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|i| i["Path"].as_str().unwrap_or("?").to_string())
+            .collect();
+        assert!(
+            paths.iter().all(|p| p.starts_with("/Root/Docs/")),
+            "{uri}: {paths:?}"
+        );
+        assert_eq!(paths.len(), 2, "{uri}: {paths:?}");
+    }
+}
