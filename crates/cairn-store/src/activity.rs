@@ -83,11 +83,12 @@ pub enum Horizon {
     /// Every transaction that took an activity id had finished (SQLite: one writer).
     AllCommitted,
     /// A PostgreSQL snapshot: transactions with ids below `xmin` had finished, and every
-    /// transaction that holds an activity id not yet visible has a transaction id below `xmax`.
+    /// transaction that holds an activity id not yet visible has a transaction id below `xmax`
+    /// (the id of the reading transaction itself, taken after its snapshot).
     Snapshot {
         /// `pg_snapshot_xmin` of the read's snapshot.
         xmin: u64,
-        /// `pg_snapshot_xmax` of the read's snapshot.
+        /// A transaction id assigned after the snapshot: above every writer's.
         xmax: u64,
     },
 }

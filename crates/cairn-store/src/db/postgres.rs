@@ -1,9 +1,11 @@
 //! PostgreSQL: a pool of synchronous clients with cached prepared statements.
 //!
 //! Write transactions take their transaction id before they draw an activity id from the
-//! sequence (`SELECT pg_current_xact_id()` first). That makes a snapshot's `xmax` bound every
-//! transaction that holds an activity id not yet visible, which is what lets the indexer
-//! decide that a gap is a rollback (see [`Horizon`]).
+//! sequence (`SELECT pg_current_xact_id()` first). A read of activities then takes a
+//! transaction id of its own after its snapshot: that id is above the id of every writer that
+//! can hold an activity id not yet visible, so once the oldest transaction in flight is past
+//! it, a gap still missing is a rollback (see [`Horizon`]). (The snapshot's `xmax` is not such
+//! a bound: a writer whose id is above every finished one is not listed as in flight.)
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -270,9 +272,14 @@ impl Backend for PostgresBackend {
             IsolationLevel::RepeatableRead,
             true,
             body,
+            // The mark of a gap must exceed the transaction id of every writer that could
+            // hold it. The snapshot's xmax does not: a writer whose id is above every
+            // finished one is not listed as in flight, yet may hold an activity id below a
+            // visible one. An id assigned now, after the snapshot is taken, exceeds them all
+            // (ids are handed out in order): this read's own.
             Some(
                 "SELECT pg_snapshot_xmin(pg_current_snapshot())::text, \
-                 pg_snapshot_xmax(pg_current_snapshot())::text",
+                 pg_current_xact_id()::text",
             ),
         )?;
         Ok(horizon.unwrap_or(Horizon::AllCommitted))
