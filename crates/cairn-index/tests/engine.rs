@@ -713,6 +713,34 @@ fn a_version_1_database_with_shared_logins_migrates(db: Db) {
     assert_eq!(store.user_by_login("shared").unwrap(), Some(first.id));
     assert_eq!(store.user_by_login("admin").unwrap(), Some(admin));
     assert_eq!(store.user_by_login("nobody").unwrap(), None);
+    // The younger user lost the login (cleared, so that it stays editable).
+    let lost = store.node(&NodeRef::Id(second.id)).unwrap().unwrap();
+    assert!(!lost.fields.contains_key("LoginName"), "{:?}", lost.fields);
+    store
+        .update(
+            &NodeRef::Id(second.id),
+            &fields(json!({"Description": "still editable"})),
+            UpdateMode::Patch,
+            admin,
+        )
+        .unwrap();
+    // Case is folded beyond ASCII.
+    store
+        .create(
+            &NodeRef::from("/Root/IMS"),
+            &content("User", "e1", json!({"LoginName": "Émile"})),
+            admin,
+        )
+        .unwrap();
+    let e = store
+        .create(
+            &NodeRef::from("/Root/IMS"),
+            &content("User", "e2", json!({"LoginName": "émile"})),
+            admin,
+        )
+        .unwrap_err();
+    assert!(matches!(e, StoreError::LoginTaken(_)), "{e}");
+    assert!(store.user_by_login("ÉMILE").unwrap().is_some());
     let e = store
         .create(
             &NodeRef::from("/Root/IMS"),

@@ -93,7 +93,7 @@ fn must_find(conn: &mut dyn Conn, types: &ContentTypes, at: &NodeRef, lock: Lock
     find(conn, types, at, lock)?.ok_or_else(|| StoreError::NotFound(at.to_string()))
 }
 
-fn insert_activity(
+pub(crate) fn insert_activity(
     conn: &mut dyn Conn,
     kind: ActivityKind,
     node: NodeId,
@@ -210,17 +210,17 @@ fn check_login(node: &Node) -> Result<()> {
     }
 }
 
-/// What the unique `login_key` column holds for `node`: its login, case-folded (ASCII, as
-/// the migration's SQL `lower` does), or NULL for anything but a user with a login.
+/// What the unique `login_key` column holds for a user's `login`: the login with its case
+/// folded (Unicode lower case, so `Ärger` and `ärger` are one login). The migration to
+/// version 2 fills the column with this same function.
 pub(crate) fn login_key(login: &str) -> String {
-    login.to_ascii_lowercase()
+    login.to_lowercase()
 }
 
 /// Inserts `node` (id and timestamp are filled in) with an `Add` activity.
 fn insert_node(conn: &mut dyn Conn, types: &ContentTypes, node: &mut Node) -> Result<ActivityId> {
     let key = path_key(&node.path);
     let fields = fields_json(types, &node.type_name, &node.fields)?;
-    check_login(node)?;
     let login = login_name(node).map(login_key);
     let id = conn
         .query_i64(
@@ -497,7 +497,6 @@ fn repath_subtree(conn: &mut dyn Conn, old: &str, new: &str, stamp: ActivityId) 
 
 fn save_node(conn: &mut dyn Conn, types: &ContentTypes, node: &Node) -> Result<()> {
     let fields = fields_json(types, &node.type_name, &node.fields)?;
-    check_login(node)?;
     let login = login_name(node).map(login_key);
     conn.execute(
         "UPDATE nodes SET name = $2, display_name = $3, description = $4, idx = $5, \
@@ -548,6 +547,7 @@ impl Store {
         self.write(|conn| {
             let parent = must_find(conn, &self.types, parent, Lock::Share)?;
             let mut node = new_node(&self.types, &parent, content, Some(by))?;
+            check_login(&node)?;
             check_references(conn, &node, None)?;
             let activity = insert_node(conn, &self.types, &mut node)?;
             Ok((node, activity))
@@ -574,6 +574,10 @@ impl Store {
                 node.fields.clear();
             }
             apply_fields(t, &mut node, fields)?;
+            // A login is checked when it is written: one from an older version stays usable.
+            if fields.contains_key("LoginName") {
+                check_login(&node)?;
+            }
             check_references(conn, &node, Some(&old))?;
             if node.display_name.is_empty() && mode == UpdateMode::Replace {
                 node.display_name = node.name.clone();
@@ -806,6 +810,7 @@ impl Store {
                             fields: item.fields.clone(),
                         };
                         let mut node = new_node(&self.types, parent, &content, Some(by))?;
+                        check_login(&node)?;
                         check_references(conn, &node, None)?;
                         let a = insert_node(conn, &self.types, &mut node)?;
                         Ok((node, a))

@@ -67,27 +67,63 @@ CREATE TABLE indexing_activities (
 );
 ";
 
-/// Version 2: a user's login, lower-cased, in its own column with a unique index, so that
+/// Version 2: a user's login, case-folded, in its own column with a unique index, so that
 /// the database itself keeps a login to one user (two concurrent creates, a copy or an
-/// import cannot slip past it). Logins that several users shared before keep the oldest
-/// user; the others lose theirs (none of them could log in reliably).
-const SQLITE_V2: &str = "
-ALTER TABLE nodes ADD COLUMN login_key TEXT;
-UPDATE nodes SET login_key = lower(fields ->> 'LoginName')
-    WHERE type = 'User' AND coalesce(fields ->> 'LoginName', '') <> '';
-UPDATE nodes SET login_key = NULL WHERE login_key IS NOT NULL
-    AND id NOT IN (SELECT min(id) FROM nodes WHERE login_key IS NOT NULL GROUP BY login_key);
-CREATE UNIQUE INDEX nodes_login ON nodes(login_key);
-";
+/// import cannot slip past it). The column is filled by [`fill_login_keys`], in Rust, so
+/// that it folds case exactly as every later write does.
+const SQLITE_V2: &str = "ALTER TABLE nodes ADD COLUMN login_key TEXT";
+const POSTGRES_V2: &str = "ALTER TABLE nodes ADD COLUMN login_key TEXT";
 
-const POSTGRES_V2: &str = "
-ALTER TABLE nodes ADD COLUMN login_key TEXT;
-UPDATE nodes SET login_key = lower(fields::jsonb ->> 'LoginName')
-    WHERE type = 'User' AND coalesce(fields::jsonb ->> 'LoginName', '') <> '';
-UPDATE nodes SET login_key = NULL WHERE login_key IS NOT NULL
-    AND id NOT IN (SELECT min(id) FROM nodes WHERE login_key IS NOT NULL GROUP BY login_key);
-CREATE UNIQUE INDEX nodes_login ON nodes(login_key);
-";
+/// Fills `login_key` for every user, oldest first, then makes it unique. A login that
+/// several users shared (possible before version 2) stays with the oldest; the others lose
+/// it (none of them could log in reliably): their `LoginName` is cleared, with an activity
+/// so that the index follows, and each is logged.
+fn fill_login_keys(conn: &mut dyn Conn) -> Result<()> {
+    let rows = conn.query(
+        "SELECT id, path, fields FROM nodes WHERE type = 'User' ORDER BY id",
+        &[],
+    )?;
+    let mut taken = std::collections::HashSet::new();
+    for row in rows {
+        let (id, path, text) = (row.i64(0)?, row.text(1)?, row.text(2)?);
+        let mut fields: serde_json::Map<String, serde_json::Value> =
+            serde_json::from_str(&text).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let Some(login) = fields.get("LoginName").and_then(|v| v.as_str()) else {
+            continue;
+        };
+        if login.is_empty() {
+            continue;
+        }
+        let key = crate::ops::login_key(login);
+        if taken.insert(key.clone()) {
+            conn.execute(
+                "UPDATE nodes SET login_key = $1 WHERE id = $2",
+                &[Param::Text(&key), Param::I64(id)],
+            )?;
+            continue;
+        }
+        tracing::warn!(
+            user = %path,
+            login = %login,
+            "the login is an older user's: cleared (set a new LoginName to let this user in)"
+        );
+        fields.remove("LoginName");
+        let text = serde_json::Value::Object(fields).to_string();
+        let activity = crate::ops::insert_activity(
+            conn,
+            crate::activity::ActivityKind::Update,
+            crate::ids::NodeId(id),
+            &path,
+            None,
+        )?;
+        conn.execute(
+            "UPDATE nodes SET fields = $1, timestamp = $2 WHERE id = $3",
+            &[Param::Text(&text), Param::I64(activity.0), Param::I64(id)],
+        )?;
+    }
+    conn.execute("CREATE UNIQUE INDEX nodes_login ON nodes(login_key)", &[])?;
+    Ok(())
+}
 
 fn migrations(dialect: Dialect) -> &'static [&'static str] {
     match dialect {
@@ -127,6 +163,9 @@ pub(crate) fn migrate(conn: &mut dyn Conn) -> Result<()> {
         }
         for statement in script.split(';').map(str::trim).filter(|s| !s.is_empty()) {
             conn.execute(statement, &[])?;
+        }
+        if version == 2 {
+            fill_login_keys(conn)?;
         }
         tracing::info!(version, "applied schema migration");
     }
