@@ -40,5 +40,8 @@ pub use error::{Result, StoreError};
 pub use ids::{ActivityId, NodeId};
 pub use node::{NewContent, Node, NodeDetail, NodeRef, NodeStamp, COLUMN_FIELDS};
 pub use ops::{ImportItem, ImportOutcome, UpdateMode};
-pub use store::{existing_repository_id, DatabaseUrl, Store, WriteListener, Written};
+pub use store::{
+    existing_repository_id, peek_database, DatabaseFacts, DatabaseUrl, Store, WriteListener,
+    Written,
+};
 pub use uuid::Uuid;

@@ -528,10 +528,37 @@ impl Store {
     }
 }
 
+/// What a database holds, read without creating or migrating anything.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DatabaseFacts {
+    /// The repository's id.
+    pub repository_id: String,
+    /// Its schema version (older ones are migrated by the next `Store::open`).
+    pub schema_version: i64,
+    /// The highest activity id (0 when the log is empty).
+    pub last_activity_id: ActivityId,
+}
+
 /// The repository id a database already holds, without creating or migrating anything:
 /// `None` for a missing or empty database.
 pub fn existing_repository_id(url: &DatabaseUrl) -> Result<Option<String>> {
-    const SQL: &str = "SELECT value FROM meta WHERE key = 'repository_id'";
+    Ok(peek_database(url)?.map(|f| f.repository_id))
+}
+
+/// [`DatabaseFacts`] of the database at `url`, read only: `None` for a missing or empty
+/// database. For commands that look (`index status`) and must not migrate a database that
+/// an older server may still be using.
+pub fn peek_database(url: &DatabaseUrl) -> Result<Option<DatabaseFacts>> {
+    const META: &str = "SELECT (SELECT value FROM meta WHERE key = 'repository_id'), \
+                        (SELECT value FROM meta WHERE key = 'schema_version'), \
+                        (SELECT COALESCE(MAX(id), 0) FROM indexing_activities)";
+    let facts = |id: Option<String>, version: Option<String>, last: i64| {
+        id.map(|repository_id| DatabaseFacts {
+            repository_id,
+            schema_version: version.and_then(|v| v.parse().ok()).unwrap_or(0),
+            last_activity_id: ActivityId(last),
+        })
+    };
     match url {
         DatabaseUrl::Sqlite(path) => {
             if !path.exists() {
@@ -547,24 +574,23 @@ pub fn existing_repository_id(url: &DatabaseUrl) -> Result<Option<String>> {
             };
             let (wal, shm) = (side("-wal"), side("-shm"));
             let (had_wal, had_shm) = (wal.exists(), shm.exists());
-            let found = (|| -> Result<Option<String>> {
+            let found = (|| -> Result<Option<DatabaseFacts>> {
                 let conn = rusqlite::Connection::open_with_flags(
                     path,
                     rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
                 )?;
-                let has_meta: i64 = conn.query_row(
-                    "SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name = 'meta'",
+                let tables: i64 = conn.query_row(
+                    "SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' \
+                     AND name IN ('meta', 'indexing_activities')",
                     [],
                     |r| r.get(0),
                 )?;
-                if has_meta == 0 {
+                if tables < 2 {
                     return Ok(None);
                 }
-                match conn.query_row(SQL, [], |r| r.get::<_, String>(0)) {
-                    Ok(v) => Ok(Some(v)),
-                    Err(rusqlite::Error::QueryReturnedNoRows) => Ok(None),
-                    Err(e) => Err(e.into()),
-                }
+                let (id, version, last) =
+                    conn.query_row(META, [], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
+                Ok(facts(id, version, last))
             })();
             let wal_gone = if !had_wal && std::fs::metadata(&wal).is_ok_and(|m| m.len() == 0) {
                 std::fs::remove_file(&wal).is_ok()
@@ -579,12 +605,17 @@ pub fn existing_repository_id(url: &DatabaseUrl) -> Result<Option<String>> {
         DatabaseUrl::Postgres(u) => {
             let mut client = crate::db::postgres::connect(u)?;
             let exists: bool = client
-                .query_one("SELECT to_regclass('meta') IS NOT NULL", &[])?
+                .query_one(
+                    "SELECT to_regclass('meta') IS NOT NULL \
+                     AND to_regclass('indexing_activities') IS NOT NULL",
+                    &[],
+                )?
                 .get(0);
             if !exists {
                 return Ok(None);
             }
-            Ok(client.query_opt(SQL, &[])?.map(|r| r.get::<_, String>(0)))
+            let row = client.query_one(META, &[])?;
+            Ok(facts(row.get(0), row.get(1), row.get(2)))
         }
     }
 }

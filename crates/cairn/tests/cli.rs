@@ -301,6 +301,29 @@ fn a_damaged_index_names_the_rebuild() {
     // An index ahead of its database (a database put back older) is named by status.
     let o = run(&["index", "status", "--data", d]);
     assert!(!text(&o).contains("AHEAD"), "{}", text(&o));
+    // status only reads: it migrates nothing (an older server may still use the database).
+    let version = |set: Option<&str>| {
+        let c = rusqlite::Connection::open(data.join("cairn.db")).unwrap();
+        if let Some(v) = set {
+            c.execute(
+                "UPDATE meta SET value = ?1 WHERE key = 'schema_version'",
+                [v],
+            )
+            .unwrap();
+        }
+        c.query_row(
+            "SELECT value FROM meta WHERE key = 'schema_version'",
+            [],
+            |r| r.get::<_, String>(0),
+        )
+        .unwrap()
+    };
+    let current = version(None);
+    version(Some("1"));
+    let o = run(&["index", "status", "--data", d]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert_eq!(version(None), "1", "index status migrated the database");
+    version(Some(&current));
     let keep = |from: &str, to: &str| {
         for suffix in ["", "-wal", "-shm"] {
             let (a, b) = (

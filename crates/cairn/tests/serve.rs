@@ -126,6 +126,27 @@ fn first_start_generates_a_private_key_and_serves() {
         let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
         assert!(v.is_object(), "{v}");
     }
+    // `index status --json` has one shape, asked of the server or of the folder beside it.
+    let keys = |args: &[&str]| {
+        let o = cairn(args);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        let mut k: Vec<String> = v.as_object().unwrap().keys().cloned().collect();
+        k.sort();
+        k
+    };
+    assert_eq!(
+        keys(&[
+            "index",
+            "status",
+            "--json",
+            "--server",
+            &server.url,
+            "--admin-key",
+            key
+        ]),
+        keys(&["index", "status", "--json", "--data", data_arg])
+    );
     let o = cairn(&[
         "index",
         "check",

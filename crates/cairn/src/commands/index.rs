@@ -4,7 +4,6 @@ use std::process::ExitCode;
 
 use anyhow::{Context, Result};
 use cairn_index::{index_exists, CompletionState, IntegrityReport};
-use cairn_store::Store;
 use serde_json::json;
 
 use crate::commands::{open_repository, Remote};
@@ -14,9 +13,11 @@ use crate::data::DataDir;
 /// only, so it works beside a running server.
 pub fn status(data: &DataDir, as_json: bool) -> Result<ExitCode> {
     data.require_existing()?;
-    let store = Store::open(&data.database)
-        .with_context(|| format!("open the database {}", data.database.redacted()))?;
-    let db_last = store.last_activity_id()?;
+    // Read only: no migration of a database an older server may still be using.
+    let db = cairn_store::peek_database(&data.database)
+        .with_context(|| format!("read the database {}", data.database.redacted()))?
+        .with_context(|| format!("there is no repository in {}", data.database.redacted()))?;
+    let db_last = db.last_activity_id;
     let dir = data.index_dir();
     let (state, documents) = if index_exists(&dir) {
         let index = tantivy::Index::open_in_dir(&dir).context("open the index")?;
@@ -39,7 +40,7 @@ pub fn status(data: &DataDir, as_json: bool) -> Result<ExitCode> {
             "DatabaseLastActivityId": db_last.0,
             "Lag": (db_last.0 - last).max(0),
             "Documents": documents,
-            "RepositoryId": store.repository_id().to_string(),
+            "RepositoryId": db.repository_id,
         });
         println!("{}", serde_json::to_string_pretty(&v)?);
     } else {
@@ -56,9 +57,10 @@ pub fn status(data: &DataDir, as_json: bool) -> Result<ExitCode> {
                 last - db_last.0
             );
         }
-        if let Some(s) = state.as_ref().filter(|s| {
-            !s.repository_id.is_empty() && s.repository_id != store.repository_id().to_string()
-        }) {
+        if let Some(s) = state
+            .as_ref()
+            .filter(|s| !s.repository_id.is_empty() && s.repository_id != db.repository_id)
+        {
             println!(
                 "the index belongs to another repository ({}): the next start rebuilds it",
                 s.repository_id
@@ -136,7 +138,17 @@ pub fn check(data: &DataDir, as_json: bool) -> Result<ExitCode> {
 pub fn status_remote(remote: &Remote, as_json: bool) -> Result<ExitCode> {
     let v = remote.json("GET", "/odata.svc/('Root')/GetIndexProperties", None)?;
     if as_json {
-        println!("{}", serde_json::to_string_pretty(&v)?);
+        // The shape of `index status --data --json`, whichever way it was asked.
+        let j = json!({
+            "CompletionState": v["CompletionState"],
+            "LastActivityId": v["IndexingActivityStatus"]["LastActivityId"],
+            "Gaps": v["IndexingActivityStatus"]["Gaps"],
+            "DatabaseLastActivityId": v["DatabaseLastActivityId"],
+            "Lag": v["Lag"],
+            "Documents": v["DocumentCount"],
+            "RepositoryId": v["RepositoryId"],
+        });
+        println!("{}", serde_json::to_string_pretty(&j)?);
     } else {
         println!(
             "index completion state: {}",
