@@ -50,6 +50,32 @@ pub fn hash_password(password: &str) -> Result<String, ApiError> {
         .map_err(ApiError::internal)
 }
 
+/// Turns a `Password` in `fields` into the stored hash (Users only): what a create, an
+/// update or an import writes, never the password itself.
+pub fn hash_password_field(
+    type_name: &str,
+    fields: &mut serde_json::Map<String, serde_json::Value>,
+) -> Result<(), ApiError> {
+    if let Some(p) = fields.remove("Password") {
+        if !type_name.eq_ignore_ascii_case("User") {
+            return Err(ApiError::bad_request(format!(
+                "content type {type_name} has no field \"Password\""
+            )));
+        }
+        let serde_json::Value::String(p) = p else {
+            return Err(ApiError::bad_request("Password must be a string"));
+        };
+        if p.is_empty() {
+            return Err(ApiError::bad_request("Password cannot be empty"));
+        }
+        fields.insert(
+            "PasswordHash".into(),
+            serde_json::Value::String(hash_password(&p)?),
+        );
+    }
+    Ok(())
+}
+
 /// Whether `password` matches the argon2 `hash` (false for anything that is not a hash).
 pub fn verify_password(password: &str, hash: &str) -> bool {
     PasswordHash::new(hash)

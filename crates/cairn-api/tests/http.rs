@@ -77,15 +77,19 @@ impl Reply {
     }
 }
 
+/// A request as the tests send it, with `auth` as its Authorization header.
+fn request(method: &str, uri: &str, auth: Option<&str>, body: Option<&str>) -> Request<Body> {
+    let mut b = Request::builder().method(method).uri(uri);
+    if let Some(a) = auth {
+        b = b.header("authorization", a);
+    }
+    b.body(body.map_or_else(Body::empty, |s| Body::from(s.to_string())))
+        .unwrap()
+}
+
 impl Api {
     async fn call(&self, method: &str, uri: &str, auth: Option<&str>, body: Option<&str>) -> Reply {
-        let mut b = Request::builder().method(method).uri(uri);
-        if let Some(a) = auth {
-            b = b.header("authorization", a);
-        }
-        let req = b
-            .body(body.map_or_else(Body::empty, |s| Body::from(s.to_string())))
-            .unwrap();
+        let req = request(method, uri, auth, body);
         let resp = self.app.clone().oneshot(req).await.unwrap();
         let status = resp.status();
         let bytes = resp.into_body().collect().await.unwrap().to_bytes();
@@ -1240,12 +1244,13 @@ async fn users_and_system_items_are_protected() {
         let app = api.app.clone();
         let body = json!({"__ContentType":"User","Name":format!("zed{i}"),"LoginName":"Zed","Password":"pw"});
         set.spawn(async move {
-            let req = Request::builder()
-                .method("POST")
-                .uri("/odata.svc/Root/IMS")
-                .header("authorization", format!("Bearer {KEY}"))
-                .body(Body::from(body.to_string()))
-                .unwrap();
+            let auth = format!("Bearer {KEY}");
+            let req = request(
+                "POST",
+                "/odata.svc/Root/IMS",
+                Some(&auth),
+                Some(&body.to_string()),
+            );
             app.oneshot(req).await.unwrap().status()
         });
     }

@@ -195,11 +195,8 @@ fn check_index(index_dir: &Path, manifest: &Manifest) -> Result<CompletionState>
     // Every segment opens, file by file. (Not through an `IndexReader`: that takes
     // Tantivy's meta lock, a file written into the backup.)
     let mut opened = 0u64;
-    for segment in index
-        .searchable_segments()
-        .map_err(|e| invalid(format!("the index does not open: {e}")))?
-    {
-        let reader = tantivy::SegmentReader::open(&segment)
+    for meta in &metas.segments {
+        let reader = tantivy::SegmentReader::open(&index.segment(meta.clone()))
             .map_err(|e| invalid(format!("the index does not open: {e}")))?;
         opened += u64::from(reader.num_docs());
     }

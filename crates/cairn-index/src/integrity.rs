@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 
 use cairn_store::{ActivityId, NodeId, Store};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use tantivy::schema::{Term, Value};
 use tantivy::{Searcher, TantivyDocument};
 
@@ -13,7 +13,7 @@ use crate::indexer::Indexer;
 use crate::schema::IndexSchema;
 
 /// What kind of difference.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum DifferenceKind {
     /// In the database, not in the index.
     NotInIndex,
@@ -26,7 +26,7 @@ pub enum DifferenceKind {
 }
 
 /// One difference between the database and the index.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "PascalCase")]
 pub struct Difference {
     /// What kind.
@@ -42,7 +42,7 @@ pub struct Difference {
 }
 
 /// The result of a check, shaped like sensenet's `CheckIndexIntegrity` answer.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(rename_all = "PascalCase")]
 pub struct IntegrityReport {
     /// The database's last activity id.

@@ -45,6 +45,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Result, StoreError};
 use crate::ids::ActivityId;
+use crate::store::DatabaseFacts;
 use crate::store::{DatabaseUrl, Store};
 
 /// The file name of an SQLite backup.
@@ -266,14 +267,8 @@ fn sync_dir(_dir: &Path) -> Result<()> {
 // ---------------------------------------------------------------------------------------
 // SQLite
 
-/// What the pinned snapshot says about itself.
-struct SnapshotFacts {
-    last_activity_id: ActivityId,
-    repository_id: String,
-    schema_version: i64,
-}
-
-fn read_facts(conn: &Connection) -> Result<SnapshotFacts> {
+/// What a database (a live one, or the pinned snapshot of a backup) says about itself.
+pub(crate) fn read_facts(conn: &Connection) -> Result<DatabaseFacts> {
     let last: i64 = conn.query_row(
         "SELECT COALESCE(MAX(id), 0) FROM indexing_activities",
         [],
@@ -286,14 +281,35 @@ fn read_facts(conn: &Connection) -> Result<SnapshotFacts> {
         .optional()?
         .ok_or_else(|| StoreError::Corrupt(format!("meta.{key} is missing")))
     };
+    facts(last, meta("repository_id")?, &meta("schema_version")?)
+}
+
+/// [`read_facts`] on PostgreSQL, in `client`'s transaction (and snapshot).
+pub(crate) fn read_facts_pg(client: &mut impl postgres::GenericClient) -> Result<DatabaseFacts> {
+    let last: i64 = client
+        .query_one(
+            "SELECT COALESCE(MAX(id), 0)::BIGINT FROM indexing_activities",
+            &[],
+        )?
+        .try_get(0)?;
+    let mut meta = |key: &str| -> Result<String> {
+        client
+            .query_opt("SELECT value FROM meta WHERE key = $1", &[&key])?
+            .map(|r| r.try_get::<_, String>(0))
+            .transpose()?
+            .ok_or_else(|| StoreError::Corrupt(format!("meta.{key} is missing")))
+    };
     let repository_id = meta("repository_id")?;
-    let schema_version = meta("schema_version")?
-        .parse::<i64>()
-        .map_err(|_| StoreError::Corrupt("meta.schema_version is not a number".into()))?;
-    Ok(SnapshotFacts {
+    facts(last, repository_id, &meta("schema_version")?)
+}
+
+fn facts(last: i64, repository_id: String, schema_version: &str) -> Result<DatabaseFacts> {
+    Ok(DatabaseFacts {
         last_activity_id: ActivityId(last),
         repository_id,
-        schema_version,
+        schema_version: schema_version
+            .parse::<i64>()
+            .map_err(|_| StoreError::Corrupt("meta.schema_version is not a number".into()))?,
     })
 }
 
@@ -355,7 +371,7 @@ fn copy_sqlite(
     options: &BackupOptions,
     progress: &dyn Fn(u64, u64),
     cancel: &AtomicBool,
-) -> Result<SnapshotFacts> {
+) -> Result<DatabaseFacts> {
     // A connection of its own, never the store's writer. It must not create the file.
     let src = Connection::open_with_flags(
         db,
@@ -490,7 +506,7 @@ fn dump_postgres(
     options: &BackupOptions,
     progress: &dyn Fn(u64, u64),
     cancel: &AtomicBool,
-) -> Result<SnapshotFacts> {
+) -> Result<DatabaseFacts> {
     let mut client = crate::db::postgres::connect(url)?;
     let mut tx = client
         .build_transaction()
@@ -501,22 +517,7 @@ fn dump_postgres(
     let snapshot: String = tx
         .query_one("SELECT pg_export_snapshot()", &[])?
         .try_get(0)?;
-    let last: i64 = tx
-        .query_one(
-            "SELECT COALESCE(MAX(id), 0)::BIGINT FROM indexing_activities",
-            &[],
-        )?
-        .try_get(0)?;
-    let mut meta = |key: &str| -> Result<String> {
-        tx.query_opt("SELECT value FROM meta WHERE key = $1", &[&key])?
-            .map(|r| r.try_get::<_, String>(0))
-            .transpose()?
-            .ok_or_else(|| StoreError::Corrupt(format!("meta.{key} is missing")))
-    };
-    let repository_id = meta("repository_id")?;
-    let schema_version = meta("schema_version")?
-        .parse::<i64>()
-        .map_err(|_| StoreError::Corrupt("meta.schema_version is not a number".into()))?;
+    let facts = read_facts_pg(&mut tx)?;
 
     let (plain_url, password) = split_password(url);
     let mut cmd = Command::new(tool);
@@ -567,11 +568,7 @@ fn dump_postgres(
         .map_err(|e| StoreError::io(partial, e))?
         .len();
     progress(written, 0);
-    Ok(SnapshotFacts {
-        last_activity_id: ActivityId(last),
-        repository_id,
-        schema_version,
-    })
+    Ok(facts)
 }
 
 fn verify_postgres(path: &Path, bytes: u64) -> Result<VerifiedDatabase> {

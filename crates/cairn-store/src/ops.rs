@@ -210,6 +210,21 @@ fn check_login(node: &Node) -> Result<()> {
     }
 }
 
+/// The user whose `LoginName` is `login` (case folded), by the unique `login_key` column.
+pub(crate) fn user_by_login(conn: &mut dyn Conn, login: &str) -> Result<Option<NodeId>> {
+    conn.query_opt(
+        "SELECT id FROM nodes WHERE login_key = $1",
+        &[Param::Text(&login_key(login))],
+    )?
+    .map(|r| r.i64(0).map(NodeId))
+    .transpose()
+}
+
+/// What `node` puts in the `login_key` column: its login's key, or NULL.
+fn login_column(node: &Node) -> Option<String> {
+    login_name(node).map(login_key)
+}
+
 /// What the unique `login_key` column holds for a user's `login`: the login with its case
 /// folded (Unicode lower case, so `Ärger` and `ärger` are one login). The migration to
 /// version 2 fills the column with this same function.
@@ -221,7 +236,7 @@ pub(crate) fn login_key(login: &str) -> String {
 fn insert_node(conn: &mut dyn Conn, types: &ContentTypes, node: &mut Node) -> Result<ActivityId> {
     let key = path_key(&node.path);
     let fields = fields_json(types, &node.type_name, &node.fields)?;
-    let login = login_name(node).map(login_key);
+    let login = login_column(node);
     let id = conn
         .query_i64(
             "INSERT INTO nodes (parent_id, name, path, path_key, type, display_name, description, \
@@ -305,11 +320,8 @@ pub(crate) fn bootstrap(conn: &mut dyn Conn, types: &ContentTypes) -> Result<Nod
         return Ok(admin.id);
     }
     // Moved away (before system items were protected): the user who logs in as admin.
-    if let Some(row) = conn.query_opt(
-        "SELECT id FROM nodes WHERE login_key = $1",
-        &[Param::Text(&login_key(ADMIN_LOGIN))],
-    )? {
-        return Ok(NodeId(row.i64(0)?));
+    if let Some(admin) = user_by_login(conn, ADMIN_LOGIN)? {
+        return Ok(admin);
     }
     // A new database, or one whose administrator was deleted (before system items were
     // protected): make what is missing, keep what is there.
@@ -497,7 +509,7 @@ fn repath_subtree(conn: &mut dyn Conn, old: &str, new: &str, stamp: ActivityId) 
 
 fn save_node(conn: &mut dyn Conn, types: &ContentTypes, node: &Node) -> Result<()> {
     let fields = fields_json(types, &node.type_name, &node.fields)?;
-    let login = login_name(node).map(login_key);
+    let login = login_column(node);
     conn.execute(
         "UPDATE nodes SET name = $2, display_name = $3, description = $4, idx = $5, \
          modification_date = $6, modified_by = $7, timestamp = $8, fields = $9, parent_id = $10, \
@@ -707,7 +719,7 @@ impl Store {
                 n.modified_by = Some(by);
                 let key = path_key(&n.path);
                 let fields = fields_json(&self.types, &n.type_name, &n.fields)?;
-                let login = login_name(&n).map(login_key);
+                let login = login_column(&n);
                 let id = conn
                     .query_i64(
                         "INSERT INTO nodes (parent_id, name, path, path_key, type, display_name, \

@@ -364,15 +364,7 @@ impl Store {
     /// The user whose `LoginName` is `login` (case-insensitively), from the database's
     /// unique index of logins.
     pub fn user_by_login(&self, login: &str) -> Result<Option<NodeId>> {
-        let key = crate::ops::login_key(login);
-        self.read(|conn| {
-            conn.query_opt(
-                "SELECT id FROM nodes WHERE login_key = $1",
-                &[Param::Text(&key)],
-            )?
-            .map(|r| r.i64(0).map(NodeId))
-            .transpose()
-        })
+        self.read(|conn| crate::ops::user_by_login(conn, login))
     }
 
     /// Whether the subtree at `path` (the item itself included) holds an item of one of
@@ -549,16 +541,6 @@ pub fn existing_repository_id(url: &DatabaseUrl) -> Result<Option<String>> {
 /// database. For commands that look (`index status`) and must not migrate a database that
 /// an older server may still be using.
 pub fn peek_database(url: &DatabaseUrl) -> Result<Option<DatabaseFacts>> {
-    const META: &str = "SELECT (SELECT value FROM meta WHERE key = 'repository_id'), \
-                        (SELECT value FROM meta WHERE key = 'schema_version'), \
-                        (SELECT COALESCE(MAX(id), 0) FROM indexing_activities)";
-    let facts = |id: Option<String>, version: Option<String>, last: i64| {
-        id.map(|repository_id| DatabaseFacts {
-            repository_id,
-            schema_version: version.and_then(|v| v.parse().ok()).unwrap_or(0),
-            last_activity_id: ActivityId(last),
-        })
-    };
     match url {
         DatabaseUrl::Sqlite(path) => {
             if !path.exists() {
@@ -588,9 +570,7 @@ pub fn peek_database(url: &DatabaseUrl) -> Result<Option<DatabaseFacts>> {
                 if tables < 2 {
                     return Ok(None);
                 }
-                let (id, version, last) =
-                    conn.query_row(META, [], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
-                Ok(facts(id, version, last))
+                crate::backup::read_facts(&conn).map(Some)
             })();
             let wal_gone = if !had_wal && std::fs::metadata(&wal).is_ok_and(|m| m.len() == 0) {
                 std::fs::remove_file(&wal).is_ok()
@@ -614,8 +594,7 @@ pub fn peek_database(url: &DatabaseUrl) -> Result<Option<DatabaseFacts>> {
             if !exists {
                 return Ok(None);
             }
-            let row = client.query_one(META, &[])?;
-            Ok(facts(row.get(0), row.get(1), row.get(2)))
+            crate::backup::read_facts_pg(&mut client).map(Some)
         }
     }
 }

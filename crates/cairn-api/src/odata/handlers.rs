@@ -14,7 +14,7 @@ use super::actions;
 use super::options::Options;
 use super::path::{self, ODataPath, Resource};
 use super::shape::Shaper;
-use crate::auth::{hash_password, Caller};
+use crate::auth::{hash_password_field, Caller};
 use crate::error::{ApiError, ApiResult};
 use crate::metrics::RouteLabel;
 use crate::state::AppState;
@@ -74,25 +74,6 @@ fn content_fields(mut body: Map<String, Value>) -> ApiResult<(Option<String>, Ma
         ));
     }
     Ok((type_name, body))
-}
-
-/// Turns `Password` into a stored hash (Users only).
-fn hash_password_field(type_name: &str, fields: &mut Map<String, Value>) -> ApiResult<()> {
-    if let Some(p) = fields.remove("Password") {
-        if !type_name.eq_ignore_ascii_case("User") {
-            return Err(ApiError::bad_request(format!(
-                "content type {type_name} has no field \"Password\""
-            )));
-        }
-        let Value::String(p) = p else {
-            return Err(ApiError::bad_request("Password must be a string"));
-        };
-        if p.is_empty() {
-            return Err(ApiError::bad_request("Password cannot be empty"));
-        }
-        fields.insert("PasswordHash".into(), Value::String(hash_password(&p)?));
-    }
-    Ok(())
 }
 
 /// The types only administrators may create or change.

@@ -36,16 +36,9 @@ pub fn parse_line(line: &str) -> Result<ImportItem, String> {
         (Some(_), _) | (None, Some(_)) => return Err("Type is not a string".into()),
         (None, None) => return Err("Type is missing".into()),
     };
-    if let Some(password) = fields.remove("Password") {
+    if fields.contains_key("Password") {
         // As over HTTP: a user's password is kept as its argon2 hash, never as given.
-        let Value::String(p) = password else {
-            return Err("Password is not a string".into());
-        };
-        if type_name != "User" || p.is_empty() {
-            return Err("only a User takes a Password, and not an empty one".into());
-        }
-        let hash = cairn_api::auth::hash_password(&p).map_err(|e| e.message)?;
-        fields.insert("PasswordHash".into(), Value::String(hash));
+        cairn_api::auth::hash_password_field(&type_name, &mut fields).map_err(|e| e.message)?;
     } else if fields.contains_key("PasswordHash") {
         return Err("PasswordHash cannot be imported; give Password".into());
     }

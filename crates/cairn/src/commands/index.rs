@@ -4,7 +4,7 @@ use std::process::ExitCode;
 
 use anyhow::{Context, Result};
 use cairn_index::{index_exists, CompletionState, IntegrityReport};
-use serde_json::json;
+use serde_json::{json, Value};
 
 use crate::commands::{open_repository, Remote};
 use crate::data::DataDir;
@@ -32,43 +32,67 @@ pub fn status(data: &DataDir, as_json: bool) -> Result<ExitCode> {
         (None, None)
     };
     let last = state.as_ref().map_or(0, |s| s.last_activity_id.0);
+    let v = json!({
+        "CompletionState": state.as_ref().map(|s| s.to_string()),
+        "LastActivityId": last,
+        "Gaps": state.as_ref().map(|s| s.gap_ids()).unwrap_or_default(),
+        "DatabaseLastActivityId": db_last.0,
+        "Lag": (db_last.0 - last).max(0),
+        "Documents": documents,
+        "RepositoryId": db.repository_id,
+    });
+    let other = state
+        .as_ref()
+        .filter(|s| !s.repository_id.is_empty() && s.repository_id != db.repository_id)
+        .map(|s| s.repository_id.clone());
+    print_status(&v, as_json, other.as_deref())
+}
+
+/// `cairn index status --server URL`: a running server's `GetIndexProperties`, in the
+/// shape of the local status.
+pub fn status_remote(remote: &Remote, as_json: bool) -> Result<ExitCode> {
+    let v = remote.json("GET", "/odata.svc/('Root')/GetIndexProperties", None)?;
+    let v = json!({
+        "CompletionState": v["CompletionState"],
+        "LastActivityId": v["IndexingActivityStatus"]["LastActivityId"],
+        "Gaps": v["IndexingActivityStatus"]["Gaps"],
+        "DatabaseLastActivityId": v["DatabaseLastActivityId"],
+        "Lag": v["Lag"],
+        "Documents": v["DocumentCount"],
+        "RepositoryId": v["RepositoryId"],
+    });
+    print_status(&v, as_json, None)
+}
+
+/// Prints a status (`v`, the `--json` shape) as JSON or as text; `other_repository` is the
+/// repository an index belongs to when it is not the database's.
+fn print_status(v: &Value, as_json: bool, other_repository: Option<&str>) -> Result<ExitCode> {
     if as_json {
-        let v = json!({
-            "CompletionState": state.as_ref().map(|s| s.to_string()),
-            "LastActivityId": last,
-            "Gaps": state.as_ref().map(|s| s.gap_ids()).unwrap_or_default(),
-            "DatabaseLastActivityId": db_last.0,
-            "Lag": (db_last.0 - last).max(0),
-            "Documents": documents,
-            "RepositoryId": db.repository_id,
-        });
-        println!("{}", serde_json::to_string_pretty(&v)?);
-    } else {
-        match &state {
-            Some(s) => println!("index completion state: {s}"),
-            None => println!("index: none or empty (the next start rebuilds it)"),
-        }
-        println!("database last activity: {db_last}");
-        println!("lag: {} activities", (db_last.0 - last).max(0));
-        if last > db_last.0 {
-            println!(
-                "the index is AHEAD of the database by {} activities (a database restored \
-                 older than its index): the next start repairs it",
-                last - db_last.0
-            );
-        }
-        if let Some(s) = state
-            .as_ref()
-            .filter(|s| !s.repository_id.is_empty() && s.repository_id != db.repository_id)
-        {
-            println!(
-                "the index belongs to another repository ({}): the next start rebuilds it",
-                s.repository_id
-            );
-        }
-        if let Some(d) = documents {
-            println!("documents: {d}");
-        }
+        println!("{}", serde_json::to_string_pretty(v)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    match v["CompletionState"].as_str() {
+        Some(s) => println!("index completion state: {s}"),
+        None => println!("index: none or empty (the next start rebuilds it)"),
+    }
+    let (last, db_last) = (
+        v["LastActivityId"].as_i64().unwrap_or(0),
+        v["DatabaseLastActivityId"].as_i64().unwrap_or(0),
+    );
+    println!("database last activity: {db_last}");
+    println!("lag: {} activities", (db_last - last).max(0));
+    if last > db_last {
+        println!(
+            "the index is AHEAD of the database by {} activities (a database restored \
+             older than its index): the next start repairs it",
+            last - db_last
+        );
+    }
+    if let Some(other) = other_repository {
+        println!("the index belongs to another repository ({other}): the next start rebuilds it");
+    }
+    if let Some(d) = v["Documents"].as_u64() {
+        println!("documents: {d}");
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -134,65 +158,18 @@ pub fn check(data: &DataDir, as_json: bool) -> Result<ExitCode> {
     })
 }
 
-/// `cairn index status --server URL`: a running server's `GetIndexProperties`.
-pub fn status_remote(remote: &Remote, as_json: bool) -> Result<ExitCode> {
-    let v = remote.json("GET", "/odata.svc/('Root')/GetIndexProperties", None)?;
-    if as_json {
-        // The shape of `index status --data --json`, whichever way it was asked.
-        let j = json!({
-            "CompletionState": v["CompletionState"],
-            "LastActivityId": v["IndexingActivityStatus"]["LastActivityId"],
-            "Gaps": v["IndexingActivityStatus"]["Gaps"],
-            "DatabaseLastActivityId": v["DatabaseLastActivityId"],
-            "Lag": v["Lag"],
-            "Documents": v["DocumentCount"],
-            "RepositoryId": v["RepositoryId"],
-        });
-        println!("{}", serde_json::to_string_pretty(&j)?);
-    } else {
-        println!(
-            "index completion state: {}",
-            v["CompletionState"].as_str().unwrap_or("-")
-        );
-        println!("database last activity: {}", v["DatabaseLastActivityId"]);
-        println!("lag: {} activities", v["Lag"]);
-        println!("documents: {}", v["DocumentCount"]);
-    }
-    Ok(ExitCode::SUCCESS)
-}
-
 /// `cairn index check --server URL`: a running server's `CheckIndexIntegrity`. Exits 1 when
 /// the database and the index differ.
 pub fn check_remote(remote: &Remote, as_json: bool) -> Result<ExitCode> {
     let v = remote.json("GET", "/odata.svc/('Root')/CheckIndexIntegrity", None)?;
-    let differences = v["Differences"]
-        .as_array()
-        .context("the server's answer has no Differences")?;
+    let report: IntegrityReport =
+        serde_json::from_value(v.clone()).context("read the server's report")?;
     if as_json {
         println!("{}", serde_json::to_string_pretty(&v)?);
     } else {
-        println!(
-            "database: {} items, last activity {}; index: {} documents, at {}",
-            v["DatabaseItems"],
-            v["LastStoredActivity"],
-            v["IndexDocuments"],
-            v["LastProcessedActivity"]
-        );
-        for d in differences {
-            println!(
-                "{}",
-                difference_line(
-                    d["Kind"].as_str().unwrap_or("?"),
-                    d["NodeId"].as_i64().unwrap_or(0),
-                    d["Path"].as_str().unwrap_or("?"),
-                    d["DbTimestamp"].as_i64(),
-                    d["IxTimestamp"].as_i64()
-                )
-            );
-        }
-        println!("{} differences", differences.len());
+        print_report(&report);
     }
-    Ok(if differences.is_empty() {
+    Ok(if report.is_clean() {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(1)
