@@ -146,28 +146,23 @@ pub fn check(data: &DataDir, as_json: bool) -> Result<ExitCode> {
     let (_store, indexer, _) = open_repository(data)?;
     let report = indexer.check_integrity()?;
     indexer.shutdown(None)?;
-    if as_json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
-    } else {
-        print_report(&report);
-    }
-    Ok(if report.is_clean() {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::from(1)
-    })
+    report_outcome(&report, as_json)
 }
 
 /// `cairn index check --server URL`: a running server's `CheckIndexIntegrity`. Exits 1 when
 /// the database and the index differ.
 pub fn check_remote(remote: &Remote, as_json: bool) -> Result<ExitCode> {
     let v = remote.json("GET", "/odata.svc/('Root')/CheckIndexIntegrity", None)?;
-    let report: IntegrityReport =
-        serde_json::from_value(v.clone()).context("read the server's report")?;
+    let report: IntegrityReport = serde_json::from_value(v).context("read the server's report")?;
+    report_outcome(&report, as_json)
+}
+
+/// Prints a check's report (as JSON or text); exits 1 when there are differences.
+fn report_outcome(report: &IntegrityReport, as_json: bool) -> Result<ExitCode> {
     if as_json {
-        println!("{}", serde_json::to_string_pretty(&v)?);
+        println!("{}", serde_json::to_string_pretty(report)?);
     } else {
-        print_report(&report);
+        print_report(report);
     }
     Ok(if report.is_clean() {
         ExitCode::SUCCESS
