@@ -8,7 +8,7 @@
 //! | Text (LongText, `_Text`) | analyzed: one word is a term, several a phrase | inside one word, or a trailing `*` of a phrase | over words |
 //! | I64, F64 | a number | not allowed | numeric |
 //! | Bool | `true false yes no 1 0` | not allowed | false < true |
-//! | Date | RFC 3339, without offset (UTC), or a bare date: that whole day | not allowed | a bare date bound covers its day |
+//! | Date | RFC 3339, without offset (UTC), or a bare date: that whole day | not allowed | a bare date bound covers its day; a day template (`@@Today@@`) is its start |
 //!
 //! `Field:*` matches items that have a value in the field. Paths given to `InTree`,
 //! `InFolder` and `Path` lose a trailing `/`. Unquoted templates `@@CurrentUser@@`,
@@ -318,18 +318,30 @@ impl Compiler<'_, '_, '_> {
         })
     }
 
+    /// The name of an unquoted `@@Template@@`.
+    fn template_name(v: &Value) -> Option<String> {
+        let text = v.as_literal().filter(|_| !v.quoted)?;
+        let name = text.strip_prefix("@@")?.strip_suffix("@@")?;
+        (!name.is_empty()).then(|| name.to_owned())
+    }
+
+    /// Whether `v` is a template for a day (`@@Today@@`, ...): sensenet defines those as the
+    /// start of the day, so as a range bound they are that instant, where a bare date written
+    /// out covers its whole day. Compared for equality, both cover the day.
+    fn is_day_template(v: &Value) -> bool {
+        Self::template_name(v).is_some_and(|n| {
+            ["currentdate", "today", "yesterday", "tomorrow"]
+                .iter()
+                .any(|d| n.eq_ignore_ascii_case(d))
+        })
+    }
+
     /// The value with an unquoted `@@Template@@` replaced.
     fn resolve(&self, v: &Value) -> Result<Value, QueryError> {
-        let Some(text) = v.as_literal().filter(|_| !v.quoted) else {
+        let Some(name) = Self::template_name(v) else {
             return Ok(v.clone());
         };
-        let Some(name) = text
-            .strip_prefix("@@")
-            .and_then(|t| t.strip_suffix("@@"))
-            .filter(|n| !n.is_empty())
-        else {
-            return Ok(v.clone());
-        };
+        let name = name.as_str();
         let day = |d: OffsetDateTime| {
             let d = d.to_offset(UtcOffset::UTC).date();
             format!("{:04}-{:02}-{:02}", d.year(), u8::from(d.month()), d.day())
@@ -760,6 +772,7 @@ impl Compiler<'_, '_, '_> {
             Bound::Included(v) => (v, true),
             Bound::Excluded(v) => (v, false),
         };
+        let day_start = Self::is_day_template(v);
         let v = self.resolve(v)?;
         let text = Self::literal(&v, field, as_)?;
         let wrap = |t: Term| {
@@ -792,6 +805,7 @@ impl Compiler<'_, '_, '_> {
             IndexedAs::Bool => wrap(Term::from_field_bool(f, self.boolean(&text, field, &v)?)),
             IndexedAs::Date => match self.date(&text, field, &v)? {
                 DateValue::Instant(m) => date_bound(f, m, inclusive),
+                DateValue::Day(m) if day_start => date_bound(f, m, inclusive),
                 // A bare date stands for its whole day.
                 DateValue::Day(m) => match (is_lower, inclusive) {
                     (true, true) => date_bound(f, m, true),

@@ -258,6 +258,15 @@ fn templates() {
     assert_eq!(ids("CreationDate:<@@CurrentDate@@"), all_but(&[4]));
     assert_eq!(ids("CreationDate:<@@CurrentTime@@"), ALL);
     assert_eq!(ids("CreationDate:[@@Yesterday@@ TO @@Tomorrow@@]"), [3, 4]);
+    // As a bound, a day template is the start of its day (sensenet's definition), so
+    // "since yesterday" takes in yesterday; a bare date bound covers its whole day.
+    assert_eq!(ids("CreationDate:>@@Yesterday@@"), [3, 4]);
+    assert_eq!(ids("CreationDate:>2024-03-05"), [4]);
+    assert_eq!(ids("CreationDate:<=@@Yesterday@@"), all_but(&[3, 4]));
+    assert_eq!(ids("CreationDate:<=2024-03-05"), all_but(&[4]));
+    assert_eq!(ids("CreationDate:>=@@Today@@"), [4]);
+    assert_eq!(ids("CreationDate:>@@Today@@"), Vec::<i64>::new());
+    assert_eq!(ids("CreationDate:{@@Yesterday@@ TO @@Today@@}"), [3]);
     // Quoted, a template is plain text.
     assert_eq!(cql("_Text:'@@Today@@'"), Vec::<i64>::new());
     assert_eq!(cql_err("CreatedBy:@@CurrentUser@@").position, 10);
