@@ -598,6 +598,38 @@ async fn create_update_replace_and_their_errors() {
     let d = api.get("/odata.svc/Root/Docs('alpha')").await.json()["d"].clone();
     assert_eq!(d["Body"], "new");
     assert_eq!(d["Rating"], Value::Null);
+    // What a GET gave can be PUT back, read-only fields and all (sensenet clients do this),
+    // and so can an expanded reference; a read-only field with another value is refused.
+    let mut d = api
+        .get("/odata.svc/Root/Docs('alpha')?metadata=minimal&$expand=CreatedBy")
+        .await
+        .json()["d"]
+        .clone();
+    assert!(d["CreatedBy"].is_object(), "{d}");
+    d["Body"] = json!("round trip");
+    let r = api.send("PUT", "/odata.svc/Root/Docs('alpha')", d.clone()).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    assert_eq!(r.json()["d"]["Body"], "round trip");
+    assert_eq!(r.json()["d"]["Id"], d["Id"]);
+    for (field, other) in [
+        ("Id", json!(1)),
+        ("Path", json!("/Root/elsewhere")),
+        ("Type", json!("Folder")),
+        ("CreatedBy", json!(d["Id"])),
+        ("CreationDate", json!("2001-01-01T00:00:00Z")),
+    ] {
+        let r = api
+            .send(
+                "PATCH",
+                "/odata.svc/Root/Docs('alpha')",
+                json!({ field: other, "Body": "changed" }),
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::BAD_REQUEST, "{field}: {}", r.text);
+        assert!(r.text.contains(&format!("field {field} is read-only")), "{}", r.text);
+    }
+    let r = api.get("/odata.svc/Root/Docs('alpha')").await;
+    assert_eq!(r.json()["d"]["Body"], "round trip");
     // Rename through PATCH.
     let r = api
         .send(

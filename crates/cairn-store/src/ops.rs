@@ -8,7 +8,8 @@ use uuid::Uuid;
 
 use crate::activity::ActivityKind;
 use crate::content::{
-    path_key, validate_name, validate_path, ContentType, ContentTypes, FieldValue, Storage,
+    path_key, validate_name, validate_path, ContentType, ContentTypes, FieldDef, FieldKind,
+    FieldValue, Storage,
     MAX_PATH_CHARS,
 };
 use crate::db::{Conn, Dialect, Param};
@@ -118,14 +119,44 @@ pub(crate) fn insert_activity(
     .map(ActivityId)
 }
 
-/// Applies `fields` to `node` (whose type is `t`), checking every name and value.
-fn apply_fields(t: &ContentType, node: &mut Node, fields: &Map<String, Json>) -> Result<()> {
+/// Whether `sent` is `current`'s own value of the read-only field `def`, as a client sends
+/// back an item it loaded (sensenet's PUT of what a GET gave): an expanded reference counts
+/// by its `Id`.
+fn unchanged(def: &FieldDef, current: &Node, sent: &Json) -> bool {
+    let by_id = |v: &Json| match v {
+        Json::Object(o) if def.kind == FieldKind::Reference => {
+            o.get("Id").cloned().unwrap_or(Json::Null)
+        }
+        other => other.clone(),
+    };
+    let sent = match sent {
+        Json::Array(items) => Json::Array(items.iter().map(by_id).collect()),
+        other => by_id(other),
+    };
+    let current = current
+        .value(def.name)
+        .filter(|v| !matches!(v, FieldValue::Reference(ids) if ids.is_empty()));
+    FieldValue::from_json(def, &sent).is_ok_and(|v| v == current)
+}
+
+/// Applies `fields` to `node` (whose type is `t`), checking every name and value. A
+/// read-only field may be sent with the value it has in `current` (the item before the
+/// change; `None` for a new one), and is then left alone.
+fn apply_fields(
+    t: &ContentType,
+    node: &mut Node,
+    current: Option<&Node>,
+    fields: &Map<String, Json>,
+) -> Result<()> {
     for (name, value) in fields {
         let def = t.field(name).ok_or_else(|| StoreError::UnknownField {
             type_name: t.name.to_string(),
             field: name.clone(),
         })?;
         if def.is_read_only() {
+            if current.is_some_and(|c| unchanged(def, c, value)) {
+                continue;
+            }
             return Err(StoreError::ReadOnlyField(name.clone()));
         }
         let v = FieldValue::from_json(def, value)?;
@@ -296,7 +327,7 @@ fn new_node(
         timestamp: 0,
         fields: BTreeMap::new(),
     };
-    apply_fields(t, &mut node, &content.fields)?;
+    apply_fields(t, &mut node, None, &content.fields)?;
     if node.name.is_empty() {
         node.name = node.display_name.clone();
     }
@@ -585,7 +616,7 @@ impl Store {
                 node.index = 0;
                 node.fields.clear();
             }
-            apply_fields(t, &mut node, fields)?;
+            apply_fields(t, &mut node, Some(&old), fields)?;
             // A login is checked when it is written: one from an older version stays usable.
             if fields.contains_key("LoginName") {
                 check_login(&node)?;
