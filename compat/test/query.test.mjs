@@ -24,6 +24,7 @@ function article([Name, Category, Rating, ReadCount, Pinned, PublishDate, Index]
 }
 
 test('content queries from the @sensenet/query builder', async (t) => {
+  const made = new Date().toISOString().slice(0, 10); // the UTC day the items are made on
   const root = await testFolder(t, repo, 'query');
   const ids = [];
   for (const a of ARTICLES) ids.push((await create(repo, root, 'Article', article(a))).Id);
@@ -107,6 +108,16 @@ test('content queries from the @sensenet/query builder', async (t) => {
     assert.deepEqual(sortedNames(le.results), ['news-low', 'reference-two']);
     const lt = await run((x) => articles(x).and.lessThan('PublishDate', '2024-01-01'));
     assert.deepEqual(names(lt.results), ['tutorial-top']);
+    // A Date object: the builder writes its toString() ('Fri Mar 15 2024 09:00:00 GMT+0000 (...)').
+    const date = new Date('2024-03-15T09:00:00Z');
+    const since = await run((x) => articles(x).and.greaterThan('PublishDate', date, true));
+    assert.match(new Query((x) => x.greaterThan('PublishDate', date)).toString(), /GMT/);
+    assert.deepEqual(sortedNames(since.results), ['news-high', 'reference-two']);
+    // A day template is the start of its day: everything made here today is "since today".
+    const day = () => new Date().toISOString().slice(0, 10);
+    const before = day();
+    const today = await run((x) => x.inTree(root).and.greaterThan('CreationDate', '@@Today@@'));
+    if (day() === before && before === made) assert.equal(today.results.length, 9);
   });
 
   await t.test('NOT: not(...) and notEquals', async () => {

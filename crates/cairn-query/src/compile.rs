@@ -161,10 +161,26 @@ fn micros(d: OffsetDateTime) -> Option<i64> {
     i64::try_from(d.unix_timestamp_nanos() / 1000).ok()
 }
 
+/// A JavaScript `Date` as its `toString()` writes it (`Tue Jan 09 2024 10:00:00 GMT+0100
+/// (Central European Standard Time)`): what the `@sensenet/query` builder puts in a query
+/// when given a `Date`. The zone's name in parentheses is only a label.
+fn parse_js_date(text: &str) -> Option<OffsetDateTime> {
+    let js = time::macros::format_description!(
+        "[weekday repr:short] [month repr:short] [day] [year] [hour]:[minute]:[second] \
+         GMT[offset_hour sign:mandatory][offset_minute]"
+    );
+    let t = match text.find(" (") {
+        Some(i) if text.ends_with(')') => &text[..i],
+        _ => text,
+    };
+    OffsetDateTime::parse(t, js).ok()
+}
+
 fn parse_date_value(text: &str) -> Option<DateValue> {
     let t = text.trim();
     let d = cairn_store::content::parse_date(t)
-        .or_else(|| cairn_store::content::parse_date(&t.replacen(' ', "T", 1)))?;
+        .or_else(|| cairn_store::content::parse_date(&t.replacen(' ', "T", 1)))
+        .or_else(|| parse_js_date(t))?;
     let m = micros(d)?;
     Some(if t.contains(':') {
         DateValue::Instant(m)

@@ -157,6 +157,22 @@ fn greater_than() {
     let q = parse_cql_with("CreationDate:>@@Yesterday@@", schema(), &mut ctx).unwrap();
     // @@Yesterday@@ is the start of 2024-03-05: item 3, created that morning, is in.
     assert_eq!(run(q.query.as_ref()), [3, 4]);
+    // q.greaterThan('CreationDate', new Date(...)): the builder writes the Date's toString().
+    assert_eq!(
+        cql("CreationDate:>'Tue Mar 05 2024 11:20:30 GMT+0100 (Central European Standard Time)'"),
+        [4]
+    );
+    assert_eq!(
+        cql("CreationDate:>'Tue Mar 05 2024 11:20:29 GMT+0100 (Central European Standard Time)'"),
+        [3, 4]
+    );
+    assert_eq!(
+        cql("CreationDate:<'Fri Mar 01 2024 08:00:01 GMT+0000 (Coordinated Universal Time)'"),
+        [1, 2, 5, 6, 7, 8]
+    );
+    // Without the zone's label too; a month name that is none is not a date.
+    assert_eq!(cql("CreationDate:>'Tue Mar 05 2024 11:20:29 GMT+0100'"), [3, 4]);
+    assert!(parse_cql("CreationDate:>'Tue Mrz 05 2024 11:20:30 GMT+0100'", schema()).is_err());
 }
 
 #[test]
