@@ -64,58 +64,118 @@ impl DataDir {
     }
 
     /// Takes the data folder's lock for `what` (`serve`, `import`, ...), or says who holds it.
+    /// A SQLite database kept elsewhere (`--database sqlite://PATH`) is locked too, so that a
+    /// second data folder naming the same file (a `restore --database` say) cannot replace it
+    /// under a running server.
     pub fn lock(&self, what: &str) -> Result<DataLock> {
         std::fs::create_dir_all(&self.root)
             .with_context(|| format!("create the data folder {}", self.root.display()))?;
-        let path = self.lock_path();
-        let mut file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(&path)
-            .with_context(|| format!("open {}", path.display()))?;
-        match file.try_lock() {
-            Ok(()) => {}
-            Err(std::fs::TryLockError::WouldBlock) => {
-                let mut holder = String::new();
-                let _ = file.read_to_string(&mut holder);
-                let holder = holder.trim();
-                let holder = if holder.is_empty() {
-                    "another cairn process"
-                } else {
-                    holder
-                };
-                // Only some commands can ask a running server instead, and only a server
-                // can be asked.
-                let server = holder.contains("serve") || holder.contains("search-service");
-                let instead = match what {
-                    _ if !server => "",
-                    "index check" => " (or ask the running server: cairn index check --server URL)",
-                    "backup create" => {
-                        " (or let the running server take it online: cairn backup create --server URL)"
-                    }
-                    _ => "",
-                };
-                bail!(
-                    "the data folder {} is in use by {holder}; stop it first{instead}",
-                    self.root.display()
-                );
-            }
-            Err(std::fs::TryLockError::Error(e)) => {
-                return Err(e).with_context(|| format!("lock {}", path.display()))
-            }
-        }
-        file.set_len(0)?;
-        file.seek(SeekFrom::Start(0))?;
-        write!(file, "`cairn {what}` (pid {})", std::process::id())?;
-        file.flush()?;
-        Ok(DataLock { _file: file })
+        let folder = take_lock(&self.lock_path(), what, "the data folder", &self.root)?;
+        let database = match &self.database {
+            DatabaseUrl::Sqlite(db) => match database_lock_path(db) {
+                Some(path) if !same_file(&path, &self.lock_path()) => {
+                    Some(take_lock(&path, what, "the database", db)?)
+                }
+                _ => None,
+            },
+            DatabaseUrl::Postgres(_) => None,
+        };
+        Ok(DataLock {
+            _folder: folder,
+            _database: database,
+        })
     }
 }
 
-/// Holds the data folder's lock until dropped (or the process ends, even by SIGKILL).
+/// The lock file of a SQLite database at `db`: a data folder's own `cairn.db` is locked by
+/// that folder's `cairn.lock` (what every command of that folder takes); another file
+/// `PATH` by `PATH.cairn-lock`. `None` when the database's folder does not exist yet: then
+/// nothing can be using it.
+fn database_lock_path(db: &Path) -> Option<PathBuf> {
+    let parent = match db.parent() {
+        Some(p) if p.as_os_str().is_empty() => Path::new("."),
+        Some(p) => p,
+        None => return None,
+    };
+    if !parent.is_dir() {
+        return None;
+    }
+    Some(if db.file_name() == Some("cairn.db".as_ref()) {
+        parent.join("cairn.lock")
+    } else {
+        let mut name = db.as_os_str().to_owned();
+        name.push(".cairn-lock");
+        PathBuf::from(name)
+    })
+}
+
+/// Whether `a` and `b` name one file, through symlinks and relative paths.
+fn same_file(a: &Path, b: &Path) -> bool {
+    let canon = |p: &Path| match (p.parent(), p.file_name()) {
+        (Some(dir), Some(name)) => {
+            let dir = if dir.as_os_str().is_empty() { Path::new(".") } else { dir };
+            dir.canonicalize().ok().map(|d| d.join(name))
+        }
+        _ => None,
+    };
+    match (canon(a), canon(b)) {
+        (Some(a), Some(b)) => a == b,
+        _ => a == b,
+    }
+}
+
+/// Locks the file `path` for `what`, or says who holds it; `label` and `shown` name what it
+/// guards in that message ("the data folder DIR").
+fn take_lock(path: &Path, what: &str, label: &str, shown: &Path) -> Result<File> {
+    let mut file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(path)
+        .with_context(|| format!("open {}", path.display()))?;
+    match file.try_lock() {
+        Ok(()) => {}
+        Err(std::fs::TryLockError::WouldBlock) => {
+            let mut holder = String::new();
+            let _ = file.read_to_string(&mut holder);
+            let holder = holder.trim();
+            let holder = if holder.is_empty() {
+                "another cairn process"
+            } else {
+                holder
+            };
+            // Only some commands can ask a running server instead, and only a server
+            // can be asked.
+            let server = holder.contains("serve") || holder.contains("search-service");
+            let instead = match what {
+                _ if !server => "",
+                "index check" => " (or ask the running server: cairn index check --server URL)",
+                "backup create" => {
+                    " (or let the running server take it online: cairn backup create --server URL)"
+                }
+                _ => "",
+            };
+            bail!(
+                "{label} {} is in use by {holder}; stop it first{instead}",
+                shown.display()
+            );
+        }
+        Err(std::fs::TryLockError::Error(e)) => {
+            return Err(e).with_context(|| format!("lock {}", path.display()))
+        }
+    }
+    file.set_len(0)?;
+    file.seek(SeekFrom::Start(0))?;
+    write!(file, "`cairn {what}` (pid {})", std::process::id())?;
+    file.flush()?;
+    Ok(file)
+}
+
+/// Holds the data folder's lock, and its database's, until dropped (or the process ends,
+/// even by SIGKILL).
 #[derive(Debug)]
 pub struct DataLock {
-    _file: File,
+    _folder: File,
+    _database: Option<File>,
 }

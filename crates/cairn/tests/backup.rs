@@ -100,6 +100,11 @@ impl Drop for Server {
 
 impl Server {
     fn start(data: &Path) -> Server {
+        Self::start_with(data, &[])
+    }
+
+    /// A server on `data` with more arguments (`--database URL`).
+    fn start_with(data: &Path, more: &[&str]) -> Server {
         let (child, url) = cairn_testkit::spawn_announcing(
             cairn()
                 .args([
@@ -111,6 +116,7 @@ impl Server {
                     "--data",
                 ])
                 .arg(data)
+                .args(more)
                 .stderr(Stdio::null()),
             Duration::from_secs(60),
         );
@@ -1451,6 +1457,43 @@ fn offline_backup_of_a_stopped_repository() {
     assert!(!o.status.success(), "{}", text(&o));
     assert!(text(&o).contains("in use by"), "{}", text(&o));
     server.stop();
+}
+
+/// A command that names a running server's SQLite database through another data folder is
+/// refused: a restore there would replace the file under the server, whose later writes
+/// would go to the deleted file and be lost at its next start.
+#[test]
+fn a_database_in_use_is_locked_whichever_folder_names_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    import(&data, "Bulk", 50, 50);
+    let out = dir.path().join("out");
+    ok(&run(&["backup", "create", "--data", s(&data), "--to", s(&out)]));
+    let server = Server::start(&data);
+    let other = dir.path().join("other");
+    let url = format!("sqlite://{}", data.join("cairn.db").display());
+    let o = run(&[
+        "restore", "--from", s(&out), "--data", s(&other), "--database", &url, "--force",
+    ]);
+    assert!(!o.status.success(), "{}", text(&o));
+    assert!(
+        text(&o).contains("the database") && text(&o).contains("in use by `cairn serve`"),
+        "{}",
+        text(&o)
+    );
+    assert!(!other.exists(), "a refused restore leaves nothing");
+    server.stop();
+
+    // A database outside any data folder is locked by a file beside it.
+    let ext = dir.path().join("ext.db");
+    let url = format!("sqlite://{}", ext.display());
+    let server = Server::start_with(&dir.path().join("d1"), &["--database", &url]);
+    let d2 = dir.path().join("d2");
+    let o = run(&["index", "rebuild", "--data", s(&d2), "--database", &url]);
+    assert!(!o.status.success(), "{}", text(&o));
+    assert!(text(&o).contains("in use by `cairn serve`"), "{}", text(&o));
+    server.stop();
+    ok(&run(&["index", "rebuild", "--data", s(&d2), "--database", &url]));
 }
 
 // ---------------------------------------------------------------------------------------

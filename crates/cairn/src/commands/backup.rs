@@ -321,7 +321,12 @@ pub fn restore_cmd(
     force: bool,
 ) -> Result<ExitCode> {
     let created = !data.root.exists();
-    let lock = data.lock("restore")?;
+    let lock = data.lock("restore").inspect_err(|_| {
+        // Refused by another process's lock (its database's): leave no new folder behind.
+        if created {
+            let _ = std::fs::remove_dir_all(&data.root);
+        }
+    })?;
     let progress = Progress::new("restore", "bytes");
     let target = RestoreTarget {
         data_dir: data.root.clone(),
