@@ -607,7 +607,9 @@ async fn create_update_replace_and_their_errors() {
         .clone();
     assert!(d["CreatedBy"].is_object(), "{d}");
     d["Body"] = json!("round trip");
-    let r = api.send("PUT", "/odata.svc/Root/Docs('alpha')", d.clone()).await;
+    let r = api
+        .send("PUT", "/odata.svc/Root/Docs('alpha')", d.clone())
+        .await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.text);
     assert_eq!(r.json()["d"]["Body"], "round trip");
     assert_eq!(r.json()["d"]["Id"], d["Id"]);
@@ -626,7 +628,11 @@ async fn create_update_replace_and_their_errors() {
             )
             .await;
         assert_eq!(r.status, StatusCode::BAD_REQUEST, "{field}: {}", r.text);
-        assert!(r.text.contains(&format!("field {field} is read-only")), "{}", r.text);
+        assert!(
+            r.text.contains(&format!("field {field} is read-only")),
+            "{}",
+            r.text
+        );
     }
     let r = api.get("/odata.svc/Root/Docs('alpha')").await;
     assert_eq!(r.json()["d"]["Body"], "round trip");

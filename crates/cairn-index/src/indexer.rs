@@ -188,6 +188,49 @@ pub fn index_exists(dir: &Path) -> bool {
     dir.join("meta.json").exists()
 }
 
+/// The completion state and document count of the index in `dir`, read without a writer
+/// (beside a running server too): `None` without an index or a readable completion state.
+pub fn stored_state(dir: &Path) -> Result<Option<(CompletionState, u64)>> {
+    if !index_exists(dir) {
+        return Ok(None);
+    }
+    let metas = Index::open_in_dir(dir)?.load_metas()?;
+    let docs = metas.segments.iter().map(|s| s.num_docs() as u64).sum();
+    Ok(metas
+        .payload
+        .as_deref()
+        .and_then(|p| CompletionState::from_payload(p).ok())
+        .map(|state| (state, docs)))
+}
+
+/// Why an index at `state` cannot be trusted against `store`'s database, if it cannot
+/// (invariant 5): it is ahead of the database, or the activity it last applied is not the
+/// database's. The next start repairs such an index.
+pub fn divergence(store: &Store, state: &CompletionState) -> Result<Option<String>> {
+    if state.last_activity_id.0 == 0 {
+        return Ok(None);
+    }
+    let last = state.last_activity_id;
+    Ok(match store.activity(last)? {
+        Some(a) if a.fingerprint == state.fingerprint => None,
+        Some(_) => Some(format!(
+            "activity {last} in the database is not the one the index applied \
+             (the database was restored or replaced after the index)"
+        )),
+        None => {
+            let db_last = store.last_activity_id()?;
+            if last > db_last {
+                Some(format!(
+                    "the index has applied activity {last} but the database's last is \
+                     {db_last} (the database is older than the index: wrong restore order)"
+                ))
+            } else {
+                Some(format!("activity {last} is no longer in the database"))
+            }
+        }
+    })
+}
+
 /// Removes an index folder's contents (not the folder: it may be a mount point).
 fn clear_dir(dir: &Path) -> Result<()> {
     for entry in std::fs::read_dir(dir).map_err(io(format!("read {}", dir.display())))? {
@@ -299,7 +342,7 @@ impl Indexer {
             }
             indexer.rebuild(progress)?;
             StartupAction::Rebuilt(reason)
-        } else if let Some(reason) = indexer.divergence(&state)? {
+        } else if let Some(reason) = divergence(&indexer.store, &state)? {
             tracing::warn!(
                 state = %state,
                 "the index is ahead of or diverged from the database: {reason}; repairing it"
@@ -683,32 +726,6 @@ impl Indexer {
         self.commit(writer, &state)?;
         tracing::info!(documents = done, state = %state, "index rebuilt");
         Ok(done)
-    }
-
-    /// Why the index cannot be trusted against this database, if it cannot (invariant 5).
-    fn divergence(&self, state: &CompletionState) -> Result<Option<String>> {
-        if state.last_activity_id.0 == 0 {
-            return Ok(None);
-        }
-        let last = state.last_activity_id;
-        Ok(match self.store.activity(last)? {
-            Some(a) if a.fingerprint == state.fingerprint => None,
-            Some(_) => Some(format!(
-                "activity {last} in the database is not the one the index applied \
-                 (the database was restored or replaced after the index)"
-            )),
-            None => {
-                let db_last = self.store.last_activity_id()?;
-                if last > db_last {
-                    Some(format!(
-                        "the index has applied activity {last} but the database's last is \
-                         {db_last} (the database is older than the index: wrong restore order)"
-                    ))
-                } else {
-                    Some(format!("activity {last} is no longer in the database"))
-                }
-            }
-        })
     }
 
     /// Re-derives from the database every document written by an activity the database

@@ -171,8 +171,15 @@ fn greater_than() {
         [1, 2, 5, 6, 7, 8]
     );
     // Without the zone's label too; a month name that is none is not a date.
-    assert_eq!(cql("CreationDate:>'Tue Mar 05 2024 11:20:29 GMT+0100'"), [3, 4]);
-    assert!(parse_cql("CreationDate:>'Tue Mrz 05 2024 11:20:30 GMT+0100'", schema()).is_err());
+    assert_eq!(
+        cql("CreationDate:>'Tue Mar 05 2024 11:20:29 GMT+0100'"),
+        [3, 4]
+    );
+    assert!(parse_cql(
+        "CreationDate:>'Tue Mrz 05 2024 11:20:30 GMT+0100'",
+        schema()
+    )
+    .is_err());
 }
 
 #[test]

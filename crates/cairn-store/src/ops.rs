@@ -9,8 +9,7 @@ use uuid::Uuid;
 use crate::activity::ActivityKind;
 use crate::content::{
     path_key, validate_name, validate_path, ContentType, ContentTypes, FieldDef, FieldKind,
-    FieldValue, Storage,
-    MAX_PATH_CHARS,
+    FieldValue, Storage, MAX_PATH_CHARS,
 };
 use crate::db::{Conn, Dialect, Param};
 use crate::error::{Result, StoreError};

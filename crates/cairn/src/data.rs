@@ -113,7 +113,11 @@ fn database_lock_path(db: &Path) -> Option<PathBuf> {
 fn same_file(a: &Path, b: &Path) -> bool {
     let canon = |p: &Path| match (p.parent(), p.file_name()) {
         (Some(dir), Some(name)) => {
-            let dir = if dir.as_os_str().is_empty() { Path::new(".") } else { dir };
+            let dir = if dir.as_os_str().is_empty() {
+                Path::new(".")
+            } else {
+                dir
+            };
             dir.canonicalize().ok().map(|d| d.join(name))
         }
         _ => None,

@@ -1468,12 +1468,26 @@ fn a_database_in_use_is_locked_whichever_folder_names_it() {
     let data = dir.path().join("data");
     import(&data, "Bulk", 50, 50);
     let out = dir.path().join("out");
-    ok(&run(&["backup", "create", "--data", s(&data), "--to", s(&out)]));
+    ok(&run(&[
+        "backup",
+        "create",
+        "--data",
+        s(&data),
+        "--to",
+        s(&out),
+    ]));
     let server = Server::start(&data);
     let other = dir.path().join("other");
     let url = format!("sqlite://{}", data.join("cairn.db").display());
     let o = run(&[
-        "restore", "--from", s(&out), "--data", s(&other), "--database", &url, "--force",
+        "restore",
+        "--from",
+        s(&out),
+        "--data",
+        s(&other),
+        "--database",
+        &url,
+        "--force",
     ]);
     assert!(!o.status.success(), "{}", text(&o));
     assert!(
@@ -1493,7 +1507,73 @@ fn a_database_in_use_is_locked_whichever_folder_names_it() {
     assert!(!o.status.success(), "{}", text(&o));
     assert!(text(&o).contains("in use by `cairn serve`"), "{}", text(&o));
     server.stop();
-    ok(&run(&["index", "rebuild", "--data", s(&d2), "--database", &url]));
+    ok(&run(&[
+        "index",
+        "rebuild",
+        "--data",
+        s(&d2),
+        "--database",
+        &url,
+    ]));
+}
+
+/// `backup create --data` refuses an index the next start would repair (here one restored
+/// ahead of its database): the backup would bind them, and its verify and restore refuse it.
+#[test]
+fn offline_backup_refuses_an_index_ahead_of_its_database() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    import(&data, "Bulk", 50, 50);
+    let old = dir.path().join("old");
+    ok(&run(&[
+        "backup",
+        "create",
+        "--data",
+        s(&data),
+        "--to",
+        s(&old),
+    ]));
+    import(&data, "More", 50, 50);
+    let new = dir.path().join("new");
+    ok(&run(&[
+        "backup",
+        "create",
+        "--data",
+        s(&data),
+        "--to",
+        s(&new),
+        "--index-only",
+    ]));
+    let x = dir.path().join("x");
+    ok(&run(&["restore", "--from", s(&old), "--data", s(&x)]));
+    ok(&run(&[
+        "restore",
+        "--from",
+        s(&new),
+        "--data",
+        s(&x),
+        "--index-only",
+    ]));
+    let out = dir.path().join("out");
+    let o = run(&["backup", "create", "--data", s(&x), "--to", s(&out)]);
+    assert!(!o.status.success(), "{}", text(&o));
+    assert!(
+        text(&o).contains("cannot be trusted") && text(&o).contains("older than the index"),
+        "{}",
+        text(&o)
+    );
+    assert!(!out.exists(), "nothing was written");
+    // A start repairs the index; then it backs up, and the backup verifies.
+    Server::start(&x).stop();
+    ok(&run(&[
+        "backup",
+        "create",
+        "--data",
+        s(&x),
+        "--to",
+        s(&out),
+    ]));
+    ok(&run(&["backup", "verify", s(&out)]));
 }
 
 // ---------------------------------------------------------------------------------------

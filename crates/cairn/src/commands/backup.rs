@@ -35,9 +35,26 @@ pub fn create_offline(data: &DataDir, to: &Path, index_only: bool) -> Result<Exi
         store,
         index_dir: data.index_dir(),
     };
-    if !cairn_index::index_exists(&data.index_dir()) {
+    let Some((state, _)) =
+        cairn_index::stored_state(&data.index_dir()).context("open the index")?
+    else {
         bail!(
             "{} has no index; start the repository once (it rebuilds the index) before backing it up",
+            data.root.display()
+        );
+    };
+    // A backup binds an index to its database: one the next start would repair or rebuild
+    // would give a backup that verify and restore refuse.
+    let repository = source.store.repository_id().to_string();
+    let why = if !state.repository_id.is_empty() && state.repository_id != repository {
+        Some("the index belongs to another repository".to_string())
+    } else {
+        cairn_index::divergence(&source.store, &state)?
+    };
+    if let Some(why) = why {
+        bail!(
+            "the index of {} cannot be trusted against its database: {why}; start the \
+             repository once (it repairs the index) before backing it up",
             data.root.display()
         );
     }

@@ -3,7 +3,7 @@
 use std::process::ExitCode;
 
 use anyhow::{Context, Result};
-use cairn_index::{index_exists, CompletionState, IntegrityReport};
+use cairn_index::{stored_state, IntegrityReport};
 use serde_json::{json, Value};
 
 use crate::commands::{open_repository, Remote};
@@ -19,17 +19,9 @@ pub fn status(data: &DataDir, as_json: bool) -> Result<ExitCode> {
         .with_context(|| format!("there is no repository in {}", data.database.redacted()))?;
     let db_last = db.last_activity_id;
     let dir = data.index_dir();
-    let (state, documents) = if index_exists(&dir) {
-        let index = tantivy::Index::open_in_dir(&dir).context("open the index")?;
-        let metas = index.load_metas()?;
-        let state = metas
-            .payload
-            .as_deref()
-            .and_then(|p| CompletionState::from_payload(p).ok());
-        let docs: u64 = metas.segments.iter().map(|s| s.num_docs() as u64).sum();
-        (state, Some(docs))
-    } else {
-        (None, None)
+    let (state, documents) = match stored_state(&dir).context("open the index")? {
+        Some((state, docs)) => (Some(state), Some(docs)),
+        None => (None, None),
     };
     let last = state.as_ref().map_or(0, |s| s.last_activity_id.0);
     let v = json!({
