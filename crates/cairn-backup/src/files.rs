@@ -31,6 +31,31 @@ pub fn write_synced(path: &Path, bytes: &[u8]) -> Result<()> {
     f.sync_all().map_err(io(format!("sync {}", path.display())))
 }
 
+/// `p` made absolute, through symlinks, as far as it exists (the rest of it appended):
+/// paths that do not exist yet compare too.
+fn resolved(p: &Path) -> std::path::PathBuf {
+    let abs = std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf());
+    let mut rest = Vec::new();
+    let mut at = abs.as_path();
+    loop {
+        if let Ok(c) = at.canonicalize() {
+            return rest.iter().rev().fold(c, |acc, part| acc.join(part));
+        }
+        match (at.parent(), at.file_name()) {
+            (Some(parent), Some(name)) => {
+                rest.push(name.to_os_string());
+                at = parent;
+            }
+            _ => return abs,
+        }
+    }
+}
+
+/// Whether `inner` is `outer` or lies inside it, after symlinks and relative parts.
+pub fn is_within(inner: &Path, outer: &Path) -> bool {
+    resolved(inner).starts_with(resolved(outer))
+}
+
 /// Fsyncs a folder, so that renames and new entries in it are durable.
 pub fn sync_dir(dir: &Path) -> Result<()> {
     File::open(dir)
@@ -205,6 +230,22 @@ pub fn lower_thread_priority() {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn within_follows_symlinks_and_paths_yet_to_exist() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = dir.path().join("a");
+        std::fs::create_dir(&a).unwrap();
+        let link = dir.path().join("link");
+        std::os::unix::fs::symlink(&a, &link).unwrap();
+        assert!(is_within(&a, &a));
+        assert!(is_within(&a.join("new/deeper"), &a));
+        assert!(is_within(&link.join("new"), &a));
+        assert!(is_within(&a.join("x"), &link));
+        assert!(is_within(&a.join("b/../x"), &a));
+        assert!(!is_within(&a, &a.join("x")));
+        assert!(!is_within(&dir.path().join("ab"), &a));
+    }
     use super::*;
 
     #[test]

@@ -28,7 +28,7 @@ pub use manifest::{
     BackupKind, FileEntry, IndexPart, Manifest, SourceFile, DATABASE_DIR, INDEX_DIR, MANIFEST_FILE,
     MANIFEST_FORMAT,
 };
-pub use restore::{restore, RestoreMode, RestoreReport, RestoreTarget};
+pub use restore::{refuse_overlap, restore, RestoreMode, RestoreReport, RestoreTarget};
 pub use retention::clean_activities;
 pub use run::{
     now, previous_backup, run_backup, BackupInfo, BackupSource, BackupState, LiveSource,

@@ -78,6 +78,27 @@ fn refuse_live_sessions(target: &DatabaseUrl) -> Result<()> {
     )))
 }
 
+/// Refuses a restore from `from` into `data_dir` when the two overlap: the data folder in
+/// the backup (the restore would change the backup it restores), or the backup in the index
+/// it would replace. A backup in `DIR/backups` is where backups live, and fine.
+pub fn refuse_overlap(from: &Path, data_dir: &Path) -> Result<()> {
+    if crate::files::is_within(data_dir, from) {
+        return Err(BackupError::Refused(format!(
+            "the data folder {} lies inside the backup {}: the restore would change the \
+             backup it restores; give another --data",
+            data_dir.display(),
+            from.display()
+        )));
+    }
+    if crate::files::is_within(from, &data_dir.join("index")) {
+        return Err(BackupError::Refused(format!(
+            "the backup {} lies inside the index it would replace; move it out first",
+            from.display()
+        )));
+    }
+    Ok(())
+}
+
 /// Restores the backup in `from` into `target`.
 pub fn restore(
     from: &Path,
@@ -87,6 +108,7 @@ pub fn restore(
     progress: &dyn Fn(u64, u64),
 ) -> Result<RestoreReport> {
     let started = Instant::now();
+    refuse_overlap(from, &target.data_dir)?;
     let report = crate::verify::verify_parts(from, mode != RestoreMode::IndexOnly, &|_, _| {})?;
     let manifest = report.manifest;
     let mut warnings = Vec::new();

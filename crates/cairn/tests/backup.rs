@@ -1576,6 +1576,59 @@ fn offline_backup_refuses_an_index_ahead_of_its_database() {
     ok(&run(&["backup", "verify", s(&out)]));
 }
 
+/// A backup is never written into the index it copies, and a restore never writes into
+/// the backup it restores nor replaces an index holding it.
+#[test]
+fn backups_and_restores_refuse_overlapping_folders() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    import(&data, "Bulk", 20, 20);
+    let inside = data.join("index").join("bk");
+    let o = run(&["backup", "create", "--data", s(&data), "--to", s(&inside)]);
+    assert!(!o.status.success(), "{}", text(&o));
+    assert!(text(&o).contains("lies inside the index"), "{}", text(&o));
+    assert!(!inside.exists());
+
+    let b = dir.path().join("b");
+    ok(&run(&[
+        "backup",
+        "create",
+        "--data",
+        s(&data),
+        "--to",
+        s(&b),
+    ]));
+    for target in [b.clone(), b.join("index"), b.join("new")] {
+        let o = run(&["restore", "--from", s(&b), "--data", s(&target), "--force"]);
+        assert!(!o.status.success(), "{}", text(&o));
+        assert!(text(&o).contains("lies inside the backup"), "{}", text(&o));
+    }
+    assert!(!b.join("new").exists());
+    assert!(
+        !b.join("cairn.lock").exists(),
+        "the refusal wrote nothing into the backup"
+    );
+    ok(&run(&["backup", "verify", s(&b)]));
+
+    // A backup put inside the index by hand is not restored over that index.
+    copy_dir(&b, &inside);
+    let o = run(&[
+        "restore",
+        "--from",
+        s(&inside),
+        "--data",
+        s(&data),
+        "--force",
+    ]);
+    assert!(!o.status.success(), "{}", text(&o));
+    assert!(
+        text(&o).contains("inside the index it would replace"),
+        "{}",
+        text(&o)
+    );
+    ok(&run(&["backup", "verify", s(&inside)]));
+}
+
 // ---------------------------------------------------------------------------------------
 // A backup asked for while another runs
 

@@ -30,6 +30,13 @@ fn summary(what: &str, bytes: u64, files: u64, seconds: f64) -> String {
 /// `cairn backup create --data DIR --to OUT`: a backup of a stopped repository.
 pub fn create_offline(data: &DataDir, to: &Path, index_only: bool) -> Result<ExitCode> {
     let _lock = data.lock_existing("backup create")?;
+    if cairn_backup::files::is_within(to, &data.index_dir()) {
+        bail!(
+            "{} lies inside the index {}, which the next rebuild empties: back up elsewhere",
+            to.display(),
+            data.index_dir().display()
+        );
+    }
     let store = Arc::new(Store::open(&data.database).context("open the database")?);
     let source = StoppedSource {
         store,
@@ -337,6 +344,8 @@ pub fn restore_cmd(
     mode: RestoreMode,
     force: bool,
 ) -> Result<ExitCode> {
+    // Before the lock: taking it writes into the data folder, which may lie in the backup.
+    cairn_backup::refuse_overlap(from, &data.root).map_err(|e| anyhow!("{e}"))?;
     let created = !data.root.exists();
     let lock = data.lock("restore").inspect_err(|_| {
         // Refused by another process's lock (its database's): leave no new folder behind.
