@@ -190,16 +190,33 @@ pub fn identity(m: &std::fs::Metadata) -> Option<SourceFile> {
 }
 
 /// True when `path` still looks as it did when a backup whose manifest was written at
-/// `manifest_written` recorded it with `size` bytes: same size, and not modified since
-/// (strictly before the manifest, so a change within the file system's timestamp
+/// `manifest_written` recorded it with `size` bytes: same size, and its inode not changed
+/// since (strictly before the manifest, so a change within the file system's timestamp
 /// granularity counts as a change). This is the check that lets an incremental backup
 /// hard-link an earlier backup's file without reading it again; a damaged copy written
-/// over it is not linked, and bit rot that leaves the timestamps alone is what
+/// over it is not linked. The inode's change time (ctime) is used, not the modification
+/// time: a write whose mtime was put back (`touch -d`, `cp -p`, `rsync -t`) still moves
+/// the ctime, which no user can set. Bit rot that touches no metadata is what
 /// `cairn backup verify` (every byte, every checksum) is for.
 pub fn unchanged_since(path: &Path, size: u64, manifest_written: SystemTime) -> bool {
     std::fs::symlink_metadata(path).is_ok_and(|m| {
-        m.is_file() && m.len() == size && m.modified().is_ok_and(|t| t < manifest_written)
+        m.is_file() && m.len() == size && changed_at(&m).is_some_and(|t| t < manifest_written)
     })
+}
+
+/// When the file's inode last changed (its ctime); its mtime where there is no ctime.
+pub(crate) fn changed_at(m: &std::fs::Metadata) -> Option<SystemTime> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        let secs = u64::try_from(m.ctime()).ok()?;
+        let nanos = u32::try_from(m.ctime_nsec()).ok()?;
+        SystemTime::UNIX_EPOCH.checked_add(std::time::Duration::new(secs, nanos))
+    }
+    #[cfg(not(unix))]
+    {
+        m.modified().ok()
+    }
 }
 
 /// Lowers the calling thread's CPU priority (nice 10) and I/O priority (the lowest
@@ -288,6 +305,44 @@ mod tests {
         assert!(
             !unchanged_since(&f, 13, manifest),
             "written after the manifest"
+        );
+        // A write after the manifest with its mtime put back (what `touch -d` does to
+        // hide bit rot, or `cp -p` over the file) is a change too: the ctime moved.
+        let g = dir.path().join("seg2");
+        std::fs::write(&g, b"segment bytes").unwrap();
+        let old_mtime = std::fs::metadata(&g).unwrap().modified().unwrap();
+        // File times come from the kernel's coarse clock: the manifest's time is a file's,
+        // as in a backup, and the rewrite waits until the file clock has moved past it.
+        let probe = dir.path().join("probe");
+        let file_time_after = |t: SystemTime| {
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+            loop {
+                std::fs::write(&probe, b"{}").unwrap();
+                let now = std::fs::metadata(&probe).unwrap().modified().unwrap();
+                if now > t {
+                    return now;
+                }
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "the file clock stands still"
+                );
+                std::thread::yield_now();
+            }
+        };
+        let manifest = file_time_after(old_mtime);
+        assert!(unchanged_since(&g, 13, manifest), "untouched since");
+        file_time_after(manifest);
+        let file = std::fs::OpenOptions::new().write(true).open(&g).unwrap();
+        std::io::Write::write_all(&mut &file, b"SEG").unwrap();
+        file.set_modified(old_mtime).unwrap();
+        drop(file);
+        assert_eq!(
+            std::fs::metadata(&g).unwrap().modified().unwrap(),
+            old_mtime
+        );
+        assert!(
+            !unchanged_since(&g, 13, manifest),
+            "rewritten, mtime put back"
         );
     }
 }

@@ -134,11 +134,33 @@ impl Manifest {
 
     /// Writes the manifest into `dir` last and atomically: a temp file, fsync, rename,
     /// fsync of the folder.
+    ///
+    /// Its time is a later tick of the file clock than the last change of every file it
+    /// lists: the next incremental backup links only files not changed since the manifest
+    /// ([`crate::files::unchanged_since`]), and a file linked or copied within the same
+    /// tick would count as changed and be copied again. At most a tick (a few ms) is waited.
     pub fn write(&self, dir: &Path) -> Result<()> {
         let text =
             serde_json::to_string_pretty(self).map_err(|e| BackupError::Invalid(e.to_string()))?;
         let tmp = dir.join(format!("{MANIFEST_FILE}.tmp"));
-        crate::files::write_synced(&tmp, text.as_bytes())?;
+        let newest = self
+            .files
+            .iter()
+            .filter_map(|f| crate::files::changed_at(&std::fs::metadata(dir.join(&f.path)).ok()?))
+            .max();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(1);
+        loop {
+            crate::files::write_synced(&tmp, text.as_bytes())?;
+            let written = std::fs::metadata(&tmp).and_then(|m| m.modified()).ok();
+            let later = match (written, newest) {
+                (Some(w), Some(n)) => w > n,
+                _ => true,
+            };
+            if later || std::time::Instant::now() >= deadline {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
         let dst = dir.join(MANIFEST_FILE);
         std::fs::rename(&tmp, &dst).map_err(io(format!("rename {}", tmp.display())))?;
         crate::files::sync_dir(dir)
