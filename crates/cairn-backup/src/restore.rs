@@ -233,7 +233,7 @@ pub fn restore(
             (DatabaseKind::Postgres, DatabaseUrl::Postgres(url)) => {
                 // Once more, now that staging is done: a node may have started meanwhile.
                 refuse_live_sessions(&target.database)?;
-                cairn_store::restore_postgres(&staged, url)?
+                cairn_store::restore_postgres(&staged, url, cairn_store::RESTORE_LOCK_TIMEOUT)?
             }
             (kind, url) => {
                 return Err(BackupError::Invalid(format!(

@@ -190,8 +190,10 @@ pub fn verify_database_file(kind: DatabaseKind, path: &Path) -> Result<VerifiedD
 /// `url`, atomically: `pg_restore --clean --if-exists --no-owner --single-transaction`. On
 /// failure nothing changes. Objects of the database that are not in the dump are left
 /// alone. No server may be using the database meanwhile (its locks would block the
-/// restore).
-pub fn restore_postgres(dump: &Path, url: &str) -> Result<()> {
+/// restore): a lock another session holds is waited for at most `lock_timeout` (see
+/// [`RESTORE_LOCK_TIMEOUT`]), then the restore fails, changing nothing, with a message that
+/// names the sessions holding it, where it would otherwise hang without a word.
+pub fn restore_postgres(dump: &Path, url: &str, lock_timeout: Duration) -> Result<()> {
     if !dump.is_file() {
         return Err(StoreError::io(
             dump,
@@ -199,6 +201,7 @@ pub fn restore_postgres(dump: &Path, url: &str) -> Result<()> {
         ));
     }
     let tool = find_tool("pg_restore", PG_RESTORE_ENV)?;
+    let url_with_password = url;
     let (url, password) = split_password(url);
     let mut cmd = Command::new(&tool);
     cmd.args([
@@ -213,12 +216,92 @@ pub fn restore_postgres(dump: &Path, url: &str) -> Result<()> {
     .arg(&url)
     .arg(dump);
     set_password(&mut cmd, password);
-    let out = run_to_end(cmd, "pg_restore", &tool)?;
+    // Known by this name in pg_stat_activity (not `cairn...`: that names a live server).
+    let app = format!("pg_restore for cairn {}", std::process::id());
+    cmd.env("PGAPPNAME", &app);
+    // A dump sets `lock_timeout = 0` as it starts, so a session setting cannot bound the
+    // wait: a watcher ends the restore's statement once it has waited that long for a lock.
+    let done = AtomicBool::new(false);
+    let (out, blocked) = std::thread::scope(|s| {
+        let watcher = s.spawn(|| watch_locks(url_with_password, &app, lock_timeout, &done));
+        let out = run_to_end(cmd, "pg_restore", &tool);
+        done.store(true, Ordering::Relaxed);
+        (out, watcher.join().ok().flatten())
+    });
+    let out = out?;
     if !out.status.success() {
+        if let Some(blockers) = blocked {
+            return Err(StoreError::Tool {
+                tool: "pg_restore".into(),
+                message: format!(
+                    "waited {} s for a lock held by another session of the database \
+                     ({blockers}) and gave up: nothing was changed; end that session \
+                     (pg_stat_activity shows it) and restore again",
+                    lock_timeout.as_secs_f64()
+                ),
+            });
+        }
         return Err(tool_failed("pg_restore", &out.status, &out.stderr));
     }
     Ok(())
 }
+
+/// Watches the session named `app` until `done`: once it has waited for a lock for
+/// `timeout` without a break, cancels its statement and returns the sessions that held
+/// the lock (`application (client, pid N)`). Any error of its own ends the watch: the
+/// restore then just waits, as it would without it.
+fn watch_locks(url: &str, app: &str, timeout: Duration, done: &AtomicBool) -> Option<String> {
+    let mut client = crate::db::postgres::connect(url).ok()?;
+    let mut waiting_since: Option<std::time::Instant> = None;
+    while !done.load(Ordering::Relaxed) {
+        std::thread::sleep(Duration::from_millis(100));
+        let row = client
+            .query_opt(
+                "SELECT pid, wait_event_type IS NOT DISTINCT FROM 'Lock' FROM pg_stat_activity \
+                 WHERE application_name = $1 AND datname = current_database() LIMIT 1",
+                &[&app],
+            )
+            .ok()?;
+        let Some((pid, waiting)) = row.map(|r| (r.get::<_, i32>(0), r.get::<_, bool>(1))) else {
+            continue;
+        };
+        if !waiting {
+            waiting_since = None;
+            continue;
+        }
+        let since = *waiting_since.get_or_insert_with(std::time::Instant::now);
+        if since.elapsed() < timeout {
+            continue;
+        }
+        let blockers: Vec<String> = client
+            .query(
+                "SELECT coalesce(nullif(application_name, ''), 'a session'), \
+                        coalesce(host(client_addr), 'local'), pid \
+                 FROM pg_stat_activity WHERE pid = ANY(pg_blocking_pids($1))",
+                &[&pid],
+            )
+            .ok()?
+            .iter()
+            .map(|r| {
+                format!(
+                    "{} ({}, pid {})",
+                    r.get::<_, String>(0),
+                    r.get::<_, String>(1),
+                    r.get::<_, i32>(2)
+                )
+            })
+            .collect();
+        client
+            .execute("SELECT pg_cancel_backend($1)", &[&pid])
+            .ok()?;
+        return Some(blockers.join(", "));
+    }
+    None
+}
+
+/// How long a restore waits for a lock that another session (a report, a psql left in a
+/// transaction) holds on the database's tables before it gives up.
+pub const RESTORE_LOCK_TIMEOUT: Duration = Duration::from_secs(30);
 
 // ---------------------------------------------------------------------------------------
 // Files

@@ -31,7 +31,8 @@ pub mod writeback;
 pub use activity::{Activity, ActivityBatch, ActivityKind, Horizon};
 pub use backup::{
     restore_postgres, verify_database_file, BackupOptions, DatabaseBackup, DatabaseKind,
-    VerifiedDatabase, PG_DUMP_ENV, PG_RESTORE_ENV, POSTGRES_BACKUP_FILE, SQLITE_BACKUP_FILE,
+    VerifiedDatabase, PG_DUMP_ENV, PG_RESTORE_ENV, POSTGRES_BACKUP_FILE, RESTORE_LOCK_TIMEOUT,
+    SQLITE_BACKUP_FILE,
 };
 pub use content::{ContentType, ContentTypes, FieldDef, FieldKind, FieldValue};
 pub use db::postgres::cairn_sessions;

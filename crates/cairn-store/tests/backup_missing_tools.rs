@@ -3,6 +3,7 @@
 //! one test so that changing the environment cannot disturb other tests.
 
 use std::sync::atomic::AtomicBool;
+use std::time::Duration;
 
 use cairn_store::{
     restore_postgres, verify_database_file, DatabaseKind, DatabaseUrl, Store, StoreError,
@@ -44,7 +45,10 @@ fn missing_pg_tools_give_a_tool_error() -> Result<(), Box<dyn std::error::Error>
         verify_database_file(DatabaseKind::Postgres, &dump),
         "pg_restore",
     );
-    expect_missing(restore_postgres(&dump, &url), "pg_restore");
+    expect_missing(
+        restore_postgres(&dump, &url, Duration::from_secs(1)),
+        "pg_restore",
+    );
     let e = StoreError::Tool {
         tool: "pg_dump".into(),
         message: String::new(),

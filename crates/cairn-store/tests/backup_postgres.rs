@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use cairn_store::{
     restore_postgres, verify_database_file, ActivityId, BackupOptions, DatabaseKind, DatabaseUrl,
-    ImportItem, NewContent, NodeId, NodeRef, Store, StoreError,
+    ImportItem, NewContent, NodeId, NodeRef, Store, StoreError, RESTORE_LOCK_TIMEOUT,
 };
 use cairn_testkit::{shared_cluster, unique_name};
 use serde_json::{json, Map};
@@ -141,7 +141,7 @@ fn postgres_backup_under_writes_verifies_and_restores() -> TestResult {
 
     // Restore into a fresh database: exactly the snapshot comes back.
     let target = new_database("pg_restored")?;
-    restore_postgres(&file, &target)?;
+    restore_postgres(&file, &target, RESTORE_LOCK_TIMEOUT)?;
     let last = backup.last_activity_id.0;
     assert_eq!(
         query_i64(&target, "SELECT MAX(id) FROM indexing_activities")?,
@@ -178,7 +178,7 @@ fn postgres_backup_under_writes_verifies_and_restores() -> TestResult {
     drop(reopened);
 
     // Restoring over a database that has data replaces it.
-    restore_postgres(&file, &target)?;
+    restore_postgres(&file, &target, RESTORE_LOCK_TIMEOUT)?;
     assert_eq!(
         query_i64(&target, "SELECT MAX(id) FROM indexing_activities")?,
         last
@@ -235,7 +235,7 @@ fn verify_and_restore_reject_a_truncated_dump_and_change_nothing() -> TestResult
     drop(store);
     let nodes = query_i64(&target, "SELECT COUNT(*) FROM nodes")?;
     let last = query_i64(&target, "SELECT MAX(id) FROM indexing_activities")?;
-    let result = restore_postgres(&file, &target);
+    let result = restore_postgres(&file, &target, RESTORE_LOCK_TIMEOUT);
     match &result {
         Err(StoreError::Tool { tool, message }) => {
             assert_eq!(tool, "pg_restore");
@@ -259,5 +259,44 @@ fn verify_rejects_a_file_that_is_not_a_dump() -> TestResult {
     std::fs::write(&file, b"PGDMP this is not a dump at all")?;
     let result = verify_database_file(DatabaseKind::Postgres, &file);
     assert!(matches!(result, Err(StoreError::Corrupt(_))), "{result:?}");
+    Ok(())
+}
+
+/// A session of someone else's (a report, a psql left in a transaction) holding a lock on
+/// the tables makes a restore give up after its lock timeout, saying why, and change
+/// nothing; it used to hang without a word.
+#[test]
+fn a_restore_blocked_by_another_sessions_lock_gives_up_and_says_why() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let (_, file) = dump_of_small_store(dir.path())?;
+    let target = new_database("pg_locked")?;
+    let store = Store::open(&DatabaseUrl::Postgres(target.clone()))?;
+    folder(&store, "/Root", "kept")?;
+    drop(store);
+    let nodes = query_i64(&target, "SELECT COUNT(*) FROM nodes")?;
+    let mut other = postgres::Client::connect(&target, postgres::NoTls)?;
+    let mut tx = other.transaction()?;
+    tx.query_one("SELECT COUNT(*) FROM nodes", &[])?;
+    let started = Instant::now();
+    let result = restore_postgres(&file, &target, Duration::from_millis(500));
+    match &result {
+        Err(StoreError::Tool { tool, message }) => {
+            assert_eq!(tool, "pg_restore");
+            assert!(message.contains("held by another session"), "{message}");
+            // The blocking session is named by its client address and pid.
+            assert!(message.contains("pid "), "{message}");
+        }
+        other => panic!("expected a pg_restore error, got {other:?}"),
+    }
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "{:?}",
+        started.elapsed()
+    );
+    tx.rollback()?;
+    assert_eq!(query_i64(&target, "SELECT COUNT(*) FROM nodes")?, nodes);
+    // Once the lock is gone, the same restore runs.
+    restore_postgres(&file, &target, Duration::from_millis(500))?;
+    assert!(query_i64(&target, "SELECT COUNT(*) FROM nodes")? > nodes);
     Ok(())
 }
