@@ -232,8 +232,17 @@ pub fn restore(
             (DatabaseKind::Sqlite, DatabaseUrl::Sqlite(path)) => swap_sqlite(&staged, path, &old)?,
             (DatabaseKind::Postgres, DatabaseUrl::Postgres(url)) => {
                 // Once more, now that staging is done: a node may have started meanwhile.
-                refuse_live_sessions(&target.database)?;
-                cairn_store::restore_postgres(&staged, url, cairn_store::RESTORE_LOCK_TIMEOUT)?
+                let loaded = refuse_live_sessions(&target.database).and_then(|()| {
+                    cairn_store::restore_postgres(&staged, url, cairn_store::RESTORE_LOCK_TIMEOUT)
+                        .map_err(BackupError::from)
+                });
+                if let Err(e) = loaded {
+                    // pg_restore runs in one transaction, and nothing was swapped yet: the
+                    // repository is as it was, and so leaves no staging behind.
+                    let _ = std::fs::remove_dir_all(&staging);
+                    let _ = std::fs::remove_dir_all(&old);
+                    return Err(e);
+                }
             }
             (kind, url) => {
                 return Err(BackupError::Invalid(format!(

@@ -427,6 +427,28 @@ fn one_backup_at_a_time_across_nodes_and_restore() {
         refused.display()
     );
     drop(live);
+    // A pg_restore that fails (here: a view of someone else's depends on a table it
+    // replaces) rolls back, and the restore leaves no staging behind.
+    let mut other = postgres::Client::connect(&db, postgres::NoTls).unwrap();
+    other
+        .batch_execute("CREATE VIEW report AS SELECT id FROM indexing_activities")
+        .unwrap();
+    let failed = dir.path().join("svc-failed");
+    std::fs::create_dir(&failed).unwrap();
+    let o = restore(&failed, &db);
+    assert!(
+        !o.status.success(),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let left: Vec<_> = std::fs::read_dir(&failed)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name())
+        .filter(|n| n != "cairn.lock")
+        .collect();
+    assert!(left.is_empty(), "a failed restore left {left:?}");
+    other.batch_execute("DROP VIEW report").unwrap();
     let o = restore(&new_svc, &restored_db);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let svc = service(&new_svc, &restored_db, "127.0.0.1:0");
