@@ -90,8 +90,13 @@ impl RemoteSearch {
             .to_string();
         let code = axum::http::StatusCode::from_u16(status.as_u16())
             .unwrap_or(axum::http::StatusCode::BAD_GATEWAY);
+        // The service's own 400s keep their code: a node answers as the service would.
         Err(match code.as_u16() {
-            400 => ApiError::bad_query(msg),
+            400 => match value["error"]["code"].as_str() {
+                Some("InvalidBackupTarget") => ApiError::bad_backup_target(msg),
+                Some("InvalidContentQuery") => ApiError::bad_query(msg),
+                _ => ApiError::bad_request(msg),
+            },
             404 => ApiError::not_found(msg),
             409 => ApiError::conflict(msg),
             401 | 403 => {

@@ -54,6 +54,15 @@ impl ApiError {
             message,
         )
     }
+    /// 400 for a backup target that is not a plain folder name.
+    pub fn bad_backup_target(message: impl Into<String>) -> Self {
+        Self::new(
+            StatusCode::BAD_REQUEST,
+            "InvalidBackupTarget",
+            "ArgumentException",
+            message,
+        )
+    }
     /// 404.
     pub fn not_found(message: impl Into<String>) -> Self {
         Self::new(
@@ -208,12 +217,7 @@ impl From<cairn_backup::BackupError> for ApiError {
         use cairn_backup::BackupError as B;
         let msg = e.to_string();
         match e {
-            B::BadTarget(_) => ApiError::new(
-                StatusCode::BAD_REQUEST,
-                "InvalidBackupTarget",
-                "ArgumentException",
-                msg,
-            ),
+            B::BadTarget(_) => ApiError::bad_backup_target(msg),
             B::TargetExists(_) => ApiError::conflict(msg),
             B::Invalid(_) | B::OtherRepository { .. } => ApiError::bad_request(msg),
             other => ApiError::internal(other),

@@ -283,6 +283,14 @@ fn one_backup_at_a_time_across_nodes_and_restore() {
     for i in 0..30 {
         assert_eq!(create(&b, "/Root/B", &format!("x{i}")), 201);
     }
+    // A node answers the service's refusal of a bad target as a single server would.
+    let (status, v) = call(
+        "POST",
+        &format!("{}/odata.svc/('Root')/BackupIndex", a.url),
+        Some(json!({"target":".."})),
+    );
+    assert_eq!(status, 400, "{v}");
+    assert_eq!(v["error"]["code"], "InvalidBackupTarget", "{v}");
     // 10 concurrent BackupIndex calls over both nodes start exactly one backup.
     let answers: Vec<Value> = std::thread::scope(|s| {
         let hs: Vec<_> = (0..10)
