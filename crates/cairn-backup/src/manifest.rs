@@ -14,6 +14,8 @@ use crate::error::{io, BackupError, Result};
 pub const MANIFEST_FILE: &str = "manifest.json";
 /// The manifest format this build writes.
 pub const MANIFEST_FORMAT: u32 = 1;
+/// The index format this build writes and reads (`IndexPart::format`).
+pub const INDEX_FORMAT: &str = "tantivy-0.27";
 /// The index folder inside a backup.
 pub const INDEX_DIR: &str = "index";
 /// The database folder inside a backup.

@@ -19,8 +19,8 @@ use crate::files::{
     copy_checksummed, hex, identity, sync_dir, sync_files, unchanged_since, write_synced,
 };
 use crate::manifest::{
-    BackupKind, FileEntry, IndexPart, Manifest, DATABASE_DIR, INDEX_DIR, MANIFEST_FILE,
-    MANIFEST_FORMAT,
+    BackupKind, FileEntry, IndexPart, Manifest, DATABASE_DIR, INDEX_DIR, INDEX_FORMAT,
+    MANIFEST_FILE, MANIFEST_FORMAT,
 };
 
 /// The state of a backup, as sensenet names it.
@@ -429,7 +429,7 @@ fn run_into(
     let index_part = IndexPart {
         completion_state: snapshot.state.clone(),
         documents: snapshot.documents,
-        format: "tantivy-0.27".into(),
+        format: INDEX_FORMAT.into(),
     };
     drop(snapshot);
 

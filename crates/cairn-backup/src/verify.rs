@@ -10,7 +10,7 @@ use cairn_index::CompletionState;
 
 use crate::error::{BackupError, Result};
 use crate::files::sha256_file;
-use crate::manifest::{BackupKind, Manifest, DATABASE_DIR, INDEX_DIR};
+use crate::manifest::{BackupKind, Manifest, DATABASE_DIR, INDEX_DIR, INDEX_FORMAT};
 
 /// What a successful verify checked.
 #[derive(Debug, Clone)]
@@ -184,6 +184,12 @@ fn check_index(index_dir: &Path, manifest: &Manifest) -> Result<CompletionState>
                 "{rel}: the index needs it, but the manifest does not list it"
             )));
         }
+    }
+    if manifest.index.format != INDEX_FORMAT {
+        return Err(invalid(format!(
+            "the index format is {:?}; this build reads {INDEX_FORMAT:?}",
+            manifest.index.format
+        )));
     }
     let docs: u64 = metas.segments.iter().map(|s| s.num_docs() as u64).sum();
     if docs != manifest.index.documents {
