@@ -272,8 +272,11 @@ impl BackupManager {
             }
             None => {
                 let mut resp = Self::response(&inner);
+                // With no backup ever made, nothing started and nothing has a folder.
                 let mut note = resp.current.clone().unwrap_or_else(|| BackupInfo {
                     state: BackupState::Initial,
+                    started_at: String::new(),
+                    target_path: String::new(),
                     ..BackupInfo::started(BackupKind::Index, &self.root)
                 });
                 note.message = Some("no backup is running; nothing was canceled".into());

@@ -482,6 +482,19 @@ fn concurrent_starts_run_one_backup() {
     });
     let root = dir.path().join("backups");
     let manager = BackupManager::open(&root, source).unwrap();
+    // Before any backup, a cancel says there is nothing to cancel and makes nothing up.
+    let none = manager.cancel();
+    let current = none.current.as_ref().unwrap();
+    assert_eq!(current.state, BackupState::Initial);
+    assert_eq!(
+        (current.started_at.as_str(), current.target_path.as_str()),
+        ("", "")
+    );
+    assert!(current
+        .message
+        .as_deref()
+        .unwrap_or("")
+        .contains("no backup is running"));
     let barrier = Arc::new(Barrier::new(20));
     let answers: Vec<_> = (0..20)
         .map(|i| {
@@ -872,7 +885,7 @@ fn tampered_manifests_are_refused() {
     let outside_bytes = std::fs::read(&outside).unwrap();
 
     type Edit = fn(&mut Value);
-    let edits: [(&str, Edit); 13] = [
+    let edits: [(&str, Edit); 14] = [
         ("database file outside", |m| {
             m["database"]["file_name"] = json!("../../outside.db")
         }),
@@ -919,6 +932,10 @@ fn tampered_manifests_are_refused() {
         ("documents", |m| {
             let n = m["index"]["documents"].as_u64().unwrap();
             m["index"]["documents"] = json!(n + 1);
+        }),
+        // Random damage once hit this field: verify did not look at it.
+        ("index format", |m| {
+            m["index"]["format"] = json!("tantivy-0x27")
         }),
     ];
     let restore_into = root.join("restored");
