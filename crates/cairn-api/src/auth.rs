@@ -129,7 +129,7 @@ impl FromRequestParts<AppState> for Caller {
                     is_admin: true,
                 });
             }
-            return Err(ApiError::unauthorized());
+            return Err(ApiError::rejected_credentials());
         }
         if scheme.eq_ignore_ascii_case("Basic") {
             let encoded = credentials;
@@ -137,13 +137,15 @@ impl FromRequestParts<AppState> for Caller {
                 .decode(encoded)
                 .ok()
                 .and_then(|b| String::from_utf8(b).ok())
-                .ok_or_else(ApiError::unauthorized)?;
-            let (login, password) = decoded.split_once(':').ok_or_else(ApiError::unauthorized)?;
+                .ok_or_else(ApiError::rejected_credentials)?;
+            let (login, password) = decoded
+                .split_once(':')
+                .ok_or_else(ApiError::rejected_credentials)?;
             let (state, login, password) = (state.clone(), login.to_string(), password.to_string());
             let caller = tokio::task::spawn_blocking(move || basic_user(&state, &login, &password))
                 .await
                 .map_err(ApiError::internal)??;
-            return caller.ok_or_else(ApiError::unauthorized);
+            return caller.ok_or_else(ApiError::rejected_credentials);
         }
         Err(ApiError::unauthorized())
     }

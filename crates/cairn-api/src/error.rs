@@ -81,6 +81,16 @@ impl ApiError {
             "authentication required: send Authorization: Bearer <api key> or Basic credentials",
         )
     }
+    /// 401 for credentials that were sent and not accepted. Which part was wrong (key,
+    /// login, password, a disabled user) is not said.
+    pub fn rejected_credentials() -> Self {
+        Self::new(
+            StatusCode::UNAUTHORIZED,
+            "Unauthorized",
+            "UnauthorizedAccessException",
+            "the credentials were not accepted (API key, or login and password of an enabled user)",
+        )
+    }
     /// 403.
     pub fn forbidden(message: impl Into<String>) -> Self {
         Self::new(

@@ -7,9 +7,10 @@ use crate::error::ApiError;
 /// Parses a request body into a JSON object. Accepts `{...}`, `models=[{...}]` (form
 /// encoded or not) and an empty body (an empty object).
 pub fn object(bytes: &[u8]) -> Result<Map<String, Value>, ApiError> {
+    // A byte-order mark (what .NET and PowerShell clients often send) is not content.
     let text = std::str::from_utf8(bytes)
-        .map_err(|_| ApiError::bad_request("the request body is not UTF-8"))?
-        .trim();
+        .map_err(|_| ApiError::bad_request("the request body is not UTF-8"))?;
+    let text = text.strip_prefix('\u{feff}').unwrap_or(text).trim();
     if text.is_empty() {
         return Ok(Map::new());
     }
