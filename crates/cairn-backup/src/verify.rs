@@ -104,7 +104,12 @@ pub fn verify_parts(
     let never = AtomicBool::new(false);
     for f in checked.iter().copied() {
         let p = dir.join(&f.path);
-        let meta = std::fs::metadata(&p).map_err(|_| invalid(format!("{}: missing", f.path)))?;
+        let meta =
+            std::fs::symlink_metadata(&p).map_err(|_| invalid(format!("{}: missing", f.path)))?;
+        // A backup holds its own bytes: a link out of it would restore whatever it points at.
+        if !meta.is_file() {
+            return Err(invalid(format!("{}: not a regular file", f.path)));
+        }
         if meta.len() != f.size {
             return Err(invalid(format!(
                 "{}: size {} differs from the manifest's {} (truncated or changed)",

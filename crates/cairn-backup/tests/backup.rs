@@ -1144,3 +1144,24 @@ fn copy_dir(from: &Path, to: &Path) {
         }
     }
 }
+
+/// A file of a backup replaced by a link to the same bytes elsewhere is refused: a backup
+/// holds its own files, and a restore must not follow a link out of it.
+#[test]
+fn a_link_in_a_backup_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = Repo::new_in(dir.path());
+    repo.import("Docs", 20, 100);
+    let root = dir.path().join("backups");
+    std::fs::create_dir(&root).unwrap();
+    let b = root.join("b1");
+    let m = backup(&*repo.source(), BackupKind::Index, &b);
+    let no_progress = |_: u64, _: u64| {};
+    verify(&b, &no_progress).unwrap();
+    let f = &m.files[0];
+    let elsewhere = dir.path().join("elsewhere");
+    std::fs::rename(b.join(&f.path), &elsewhere).unwrap();
+    std::os::unix::fs::symlink(&elsewhere, b.join(&f.path)).unwrap();
+    let err = verify(&b, &no_progress).unwrap_err();
+    assert!(err.to_string().contains("not a regular file"), "{err}");
+}

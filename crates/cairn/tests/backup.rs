@@ -1206,12 +1206,29 @@ fn targets_outside_the_backup_folder_are_refused() {
         0,
         "nothing written through the link"
     );
+    // A misspelt parameter is an error, not a backup under a made-up name.
+    let (status, text) = server.http(
+        "POST",
+        "/odata.svc/('Root')/BackupIndex",
+        Some(r#"{"targt":"x"}"#),
+    );
+    assert_eq!(status, 400, "{text}");
+    assert!(text.contains("no parameter 'targt'"), "{text}");
     let q = server.query();
     assert_eq!(
         q["History"].as_array().unwrap().len(),
         1,
         "nothing started: {q}"
     );
+    // The parameter's name is read in any case.
+    let (status, text) = server.http(
+        "POST",
+        "/odata.svc/('Root')/BackupIndex",
+        Some(r#"{"Target":"capital"}"#),
+    );
+    assert_eq!(status, 200, "{text}");
+    assert_eq!(server.wait_backup()["State"], "Finished");
+    assert!(server.backups_dir().join("capital/manifest.json").is_file());
 }
 
 // ---------------------------------------------------------------------------------------
@@ -1416,7 +1433,8 @@ fn offline_backup_of_a_stopped_repository() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     import(&data, "Bulk", 200, 100);
-    let out = dir.path().join("out");
+    // Folders on the way to the target are made (`DIR/backups` before any online backup).
+    let out = dir.path().join("nested/deeper/out");
     let t = ok(&run(&[
         "backup",
         "create",

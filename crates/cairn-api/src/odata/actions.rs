@@ -257,14 +257,21 @@ pub async fn run(
                             "{action:?} is called with POST"
                         )));
                     }
-                    let body = super::body::object(&body)?;
-                    let target = match body.get("target") {
-                        None | Some(Value::Null) => None,
-                        Some(Value::String(t)) => Some(t.clone()),
-                        Some(_) => {
-                            return Err(ApiError::bad_request("target must be a folder name"))
+                    // One parameter, its name in any case (`Target` too); another name is
+                    // a mistake to report, not to drop (the backup would get a made-up name).
+                    let mut target = None;
+                    for (name, value) in super::body::object(&body)? {
+                        if !name.eq_ignore_ascii_case("target") {
+                            return Err(ApiError::bad_request(format!(
+                                "{action:?} has no parameter '{name}' (it takes target)"
+                            )));
                         }
-                    };
+                        target = match value {
+                            Value::Null => None,
+                            Value::String(t) => Some(t),
+                            _ => return Err(ApiError::bad_request("target must be a folder name")),
+                        };
+                    }
                     let kind = if action == Action::BackupIndex {
                         cairn_backup::BackupKind::Index
                     } else {

@@ -65,6 +65,11 @@ pub fn create_offline(data: &DataDir, to: &Path, index_only: bool) -> Result<Exi
             data.root.display()
         );
     }
+    // `--to DIR/backups/NAME` before any online backup made `DIR/backups`.
+    if let Some(parent) = to.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(parent)
+            .with_context(|| format!("create the folder {}", parent.display()))?;
+    }
     let kind = if index_only {
         BackupKind::Index
     } else {
