@@ -98,9 +98,17 @@ impl BackupManager {
         let path = root.join(HISTORY_FILE);
         let mut history: Vec<BackupInfo> = match std::fs::read_to_string(&path) {
             Ok(text) => serde_json::from_str(&text).unwrap_or_else(|e| {
+                // Kept for a person to read: the new history is written over `path`.
+                let bad = root.join(format!("{HISTORY_FILE}.bad"));
+                let kept = std::fs::rename(&path, &bad).is_ok();
                 tracing::warn!(
-                    "{} is unreadable ({e}); starting a new history",
-                    path.display()
+                    "{} is unreadable ({e}); starting a new history{}",
+                    path.display(),
+                    if kept {
+                        format!(" (the old one is kept as {})", bad.display())
+                    } else {
+                        String::new()
+                    }
                 );
                 Vec::new()
             }),
@@ -167,6 +175,7 @@ impl BackupManager {
             std::fs::rename(&tmp, self.root.join(HISTORY_FILE)).map_err(io("rename history"))
         });
         if let Err(e) = r {
+            let _ = std::fs::remove_file(&tmp);
             tracing::error!("cannot save the backup history: {e}");
         }
     }

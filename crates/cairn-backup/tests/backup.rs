@@ -1165,3 +1165,19 @@ fn a_link_in_a_backup_is_refused() {
     let err = verify(&b, &no_progress).unwrap_err();
     assert!(err.to_string().contains("not a regular file"), "{err}");
 }
+
+/// An unreadable history is set aside, not lost: a new one starts beside it.
+#[test]
+fn an_unreadable_history_is_kept_aside() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = Repo::new_in(dir.path());
+    let root = dir.path().join("backups");
+    std::fs::create_dir(&root).unwrap();
+    std::fs::write(root.join("history.json"), "[{not json").unwrap();
+    let manager = BackupManager::open(&root, repo.source()).unwrap();
+    assert!(manager.query().history.is_empty());
+    assert_eq!(
+        std::fs::read_to_string(root.join("history.json.bad")).unwrap(),
+        "[{not json"
+    );
+}
