@@ -815,7 +815,8 @@ fn advance(
     if dropped > 0 {
         tracing::info!(
             dropped,
-            "dropped gaps that no transaction in flight can fill (rolled back)"
+            "dropped gaps that no transaction in flight can fill (rolled back, or activities \
+             removed by retention)"
         );
     }
     report.gaps_dropped += dropped as u64;
