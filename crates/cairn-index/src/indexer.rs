@@ -210,25 +210,33 @@ pub fn divergence(store: &Store, state: &CompletionState) -> Result<Option<Strin
     if state.last_activity_id.0 == 0 {
         return Ok(None);
     }
+    let found = store
+        .activity(state.last_activity_id)?
+        .map(|a| a.fingerprint);
+    Ok(judge_divergence(state, found, store.last_activity_id()?))
+}
+
+/// [`divergence`] from what the database holds: `found`, the fingerprint of the activity
+/// the index applied last (`None`: no such activity), and `db_last`, its last activity.
+pub fn judge_divergence(
+    state: &CompletionState,
+    found: Option<i64>,
+    db_last: ActivityId,
+) -> Option<String> {
     let last = state.last_activity_id;
-    Ok(match store.activity(last)? {
-        Some(a) if a.fingerprint == state.fingerprint => None,
+    match found {
+        _ if last.0 == 0 => None,
+        Some(f) if f == state.fingerprint => None,
         Some(_) => Some(format!(
             "activity {last} in the database is not the one the index applied \
              (the database was restored or replaced after the index)"
         )),
-        None => {
-            let db_last = store.last_activity_id()?;
-            if last > db_last {
-                Some(format!(
-                    "the index has applied activity {last} but the database's last is \
-                     {db_last} (the database is older than the index: wrong restore order)"
-                ))
-            } else {
-                Some(format!("activity {last} is no longer in the database"))
-            }
-        }
-    })
+        None if last > db_last => Some(format!(
+            "the index has applied activity {last} but the database's last is {db_last} \
+             (the database is older than the index: wrong restore order)"
+        )),
+        None => Some(format!("activity {last} is no longer in the database")),
+    }
 }
 
 /// Removes an index folder's contents (not the folder: it may be a mount point).

@@ -24,8 +24,8 @@ mod snapshot;
 pub use completion::{CompletionState, Gap, PAYLOAD_FORMAT};
 pub use error::{IndexError, Result};
 pub use indexer::{
-    divergence, index_exists, stored_state, CatchUpReport, Indexer, IndexerOptions, OpenReport,
-    RebuildProgress, StartupAction,
+    divergence, index_exists, judge_divergence, stored_state, CatchUpReport, Indexer,
+    IndexerOptions, OpenReport, RebuildProgress, StartupAction,
 };
 pub use integrity::{Difference, DifferenceKind, IntegrityReport};
 pub use schema::{names, IndexSchema, IndexedAs, KEYWORD_TOKENIZER, TEXT_TOKENIZER};

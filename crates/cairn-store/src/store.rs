@@ -541,6 +541,40 @@ pub fn existing_repository_id(url: &DatabaseUrl) -> Result<Option<String>> {
 /// database. For commands that look (`index status`) and must not migrate a database that
 /// an older server may still be using.
 pub fn peek_database(url: &DatabaseUrl) -> Result<Option<DatabaseFacts>> {
+    peek(url, crate::backup::read_facts, |c| {
+        crate::backup::read_facts_pg(c)
+    })
+}
+
+/// The fingerprint of activity `id` in the database at `url`, read only as
+/// [`peek_database`]: `None` when the database or the activity is missing.
+pub fn peek_activity_fingerprint(url: &DatabaseUrl, id: ActivityId) -> Result<Option<i64>> {
+    const SQL: &str = "SELECT fingerprint FROM indexing_activities WHERE id = $1";
+    Ok(peek(
+        url,
+        |conn| {
+            use rusqlite::OptionalExtension;
+            Ok(conn
+                .query_row(SQL, [id.0], |r| r.get::<_, i64>(0))
+                .optional()?)
+        },
+        |client| {
+            Ok(client
+                .query_opt(SQL, &[&id.0])?
+                .map(|r| r.try_get::<_, i64>(0))
+                .transpose()?)
+        },
+    )?
+    .flatten())
+}
+
+/// Runs `sqlite` or `pg` on the database at `url` opened read only, without creating or
+/// migrating anything: `None` for a missing database or one without Cairn's tables.
+fn peek<T>(
+    url: &DatabaseUrl,
+    sqlite: impl FnOnce(&rusqlite::Connection) -> Result<T>,
+    pg: impl FnOnce(&mut postgres::Client) -> Result<T>,
+) -> Result<Option<T>> {
     match url {
         DatabaseUrl::Sqlite(path) => {
             if !path.exists() {
@@ -556,7 +590,7 @@ pub fn peek_database(url: &DatabaseUrl) -> Result<Option<DatabaseFacts>> {
             };
             let (wal, shm) = (side("-wal"), side("-shm"));
             let (had_wal, had_shm) = (wal.exists(), shm.exists());
-            let found = (|| -> Result<Option<DatabaseFacts>> {
+            let found = (|| -> Result<Option<T>> {
                 let conn = rusqlite::Connection::open_with_flags(
                     path,
                     rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
@@ -570,7 +604,7 @@ pub fn peek_database(url: &DatabaseUrl) -> Result<Option<DatabaseFacts>> {
                 if tables < 2 {
                     return Ok(None);
                 }
-                crate::backup::read_facts(&conn).map(Some)
+                sqlite(&conn).map(Some)
             })();
             let wal_gone = if !had_wal && std::fs::metadata(&wal).is_ok_and(|m| m.len() == 0) {
                 std::fs::remove_file(&wal).is_ok()
@@ -594,7 +628,7 @@ pub fn peek_database(url: &DatabaseUrl) -> Result<Option<DatabaseFacts>> {
             if !exists {
                 return Ok(None);
             }
-            crate::backup::read_facts_pg(&mut client).map(Some)
+            pg(&mut client).map(Some)
         }
     }
 }

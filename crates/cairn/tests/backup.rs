@@ -1592,6 +1592,47 @@ fn offline_backup_refuses_an_index_ahead_of_its_database() {
         s(&out),
     ]));
     ok(&run(&["backup", "verify", s(&out)]));
+
+    // Not ahead but diverged: the database went on from the old backup with other writes,
+    // up to the same activity id, and the newer index was put beside it.
+    let y = dir.path().join("y");
+    ok(&run(&["restore", "--from", s(&old), "--data", s(&y)]));
+    import(&y, "Other", 50, 50);
+    ok(&run(&[
+        "restore",
+        "--from",
+        s(&new),
+        "--data",
+        s(&y),
+        "--index-only",
+    ]));
+    let t = ok(&run(&["index", "status", "--data", s(&y)]));
+    assert!(
+        t.contains("DIVERGED") && t.contains("is not the one the index applied"),
+        "{t}"
+    );
+    let v: Value =
+        serde_json::from_str(&ok(&run(&["index", "status", "--data", s(&y), "--json"]))).unwrap();
+    assert!(v["Diverged"].is_string(), "{v}");
+    assert_eq!(v["Lag"], 0, "{v}");
+    let o = run(&[
+        "backup",
+        "create",
+        "--data",
+        s(&y),
+        "--to",
+        s(&dir.path().join("out2")),
+    ]);
+    assert!(!o.status.success(), "{}", text(&o));
+    assert!(
+        text(&o).contains("is not the one the index applied"),
+        "{}",
+        text(&o)
+    );
+    Server::start(&y).stop();
+    let v: Value =
+        serde_json::from_str(&ok(&run(&["index", "status", "--data", s(&y), "--json"]))).unwrap();
+    assert_eq!(v["Diverged"], Value::Null, "repaired: {v}");
 }
 
 /// A backup is never written into the index it copies, and a restore never writes into

@@ -3,7 +3,7 @@
 use std::process::ExitCode;
 
 use anyhow::{Context, Result};
-use cairn_index::{stored_state, IntegrityReport};
+use cairn_index::{judge_divergence, stored_state, IntegrityReport};
 use serde_json::{json, Value};
 
 use crate::commands::{open_repository, Remote};
@@ -24,6 +24,14 @@ pub fn status(data: &DataDir, as_json: bool) -> Result<ExitCode> {
         None => (None, None),
     };
     let last = state.as_ref().map_or(0, |s| s.last_activity_id.0);
+    // Not ahead, yet not the database's history: the start-up's other repair case.
+    let diverged = match &state {
+        Some(s) if last > 0 && last <= db_last.0 => {
+            let found = cairn_store::peek_activity_fingerprint(&data.database, s.last_activity_id)?;
+            judge_divergence(s, found, db_last)
+        }
+        _ => None,
+    };
     let v = json!({
         "CompletionState": state.as_ref().map(|s| s.to_string()),
         "LastActivityId": last,
@@ -32,6 +40,7 @@ pub fn status(data: &DataDir, as_json: bool) -> Result<ExitCode> {
         "Lag": (db_last.0 - last).max(0),
         "Documents": documents,
         "RepositoryId": db.repository_id,
+        "Diverged": diverged,
     });
     let other = state
         .as_ref()
@@ -52,6 +61,8 @@ pub fn status_remote(remote: &Remote, as_json: bool) -> Result<ExitCode> {
         "Lag": v["Lag"],
         "Documents": v["DocumentCount"],
         "RepositoryId": v["RepositoryId"],
+        // A serving index was checked against its database when the server started.
+        "Diverged": Value::Null,
     });
     print_status(&v, as_json, None)
 }
@@ -79,6 +90,9 @@ fn print_status(v: &Value, as_json: bool, other_repository: Option<&str>) -> Res
              older than its index): the next start repairs it",
             last - db_last
         );
+    }
+    if let Some(why) = v["Diverged"].as_str() {
+        println!("the index has DIVERGED from the database: {why}: the next start repairs it");
     }
     if let Some(other) = other_repository {
         println!("the index belongs to another repository ({other}): the next start rebuilds it");
