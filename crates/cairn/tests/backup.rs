@@ -287,6 +287,18 @@ fn corpus(file: &Path, root: &str, n: usize, body: usize) {
     }
 }
 
+/// `cairn backup create --data DATA --to TO`, which must succeed; its output.
+fn offline_backup(data: &Path, to: &Path) -> String {
+    ok(&run(&[
+        "backup",
+        "create",
+        "--data",
+        s(data),
+        "--to",
+        s(to),
+    ]))
+}
+
 /// Imports `n` articles under `/Root/{root}` into the (stopped) repository `data`.
 fn import(data: &Path, root: &str, n: usize, body: usize) {
     let file = data.with_extension(format!("{root}.jsonl"));
@@ -1002,14 +1014,7 @@ fn corrupt_backups_are_refused_before_the_target_is_touched() {
     let source = dir.path().join("source");
     import(&source, "Bulk", 400, 100);
     let good = dir.path().join("good");
-    ok(&run(&[
-        "backup",
-        "create",
-        "--data",
-        s(&source),
-        "--to",
-        s(&good),
-    ]));
+    offline_backup(&source, &good);
     ok(&run(&["backup", "verify", s(&good)]));
     let index_only = dir.path().join("index-only");
     ok(&run(&[
@@ -1029,14 +1034,7 @@ fn corrupt_backups_are_refused_before_the_target_is_touched() {
     let stranger = dir.path().join("stranger");
     import(&stranger, "Bulk", 30, 50);
     let strangers = dir.path().join("strangers-backup");
-    ok(&run(&[
-        "backup",
-        "create",
-        "--data",
-        s(&stranger),
-        "--to",
-        s(&strangers),
-    ]));
+    offline_backup(&stranger, &strangers);
 
     let manifest = read_manifest(&good);
     let segment = manifest["files"]
@@ -1241,14 +1239,7 @@ fn database_only_restore_rebuilds_the_index() {
     let source = dir.path().join("source");
     import(&source, "Bulk", 300, 100);
     let backup = dir.path().join("backup");
-    ok(&run(&[
-        "backup",
-        "create",
-        "--data",
-        s(&source),
-        "--to",
-        s(&backup),
-    ]));
+    offline_backup(&source, &backup);
     let new = dir.path().join("new");
     let out = ok(&run(&[
         "restore",
@@ -1358,24 +1349,10 @@ fn a_database_older_than_the_index_is_repaired() {
     let source = dir.path().join("source");
     import(&source, "Bulk", 200, 100);
     let a = dir.path().join("a");
-    ok(&run(&[
-        "backup",
-        "create",
-        "--data",
-        s(&source),
-        "--to",
-        s(&a),
-    ]));
+    offline_backup(&source, &a);
     import(&source, "Later", 100, 50);
     let b = dir.path().join("b");
-    ok(&run(&[
-        "backup",
-        "create",
-        "--data",
-        s(&source),
-        "--to",
-        s(&b),
-    ]));
+    offline_backup(&source, &b);
 
     // Behind: database A, then index B.
     let new = dir.path().join("behind");
@@ -1435,14 +1412,7 @@ fn offline_backup_of_a_stopped_repository() {
     import(&data, "Bulk", 200, 100);
     // Folders on the way to the target are made (`DIR/backups` before any online backup).
     let out = dir.path().join("nested/deeper/out");
-    let t = ok(&run(&[
-        "backup",
-        "create",
-        "--data",
-        s(&data),
-        "--to",
-        s(&out),
-    ]));
+    let t = offline_backup(&data, &out);
     assert!(t.contains("backup written"), "{t}");
     // Backup, verify and restore each end with a one-line summary.
     assert!(summary_line(&t).is_some(), "{t}");
@@ -1486,14 +1456,7 @@ fn a_database_in_use_is_locked_whichever_folder_names_it() {
     let data = dir.path().join("data");
     import(&data, "Bulk", 50, 50);
     let out = dir.path().join("out");
-    ok(&run(&[
-        "backup",
-        "create",
-        "--data",
-        s(&data),
-        "--to",
-        s(&out),
-    ]));
+    offline_backup(&data, &out);
     let server = Server::start(&data);
     let other = dir.path().join("other");
     let url = format!("sqlite://{}", data.join("cairn.db").display());
@@ -1543,14 +1506,7 @@ fn offline_backup_refuses_an_index_ahead_of_its_database() {
     let data = dir.path().join("data");
     import(&data, "Bulk", 50, 50);
     let old = dir.path().join("old");
-    ok(&run(&[
-        "backup",
-        "create",
-        "--data",
-        s(&data),
-        "--to",
-        s(&old),
-    ]));
+    offline_backup(&data, &old);
     import(&data, "More", 50, 50);
     let new = dir.path().join("new");
     ok(&run(&[
@@ -1583,14 +1539,7 @@ fn offline_backup_refuses_an_index_ahead_of_its_database() {
     assert!(!out.exists(), "nothing was written");
     // A start repairs the index; then it backs up, and the backup verifies.
     Server::start(&x).stop();
-    ok(&run(&[
-        "backup",
-        "create",
-        "--data",
-        s(&x),
-        "--to",
-        s(&out),
-    ]));
+    offline_backup(&x, &out);
     ok(&run(&["backup", "verify", s(&out)]));
 
     // Not ahead but diverged: the database went on from the old backup with other writes,
@@ -1649,14 +1598,7 @@ fn backups_and_restores_refuse_overlapping_folders() {
     assert!(!inside.exists());
 
     let b = dir.path().join("b");
-    ok(&run(&[
-        "backup",
-        "create",
-        "--data",
-        s(&data),
-        "--to",
-        s(&b),
-    ]));
+    offline_backup(&data, &b);
     for target in [b.clone(), b.join("index"), b.join("new")] {
         let o = run(&["restore", "--from", s(&b), "--data", s(&target), "--force"]);
         assert!(!o.status.success(), "{}", text(&o));
