@@ -191,7 +191,10 @@ async fn read(
                             })
                             .item(&node);
                         let value = item.get(&field).cloned().ok_or_else(|| {
-                            ApiError::not_found(format!("{} has no field {field}", node.path))
+                            ApiError::not_found(format!(
+                                "{} has no field {field}, and Cairn has no function of that name",
+                                node.path
+                            ))
                         })?;
                         if raw {
                             let text = match &value {
