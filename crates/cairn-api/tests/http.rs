@@ -648,6 +648,74 @@ async fn create_update_replace_and_their_errors() {
     }
     let r = api.get("/odata.svc/Root/Docs('alpha')").await;
     assert_eq!(r.json()["d"]["Body"], "round trip");
+    // Sent back after another edit, with every reference expanded, a date cut to the
+    // millisecond (a JavaScript Date) and a creator that loads as null (deleted): the
+    // fields each write sets anew describe the version loaded, and are left alone.
+    let beta = api.get("/odata.svc/Root/Docs('beta')").await.json()["d"]["Id"].clone();
+    let r = api
+        .send(
+            "PATCH",
+            "/odata.svc/Root/Docs('alpha')",
+            json!({"Related": [beta]}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    let mut d = api
+        .get("/odata.svc/Root/Docs('alpha')?$expand=CreatedBy,ModifiedBy,Parent,Related")
+        .await
+        .json()["d"]
+        .clone();
+    assert!(
+        d["Parent"].is_object() && d["Related"][0].is_object(),
+        "{d}"
+    );
+    let r = api
+        .send(
+            "PATCH",
+            "/odata.svc/Root/Docs('alpha')",
+            json!({"Body":"edited meanwhile"}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    let created = d["CreationDate"].as_str().unwrap().to_string();
+    d["CreationDate"] = json!(format!("{}Z", &created[..23]));
+    d["CreatedBy"] = Value::Null;
+    d["Body"] = json!("from the form");
+    let r = api
+        .send("PUT", "/odata.svc/Root/Docs('alpha')", d.clone())
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    let now = api.get("/odata.svc/Root/Docs('alpha')").await.json()["d"].clone();
+    assert_eq!(now["Body"], "from the form");
+    assert_eq!(now["Related"], json!([beta]));
+    assert_eq!(now["CreationDate"], json!(created));
+    assert!(now["CreatedBy"].is_number(), "{now}");
+    // Posting a loaded item as a new one: its Type must agree with __ContentType.
+    let r = api
+        .send(
+            "POST",
+            "/odata.svc/Root/Docs",
+            json!({"__ContentType":"Article","Type":"Article","Name":"typed"}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+    let r = api
+        .send(
+            "POST",
+            "/odata.svc/Root/Docs",
+            json!({"Type":"Article","Name":"typed2","Body":"b"}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+    assert_eq!(r.json()["d"]["Type"], "Article");
+    let r = api
+        .send(
+            "POST",
+            "/odata.svc/Root/Docs",
+            json!({"__ContentType":"Article","Type":"Folder","Name":"typed3"}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST, "{}", r.text);
     // Rename through PATCH.
     let r = api
         .send(

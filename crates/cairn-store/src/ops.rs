@@ -118,24 +118,30 @@ pub(crate) fn insert_activity(
     .map(ActivityId)
 }
 
-/// Whether `sent` is `current`'s own value of the read-only field `def`, as a client sends
-/// back an item it loaded (sensenet's PUT of what a GET gave): an expanded reference counts
-/// by its `Id`.
+/// Whether `sent`, for the read-only field `def`, is what a client that loaded `current`
+/// sends back (sensenet's PUT of what a GET gave), and so is left alone:
+/// - the fields every write sets anew (`ModificationDate`, `ModifiedBy`, `Timestamp`), with
+///   any value: it describes the version the client loaded, perhaps one edit ago;
+/// - a reference sent as null: an expanded one whose item was deleted loads as null;
+/// - the item's own value otherwise (an expanded reference by its `Id`; a date to the
+///   millisecond, as a JavaScript `Date` keeps it).
 fn unchanged(def: &FieldDef, current: &Node, sent: &Json) -> bool {
-    let by_id = |v: &Json| match v {
-        Json::Object(o) if def.kind == FieldKind::Reference => {
-            o.get("Id").cloned().unwrap_or(Json::Null)
-        }
-        other => other.clone(),
-    };
-    let sent = match sent {
-        Json::Array(items) => Json::Array(items.iter().map(by_id).collect()),
-        other => by_id(other),
-    };
+    if matches!(def.name, "ModificationDate" | "ModifiedBy" | "Timestamp") {
+        return true;
+    }
+    if def.kind == FieldKind::Reference && sent.is_null() {
+        return true;
+    }
     let current = current
         .value(def.name)
         .filter(|v| !matches!(v, FieldValue::Reference(ids) if ids.is_empty()));
-    FieldValue::from_json(def, &sent).is_ok_and(|v| v == current)
+    match (FieldValue::from_json(def, sent), current) {
+        (Ok(Some(FieldValue::DateTime(a))), Some(FieldValue::DateTime(b))) => {
+            (a - b).abs() < time::Duration::MILLISECOND
+        }
+        (Ok(v), c) => v == c,
+        (Err(_), _) => false,
+    }
 }
 
 /// Applies `fields` to `node` (whose type is `t`), checking every name and value. A

@@ -68,6 +68,11 @@ fn content_fields(mut body: Map<String, Value>) -> ApiResult<(Option<String>, Ma
         None => None,
     };
     body.retain(|k, _| !k.starts_with("__"));
+    // `$expand=Parent` adds the parent item (or null) to what a client loads; it is not a
+    // field, and the parent is changed by a move, not a write.
+    if matches!(body.get("Parent"), Some(Value::Object(_) | Value::Null)) {
+        body.remove("Parent");
+    }
     if body.contains_key("PasswordHash") {
         return Err(ApiError::bad_request(
             "PasswordHash cannot be written; send Password",
@@ -282,6 +287,18 @@ async fn create(
         Resource::Collection(p) => NodeRef::Path(p),
     };
     let (type_name, mut fields) = content_fields(super::body::object(&body)?)?;
+    // `Type`, as a loaded item carries it, names the type too; it must agree.
+    let type_name = match (type_name, fields.remove("Type")) {
+        (t, None) => t,
+        (None, Some(Value::String(t))) => Some(t),
+        (Some(t), Some(Value::String(u))) if t == u => Some(t),
+        (Some(t), Some(Value::String(u))) => {
+            return Err(ApiError::bad_request(format!(
+                "Type {u:?} does not agree with __ContentType {t:?}"
+            )))
+        }
+        (_, Some(_)) => return Err(ApiError::bad_request("Type must be a content type name")),
+    };
     let type_name = type_name.unwrap_or_else(|| "Folder".to_string());
     if is_user_admin_type(&type_name) {
         caller.require_admin("creating users and groups")?;

@@ -153,6 +153,14 @@ impl FieldValue {
                 }
                 let mut ids = Vec::with_capacity(items.len());
                 for item in items {
+                    // An expanded reference (`$expand`), sent back as it was loaded, counts
+                    // by its `Id`.
+                    let item = match item {
+                        Value::Object(o) => o.get("Id").ok_or_else(|| {
+                            invalid(def, "a referenced item is given by its id, or with its Id")
+                        })?,
+                        other => other,
+                    };
                     let id = as_i64(def, item)?;
                     if id <= 0 {
                         return Err(invalid(def, format!("{id} is not a content id")));
