@@ -101,6 +101,16 @@ fn import_then_status_check_and_rebuild() {
 fn a_bad_line_is_named_and_the_lines_before_it_are_kept() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
+    // A file that is not there is named, and no repository is made for it.
+    let o = cairn()
+        .args(["import", "--data"])
+        .arg(&data)
+        .arg(dir.path().join("missing.jsonl"))
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("missing.jsonl"));
+    assert!(!data.exists(), "a failed import left a data folder");
     let file = dir.path().join("c.jsonl");
     std::fs::write(
         &file,

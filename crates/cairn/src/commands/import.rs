@@ -57,8 +57,9 @@ pub fn parse_line(line: &str) -> Result<ImportItem, String> {
 
 /// Reads `file` and imports it into `data`.
 pub fn run(data: &DataDir, file: &Path, batch: usize) -> Result<ExitCode> {
-    let _lock = data.lock("import")?;
+    // The file first: a mistyped one must not leave a new, empty data folder behind.
     let f = File::open(file).with_context(|| format!("open {}", file.display()))?;
+    let _lock = data.lock("import")?;
     let total_bytes = f.metadata().map(|m| m.len()).unwrap_or(0);
     let (store, indexer, _) = open_repository(data)?;
     let background = indexer.start();
