@@ -90,16 +90,25 @@ pub fn verify_password(password: &str, hash: &str) -> bool {
 /// Finds the user with `login` (the database keeps a login to one user) and checks the
 /// password.
 fn basic_user(state: &AppState, login: &str, password: &str) -> Result<Option<Caller>, ApiError> {
+    // A refusal costs one password check whatever the reason, so that its time does not
+    // tell an unknown login from a wrong password.
+    let refuse = || {
+        static DUMMY: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
+        if let Some(h) = DUMMY.get_or_init(|| hash_password("not a password").ok()) {
+            verify_password(password, h);
+        }
+        Ok(None)
+    };
     let Some(id) = state.store.user_by_login(login)? else {
-        return Ok(None);
+        return refuse();
     };
     let Some(node) = state.store.node(&NodeRef::Id(id))? else {
-        return Ok(None);
+        return refuse();
     };
     let enabled = !matches!(node.fields.get("Enabled"), Some(FieldValue::Boolean(false)));
     let ok = match node.fields.get("PasswordHash") {
-        Some(FieldValue::Text(h)) => enabled && verify_password(password, h),
-        _ => false,
+        Some(FieldValue::Text(h)) => verify_password(password, h) && enabled,
+        _ => return refuse(),
     };
     Ok(ok.then(|| Caller {
         is_admin: node.id == state.store.admin_id(),
