@@ -164,7 +164,16 @@ impl IntoResponse for ApiError {
             "exceptiontype": self.exception,
             "message": {"lang": "en-us", "value": self.message},
         }});
-        (self.status, Json(body)).into_response()
+        let mut response = (self.status, Json(body)).into_response();
+        if self.status == StatusCode::UNAUTHORIZED {
+            // RFC 9110 asks a 401 to name the schemes it takes. Bearer only: a Basic
+            // challenge would make browsers pop up a login over a web client's own form.
+            response.headers_mut().insert(
+                axum::http::header::WWW_AUTHENTICATE,
+                axum::http::HeaderValue::from_static("Bearer realm=\"cairn\""),
+            );
+        }
+        response
     }
 }
 

@@ -62,6 +62,7 @@ fn api() -> Api {
 
 struct Reply {
     status: StatusCode,
+    headers: axum::http::HeaderMap,
     text: String,
 }
 
@@ -91,10 +92,11 @@ impl Api {
     async fn call(&self, method: &str, uri: &str, auth: Option<&str>, body: Option<&str>) -> Reply {
         let req = request(method, uri, auth, body);
         let resp = self.app.clone().oneshot(req).await.unwrap();
-        let status = resp.status();
+        let (status, headers) = (resp.status(), resp.headers().clone());
         let bytes = resp.into_body().collect().await.unwrap().to_bytes();
         Reply {
             status,
+            headers,
             text: String::from_utf8_lossy(&bytes).into_owned(),
         }
     }
@@ -148,6 +150,7 @@ async fn authentication_is_required() {
     assert_eq!(r.status, StatusCode::UNAUTHORIZED);
     assert_eq!(r.error_code(), "Unauthorized");
     assert!(r.text.contains("authentication required"), "{}", r.text);
+    assert_eq!(r.headers["www-authenticate"], "Bearer realm=\"cairn\"");
     // Credentials sent and refused are told apart from none sent.
     for auth in ["Bearer wrong", "Basic !!!"] {
         let r = api
