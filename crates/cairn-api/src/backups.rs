@@ -87,6 +87,42 @@ pub fn finished(
     Ok((dir, manifest))
 }
 
+/// A file of the finished backup `name` of `m`, opened for download, and its size: only a
+/// file its manifest names, a regular file that lies in the backup's folder (a link out of
+/// it, to a file or through a folder, is refused, as `backup verify` refuses it).
+pub async fn open_listed_file(
+    m: &cairn_backup::BackupManager,
+    name: &str,
+    path: &str,
+) -> ApiResult<(u64, tokio::fs::File)> {
+    let (dir, manifest) = finished(m, name)?;
+    let entry = manifest
+        .files
+        .iter()
+        .find(|f| f.path == path)
+        .ok_or_else(|| ApiError::not_found(format!("{name} has no file {path}")))?;
+    let file = dir.join(&entry.path);
+    let inside = match (
+        tokio::fs::canonicalize(&file).await,
+        tokio::fs::canonicalize(&dir).await,
+    ) {
+        (Ok(f), Ok(d)) => f.starts_with(d),
+        _ => false,
+    };
+    let regular = tokio::fs::symlink_metadata(&file)
+        .await
+        .is_ok_and(|m| m.is_file());
+    if !inside || !regular {
+        return Err(ApiError::not_found(format!(
+            "{name}/{path} is not a file of the backup (a link?)"
+        )));
+    }
+    let f = tokio::fs::File::open(&file)
+        .await
+        .map_err(ApiError::internal)?;
+    Ok((entry.size, f))
+}
+
 async fn manifest(
     State(state): State<AppState>,
     caller: Caller,
@@ -105,18 +141,9 @@ async fn file(
     let m = manager(&state, &caller)?;
     let (size, body) = match &*m {
         crate::backend::BackupBackend::Local(m) => {
-            let (dir, manifest) = finished(m, &name)?;
-            // Only files the manifest names are served: nothing else of the folder is reachable.
-            let entry = manifest
-                .files
-                .iter()
-                .find(|f| f.path == path)
-                .ok_or_else(|| ApiError::not_found(format!("{name} has no file {path}")))?;
-            let f = tokio::fs::File::open(dir.join(&entry.path))
-                .await
-                .map_err(ApiError::internal)?;
+            let (size, f) = open_listed_file(m, &name, &path).await?;
             (
-                entry.size,
+                size,
                 Body::from_stream(tokio_util::io::ReaderStream::with_capacity(f, 1 << 20)),
             )
         }

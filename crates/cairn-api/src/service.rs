@@ -150,19 +150,11 @@ async fn backup_file(
     State(s): State<ServiceState>,
     Path((name, path)): Path<(String, String)>,
 ) -> ApiResult<Response> {
-    let (dir, m) = crate::backups::finished(&s.backups, &name)?;
-    let entry = m
-        .files
-        .iter()
-        .find(|f| f.path == path)
-        .ok_or_else(|| ApiError::not_found(format!("{name} has no file {path}")))?;
-    let f = tokio::fs::File::open(dir.join(&entry.path))
-        .await
-        .map_err(ApiError::internal)?;
+    let (size, f) = crate::backups::open_listed_file(&s.backups, &name, &path).await?;
     Ok((
         [
             (header::CONTENT_TYPE, "application/octet-stream".to_string()),
-            (header::CONTENT_LENGTH, entry.size.to_string()),
+            (header::CONTENT_LENGTH, size.to_string()),
         ],
         Body::from_stream(tokio_util::io::ReaderStream::with_capacity(f, 1 << 20)),
     )

@@ -1204,6 +1204,24 @@ fn targets_outside_the_backup_folder_are_refused() {
         0,
         "nothing written through the link"
     );
+    // A download serves the files a manifest lists, and never through a link out of the
+    // backup (someone with write access to the backups folder could plant one).
+    let m = read_manifest(&server.backups_dir().join("taken"));
+    let listed = m["files"][0]["path"].as_str().unwrap().to_string();
+    let (status, _) = server.http("GET", &format!("/backups/taken/files/{listed}"), None);
+    assert_eq!(status, 200);
+    copy_dir(
+        &server.backups_dir().join("taken"),
+        &server.backups_dir().join("linked"),
+    );
+    let secret = dir.path().join("secret.txt");
+    std::fs::write(&secret, "do not serve").unwrap();
+    let planted = server.backups_dir().join("linked").join(&listed);
+    std::fs::remove_file(&planted).unwrap();
+    std::os::unix::fs::symlink(&secret, &planted).unwrap();
+    let (status, body) = server.http("GET", &format!("/backups/linked/files/{listed}"), None);
+    assert_eq!(status, 404, "{body}");
+    assert!(!body.contains("do not serve"));
     // A misspelt parameter is an error, not a backup under a made-up name.
     let (status, text) = server.http(
         "POST",
