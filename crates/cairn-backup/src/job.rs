@@ -57,6 +57,7 @@ pub fn target_path(root: &Path, name: &str) -> Result<PathBuf> {
         || name.contains(['/', '\\'])
         || name.chars().any(char::is_control)
         || name.starts_with('.')
+        || name.starts_with(HISTORY_FILE)
     {
         return Err(bad());
     }

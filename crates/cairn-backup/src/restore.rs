@@ -81,7 +81,7 @@ fn refuse_live_sessions(target: &DatabaseUrl) -> Result<()> {
 /// Refuses a restore from `from` into `data_dir` when the two overlap: the data folder in
 /// the backup (the restore would change the backup it restores), or the backup in the index
 /// it would replace. A backup in `DIR/backups` is where backups live, and fine.
-pub fn refuse_overlap(from: &Path, data_dir: &Path) -> Result<()> {
+pub fn refuse_overlap(from: &Path, data_dir: &Path, database: &DatabaseUrl) -> Result<()> {
     if crate::files::is_within(data_dir, from) {
         return Err(BackupError::Refused(format!(
             "the data folder {} lies inside the backup {}: the restore would change the \
@@ -96,6 +96,16 @@ pub fn refuse_overlap(from: &Path, data_dir: &Path) -> Result<()> {
             from.display()
         )));
     }
+    if let DatabaseUrl::Sqlite(db) = database {
+        if crate::files::is_within(db, from) || crate::files::is_within(db, &data_dir.join("index"))
+        {
+            return Err(BackupError::Refused(format!(
+                "the database {} would lie inside the backup or inside the index, which the \
+                 restore replaces; give another --database",
+                db.display()
+            )));
+        }
+    }
     Ok(())
 }
 
@@ -108,7 +118,7 @@ pub fn restore(
     progress: &dyn Fn(u64, u64),
 ) -> Result<RestoreReport> {
     let started = Instant::now();
-    refuse_overlap(from, &target.data_dir)?;
+    refuse_overlap(from, &target.data_dir, &target.database)?;
     let report = crate::verify::verify_parts(from, mode != RestoreMode::IndexOnly, &|_, _| {})?;
     let manifest = report.manifest;
     let mut warnings = Vec::new();

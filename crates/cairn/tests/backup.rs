@@ -1627,7 +1627,36 @@ fn backups_and_restores_refuse_overlapping_folders() {
         !b.join("cairn.lock").exists(),
         "the refusal wrote nothing into the backup"
     );
+    // Nor may the database named by --database lie in the backup, or in the index the
+    // restore replaces (it would be swapped out with the old index).
+    let fresh = dir.path().join("fresh");
+    for db in [b.join("database/cairn.db"), fresh.join("index/my.db")] {
+        let url = format!("sqlite://{}", db.display());
+        let o = run(&[
+            "restore",
+            "--from",
+            s(&b),
+            "--data",
+            s(&fresh),
+            "--database",
+            &url,
+        ]);
+        assert!(!o.status.success(), "{}", text(&o));
+        assert!(text(&o).contains("would lie inside"), "{}", text(&o));
+        assert!(!fresh.exists());
+    }
     ok(&run(&["backup", "verify", s(&b)]));
+    // A backup inside the data folder goes to its backups folder, under a plain name.
+    for to in [
+        data.join(".restore-staging"),
+        data.join("backups/history.json"),
+        data.clone(),
+    ] {
+        let o = run(&["backup", "create", "--data", s(&data), "--to", s(&to)]);
+        assert!(!o.status.success(), "{}", text(&o));
+        assert!(text(&o).contains("inside the data folder"), "{}", text(&o));
+    }
+    offline_backup(&data, &data.join("backups/plain"));
 
     // A backup put inside the index by hand is not restored over that index.
     copy_dir(&b, &inside);

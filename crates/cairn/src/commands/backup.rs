@@ -37,6 +37,25 @@ pub fn create_offline(data: &DataDir, to: &Path, index_only: bool) -> Result<Exi
             data.index_dir().display()
         );
     }
+    // Inside the data folder only as a backup of its own backups folder: elsewhere in it
+    // (a restore's staging, the history file) Cairn would delete or overwrite it.
+    let backups = default_dir(&data.root);
+    if cairn_backup::files::is_within(to, &data.root) {
+        let in_backups = to.parent().is_some_and(|p| {
+            cairn_backup::files::is_within(p, &backups)
+                && cairn_backup::files::is_within(&backups, p)
+        });
+        let name = to.file_name().and_then(|n| n.to_str()).unwrap_or("");
+        if !in_backups || cairn_backup::target_path(&backups, name).is_err() {
+            bail!(
+                "{} lies inside the data folder {}: back up to {}/NAME (a plain name) or \
+                 outside it",
+                to.display(),
+                data.root.display(),
+                backups.display()
+            );
+        }
+    }
     let store = Arc::new(Store::open(&data.database).context("open the database")?);
     let source = StoppedSource {
         store,
@@ -350,7 +369,7 @@ pub fn restore_cmd(
     force: bool,
 ) -> Result<ExitCode> {
     // Before the lock: taking it writes into the data folder, which may lie in the backup.
-    cairn_backup::refuse_overlap(from, &data.root).map_err(|e| anyhow!("{e}"))?;
+    cairn_backup::refuse_overlap(from, &data.root, &data.database).map_err(|e| anyhow!("{e}"))?;
     let created = !data.root.exists();
     let lock = data.lock("restore").inspect_err(|_| {
         // Refused by another process's lock (its database's): leave no new folder behind.
