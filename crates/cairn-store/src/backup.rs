@@ -851,8 +851,14 @@ fn collect_stderr(child: &mut Child) -> std::thread::JoinHandle<Vec<u8>> {
 }
 
 fn stderr_text(stderr: &[u8]) -> String {
-    let text = String::from_utf8_lossy(stderr);
-    let text = text.trim();
+    // One line, as every error of the CLI is: the tool's lines joined.
+    let text = String::from_utf8_lossy(stderr)
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect::<Vec<_>>()
+        .join(" | ");
+    let text = text.as_str();
     // Keep messages readable: the end holds the error.
     let chars: Vec<char> = text.chars().collect();
     if chars.len() > 2000 {

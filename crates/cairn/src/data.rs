@@ -68,13 +68,24 @@ impl DataDir {
     /// second data folder naming the same file (a `restore --database` say) cannot replace it
     /// under a running server.
     pub fn lock(&self, what: &str) -> Result<DataLock> {
+        let created = !self.root.exists();
         std::fs::create_dir_all(&self.root)
             .with_context(|| format!("create the data folder {}", self.root.display()))?;
         let folder = take_lock(&self.lock_path(), what, "the data folder", &self.root)?;
         let database = match &self.database {
             DatabaseUrl::Sqlite(db) => match database_lock_path(db) {
                 Some(path) if !same_file(&path, &self.lock_path()) => {
-                    Some(take_lock(&path, what, "the database", db)?)
+                    match take_lock(&path, what, "the database", db) {
+                        Ok(lock) => Some(lock),
+                        Err(e) => {
+                            // Refused: a folder made just now for this goes again.
+                            drop(folder);
+                            if created {
+                                let _ = std::fs::remove_dir_all(&self.root);
+                            }
+                            return Err(e);
+                        }
+                    }
                 }
                 _ => None,
             },

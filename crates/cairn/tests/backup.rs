@@ -1505,6 +1505,7 @@ fn a_database_in_use_is_locked_whichever_folder_names_it() {
     let o = run(&["index", "rebuild", "--data", s(&d2), "--database", &url]);
     assert!(!o.status.success(), "{}", text(&o));
     assert!(text(&o).contains("in use by `cairn serve`"), "{}", text(&o));
+    assert!(!d2.exists(), "the refusal left a new data folder");
     server.stop();
     ok(&run(&[
         "index",
@@ -1555,6 +1556,15 @@ fn offline_backup_refuses_an_index_ahead_of_its_database() {
         text(&o)
     );
     assert!(!out.exists(), "nothing was written");
+    let v: Value =
+        serde_json::from_str(&ok(&run(&["index", "status", "--data", s(&x), "--json"]))).unwrap();
+    assert!(
+        v["Diverged"]
+            .as_str()
+            .unwrap_or("")
+            .contains("older than the index"),
+        "an index ahead is one the start repairs: {v}"
+    );
     // A start repairs the index; then it backs up, and the backup verifies.
     Server::start(&x).stop();
     offline_backup(&x, &out);

@@ -92,9 +92,16 @@ fn import_then_status_check_and_rebuild() {
     let o = run(&["index", "rebuild", "--data", d]);
     assert!(o.status.success(), "{}", text(&o));
     assert!(text(&o).contains("rebuilt:"), "{}", text(&o));
+    // What an interrupted restore left is pointed out.
+    std::fs::create_dir(data.join(".restore-staging")).unwrap();
     let o = run(&["index", "check", "--data", d]);
     assert!(o.status.success(), "{}", text(&o));
     assert!(text(&o).contains("0 differences"));
+    assert!(
+        text(&o).contains(".restore-staging is left from an interrupted restore"),
+        "{}",
+        text(&o)
+    );
 }
 
 #[test]

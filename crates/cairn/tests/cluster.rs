@@ -449,6 +449,10 @@ fn one_backup_at_a_time_across_nodes_and_restore() {
         "{}",
         String::from_utf8_lossy(&o.stderr)
     );
+    // The reason is one line, pg_restore's detail included.
+    let err = String::from_utf8_lossy(&o.stderr);
+    let line = err.lines().find(|l| l.starts_with("error:")).unwrap_or("");
+    assert!(line.contains("view public.report depends on"), "{err}");
     let left: Vec<_> = std::fs::read_dir(&failed)
         .unwrap()
         .flatten()

@@ -371,12 +371,7 @@ pub fn restore_cmd(
     // Before the lock: taking it writes into the data folder, which may lie in the backup.
     cairn_backup::refuse_overlap(from, &data.root, &data.database).map_err(|e| anyhow!("{e}"))?;
     let created = !data.root.exists();
-    let lock = data.lock("restore").inspect_err(|_| {
-        // Refused by another process's lock (its database's): leave no new folder behind.
-        if created {
-            let _ = std::fs::remove_dir_all(&data.root);
-        }
-    })?;
+    let lock = data.lock("restore")?;
     let progress = Progress::new("restore", "bytes");
     let target = RestoreTarget {
         data_dir: data.root.clone(),

@@ -24,9 +24,9 @@ pub fn status(data: &DataDir, as_json: bool) -> Result<ExitCode> {
         None => (None, None),
     };
     let last = state.as_ref().map_or(0, |s| s.last_activity_id.0);
-    // Not ahead, yet not the database's history: the start-up's other repair case.
+    // What the next start would repair: an index ahead of the database, or diverged from it.
     let diverged = match &state {
-        Some(s) if last > 0 && last <= db_last.0 => {
+        Some(s) if last > 0 => {
             let found = cairn_store::peek_activity_fingerprint(&data.database, s.last_activity_id)?;
             judge_divergence(s, found, db_last)
         }
@@ -91,7 +91,7 @@ fn print_status(v: &Value, as_json: bool, other_repository: Option<&str>) -> Res
             last - db_last
         );
     }
-    if let Some(why) = v["Diverged"].as_str() {
+    if let Some(why) = v["Diverged"].as_str().filter(|_| last <= db_last) {
         println!("the index has DIVERGED from the database: {why}: the next start repairs it");
     }
     if let Some(other) = other_repository {

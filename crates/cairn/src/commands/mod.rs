@@ -25,6 +25,17 @@ pub fn open_repository_with(
     data: &DataDir,
     options: IndexerOptions,
 ) -> Result<(Arc<Store>, Arc<Indexer>, OpenReport)> {
+    // An interrupted restore leaves these for a person to look at and delete.
+    for left in [".restore-old", ".restore-staging"] {
+        let p = data.root.join(left);
+        if p.exists() {
+            tracing::warn!(
+                "{} is left from an interrupted restore; delete it once the repository is as \
+                 it should be (a restore refuses to run while .restore-old holds data)",
+                p.display()
+            );
+        }
+    }
     let store = Arc::new(
         Store::open(&data.database)
             .with_context(|| format!("open the database {}", data.database.redacted()))?,
