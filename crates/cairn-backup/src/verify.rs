@@ -106,9 +106,17 @@ pub fn verify_parts(
         let p = dir.join(&f.path);
         let meta =
             std::fs::symlink_metadata(&p).map_err(|_| invalid(format!("{}: missing", f.path)))?;
-        // A backup holds its own bytes: a link out of it would restore whatever it points at.
-        if !meta.is_file() {
-            return Err(invalid(format!("{}: not a regular file", f.path)));
+        // A backup holds its own bytes: a link out of it, of the file or of a folder on its
+        // way, would restore whatever it points at.
+        let inside = match (p.canonicalize(), dir.canonicalize()) {
+            (Ok(a), Ok(b)) => a.starts_with(b),
+            _ => false,
+        };
+        if !meta.is_file() || !inside {
+            return Err(invalid(format!(
+                "{}: not a regular file of the backup",
+                f.path
+            )));
         }
         if meta.len() != f.size {
             return Err(invalid(format!(

@@ -1164,6 +1164,15 @@ fn a_link_in_a_backup_is_refused() {
     std::os::unix::fs::symlink(&elsewhere, b.join(&f.path)).unwrap();
     let err = verify(&b, &no_progress).unwrap_err();
     assert!(err.to_string().contains("not a regular file"), "{err}");
+    // Nor a folder of the backup that is a link to a copy of itself elsewhere.
+    std::fs::remove_file(b.join(&f.path)).unwrap();
+    std::fs::rename(&elsewhere, b.join(&f.path)).unwrap();
+    verify(&b, &no_progress).unwrap();
+    let moved = dir.path().join("index-elsewhere");
+    std::fs::rename(b.join("index"), &moved).unwrap();
+    std::os::unix::fs::symlink(&moved, b.join("index")).unwrap();
+    let err = verify(&b, &no_progress).unwrap_err();
+    assert!(err.to_string().contains("not a regular file"), "{err}");
 }
 
 /// An unreadable history is set aside, not lost: a new one starts beside it.
