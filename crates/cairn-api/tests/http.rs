@@ -711,6 +711,20 @@ async fn create_update_replace_and_their_errors() {
         .await;
     assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
     assert_eq!(r.json()["d"]["Type"], "Article");
+    // A Boolean never set is "no", as sensenet indexes it.
+    assert_eq!(r.json()["d"]["Pinned"], Value::Null);
+    for q in [
+        "/odata.svc/Root/Docs?query=Name:typed2%20AND%20Pinned:false",
+        "/odata.svc/Root/Docs?$filter=Name%20eq%20'typed2'%20and%20Pinned%20eq%20false",
+    ] {
+        let r = api.get(q).await;
+        assert_eq!(
+            r.json()["d"]["results"].as_array().map(Vec::len),
+            Some(1),
+            "{q}: {}",
+            r.text
+        );
+    }
     let r = api
         .send(
             "POST",

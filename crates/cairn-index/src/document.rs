@@ -56,6 +56,11 @@ pub fn build(
                 continue;
             };
             let Some(value) = node.value(def.name) else {
+                // A Boolean without a value is "no", as sensenet indexes it: `Pinned:false`
+                // finds an item that never set `Pinned`.
+                if as_ == IndexedAs::Bool {
+                    doc.add_bool(field, false);
+                }
                 continue;
             };
             match (as_, value) {
