@@ -145,7 +145,8 @@ pub fn run_list(indexer: &Indexer, req: &ListRequest) -> ApiResult<ListAnswer> {
     if let Some(o) = &req.orderby {
         sort = cairn_query::parse_orderby(o, schema)?;
     }
-    if req.autofilters.or(autofilters).unwrap_or(false) {
+    // The query's own `.AUTOFILTERS` is the more specific word: it wins over the URL's.
+    if autofilters.or(req.autofilters).unwrap_or(false) {
         for p in system_folders(indexer)? {
             if key != p && !key.starts_with(&format!("{p}/")) {
                 clauses.push((Occur::MustNot, term(schema.in_tree, &p)));

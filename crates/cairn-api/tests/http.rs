@@ -1250,6 +1250,21 @@ async fn autofilters_hide_system_folders() {
             ),
             &["hidden"][..],
         ),
+        // The query's own word wins over the URL's, either way.
+        (
+            format!(
+                "/odata.svc/Root?query={}&enableautofilters=true",
+                q("Body:quick .AUTOFILTERS:OFF")
+            ),
+            &all[..],
+        ),
+        (
+            format!(
+                "/odata.svc/Root?query={}&enableautofilters=false",
+                q("Body:quick .AUTOFILTERS:ON")
+            ),
+            &shown[..],
+        ),
     ] {
         let r = api.get(&uri).await;
         assert_eq!(r.status, StatusCode::OK, "{uri}: {}", r.text);
