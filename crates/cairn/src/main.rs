@@ -362,9 +362,13 @@ fn main() -> ExitCode {
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("CAIRN_LOG").unwrap_or_else(|_| {
                 // `cairn` also matches `cairn_api` (directives are prefixes): request logs stay at
-                // warn unless CAIRN_LOG asks for them.
+                // warn unless CAIRN_LOG asks for them. Tantivy's "couldn't find segment in
+                // SegmentManager" is not a fault: a background merge finished after a commit
+                // had dropped one of its segments (all its documents deleted), and the merge
+                // is simply discarded. Any CAIRN_LOG setting shows it again.
                 tracing_subscriber::EnvFilter::new(
-                    "warn,cairn=info,cairn_index=info,cairn_api=warn,cairn_backup=info",
+                    "warn,cairn=info,cairn_index=info,cairn_api=warn,cairn_backup=info,\
+                     tantivy::indexer::segment_manager=error",
                 )
             }),
         )
