@@ -180,6 +180,13 @@ impl IntoResponse for ApiError {
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
         let msg = e.to_string();
+        if e.is_unavailable() {
+            // Not a fault of this server nor of the request: a 503 a client can retry.
+            tracing::warn!("the database is not reachable: {msg}");
+            return ApiError::unavailable(format!(
+                "the database is not reachable ({msg}); try again when it is back"
+            ));
+        }
         match e {
             StoreError::NotFound(_) => ApiError::not_found(msg),
             StoreError::AlreadyExists(_) => ApiError::conflict(msg),

@@ -51,8 +51,15 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
-async fn health() -> Response {
-    let mut r = (StatusCode::OK, "ok").into_response();
+/// 200 while this server can serve: its database answers. A load balancer takes a node
+/// whose database is gone out of rotation on the 503.
+async fn health(State(state): State<AppState>) -> Response {
+    let s = state.clone();
+    let db = odata::handlers::blocking(move || Ok(s.store.last_activity_id()?)).await;
+    let mut r = match db {
+        Ok(_) => (StatusCode::OK, "ok").into_response(),
+        Err(e) => e.into_response(),
+    };
     r.extensions_mut().insert(RouteLabel("health"));
     r
 }

@@ -117,6 +117,28 @@ impl StoreError {
         )
     }
 
+    /// True when the database could not be reached or dropped the connection (PostgreSQL
+    /// down, restarting, or a session ended by an administrator): nothing is wrong with
+    /// the request, and the same request may succeed once the database is back.
+    pub fn is_unavailable(&self) -> bool {
+        let StoreError::Postgres(e) = self else {
+            return false;
+        };
+        if e.is_closed() {
+            return true;
+        }
+        match e.code() {
+            // Class 08: connection exception; 57P01-57P03: admin shutdown, crash shutdown,
+            // cannot connect now (starting up or shutting down).
+            Some(c) => {
+                c.code().starts_with("08") || matches!(c.code(), "57P01" | "57P02" | "57P03")
+            }
+            // No SQL state: the socket itself failed (refused, reset).
+            None => std::error::Error::source(e)
+                .is_some_and(|s| s.downcast_ref::<std::io::Error>().is_some()),
+        }
+    }
+
     /// An [`StoreError::Io`] for `path`.
     pub(crate) fn io(path: impl Into<std::path::PathBuf>, cause: std::io::Error) -> Self {
         StoreError::Io {

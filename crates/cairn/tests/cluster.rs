@@ -469,3 +469,50 @@ fn one_backup_at_a_time_across_nodes_and_restore() {
     assert_eq!(report["Differences"], json!([]), "{report}");
     assert!(count(&c, "Name:x29").unwrap_or(0) == 1);
 }
+
+/// PostgreSQL stopped under a running server: requests answer 503 (retryable) and `/health`
+/// says so, where they answered 500; once it is back, the very next request is served (the
+/// dead pooled sessions are dropped, not used one by one).
+#[test]
+fn a_database_restart_answers_503_then_serves() {
+    let mut pg = cairn_testkit::PgCluster::start().unwrap();
+    let db = pg.create_database("restart").unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("d");
+    let server = spawn(&[
+        "serve",
+        "--data",
+        data.to_str().unwrap(),
+        "--database",
+        &db,
+        "--listen",
+        "127.0.0.1:0",
+        "--admin-key",
+        KEY,
+    ]);
+    for i in 0..4 {
+        assert_eq!(create(&server, "/Root", &format!("before{i}")), 201);
+    }
+    let health = || call("GET", &format!("{}/health", server.url), None).0;
+    assert_eq!(health(), 200);
+    pg.stop().unwrap();
+    assert_eq!(health(), 503);
+    let (status, v) = call(
+        "POST",
+        &format!("{}/odata.svc/Root", server.url),
+        Some(json!({"__ContentType":"Folder","Name":"down"})),
+    );
+    assert_eq!(status, 503, "{v}");
+    assert_eq!(v["error"]["code"], "ServiceUnavailable", "{v}");
+    assert!(
+        v["error"]["message"]["value"]
+            .as_str()
+            .unwrap_or("")
+            .contains("database"),
+        "{v}"
+    );
+    pg.start_again().unwrap();
+    assert_eq!(create(&server, "/Root", "after"), 201);
+    assert_eq!(health(), 200);
+    assert_eq!(count(&server, "Name:after"), Some(1));
+}

@@ -114,6 +114,7 @@ impl PostgresBackend {
         loop {
             attempt += 1;
             let mut pooled = self.take()?;
+            let mut began = false;
             let result = (|| {
                 let PooledClient { client, statements } = &mut pooled;
                 let mut tx = client
@@ -121,6 +122,7 @@ impl PostgresBackend {
                     .isolation_level(isolation)
                     .read_only(read_only)
                     .start()?;
+                began = true;
                 let mut horizon = None;
                 if let Some(sql) = before {
                     let row = tx.query_one(sql, &[])?;
@@ -147,6 +149,16 @@ impl PostgresBackend {
                 Ok(horizon)
             })();
             self.give_back(pooled);
+            if result.as_ref().is_err_and(StoreError::is_unavailable) {
+                // After a database restart every pooled session is dead: drop them all, so
+                // that the next transactions connect afresh instead of failing one by one.
+                self.pool.lock().unwrap_or_else(|p| p.into_inner()).clear();
+                if !began && attempt < RETRIES {
+                    // Not even BEGIN went through: nothing ran, so once more on a new session.
+                    tracing::debug!(attempt, "retrying on a new database session");
+                    continue;
+                }
+            }
             match result {
                 Err(StoreError::Postgres(e))
                     if attempt < RETRIES
