@@ -46,12 +46,22 @@ impl std::fmt::Debug for RemoteSearch {
     }
 }
 
+/// How long a web node waits for the search service's answer to a query or a backup call:
+/// a service that hangs (stopped, swapping) is then answered 503, as one that is down.
+const CALL_LIMIT: Duration = Duration::from_secs(10);
+/// How long it waits for an integrity check, which reads the whole index.
+const CHECK_LIMIT: Duration = Duration::from_secs(600);
+
 impl RemoteSearch {
     /// A client of the service at `base` (`http://127.0.0.1:8090`).
     pub fn new(base: &str, secret: &str) -> Self {
+        // No limit on a whole call here: a backup file's download may rightly take hours.
+        // A service that stops answering is caught by the per-read limit, and each call
+        // sets its own bound (`CALL_LIMIT`, `wait_for`'s, `CHECK_LIMIT`).
         let agent = ureq::Agent::config_builder()
             .http_status_as_error(false)
-            .timeout_global(Some(Duration::from_secs(60)))
+            .timeout_connect(Some(Duration::from_secs(5)))
+            .timeout_per_read(Some(Duration::from_secs(60)))
             .build()
             .new_agent();
         RemoteSearch {
@@ -107,18 +117,32 @@ impl RemoteSearch {
     }
 
     fn get(&self, path: &str) -> ApiResult<Value> {
+        self.get_within(path, CALL_LIMIT)
+    }
+
+    fn get_within(&self, path: &str, limit: Duration) -> ApiResult<Value> {
         let r = self
             .agent
             .get(&format!("{}{path}", self.base))
+            .config()
+            .timeout_global(Some(limit))
+            .build()
             .header("Authorization", &format!("Bearer {}", self.secret))
             .call();
         self.answer(r)
     }
 
     fn post(&self, path: &str, body: &Value) -> ApiResult<Value> {
+        self.post_within(path, body, CALL_LIMIT)
+    }
+
+    fn post_within(&self, path: &str, body: &Value, limit: Duration) -> ApiResult<Value> {
         let r = self
             .agent
             .post(&format!("{}{path}", self.base))
+            .config()
+            .timeout_global(Some(limit))
+            .build()
             .header("Authorization", &format!("Bearer {}", self.secret))
             .header("Content-Type", "application/json")
             .send(body.to_string().as_bytes());
@@ -178,9 +202,14 @@ impl SearchBackend {
         match self {
             SearchBackend::Local(ix) => ix.wait_for(activity, timeout),
             SearchBackend::Remote(r) => r
-                .post(
+                .post_within(
                     "/search/wait",
-                    &json!({"activity": activity.0, "timeout_ms": timeout.as_millis() as u64}),
+                    // The service waits a little less, so that its answer arrives in time.
+                    &json!({
+                        "activity": activity.0,
+                        "timeout_ms": timeout.saturating_sub(Duration::from_millis(500)).as_millis() as u64,
+                    }),
+                    timeout,
                 )
                 .map(|v| v["searchable"].as_bool().unwrap_or(false))
                 .unwrap_or(false),
@@ -202,7 +231,7 @@ impl SearchBackend {
                 let report = ix.check_integrity()?;
                 serde_json::to_value(report).map_err(ApiError::internal)
             }
-            SearchBackend::Remote(r) => r.get("/search/check"),
+            SearchBackend::Remote(r) => r.get_within("/search/check", CHECK_LIMIT),
         }
     }
 }

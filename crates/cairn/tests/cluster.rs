@@ -516,3 +516,46 @@ fn a_database_restart_answers_503_then_serves() {
     assert_eq!(health(), 200);
     assert_eq!(count(&server, "Name:after"), Some(1));
 }
+
+/// A search service that hangs (stopped, not gone) holds a web node's requests no longer
+/// than its bounds: a query answers 503 naming the service, a write answers once its
+/// read-your-writes wait (10 s) gives up; both used to wait as long as the service did.
+#[test]
+fn a_hung_search_service_holds_requests_only_so_long() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = database();
+    let svc = service(&dir.path().join("svc"), &db, "127.0.0.1:0");
+    let n = node(&dir.path().join("n"), &db, &svc.url);
+    assert_eq!(create(&n, "/Root", "before"), 201);
+    let signal = |sig: &str| {
+        assert!(Command::new("kill")
+            .args([sig, &svc.child.id().to_string()])
+            .status()
+            .unwrap()
+            .success())
+    };
+    signal("-STOP");
+    let started = std::time::Instant::now();
+    let (status, v) = call(
+        "GET",
+        &format!("{}/odata.svc/Root?query=Name:before", n.url),
+        None,
+    );
+    let query_took = started.elapsed();
+    let started = std::time::Instant::now();
+    let created = create(&n, "/Root", "during");
+    let write_took = started.elapsed();
+    signal("-CONT");
+    assert_eq!(status, 503, "{v}");
+    assert!(v["error"]["message"]["value"]
+        .as_str()
+        .unwrap_or("")
+        .contains("search service"));
+    assert!(query_took < Duration::from_secs(15), "{query_took:?}");
+    assert_eq!(created, 201, "the write is kept");
+    assert!(write_took < Duration::from_secs(15), "{write_took:?}");
+    // Back, the service indexes the write.
+    wait_until("the write is searchable", Duration::from_secs(30), || {
+        (count(&n, "Name:during") == Some(1)).then_some(())
+    });
+}
