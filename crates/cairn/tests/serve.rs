@@ -203,6 +203,21 @@ fn sigterm_finishes_with_a_final_commit_and_releases_the_lock() {
         .unwrap();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     assert!(String::from_utf8_lossy(&o.stdout).contains("0 differences"));
+    // A SIGTERM sent the moment the server announces itself is a graceful stop too (the
+    // handler used to be installed only once the server first polled it).
+    for _ in 0..5 {
+        let mut server = start(&data, Some("k1"));
+        let pid = server.child.id().to_string();
+        assert!(Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success());
+        let exit = wait_until("the server exits", Duration::from_secs(30), || {
+            server.child.try_wait().unwrap()
+        });
+        assert!(exit.success(), "{exit:?}");
+    }
 }
 
 /// The published `@sensenet/client-core` 4.2.0 and `@sensenet/query` drive a real server.
