@@ -55,5 +55,5 @@ mod tests;
 pub use error::TestkitError;
 pub use net::{free_port, try_free_port};
 pub use pg::{shared_cluster, unique_name, PgCluster, DEFAULT_DATABASE, SUPERUSER};
-pub use process::spawn_announcing;
+pub use process::{spawn_announcing, terminate};
 pub use wait::{poll_until, wait_until, POLL_INTERVAL};

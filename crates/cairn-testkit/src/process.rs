@@ -39,3 +39,20 @@ pub fn spawn_announcing(cmd: &mut Command, deadline: Duration) -> (Child, String
         }
     }
 }
+
+/// Sends SIGTERM to `child` and waits at most `deadline` for it to exit; its exit status.
+///
+/// # Panics
+///
+/// When `kill` fails or the child does not exit in time (a test failure).
+pub fn terminate(child: &mut Child, deadline: Duration) -> std::process::ExitStatus {
+    let pid = child.id().to_string();
+    let sent = Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .is_ok_and(|s| s.success());
+    assert!(sent, "kill -TERM {pid} failed");
+    crate::wait_until("the process exits after SIGTERM", deadline, || {
+        child.try_wait().ok().flatten()
+    })
+}

@@ -133,15 +133,7 @@ impl Server {
 
     /// SIGTERM, and waits for a clean exit.
     fn stop(mut self) {
-        let pid = self.child.id().to_string();
-        assert!(Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .unwrap()
-            .success());
-        let exit = wait_until("the server exits", Duration::from_secs(30), || {
-            self.child.try_wait().unwrap()
-        });
+        let exit = cairn_testkit::terminate(&mut self.child, Duration::from_secs(30));
         assert!(exit.success(), "{exit:?}");
     }
 

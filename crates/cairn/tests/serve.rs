@@ -5,8 +5,6 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use cairn_testkit::wait_until;
-
 struct Server {
     child: Child,
     url: String,
@@ -184,17 +182,7 @@ fn sigterm_finishes_with_a_final_commit_and_releases_the_lock() {
     let mut server = start(&data, Some("k1"));
     let (status, _) = http_get(&server.url, "/health", None);
     assert_eq!(status, 200);
-    let pid = server.child.id().to_string();
-    assert!(Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .unwrap()
-        .success());
-    let exit = wait_until(
-        "the server exits after SIGTERM",
-        Duration::from_secs(30),
-        || server.child.try_wait().unwrap(),
-    );
+    let exit = cairn_testkit::terminate(&mut server.child, Duration::from_secs(30));
     assert!(exit.success(), "{exit:?}");
     let o = Command::new(env!("CARGO_BIN_EXE_cairn"))
         .args(["index", "check", "--data"])
@@ -207,15 +195,7 @@ fn sigterm_finishes_with_a_final_commit_and_releases_the_lock() {
     // handler used to be installed only once the server first polled it).
     for _ in 0..5 {
         let mut server = start(&data, Some("k1"));
-        let pid = server.child.id().to_string();
-        assert!(Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .unwrap()
-            .success());
-        let exit = wait_until("the server exits", Duration::from_secs(30), || {
-            server.child.try_wait().unwrap()
-        });
+        let exit = cairn_testkit::terminate(&mut server.child, Duration::from_secs(30));
         assert!(exit.success(), "{exit:?}");
     }
 }
