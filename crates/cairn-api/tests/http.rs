@@ -104,6 +104,11 @@ impl Api {
         self.call("GET", uri, Some(&format!("Bearer {KEY}")), None)
             .await
     }
+    /// `POST /odata.svc/('Root')/NAME` with `body`: an action on the root (batches, backups).
+    async fn action(&self, name: &str, body: Value) -> Reply {
+        self.send("POST", &format!("/odata.svc/('Root')/{name}"), body)
+            .await
+    }
     async fn send(&self, method: &str, uri: &str, body: Value) -> Reply {
         self.call(
             method,
@@ -832,9 +837,8 @@ async fn batch_actions() {
         .await;
     assert_eq!(r.status, StatusCode::CREATED);
     let r = api
-        .send(
-            "POST",
-            "/odata.svc/('Root')/CopyBatch",
+        .action(
+            "CopyBatch",
             json!({"paths":["/Root/Docs/alpha"],"targetPath":"/Root/Target"}),
         )
         .await;
@@ -843,9 +847,8 @@ async fn batch_actions() {
         .as_i64()
         .unwrap();
     let r = api
-        .send(
-            "POST",
-            "/odata.svc/('Root')/MoveBatch",
+        .action(
+            "MoveBatch",
             json!({"paths":[beta, "/Root/Docs/missing"],"targetPath":"/Root/Target"}),
         )
         .await;
@@ -858,21 +861,14 @@ async fn batch_actions() {
         .await;
     assert_eq!(r.json()["d"]["__count"], 2);
     let r = api
-        .send(
-            "POST",
-            "/odata.svc/('Root')/DeleteBatch",
+        .action(
+            "DeleteBatch",
             json!({"paths":["/Root/Target/alpha", "/Root/Target/beta"],"permanent":true}),
         )
         .await;
     assert_eq!(r.json()["d"]["__count"], 2);
     assert_eq!(api.get("/odata.svc/Root/Target/$count").await.text, "0");
-    let r = api
-        .send(
-            "POST",
-            "/odata.svc/('Root')/DeleteBatch",
-            json!({"nothing":1}),
-        )
-        .await;
+    let r = api.action("DeleteBatch", json!({"nothing":1})).await;
     assert_eq!(r.status, StatusCode::BAD_REQUEST);
 }
 
@@ -1145,9 +1141,7 @@ async fn random_bodies_never_fail_the_server() {
             .sum::<u32>()
     };
     assert!(writes(true) > 0 && writes(false) > 0, "{statuses:?}");
-    let r = api
-        .send("POST", "/odata.svc/('Root')/CheckIndexIntegrity", json!({}))
-        .await;
+    let r = api.action("CheckIndexIntegrity", json!({})).await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.text);
     assert_eq!(r.json()["Differences"], json!([]), "{}", r.text);
 }
@@ -1343,9 +1337,8 @@ async fn users_and_system_items_are_protected() {
         assert!(r.text.contains("system item"), "{}", r.text);
     }
     let r = api
-        .send(
-            "POST",
-            "/odata.svc/('Root')/MoveBatch",
+        .action(
+            "MoveBatch",
             json!({"paths":["/Root/IMS/Admin"],"targetPath":"/Root"}),
         )
         .await;
@@ -1409,9 +1402,8 @@ async fn users_and_system_items_are_protected() {
         .iter()
         .all(|s| *s == StatusCode::CREATED || *s == StatusCode::CONFLICT));
     let r = api
-        .send(
-            "POST",
-            "/odata.svc/('Root')/CopyBatch",
+        .action(
+            "CopyBatch",
             json!({"paths":["/Root/IMS/bob"],"targetPath":"/Root"}),
         )
         .await;

@@ -56,6 +56,12 @@ pub fn is_within(inner: &Path, outer: &Path) -> bool {
     resolved(inner).starts_with(resolved(outer))
 }
 
+/// Whether `a` and `b` name one file or folder, after symlinks and relative parts (either
+/// may not exist yet).
+pub fn same_path(a: &Path, b: &Path) -> bool {
+    resolved(a) == resolved(b)
+}
+
 /// Fsyncs a folder, so that renames and new entries in it are durable.
 pub fn sync_dir(dir: &Path) -> Result<()> {
     File::open(dir)
@@ -262,6 +268,8 @@ mod tests {
         assert!(is_within(&a.join("b/../x"), &a));
         assert!(!is_within(&a, &a.join("x")));
         assert!(!is_within(&dir.path().join("ab"), &a));
+        assert!(same_path(&link.join("x"), &a.join("x")));
+        assert!(!same_path(&a.join("x"), &a));
     }
     use super::*;
 

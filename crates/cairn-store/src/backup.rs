@@ -273,24 +273,9 @@ fn watch_locks(url: &str, app: &str, timeout: Duration, done: &AtomicBool) -> Op
         if since.elapsed() < timeout {
             continue;
         }
-        let blockers: Vec<String> = client
-            .query(
-                "SELECT coalesce(nullif(application_name, ''), 'a session'), \
-                        coalesce(host(client_addr), 'local'), pid \
-                 FROM pg_stat_activity WHERE pid = ANY(pg_blocking_pids($1))",
-                &[&pid],
-            )
-            .ok()?
-            .iter()
-            .map(|r| {
-                format!(
-                    "{} ({}, pid {})",
-                    r.get::<_, String>(0),
-                    r.get::<_, String>(1),
-                    r.get::<_, i32>(2)
-                )
-            })
-            .collect();
+        let blockers =
+            crate::db::postgres::sessions(&mut client, "pid = ANY(pg_blocking_pids($1))", &pid)
+                .ok()?;
         client
             .execute("SELECT pg_cancel_backend($1)", &[&pid])
             .ok()?;

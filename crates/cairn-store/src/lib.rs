@@ -42,7 +42,7 @@ pub use ids::{ActivityId, NodeId};
 pub use node::{NewContent, Node, NodeDetail, NodeRef, NodeStamp, COLUMN_FIELDS};
 pub use ops::{ImportItem, ImportOutcome, UpdateMode};
 pub use store::{
-    existing_repository_id, peek_activity_fingerprint, peek_database, DatabaseFacts, DatabaseUrl,
+    existing_repository_id, peek_database, peek_database_and_activity, DatabaseFacts, DatabaseUrl,
     Store, WriteListener, Written,
 };
 pub use uuid::Uuid;

@@ -541,31 +541,39 @@ pub fn existing_repository_id(url: &DatabaseUrl) -> Result<Option<String>> {
 /// database. For commands that look (`index status`) and must not migrate a database that
 /// an older server may still be using.
 pub fn peek_database(url: &DatabaseUrl) -> Result<Option<DatabaseFacts>> {
-    peek(url, crate::backup::read_facts, |c| {
-        crate::backup::read_facts_pg(c)
-    })
+    Ok(peek_database_and_activity(url, None)?.map(|(facts, _)| facts))
 }
 
-/// The fingerprint of activity `id` in the database at `url`, read only as
-/// [`peek_database`]: `None` when the database or the activity is missing.
-pub fn peek_activity_fingerprint(url: &DatabaseUrl, id: ActivityId) -> Result<Option<i64>> {
+/// [`peek_database`], and in the same read the fingerprint of activity `id` (`None` when
+/// the log has no such activity): what `index status` compares an index with.
+pub fn peek_database_and_activity(
+    url: &DatabaseUrl,
+    id: Option<ActivityId>,
+) -> Result<Option<(DatabaseFacts, Option<i64>)>> {
     const SQL: &str = "SELECT fingerprint FROM indexing_activities WHERE id = $1";
-    Ok(peek(
+    peek(
         url,
         |conn| {
             use rusqlite::OptionalExtension;
-            Ok(conn
-                .query_row(SQL, [id.0], |r| r.get::<_, i64>(0))
-                .optional()?)
+            let fingerprint = match id {
+                Some(id) => conn
+                    .query_row(SQL, [id.0], |r| r.get::<_, i64>(0))
+                    .optional()?,
+                None => None,
+            };
+            Ok((crate::backup::read_facts(conn)?, fingerprint))
         },
         |client| {
-            Ok(client
-                .query_opt(SQL, &[&id.0])?
-                .map(|r| r.try_get::<_, i64>(0))
-                .transpose()?)
+            let fingerprint = match id {
+                Some(id) => client
+                    .query_opt(SQL, &[&id.0])?
+                    .map(|r| r.try_get::<_, i64>(0))
+                    .transpose()?,
+                None => None,
+            };
+            Ok((crate::backup::read_facts_pg(client)?, fingerprint))
         },
-    )?
-    .flatten())
+    )
 }
 
 /// Runs `sqlite` or `pg` on the database at `url` opened read only, without creating or

@@ -74,7 +74,7 @@ impl DataDir {
         let folder = take_lock(&self.lock_path(), what, "the data folder", &self.root)?;
         let database = match &self.database {
             DatabaseUrl::Sqlite(db) => match database_lock_path(db) {
-                Some(path) if !same_file(&path, &self.lock_path()) => {
+                Some(path) if !cairn_backup::files::same_path(&path, &self.lock_path()) => {
                     match take_lock(&path, what, "the database", db) {
                         Ok(lock) => Some(lock),
                         Err(e) => {
@@ -118,25 +118,6 @@ fn database_lock_path(db: &Path) -> Option<PathBuf> {
         name.push(".cairn-lock");
         PathBuf::from(name)
     })
-}
-
-/// Whether `a` and `b` name one file, through symlinks and relative paths.
-fn same_file(a: &Path, b: &Path) -> bool {
-    let canon = |p: &Path| match (p.parent(), p.file_name()) {
-        (Some(dir), Some(name)) => {
-            let dir = if dir.as_os_str().is_empty() {
-                Path::new(".")
-            } else {
-                dir
-            };
-            dir.canonicalize().ok().map(|d| d.join(name))
-        }
-        _ => None,
-    };
-    match (canon(a), canon(b)) {
-        (Some(a), Some(b)) => a == b,
-        _ => a == b,
-    }
 }
 
 /// Locks the file `path` for `what`, or says who holds it; `label` and `shown` name what it

@@ -41,22 +41,38 @@ pub(crate) fn connect(url: &str) -> Result<Client> {
 /// address, since when)` for each.
 pub fn cairn_sessions(url: &str) -> Result<Vec<String>> {
     let mut client = connect(url)?;
+    sessions(
+        &mut client,
+        "datname = current_database() AND pid <> pg_backend_pid() AND application_name LIKE $1",
+        &format!("{APPLICATION_NAME}%"),
+    )
+}
+
+/// The sessions of `pg_stat_activity` that `condition` (with `$1` = `param`) picks, each as
+/// `application (client, pid N, since T)`: how Cairn names another session in a message.
+pub(crate) fn sessions(
+    client: &mut Client,
+    condition: &str,
+    param: &(dyn postgres::types::ToSql + Sync),
+) -> Result<Vec<String>> {
     let rows = client.query(
-        "SELECT application_name, coalesce(host(client_addr), 'local'), \
-                to_char(backend_start, 'YYYY-MM-DD HH24:MI:SS') \
-         FROM pg_stat_activity \
-         WHERE datname = current_database() AND pid <> pg_backend_pid() \
-           AND application_name LIKE $1",
-        &[&format!("{APPLICATION_NAME}%")],
+        &format!(
+            "SELECT coalesce(nullif(application_name, ''), 'a session'), \
+                    coalesce(host(client_addr), 'local'), pid, \
+                    to_char(backend_start, 'YYYY-MM-DD HH24:MI:SS') \
+             FROM pg_stat_activity WHERE {condition}"
+        ),
+        &[param],
     )?;
     Ok(rows
         .iter()
         .map(|r| {
             format!(
-                "{} ({}, since {})",
+                "{} ({}, pid {}, since {})",
                 r.get::<_, String>(0),
                 r.get::<_, String>(1),
-                r.get::<_, String>(2)
+                r.get::<_, i32>(2),
+                r.get::<_, String>(3)
             )
         })
         .collect())

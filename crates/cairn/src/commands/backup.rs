@@ -41,10 +41,9 @@ pub fn create_offline(data: &DataDir, to: &Path, index_only: bool) -> Result<Exi
     // (a restore's staging, the history file) Cairn would delete or overwrite it.
     let backups = default_dir(&data.root);
     if cairn_backup::files::is_within(to, &data.root) {
-        let in_backups = to.parent().is_some_and(|p| {
-            cairn_backup::files::is_within(p, &backups)
-                && cairn_backup::files::is_within(&backups, p)
-        });
+        let in_backups = to
+            .parent()
+            .is_some_and(|p| cairn_backup::files::same_path(p, &backups));
         let name = to.file_name().and_then(|n| n.to_str()).unwrap_or("");
         if !in_backups || cairn_backup::target_path(&backups, name).is_err() {
             bail!(

@@ -13,25 +13,23 @@ use crate::data::DataDir;
 /// only, so it works beside a running server.
 pub fn status(data: &DataDir, as_json: bool) -> Result<ExitCode> {
     data.require_existing()?;
-    // Read only: no migration of a database an older server may still be using.
-    let db = cairn_store::peek_database(&data.database)
-        .with_context(|| format!("read the database {}", data.database.redacted()))?
-        .with_context(|| format!("there is no repository in {}", data.database.redacted()))?;
-    let db_last = db.last_activity_id;
     let dir = data.index_dir();
     let (state, documents) = match stored_state(&dir).context("open the index")? {
         Some((state, docs)) => (Some(state), Some(docs)),
         None => (None, None),
     };
     let last = state.as_ref().map_or(0, |s| s.last_activity_id.0);
+    // Read only: no migration of a database an older server may still be using. The same
+    // read gives the fingerprint of the activity the index applied last.
+    let applied = state.as_ref().map(|s| s.last_activity_id);
+    let (db, found) = cairn_store::peek_database_and_activity(&data.database, applied)
+        .with_context(|| format!("read the database {}", data.database.redacted()))?
+        .with_context(|| format!("there is no repository in {}", data.database.redacted()))?;
+    let db_last = db.last_activity_id;
     // What the next start would repair: an index ahead of the database, or diverged from it.
-    let diverged = match &state {
-        Some(s) if last > 0 => {
-            let found = cairn_store::peek_activity_fingerprint(&data.database, s.last_activity_id)?;
-            judge_divergence(s, found, db_last)
-        }
-        _ => None,
-    };
+    let diverged = state
+        .as_ref()
+        .and_then(|s| judge_divergence(s, found, db_last));
     let v = json!({
         "CompletionState": state.as_ref().map(|s| s.to_string()),
         "LastActivityId": last,
