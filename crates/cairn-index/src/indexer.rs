@@ -145,6 +145,16 @@ impl Signal {
     }
 }
 
+/// The Tantivy writer as the indexer holds it.
+pub(crate) enum WriterSlot {
+    /// Ready for work.
+    Open(IndexWriter),
+    /// Dropped after a fault that a rollback could not undo; opened again at its next use.
+    Lost,
+    /// Released by [`Indexer::shutdown`].
+    Closed,
+}
+
 /// The index of one repository and its only writer.
 pub struct Indexer {
     store: Arc<Store>,
@@ -152,7 +162,9 @@ pub struct Indexer {
     index: Index,
     schema: IndexSchema,
     reader: IndexReader,
-    writer: Mutex<Option<IndexWriter>>,
+    writer: Mutex<WriterSlot>,
+    /// Why the last round of work failed, while the indexer has not yet recovered from it.
+    fault: Mutex<Option<String>>,
     published: Mutex<CompletionState>,
     published_cond: Condvar,
     signal: Arc<Signal>,
@@ -237,6 +249,13 @@ pub fn judge_divergence(
         )),
         None => Some(format!("activity {last} is no longer in the database")),
     }
+}
+
+/// How long the background loop waits before its `failures`-th retry: 0.25 s, doubling,
+/// at most 5 s.
+fn retry_delay(failures: u32) -> Duration {
+    Duration::from_millis(250u64.saturating_mul(1 << failures.saturating_sub(1).min(5)))
+        .min(Duration::from_secs(5))
 }
 
 /// Removes an index folder's contents (not the folder: it may be a mount point).
@@ -329,7 +348,8 @@ impl Indexer {
             index,
             schema,
             reader,
-            writer: Mutex::new(Some(writer)),
+            writer: Mutex::new(WriterSlot::Open(writer)),
+            fault: Mutex::new(None),
             published: Mutex::new(state.clone()),
             published_cond: Condvar::new(),
             signal: signal.clone(),
@@ -444,6 +464,10 @@ impl Indexer {
 
     /// Starts the background loop: catch up after every write (group commit) and
     /// periodically. Stop it with [`Indexer::shutdown`].
+    ///
+    /// A round that fails (a full disk, any I/O error) counts nothing as applied (see
+    /// [`Indexer::catch_up`]) and is retried on its own, after 0.25 s and then up to every
+    /// 5 s, without waiting for another write: the index heals once the fault clears.
     pub fn start(self: &Arc<Self>) -> JoinHandle<()> {
         let me = self.clone();
         std::thread::Builder::new()
@@ -454,8 +478,15 @@ impl Indexer {
                 // join this commit instead of forming a second, half-empty one. A single
                 // writer (one activity per round) never waits.
                 let mut busy = false;
+                let mut failures = 0u32;
                 while !me.stopping.load(Ordering::SeqCst) {
-                    me.signal.wait(me.options.periodic);
+                    if failures == 0 {
+                        me.signal.wait(me.options.periodic);
+                    } else {
+                        // After a failure, writes do not hurry the retry: each would fail
+                        // the same way until the fault clears.
+                        me.pause(retry_delay(failures));
+                    }
                     if me.stopping.load(Ordering::SeqCst) {
                         break;
                     }
@@ -465,23 +496,55 @@ impl Indexer {
                     let r = me.catch_up();
                     busy = matches!(&r, Ok(r) if r.activities > 1);
                     match r {
-                        Ok(r) if r.activities > 0 || r.gaps_dropped > 0 => {
-                            tracing::debug!(
-                                activities = r.activities,
-                                documents = r.documents,
-                                "indexed"
-                            )
+                        Ok(r) => {
+                            if failures > 0 {
+                                tracing::warn!(
+                                    failures,
+                                    state = %me.state(),
+                                    "indexing works again; the index caught up"
+                                );
+                            }
+                            failures = 0;
+                            if r.activities > 0 || r.gaps_dropped > 0 {
+                                tracing::debug!(
+                                    activities = r.activities,
+                                    documents = r.documents,
+                                    "indexed"
+                                )
+                            }
                         }
-                        Ok(_) => {}
                         Err(IndexError::ShuttingDown) => break,
                         Err(e) => {
-                            tracing::error!("indexing failed, retrying in 1 s: {e}");
-                            std::thread::sleep(Duration::from_secs(1));
+                            failures += 1;
+                            tracing::error!(
+                                failures,
+                                state = %me.state(),
+                                "indexing failed, nothing of the round was counted; retrying \
+                                 in {:.2} s: {e}",
+                                retry_delay(failures).as_secs_f64()
+                            );
                         }
                     }
                 }
             })
             .unwrap_or_else(|e| panic!("cannot start the indexer thread: {e}"))
+    }
+
+    /// Sleeps `d`, or less when the indexer is stopping.
+    fn pause(&self, d: Duration) {
+        let until = Instant::now() + d;
+        while !self.stopping.load(Ordering::SeqCst) {
+            let left = until.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            std::thread::sleep(left.min(Duration::from_millis(50)));
+        }
+    }
+
+    /// Why indexing is failing now (the error of the last round), `None` while it works.
+    pub fn fault(&self) -> Option<String> {
+        self.fault.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
     /// Stops the background loop (after its current batch), makes a final catch-up and
@@ -494,26 +557,70 @@ impl Indexer {
         }
         let result = self.catch_up_inner(true);
         let mut guard = self.writer.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(w) = guard.take() {
+        if let WriterSlot::Open(w) = std::mem::replace(&mut *guard, WriterSlot::Closed) {
             w.wait_merging_threads()?;
         }
         result.map(|_| ())
     }
 
     /// Holds the writer (no commit can run) until the guard is dropped.
-    pub(crate) fn writer_lock(&self) -> MutexGuard<'_, Option<IndexWriter>> {
+    pub(crate) fn writer_lock(&self) -> MutexGuard<'_, WriterSlot> {
         self.writer.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn writer(&self) -> Result<MutexGuard<'_, Option<IndexWriter>>> {
-        let guard = self.writer.lock().unwrap_or_else(|p| p.into_inner());
-        if guard.is_none() {
-            return Err(IndexError::ShuttingDown);
+    /// Runs `work` with the writer, the only way anything is written to the index.
+    ///
+    /// An error leaves nothing of `work` behind: the writer is rolled back to its last
+    /// commit, so no document queued before the error can slip into a later commit, and no
+    /// delete can be committed without the documents that replace it. (A Tantivy indexing
+    /// thread that fails, on a full disk say, is not replaced; without the rollback the
+    /// writer went on with fewer threads or none, and committed deletes whose additions were
+    /// lost.) When even the rollback fails, the writer is dropped and opened again at the
+    /// next use. The completion state is published only by a commit that succeeded, so
+    /// whatever failed stays pending and is applied again.
+    fn with_writer<T>(&self, work: impl FnOnce(&mut IndexWriter) -> Result<T>) -> Result<T> {
+        let mut guard = self.writer.lock().unwrap_or_else(|p| p.into_inner());
+        if matches!(*guard, WriterSlot::Lost) {
+            let writer = self
+                .index
+                .writer_with_num_threads(self.options.writer_threads, self.options.writer_memory)
+                .map_err(|e| self.failed(lock(e, &self.dir)))?;
+            tracing::warn!("the index writer was opened again after a fault");
+            *guard = WriterSlot::Open(writer);
         }
-        Ok(guard)
+        let WriterSlot::Open(writer) = &mut *guard else {
+            return Err(IndexError::ShuttingDown);
+        };
+        match work(writer) {
+            Ok(value) => {
+                *self.fault.lock().unwrap_or_else(|p| p.into_inner()) = None;
+                Ok(value)
+            }
+            Err(IndexError::ShuttingDown) => Err(IndexError::ShuttingDown),
+            Err(e) => {
+                if let Err(rollback) = writer.rollback() {
+                    tracing::error!(
+                        "the index writer could not roll back ({rollback}); it is dropped and \
+                         opened again"
+                    );
+                    *guard = WriterSlot::Lost;
+                }
+                Err(self.failed(e))
+            }
+        }
+    }
+
+    /// Records `e` as the indexer's current fault.
+    fn failed(&self, e: IndexError) -> IndexError {
+        *self.fault.lock().unwrap_or_else(|p| p.into_inner()) = Some(e.to_string());
+        e
     }
 
     fn commit(&self, writer: &mut IndexWriter, state: &CompletionState) -> Result<()> {
+        fail::fail_point!("indexer::commit", |m| Err(IndexError::Io {
+            context: "commit the index".into(),
+            cause: cairn_store::fault::injected("indexer::commit", m),
+        }));
         let mut prepared = writer.prepare_commit()?;
         prepared.set_payload(&state.to_payload());
         prepared.commit()?;
@@ -529,8 +636,10 @@ impl Indexer {
     }
 
     fn catch_up_inner(&self, final_pass: bool) -> Result<CatchUpReport> {
-        let mut guard = self.writer()?;
-        let writer = guard.as_mut().ok_or(IndexError::ShuttingDown)?;
+        self.with_writer(|writer| self.catch_up_with(writer, final_pass))
+    }
+
+    fn catch_up_with(&self, writer: &mut IndexWriter, final_pass: bool) -> Result<CatchUpReport> {
         let mut state = self.state();
         let mut report = CatchUpReport::default();
         let mut dirty = false;
@@ -705,8 +814,14 @@ impl Indexer {
     /// database's position first, index every item, commit with that position; the caller
     /// then catches up what was written meanwhile.
     pub fn rebuild(&self, progress: &dyn Fn(RebuildProgress)) -> Result<u64> {
-        let mut guard = self.writer()?;
-        let writer = guard.as_mut().ok_or(IndexError::ShuttingDown)?;
+        self.with_writer(|writer| self.rebuild_with(writer, progress))
+    }
+
+    fn rebuild_with(
+        &self,
+        writer: &mut IndexWriter,
+        progress: &dyn Fn(RebuildProgress),
+    ) -> Result<u64> {
         let state = self.database_position()?;
         let total = self.store.count_nodes()?;
         let by = WrittenBy {
@@ -740,8 +855,10 @@ impl Indexer {
     /// does not have, and every document that differs from it; then resets the completion
     /// state to the database's position. Returns the documents refreshed.
     pub fn repair(&self) -> Result<u64> {
-        let mut guard = self.writer()?;
-        let writer = guard.as_mut().ok_or(IndexError::ShuttingDown)?;
+        self.with_writer(|writer| self.repair_with(writer))
+    }
+
+    fn repair_with(&self, writer: &mut IndexWriter) -> Result<u64> {
         let state = self.database_position()?;
         let searcher = self.reader.searcher();
         let entries = crate::integrity::index_entries(&searcher, &self.schema)?;

@@ -21,6 +21,7 @@ mod backup;
 pub mod content;
 mod db;
 mod error;
+pub mod fault;
 mod ids;
 mod node;
 mod ops;
