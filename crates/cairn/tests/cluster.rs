@@ -559,3 +559,37 @@ fn a_hung_search_service_holds_requests_only_so_long() {
         (count(&n, "Name:during") == Some(1)).then_some(())
     });
 }
+
+/// Every server process type on PostgreSQL stops cleanly on SIGTERM (exit 0): a web node,
+/// a server with its own index, and the search service, each after serving writes (so
+/// that its pool holds database sessions to close). Dropping a pooled session on an async
+/// thread once panicked ("Cannot start a runtime from within a runtime", exit 101).
+#[test]
+fn every_process_on_postgres_exits_0_on_sigterm() {
+    let db = database();
+    let dir = tempfile::tempdir().unwrap();
+    let mut svc = service(&dir.path().join("svc"), &db, "127.0.0.1:0");
+    let mut web = node(&dir.path().join("web"), &db, &svc.url);
+    assert_eq!(create(&web, "/Root", "via-web"), 201);
+    assert_eq!(count(&web, "Name:via-web"), Some(1));
+    let exit = cairn_testkit::terminate(&mut web.child, Duration::from_secs(30));
+    assert_eq!(exit.code(), Some(0), "web node: {exit:?}");
+    let exit = cairn_testkit::terminate(&mut svc.child, Duration::from_secs(30));
+    assert_eq!(exit.code(), Some(0), "search service: {exit:?}");
+    // The same database served by one process with its own index.
+    let mut alone = spawn(&[
+        "serve",
+        "--data",
+        dir.path().join("alone").to_str().unwrap(),
+        "--database",
+        &db,
+        "--listen",
+        "127.0.0.1:0",
+        "--admin-key",
+        KEY,
+    ]);
+    assert_eq!(create(&alone, "/Root", "alone"), 201);
+    assert_eq!(count(&alone, "Name:alone"), Some(1));
+    let exit = cairn_testkit::terminate(&mut alone.child, Duration::from_secs(30));
+    assert_eq!(exit.code(), Some(0), "server with a local index: {exit:?}");
+}

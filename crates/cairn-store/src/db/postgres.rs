@@ -106,19 +106,57 @@ impl PostgresBackend {
         let pooled = self.pool.lock().unwrap_or_else(|p| p.into_inner()).pop();
         match pooled {
             Some(c) if !c.client.is_closed() => Ok(c),
-            _ => Ok(PooledClient {
-                client: connect(&self.url)?,
-                statements: HashMap::new(),
-            }),
+            dead => {
+                discard(dead.into_iter().collect());
+                Ok(PooledClient {
+                    client: connect(&self.url)?,
+                    statements: HashMap::new(),
+                })
+            }
         }
     }
 
     fn give_back(&self, c: PooledClient) {
-        if !c.client.is_closed() {
+        if c.client.is_closed() {
+            discard(vec![c]);
+        } else {
             self.pool.lock().unwrap_or_else(|p| p.into_inner()).push(c);
         }
     }
 
+    /// Closes every pooled session.
+    fn drain(&self) {
+        let all = std::mem::take(&mut *self.pool.lock().unwrap_or_else(|p| p.into_inner()));
+        discard(all);
+    }
+}
+
+impl Drop for PostgresBackend {
+    fn drop(&mut self) {
+        self.drain();
+    }
+}
+
+/// Closes `clients` on a thread of its own, and waits for it.
+///
+/// The synchronous client closes its session by blocking on its own Tokio runtime, which
+/// panics on a thread that already runs one ("Cannot start a runtime from within a
+/// runtime"): a server's last reference to the store is dropped on an async worker when it
+/// shuts down, and that panic made a PostgreSQL web node exit 101 on SIGTERM. A plain
+/// thread has no runtime, wherever the clients are dropped from.
+fn discard(clients: Vec<PooledClient>) {
+    if clients.is_empty() {
+        return;
+    }
+    let closing = std::thread::Builder::new()
+        .name("cairn-pg-close".into())
+        .spawn(move || drop(clients));
+    if let Ok(handle) = closing {
+        let _ = handle.join();
+    }
+}
+
+impl PostgresBackend {
     fn run(
         &self,
         isolation: IsolationLevel,
@@ -168,7 +206,7 @@ impl PostgresBackend {
             if result.as_ref().is_err_and(StoreError::is_unavailable) {
                 // After a database restart every pooled session is dead: drop them all, so
                 // that the next transactions connect afresh instead of failing one by one.
-                self.pool.lock().unwrap_or_else(|p| p.into_inner()).clear();
+                self.drain();
                 if !began && attempt < RETRIES {
                     // Not even BEGIN went through: nothing ran, so once more on a new session.
                     tracing::debug!(attempt, "retrying on a new database session");
