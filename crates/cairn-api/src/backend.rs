@@ -153,7 +153,11 @@ impl RemoteSearch {
     pub fn open_file(&self, name: &str, path: &str) -> ApiResult<(u64, Box<dyn Read + Send>)> {
         let resp = self
             .agent
-            .get(&format!("{}/backups/{name}/files/{path}", self.base))
+            .get(&format!(
+                "{}{}",
+                self.base,
+                crate::backups::file_url_path(name, path)
+            ))
             .header("Authorization", &format!("Bearer {}", self.secret))
             .call()
             .map_err(|e| self.unreachable(e))?;
@@ -295,7 +299,7 @@ impl BackupBackend {
                 let (_, man) = crate::backups::finished(m, name)?;
                 serde_json::to_value(man).map_err(ApiError::internal)
             }
-            BackupBackend::Remote(r) => r.get(&format!("/backups/{name}/manifest.json")),
+            BackupBackend::Remote(r) => r.get(&crate::backups::manifest_url_path(name)),
         }
     }
 }

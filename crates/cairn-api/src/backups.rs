@@ -20,6 +20,36 @@ use crate::error::{ApiError, ApiResult};
 use crate::metrics::RouteLabel;
 use crate::state::AppState;
 
+/// What a path segment of a backup URL keeps as it is: RFC 3986's unreserved characters.
+/// Everything else (`#`, `?`, `%`, spaces, non-ASCII) is percent-encoded.
+const SEGMENT: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
+
+fn segment(s: &str) -> percent_encoding::PercentEncode<'_> {
+    percent_encoding::utf8_percent_encode(s, SEGMENT)
+}
+
+/// The URL path of backup `name`'s manifest, as every client of these routes builds it
+/// (the command line's download, a web node relaying to the search service): any name a
+/// backup may have reaches the server whole.
+pub fn manifest_url_path(name: &str) -> String {
+    format!("/backups/{}/manifest.json", segment(name))
+}
+
+/// The URL path of the file `path` (`index/abc.idx`, as the manifest names it) of backup
+/// `name`: each segment percent-encoded, the separators kept.
+pub fn file_url_path(name: &str, path: &str) -> String {
+    let mut url = format!("/backups/{}/files", segment(name));
+    for part in path.split('/') {
+        url.push('/');
+        url.extend(segment(part));
+    }
+    url
+}
+
 /// The backup routes.
 pub fn routes() -> Router<AppState> {
     Router::new()

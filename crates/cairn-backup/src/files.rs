@@ -105,6 +105,17 @@ pub fn copy_checksummed(
     progress: &mut dyn FnMut(u64),
 ) -> Result<(String, u64)> {
     let mut from = File::open(src).map_err(io(format!("open {}", src.display())))?;
+    copy_stream_checksummed(&mut from, &src.display().to_string(), dst, cancel, progress)
+}
+
+/// [`copy_checksummed`] from any reader (`what` names it in errors): a download, say.
+pub fn copy_stream_checksummed(
+    from: &mut dyn Read,
+    what: &str,
+    dst: &Path,
+    cancel: &AtomicBool,
+    progress: &mut dyn FnMut(u64),
+) -> Result<(String, u64)> {
     let mut to = std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)
@@ -132,9 +143,7 @@ pub fn copy_checksummed(
                 }
                 let mut buf = empty_rx.try_recv().unwrap_or_default();
                 buf.resize(CHUNK, 0);
-                let n = from
-                    .read(&mut buf)
-                    .map_err(io(format!("read {}", src.display())))?;
+                let n = from.read(&mut buf).map_err(io(format!("read {what}")))?;
                 if n == 0 {
                     return Ok(());
                 }

@@ -10,9 +10,11 @@
 //!   complete on its own.
 //! - [`BackupManager`] is the server's job: one backup at a time, idempotent start, cancel,
 //!   progress, a history that survives restarts.
-//! - [`verify()`] checks a backup; [`restore()`] puts one back through a staging folder.
+//! - [`verify()`] checks a backup; [`restore()`] puts one back through a staging folder;
+//!   [`download()`] fetches a served backup into a new folder, checked before it counts.
 #![warn(missing_docs)]
 
+mod download;
 mod error;
 pub mod files;
 mod job;
@@ -22,6 +24,7 @@ mod retention;
 mod run;
 mod verify;
 
+pub use download::{download, BackupSourceFiles, DownloadReport};
 pub use error::{BackupError, Result};
 pub use job::{default_name, list_backups, target_path, BackupManager, BackupResponse};
 pub use manifest::{

@@ -2,7 +2,8 @@
 //! backup (design invariant 7). It is written last, by rename; a folder without one is not
 //! a backup. Every format version has its reader; this build writes version 1.
 
-use std::path::Path;
+use std::collections::HashSet;
+use std::path::{Component, Path};
 
 use cairn_index::CompletionState;
 use cairn_store::DatabaseBackup;
@@ -120,17 +121,70 @@ impl Manifest {
         Self::parse(&text)
     }
 
-    /// Parses a manifest's text.
+    /// Parses a manifest's text, and checks its layout ([`Manifest::check_layout`]): every
+    /// reader of a manifest (verify, restore, a download) gets only one whose paths stay
+    /// inside the backup.
     pub fn parse(text: &str) -> Result<Manifest> {
         let value: serde_json::Value = serde_json::from_str(text)
             .map_err(|e| BackupError::Invalid(format!("{MANIFEST_FILE} is not JSON: {e}")))?;
         match value.get("format").and_then(|f| f.as_u64()) {
-            Some(1) => serde_json::from_value(value)
-                .map_err(|e| BackupError::Invalid(format!("{MANIFEST_FILE} (format 1): {e}"))),
+            Some(1) => {
+                let manifest: Manifest = serde_json::from_value(value).map_err(|e| {
+                    BackupError::Invalid(format!("{MANIFEST_FILE} (format 1): {e}"))
+                })?;
+                manifest.check_layout()?;
+                Ok(manifest)
+            }
             Some(n) => Err(BackupError::Invalid(format!(
                 "{MANIFEST_FILE} has format {n}, newer than this build reads ({MANIFEST_FORMAT}); upgrade cairn"
             ))),
             None => Err(BackupError::Invalid(format!("{MANIFEST_FILE} has no format number"))),
+        }
+    }
+
+    /// The one rule of a backup's layout: the manifest names a repository, and only files
+    /// inside the backup's `index/` and `database/` folders, each once, plain relative
+    /// paths (no `..`, no absolute path); its database file is one of them. Whatever a
+    /// tampered manifest or a hostile server says, Cairn reads and writes nothing else.
+    pub fn check_layout(&self) -> Result<()> {
+        let invalid = |m: String| Err(BackupError::Invalid(m));
+        if self.repository_id.is_empty() {
+            return invalid("the manifest names no repository".into());
+        }
+        let mut seen = HashSet::new();
+        for f in &self.files {
+            let inside = [INDEX_DIR, DATABASE_DIR]
+                .iter()
+                .any(|d| f.path.strip_prefix(d).is_some_and(|r| r.starts_with('/')));
+            if !is_plain_relative(&f.path) || !inside {
+                return invalid(format!(
+                    "{}: a path outside the backup's {INDEX_DIR} and {DATABASE_DIR} folders",
+                    f.path
+                ));
+            }
+            if !seen.insert(f.path.as_str()) {
+                return invalid(format!("{}: listed twice", f.path));
+            }
+        }
+        match (&self.database, self.kind) {
+            (None, BackupKind::Index) => Ok(()),
+            (Some(db), BackupKind::Repository) => {
+                let listed = format!("{DATABASE_DIR}/{}", db.file_name);
+                if !is_plain_relative(&db.file_name)
+                    || db.file_name.contains('/')
+                    || !seen.contains(listed.as_str())
+                {
+                    return invalid(format!(
+                        "the database file {:?} is not one of the backup's files",
+                        db.file_name
+                    ));
+                }
+                Ok(())
+            }
+            (None, BackupKind::Repository) => {
+                invalid("a repository backup without its database part".into())
+            }
+            (Some(_), BackupKind::Index) => invalid("an index backup with a database part".into()),
         }
     }
 
@@ -176,9 +230,26 @@ impl Manifest {
     }
 }
 
+/// True when `rel` is a relative path that stays where it is joined: only plain names
+/// (`index/a.idx`), no `..`, no root, no empty path.
+fn is_plain_relative(rel: &str) -> bool {
+    !rel.is_empty()
+        && Path::new(rel)
+            .components()
+            .all(|c| matches!(c, Component::Normal(_)))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn paths_must_stay_inside() {
+        assert!(is_plain_relative("index/a.idx"));
+        for bad in ["", "../x", "/etc/passwd", "index/../../x", "./x"] {
+            assert!(!is_plain_relative(bad), "{bad:?}");
+        }
+    }
 
     #[test]
     fn bad_manifests_are_errors_not_panics() {

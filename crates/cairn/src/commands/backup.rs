@@ -1,6 +1,5 @@
 //! `cairn backup create|verify|list` and `cairn restore`.
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::atomic::AtomicBool;
@@ -10,7 +9,7 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, bail, Context, Result};
 use cairn_backup::{
     list_backups, restore, run_backup, verify, BackupInfo, BackupKind, BackupResponse, BackupState,
-    Manifest, RestoreMode, RestoreTarget, StoppedSource,
+    RestoreMode, RestoreTarget, StoppedSource,
 };
 use cairn_store::Store;
 
@@ -225,69 +224,56 @@ pub fn create_remote(
     Ok(ExitCode::SUCCESS)
 }
 
-/// Downloads the finished backup `name` into `to`, checking every checksum; the manifest
-/// is written last.
-fn download(remote: &Remote, name: &str, to: &Path) -> Result<()> {
-    use sha2::Digest;
-    let started = Instant::now();
-    if to.join(cairn_backup::MANIFEST_FILE).exists() {
-        bail!("{} already holds a backup", to.display());
+/// A finished backup served at `/backups/NAME` by a server.
+struct Served<'r> {
+    remote: &'r Remote,
+    name: &'r str,
+}
+
+impl cairn_backup::BackupSourceFiles for Served<'_> {
+    fn manifest(&self) -> cairn_backup::Result<String> {
+        let v = self
+            .remote
+            .json(
+                "GET",
+                &cairn_api::backups::manifest_url_path(self.name),
+                None,
+            )
+            .map_err(|e| cairn_backup::BackupError::Invalid(format!("read the manifest: {e:#}")))?;
+        Ok(v.to_string())
     }
-    let manifest: Manifest = serde_json::from_value(remote.json(
-        "GET",
-        &format!("/backups/{name}/manifest.json"),
-        None,
-    )?)
-    .context("read the manifest")?;
-    let total: u64 = manifest.files.iter().map(|f| f.size).sum();
-    let progress = Progress::new("download", "bytes");
-    let mut done = 0u64;
-    for f in &manifest.files {
-        let dst = to.join(&f.path);
-        if let Some(parent) = dst.parent() {
-            std::fs::create_dir_all(parent)?;
-        }
-        let url = remote.url(&format!("/backups/{name}/files/{}", f.path));
-        let mut resp = ureq::get(&url)
-            .header("Authorization", &remote.auth())
+
+    fn open(&self, path: &str) -> cairn_backup::Result<Box<dyn std::io::Read + '_>> {
+        let url = self
+            .remote
+            .url(&cairn_api::backups::file_url_path(self.name, path));
+        let resp = ureq::get(&url)
+            .header("Authorization", &self.remote.auth())
             .call()
-            .with_context(|| format!("GET {url}"))?;
-        let mut reader = resp.body_mut().with_config().limit(u64::MAX).reader();
-        let mut out =
-            std::fs::File::create(&dst).with_context(|| format!("create {}", dst.display()))?;
-        let mut hasher = sha2::Sha256::new();
-        let mut buf = vec![0u8; 1 << 20];
-        let mut n_total = 0u64;
-        loop {
-            let n = std::io::Read::read(&mut reader, &mut buf)?;
-            if n == 0 {
-                break;
-            }
-            hasher.update(&buf[..n]);
-            out.write_all(&buf[..n])?;
-            n_total += n as u64;
-            done += n as u64;
-            progress.set(done, total);
-        }
-        out.sync_all()?;
-        let sum = cairn_backup::files::hex(&hasher.finalize());
-        if n_total != f.size || sum != f.sha256 {
-            bail!(
-                "{}: the download does not match the manifest's checksum",
-                f.path
-            );
-        }
+            .map_err(|e| cairn_backup::BackupError::Io {
+                context: format!("GET {url}"),
+                cause: std::io::Error::other(e),
+            })?;
+        Ok(Box::new(
+            resp.into_body().into_with_config().limit(u64::MAX).reader(),
+        ))
     }
-    manifest
-        .write(to)
-        .map_err(|e| anyhow!("write the manifest: {e}"))?;
+}
+
+/// Downloads the finished backup `name` into `to`: checked file by file in a staging
+/// folder, which becomes `to` only when every checksum matched (`cairn_backup::download`).
+fn download(remote: &Remote, name: &str, to: &Path) -> Result<()> {
+    let started = Instant::now();
+    let progress = Progress::new("download", "bytes");
+    let report = cairn_backup::download(&Served { remote, name }, to, &|d, t| progress.set(d, t))
+        .map_err(|e| anyhow!("download into {}: {e}", to.display()))?;
     progress.finish();
     println!(
         "{}; into {}",
         summary(
             "downloaded",
-            total,
-            manifest.files.len() as u64,
+            report.bytes,
+            report.files,
             started.elapsed().as_secs_f64()
         ),
         to.display()

@@ -1,0 +1,286 @@
+//! Regressions of a hostile trial, as real processes: a hostile server answering a backup
+//! download, backup names that need encoding in a URL, a link to a served database,
+//! connections that send too little, and a full disk.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpListener;
+use std::path::Path;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::Duration;
+
+use serde_json::{json, Value};
+
+const KEY: &str = "hardening-test-key";
+
+fn cairn() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_cairn"));
+    for var in [
+        "CAIRN_DATA",
+        "CAIRN_DATABASE",
+        "CAIRN_ADMIN_KEY",
+        "CAIRN_LISTEN",
+        "CAIRN_LOG",
+    ] {
+        c.env_remove(var);
+    }
+    c
+}
+
+fn text(o: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+struct Server {
+    child: Child,
+    url: String,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn serve(data: &Path, more: &[&str]) -> Server {
+    let (child, url) = cairn_testkit::spawn_announcing(
+        cairn()
+            .args([
+                "serve",
+                "--listen",
+                "127.0.0.1:0",
+                "--admin-key",
+                KEY,
+                "--data",
+            ])
+            .arg(data)
+            .args(more)
+            .stderr(Stdio::null()),
+        Duration::from_secs(60),
+    );
+    Server { child, url }
+}
+
+fn agent() -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(Duration::from_secs(60)))
+        .build()
+        .new_agent()
+}
+
+/// One request with the admin key; the status and the body as JSON (null if none).
+fn call(method: &str, url: &str, body: Option<Value>) -> (u16, Value) {
+    let a = agent();
+    let auth = format!("Bearer {KEY}");
+    let resp = match method {
+        "POST" => a
+            .post(url)
+            .header("Authorization", &auth)
+            .send(body.unwrap_or(json!({})).to_string().as_bytes()),
+        _ => a.get(url).header("Authorization", &auth).call(),
+    };
+    let mut r = resp.unwrap_or_else(|e| panic!("{method} {url}: {e}"));
+    let status = r.status().as_u16();
+    let text = r.body_mut().read_to_string().unwrap_or_default();
+    (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+}
+
+// ---------------------------------------------------------------------------------------
+// Defect 3: a download from a hostile server
+
+/// A server that answers a backup and serves a manifest of its own choosing: `paths` with
+/// the bytes of each. It answers every request it gets until the test ends.
+fn hostile_server(paths: Vec<(String, Vec<u8>)>, tamper: bool) -> String {
+    use sha2::Digest;
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let files: Vec<Value> = paths
+        .iter()
+        .map(|(p, b)| {
+            json!({"path": p, "size": b.len(),
+                   "sha256": hex(&sha2::Sha256::digest(b))})
+        })
+        .collect();
+    let manifest = json!({
+        "format": 1, "kind": "Index", "repository_id": "evil", "cairn_version": "0",
+        "started_at": "2026-01-01T00:00:00Z", "finished_at": "2026-01-01T00:00:01Z",
+        "index": {"completion_state": {"format": 1, "repository_id": "evil",
+                  "last_activity_id": 0, "fingerprint": 0, "gaps": []},
+                  "documents": 0, "format": "tantivy-0.27"},
+        "database": null, "files": files,
+    });
+    let info = json!({"StartedAt": "2026-01-01T00:00:00Z", "FinishedAt": "2026-01-01T00:00:01Z",
+        "TargetPath": "/srv/backups/evil", "TotalBytes": 1, "CopiedBytes": 1,
+        "CountOfFiles": 1, "CopiedFiles": 1, "CurrentlyCopiedFile": null, "Message": null,
+        "State": "Finished", "Kind": "Index"});
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            let mut reader = BufReader::new(stream.try_clone().unwrap());
+            let mut line = String::new();
+            if reader.read_line(&mut line).is_err() {
+                continue;
+            }
+            let mut length = 0usize;
+            loop {
+                let mut h = String::new();
+                if reader.read_line(&mut h).is_err() || h.trim().is_empty() {
+                    break;
+                }
+                if let Some(v) = h.to_ascii_lowercase().strip_prefix("content-length:") {
+                    length = v.trim().parse().unwrap_or(0);
+                }
+            }
+            let mut body = vec![0u8; length];
+            let _ = reader.read_exact(&mut body);
+            let target = line.split(' ').nth(1).unwrap_or("").to_string();
+            let answer: Vec<u8> = if target.contains("BackupIndex") {
+                let mut started = info.clone();
+                started["State"] = json!("Started");
+                json!({"State": "Started", "Current": started, "History": []})
+                    .to_string()
+                    .into_bytes()
+            } else if target.contains("QueryIndexBackup") {
+                json!({"State": "Finished", "Current": info, "History": [info]})
+                    .to_string()
+                    .into_bytes()
+            } else if target.ends_with("/manifest.json") {
+                manifest.to_string().into_bytes()
+            } else {
+                // Any file: the bytes of the first path the manifest lists that the
+                // request names at its end.
+                let listed = paths
+                    .iter()
+                    .find(|(p, _)| target.ends_with(p.rsplit('/').next().unwrap_or("")))
+                    .map(|(_, b)| b.clone())
+                    .unwrap_or_default();
+                if tamper {
+                    b"tampered".to_vec()
+                } else {
+                    listed
+                }
+            };
+            let mut out = stream;
+            let _ = write!(
+                out,
+                "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\
+                 Connection: close\r\n\r\n",
+                answer.len()
+            );
+            let _ = out.write_all(&answer);
+        }
+    });
+    format!("http://{addr}")
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// `backup create --server URL --to DIR` against a server whose manifest names paths
+/// outside the backup: nothing is written outside DIR (before the fix, `victim` was
+/// written next to DIR, and the checksum was checked only afterwards), and DIR is not left
+/// behind either.
+#[test]
+fn a_hostile_server_cannot_write_outside_the_download() {
+    let dir = tempfile::tempdir().unwrap();
+    let to = dir.path().join("down").join("b1");
+    for bad in [
+        "index/../../../victim",
+        "database/../../../victim",
+        "index/../../victim-dir/x",
+    ] {
+        let url = hostile_server(
+            vec![
+                ("index/meta.json".into(), b"{}".to_vec()),
+                (bad.to_string(), b"owned".to_vec()),
+            ],
+            false,
+        );
+        let o = cairn()
+            .args(["backup", "create", "--index-only", "--server", &url])
+            .args(["--admin-key", KEY, "--to"])
+            .arg(&to)
+            .output()
+            .unwrap();
+        assert!(!o.status.success(), "{bad}: accepted: {}", text(&o));
+        assert!(
+            text(&o).contains("outside the backup"),
+            "{bad}: {}",
+            text(&o)
+        );
+        for victim in [
+            dir.path().join("victim"),
+            dir.path().join("down").join("victim"),
+            dir.path().join("down").join("victim-dir"),
+        ] {
+            assert!(!victim.exists(), "{bad}: wrote {}", victim.display());
+        }
+        assert!(!to.exists(), "{bad}: left {}", to.display());
+    }
+    // A manifest with good paths and bad bytes: refused, and nothing is left that looks
+    // like a backup.
+    let url = hostile_server(vec![("index/meta.json".into(), b"{}".to_vec())], true);
+    let o = cairn()
+        .args(["backup", "create", "--index-only", "--server", &url])
+        .args(["--admin-key", KEY, "--to"])
+        .arg(&to)
+        .output()
+        .unwrap();
+    assert!(!o.status.success(), "{}", text(&o));
+    let left: Vec<_> = std::fs::read_dir(dir.path().join("down"))
+        .map(|d| d.flatten().map(|e| e.file_name()).collect())
+        .unwrap_or_default();
+    assert!(left.is_empty(), "left behind: {left:?}");
+}
+
+// ---------------------------------------------------------------------------------------
+// Defect 7: backup names that a URL must encode
+
+/// Backups whose names hold `#`, `?`, `%`, spaces or non-ASCII are made, listed and
+/// downloaded (before the fix the download asked for a URL that cut the name at `#` or
+/// `?` and got 404).
+#[test]
+fn backups_with_names_that_need_encoding_are_downloaded() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let server = serve(&data, &[]);
+    let (s, v) = call(
+        "POST",
+        &format!("{}/odata.svc/Root", server.url),
+        Some(json!({"__ContentType":"Article","Name":"a1","Body":"hello"})),
+    );
+    assert_eq!(s, 201, "{v}");
+    for (i, name) in ["hash#x", "what?y", "per%25cent", "with space", "ünï"]
+        .iter()
+        .enumerate()
+    {
+        let to = dir.path().join(format!("down{i}"));
+        let o = cairn()
+            .args(["backup", "create", "--server", &server.url])
+            .args(["--admin-key", KEY, "--target", name, "--to"])
+            .arg(&to)
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{name}: {}", text(&o));
+        assert!(to.join("manifest.json").is_file(), "{name}");
+        let v = cairn()
+            .args(["backup", "verify"])
+            .arg(&to)
+            .output()
+            .unwrap();
+        assert!(v.status.success(), "{name}: {}", text(&v));
+        assert!(data
+            .join("backups")
+            .join(name)
+            .join("manifest.json")
+            .is_file());
+    }
+    let (s, list) = call("GET", &format!("{}/backups", server.url), None);
+    assert_eq!(s, 200);
+    assert_eq!(list.as_array().map(Vec::len), Some(5), "{list}");
+}
