@@ -24,6 +24,10 @@ impl DataDir {
             Some(url) => DatabaseUrl::parse(url)?,
             None => DatabaseUrl::Sqlite(root.join("cairn.db")),
         };
+        let database = match database {
+            DatabaseUrl::Sqlite(path) => DatabaseUrl::Sqlite(resolve_links(&path)?),
+            other => other,
+        };
         Ok(DataDir {
             root: root.to_path_buf(),
             database,
@@ -96,6 +100,35 @@ impl DataDir {
             _database: database,
         })
     }
+}
+
+/// The file a SQLite database path names, links resolved (the path itself while neither it
+/// nor its folder exists yet). Everything keyed on a database's path (its lock, the checks
+/// that a backup or an index does not overlap it, what a restore replaces) must see the
+/// file, not a name for it: locked beside a link, a served database was restored over (the
+/// link replaced, the live file untouched) and imported into from a second process. A
+/// restore through a link therefore restores the file the link names, and keeps the link.
+fn resolve_links(db: &Path) -> Result<PathBuf> {
+    if let Ok(real) = std::fs::canonicalize(db) {
+        return Ok(real);
+    }
+    if std::fs::symlink_metadata(db).is_ok_and(|m| m.file_type().is_symlink()) {
+        bail!(
+            "the database {} is a link to nothing ({}): give the database's own path",
+            db.display(),
+            std::fs::read_link(db)
+                .map(|t| t.display().to_string())
+                .unwrap_or_default()
+        );
+    }
+    // A database yet to be made: its folder's links still count.
+    Ok(match (db.parent(), db.file_name()) {
+        (Some(parent), Some(name)) => match std::fs::canonicalize(parent) {
+            Ok(parent) => parent.join(name),
+            Err(_) => db.to_path_buf(),
+        },
+        _ => db.to_path_buf(),
+    })
 }
 
 /// The lock file of a SQLite database at `db`: a data folder's own `cairn.db` is locked by

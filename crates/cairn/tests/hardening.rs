@@ -284,3 +284,103 @@ fn backups_with_names_that_need_encoding_are_downloaded() {
     assert_eq!(s, 200);
     assert_eq!(list.as_array().map(Vec::len), Some(5), "{list}");
 }
+
+// ---------------------------------------------------------------------------------------
+// Defect 5: a link to a served database
+
+/// The number of items the server at `url` holds.
+fn item_count(url: &str) -> u64 {
+    let (s, v) = call(
+        "GET",
+        &format!("{url}/odata.svc/Root?query=Id:%3E0&$inlinecount=allpages&$top=1"),
+        None,
+    );
+    assert_eq!(s, 200, "{v}");
+    v["d"]["__count"].as_u64().unwrap()
+}
+
+/// `--database sqlite://LINK`, LINK a symbolic link to a live server's `cairn.db` (or to
+/// its folder): `restore` and `import` refuse as they do for the file's own path. Before
+/// the fix the lock was taken beside the link: `restore` replaced the link and reported
+/// success, and `import` wrote into the live database from a second process.
+#[test]
+fn a_link_to_a_served_database_is_refused_like_the_database() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let server = serve(&data, &[]);
+    let (s, v) = call(
+        "POST",
+        &format!("{}/odata.svc/('Root')/BackupRepository", server.url),
+        Some(json!({"target": "b1"})),
+    );
+    assert_eq!(s, 200, "{v}");
+    let backup = data.join("backups").join("b1");
+    cairn_testkit::wait_until("the backup finishes", Duration::from_secs(60), || {
+        backup.join("manifest.json").is_file().then_some(())
+    });
+    let before = item_count(&server.url);
+    let file_link = dir.path().join("link.db");
+    std::os::unix::fs::symlink(data.join("cairn.db"), &file_link).unwrap();
+    let dir_link = dir.path().join("linked-data");
+    std::os::unix::fs::symlink(&data, &dir_link).unwrap();
+    let jsonl = dir.path().join("items.jsonl");
+    std::fs::write(&jsonl, "{\"Path\":\"/Root/sneaked\",\"Type\":\"Folder\"}\n").unwrap();
+    for db in [file_link.clone(), dir_link.join("cairn.db")] {
+        let url = format!("sqlite://{}", db.display());
+        let other = dir.path().join("other");
+        let o = cairn()
+            .args(["restore", "--force", "--from"])
+            .arg(&backup)
+            .arg("--data")
+            .arg(&other)
+            .args(["--database", &url])
+            .output()
+            .unwrap();
+        assert!(!o.status.success(), "restore through {url}: {}", text(&o));
+        assert!(
+            text(&o).contains("in use by `cairn serve`"),
+            "{url}: {}",
+            text(&o)
+        );
+        assert!(!other.exists(), "a refused restore leaves nothing");
+        let o = cairn()
+            .args(["import", "--data"])
+            .arg(&other)
+            .args(["--database", &url])
+            .arg(&jsonl)
+            .output()
+            .unwrap();
+        assert!(!o.status.success(), "import through {url}: {}", text(&o));
+        assert!(
+            text(&o).contains("in use by `cairn serve`"),
+            "{url}: {}",
+            text(&o)
+        );
+        assert!(!other.exists(), "a refused import leaves nothing");
+    }
+    assert!(file_link.is_symlink(), "the link was replaced");
+    assert_eq!(item_count(&server.url), before, "the live database changed");
+    drop(server);
+
+    // With the server stopped, a restore through the link restores the file it names
+    // (and keeps the link), and the server then serves the restored database.
+    let o = cairn()
+        .args(["restore", "--from"])
+        .arg(&backup)
+        .arg("--data")
+        .arg(dir.path().join("other"))
+        .arg("--database")
+        .arg(format!("sqlite://{}", file_link.display()))
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(
+        file_link.is_symlink(),
+        "the link was replaced by the restore"
+    );
+    assert!(
+        text(&o).contains(&data.join("cairn.db").display().to_string()),
+        "the restore does not say which file it restored: {}",
+        text(&o)
+    );
+}

@@ -378,8 +378,12 @@ pub fn restore_cmd(
     for w in &report.warnings {
         eprintln!("warning: {w}");
     }
+    let database = match mode {
+        RestoreMode::IndexOnly => String::new(),
+        _ => format!("; database {}", data.database.redacted()),
+    };
     println!(
-        "{}; the next start catches the index up{}",
+        "{}{database}; the next start catches the index up{}",
         summary("restored", report.bytes, report.files, report.seconds),
         if mode == RestoreMode::DatabaseOnly {
             " (it rebuilds it: no index was restored)"
