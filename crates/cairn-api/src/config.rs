@@ -17,6 +17,9 @@ pub struct ApiConfig {
     pub request_timeout: Duration,
     /// How long a write waits for its change to be searchable before it answers anyway.
     pub searchable_timeout: Duration,
+    /// Whether `/metrics` asks for the administrator's key (it is open by default, as
+    /// Prometheus expects).
+    pub metrics_need_key: bool,
 }
 
 impl ApiConfig {
@@ -29,6 +32,7 @@ impl ApiConfig {
             max_query_bytes: 16 << 10,
             request_timeout: Duration::from_secs(60),
             searchable_timeout: Duration::from_secs(10),
+            metrics_need_key: false,
         }
     }
 }

@@ -145,6 +145,36 @@ impl ApiError {
     }
 }
 
+/// Gives an error answer that is not already JSON (an extractor's rejection, a limit, a
+/// timeout, a missing route) sensenet's error body, so that every error of every Cairn
+/// server has one shape. A client error keeps its short text as the message (what was
+/// wrong with the request); a server error's text stays in the log.
+pub async fn with_error_body(resp: Response) -> Response {
+    let status = resp.status();
+    let is_json = resp
+        .headers()
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    if !(status.is_client_error() || status.is_server_error()) || is_json {
+        return resp;
+    }
+    let (parts, body) = resp.into_parts();
+    let mut error = ApiError::from_status(status);
+    if status.is_client_error() {
+        if let Ok(bytes) = axum::body::to_bytes(body, 4096).await {
+            let text = String::from_utf8_lossy(&bytes).trim().to_string();
+            if !text.is_empty() {
+                error.message = text;
+            }
+        }
+    }
+    let mut out = error.into_response();
+    // Keep what the handlers attached (the metrics' route label).
+    *out.extensions_mut() = parts.extensions;
+    out
+}
+
 impl std::fmt::Display for ApiError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(

@@ -13,6 +13,7 @@ pub mod error;
 pub mod metrics;
 pub mod odata;
 pub mod search;
+pub mod server;
 pub mod service;
 pub mod state;
 
@@ -30,6 +31,10 @@ use tracing::Instrument;
 
 pub use config::ApiConfig;
 pub use error::ApiError;
+pub use server::{serve, ConnectionLimits};
+
+/// A whole HTTP service, ready for [`serve`].
+pub type App = Router;
 pub use state::AppState;
 
 use metrics::RouteLabel;
@@ -47,8 +52,37 @@ pub fn router(state: AppState) -> Router {
             StatusCode::REQUEST_TIMEOUT,
             config.request_timeout,
         ))
+        .layer(middleware::from_fn_with_state(
+            config.max_body_bytes,
+            refuse_declared_oversize,
+        ))
         .layer(middleware::from_fn_with_state(state.clone(), observe))
         .with_state(state)
+}
+
+/// A body whose declared `Content-Length` is over the limit is refused (413) at once,
+/// before a byte of it is read: waiting for it would hold the connection until the
+/// request timeout. (A body without a declared length is cut at the limit as it is read.)
+pub async fn refuse_declared_oversize(
+    State(limit): State<usize>,
+    req: Request,
+    next: Next,
+) -> Response {
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u128>().ok());
+    match declared {
+        Some(n) if n > limit as u128 => ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "RequestTooLarge",
+            "Exception",
+            format!("the request body is {n} bytes; the limit is {limit} bytes"),
+        )
+        .into_response(),
+        _ => next.run(req).await,
+    }
 }
 
 /// 200 while this server can serve: its database answers. A load balancer takes a node
@@ -64,7 +98,19 @@ async fn health(State(state): State<AppState>) -> Response {
     r
 }
 
-async fn metrics_text(State(state): State<AppState>) -> Response {
+async fn metrics_text(State(state): State<AppState>, req: Request) -> Response {
+    if state.config.metrics_need_key {
+        let (mut parts, _) = req.into_parts();
+        use axum::extract::FromRequestParts;
+        let allowed = auth::Caller::from_request_parts(&mut parts, &state)
+            .await
+            .and_then(|c| c.require_admin("/metrics"));
+        if let Err(e) = allowed {
+            let mut r = e.into_response();
+            r.extensions_mut().insert(RouteLabel("metrics"));
+            return r;
+        }
+    }
     let s = state.clone();
     let rendered = odata::handlers::blocking(move || {
         let db_last = s.store.last_activity_id()?.0;
@@ -118,20 +164,8 @@ async fn observe(State(state): State<AppState>, req: Request, next: Next) -> Res
     let started = Instant::now();
     let (method, path) = (req.method().clone(), req.uri().path().to_string());
     let span = tracing::info_span!("request", id, %method, %path);
-    let mut resp = next.run(req).instrument(span.clone()).await;
+    let mut resp = error::with_error_body(next.run(req).instrument(span.clone()).await).await;
     let status = resp.status();
-    let is_json = resp
-        .headers()
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.starts_with("application/json"));
-    if (status.is_client_error() || status.is_server_error()) && !is_json {
-        let label = resp.extensions().get::<RouteLabel>().cloned();
-        resp = ApiError::from_status(status).into_response();
-        if let Some(l) = label {
-            resp.extensions_mut().insert(l);
-        }
-    }
     let route = resp
         .extensions()
         .get::<RouteLabel>()

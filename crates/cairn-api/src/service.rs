@@ -16,7 +16,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Body;
-use axum::extract::{Path, Request, State};
+use axum::extract::{DefaultBodyLimit, Path, Request, State};
 use axum::http::header;
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -60,7 +60,24 @@ pub fn service_router(state: ServiceState) -> Router {
     Router::new()
         .route("/health", get(|| async { "ok" }))
         .merge(protected)
+        .fallback(|req: Request| async move {
+            ApiError::not_found(format!("no such route: {}", req.uri().path()))
+        })
+        .layer(DefaultBodyLimit::max(SERVICE_MAX_BODY))
+        .layer(middleware::from_fn_with_state(
+            SERVICE_MAX_BODY,
+            crate::refuse_declared_oversize,
+        ))
+        .layer(middleware::from_fn(error_bodies))
         .with_state(state)
+}
+
+/// The largest request body the service takes: its requests are small JSON documents.
+const SERVICE_MAX_BODY: usize = 16 << 20;
+
+/// Every error of the service has the web API's body (a bad body was a plain-text 422).
+async fn error_bodies(req: Request, next: Next) -> Response {
+    crate::error::with_error_body(next.run(req).await).await
 }
 
 async fn authenticate(State(state): State<ServiceState>, req: Request, next: Next) -> Response {

@@ -9,7 +9,7 @@ WORK=${2:-/tmp/cairn-cluster-bench}
 ROOT=$(cd "$(dirname "$0")/../../.." && pwd)
 BIN=$ROOT/target/release
 SCRIPTS=$ROOT/crates/cairn-bench/scripts
-KEY=cluster-bench-key
+KEY=cluster-bench-key-0123456789
 SECRET=cluster-bench-secret
 DUR=${DUR:-15s}
 rm -rf "$WORK" && mkdir -p "$WORK" && chmod 777 "$WORK"

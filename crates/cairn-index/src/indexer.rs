@@ -147,8 +147,8 @@ impl Signal {
 
 /// The Tantivy writer as the indexer holds it.
 pub(crate) enum WriterSlot {
-    /// Ready for work.
-    Open(IndexWriter),
+    /// Ready for work (boxed: the slot is mostly this variant, and the others are small).
+    Open(Box<IndexWriter>),
     /// Dropped after a fault that a rollback could not undo; opened again at its next use.
     Lost,
     /// Released by [`Indexer::shutdown`].
@@ -348,7 +348,7 @@ impl Indexer {
             index,
             schema,
             reader,
-            writer: Mutex::new(WriterSlot::Open(writer)),
+            writer: Mutex::new(WriterSlot::Open(Box::new(writer))),
             fault: Mutex::new(None),
             published: Mutex::new(state.clone()),
             published_cond: Condvar::new(),
@@ -586,7 +586,7 @@ impl Indexer {
                 .writer_with_num_threads(self.options.writer_threads, self.options.writer_memory)
                 .map_err(|e| self.failed(lock(e, &self.dir)))?;
             tracing::warn!("the index writer was opened again after a fault");
-            *guard = WriterSlot::Open(writer);
+            *guard = WriterSlot::Open(Box::new(writer));
         }
         let WriterSlot::Open(writer) = &mut *guard else {
             return Err(IndexError::ShuttingDown);

@@ -63,6 +63,28 @@ impl ServerArgs {
     }
 }
 
+/// How long a client may take or stall on one connection (`serve`, `search-service`).
+#[derive(Args, Debug, Clone, Copy)]
+struct ConnectionArgs {
+    /// Seconds a connection has for a request's line and headers, from when the server is
+    /// ready for them (the connection opened, or the previous answer sent): a connection
+    /// that sends nothing, part of a request, or sits idle between requests is closed.
+    #[arg(long, env = "CAIRN_HEADER_TIMEOUT", default_value_t = 10)]
+    header_timeout: u64,
+    /// Seconds an answer may make no progress because the client does not read it.
+    #[arg(long, env = "CAIRN_IDLE_TIMEOUT", default_value_t = 60)]
+    idle_timeout: u64,
+}
+
+impl ConnectionArgs {
+    fn limits(self) -> cairn_api::ConnectionLimits {
+        cairn_api::ConnectionLimits {
+            header_timeout: std::time::Duration::from_secs(self.header_timeout.max(1)),
+            idle_timeout: std::time::Duration::from_secs(self.idle_timeout.max(1)),
+        }
+    }
+}
+
 #[derive(Subcommand, Debug)]
 enum Command {
     /// Serve the repository over HTTP (OData, sensenet's dialect).
@@ -102,6 +124,12 @@ enum Command {
         /// The secret shared with the search service.
         #[arg(long, env = "CAIRN_SEARCH_SECRET", hide_env_values = true)]
         search_secret: Option<String>,
+        /// Ask for the administrator's key on /metrics too (open by default, as Prometheus
+        /// scrapes it).
+        #[arg(long, env = "CAIRN_METRICS_NEED_KEY")]
+        metrics_need_key: bool,
+        #[command(flatten)]
+        connections: ConnectionArgs,
     },
     /// The central search service: owns the one index of several web nodes.
     SearchService {
@@ -120,6 +148,8 @@ enum Command {
         /// always full speed.
         #[arg(long, env = "CAIRN_BACKUP_BUSY_RATE", default_value_t = 100)]
         backup_busy_rate: u64,
+        #[command(flatten)]
+        connections: ConnectionArgs,
     },
     /// Index operations: status, integrity check, rebuild.
     Index {
@@ -245,6 +275,8 @@ fn run(cli: Cli) -> Result<ExitCode> {
             backup_busy_rate,
             search_service,
             search_secret,
+            metrics_need_key,
+            connections,
         } => commands::serve::run(
             &data.dir()?,
             commands::serve::ServeOptions {
@@ -260,6 +292,8 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 backup_busy_rate: backup_busy_rate.saturating_mul(1 << 20),
                 search_service,
                 search_secret,
+                metrics_need_key,
+                connections: connections.limits(),
             },
         ),
         Command::SearchService {
@@ -268,12 +302,14 @@ fn run(cli: Cli) -> Result<ExitCode> {
             search_secret,
             activity_retention_days,
             backup_busy_rate,
+            connections,
         } => commands::serve::run_search_service(
             &data.dir()?,
             listen,
             search_secret,
             std::time::Duration::from_secs(activity_retention_days * 86_400),
             backup_busy_rate.saturating_mul(1 << 20),
+            connections.limits(),
         ),
         Command::Index { command } => match command {
             IndexCommand::Status { data, server, json } => match server.remote()? {

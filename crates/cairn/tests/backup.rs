@@ -19,7 +19,7 @@ use std::time::{Duration, Instant, SystemTime};
 use cairn_testkit::wait_until;
 use serde_json::{json, Value};
 
-const KEY: &str = "backup-test-key";
+const KEY: &str = "backup-test-key-0123";
 
 // ---------------------------------------------------------------------------------------
 // Processes

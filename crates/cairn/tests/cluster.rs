@@ -8,7 +8,7 @@ use std::time::Duration;
 use cairn_testkit::wait_until;
 use serde_json::{json, Value};
 
-const KEY: &str = "cluster-admin";
+const KEY: &str = "cluster-admin-key-0123";
 const SECRET: &str = "cluster-secret";
 
 struct Proc {
@@ -592,4 +592,54 @@ fn every_process_on_postgres_exits_0_on_sigterm() {
     assert_eq!(count(&alone, "Name:alone"), Some(1));
     let exit = cairn_testkit::terminate(&mut alone.child, Duration::from_secs(30));
     assert_eq!(exit.code(), Some(0), "server with a local index: {exit:?}");
+}
+
+/// The search service's errors have the web API's body: a bad body (once a plain-text
+/// 422), a missing route, a missing secret.
+#[test]
+fn the_search_service_answers_errors_in_the_web_apis_shape() {
+    let db = database();
+    let dir = tempfile::tempdir().unwrap();
+    let svc = service(&dir.path().join("svc"), &db, "127.0.0.1:0");
+    let a = agent();
+    let auth = format!("Bearer {SECRET}");
+    let cases = [
+        (
+            a.post(&format!("{}/search/list", svc.url))
+                .header("Authorization", &auth)
+                .send("{not json"),
+            "bad body",
+        ),
+        (
+            a.post(&format!("{}/search/wait", svc.url))
+                .header("Authorization", &auth)
+                .send("{\"activity\":\"x\"}"),
+            "wrong type",
+        ),
+        (
+            a.get(&format!("{}/no/such/route", svc.url))
+                .header("Authorization", &auth)
+                .call(),
+            "no route",
+        ),
+        (
+            a.get(&format!("{}/search/properties", svc.url)).call(),
+            "no secret",
+        ),
+    ];
+    for (resp, what) in cases {
+        let mut r = resp.unwrap();
+        let status = r.status().as_u16();
+        let text = r.body_mut().read_to_string().unwrap();
+        assert!((400..500).contains(&status), "{what}: {status} {text}");
+        let v: Value =
+            serde_json::from_str(&text).unwrap_or_else(|e| panic!("{what}: {e}: {text}"));
+        assert!(v["error"]["code"].is_string(), "{what}: {v}");
+        assert!(
+            v["error"]["message"]["value"]
+                .as_str()
+                .is_some_and(|m| !m.is_empty()),
+            "{what}: {v}"
+        );
+    }
 }

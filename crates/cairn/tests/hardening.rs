@@ -384,3 +384,149 @@ fn a_link_to_a_served_database_is_refused_like_the_database() {
         text(&o)
     );
 }
+
+// ---------------------------------------------------------------------------------------
+// Defect 6: connections that send too little
+
+/// Reads from `stream` until the server closes it (or `limit` passes): how long that took,
+/// and what was read.
+fn until_closed(stream: &mut std::net::TcpStream, limit: Duration) -> (Duration, String) {
+    let started = std::time::Instant::now();
+    stream.set_read_timeout(Some(limit)).unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        match stream.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => break,
+            Err(e) => panic!("the server kept the connection open for {limit:?}: {e}"),
+        }
+    }
+    (
+        started.elapsed(),
+        String::from_utf8_lossy(&got).into_owned(),
+    )
+}
+
+/// With `--header-timeout 2`: a connection that sends nothing, one that sends part of a
+/// request line, one that stays idle after an answer, and five that trickle a request a
+/// byte at a time are all closed within a few seconds (before the fix they stayed open
+/// for minutes). A declared Content-Length over `--max-body` is answered 413 at once,
+/// without waiting for the body.
+#[test]
+fn silent_partial_idle_and_trickling_connections_are_closed() {
+    use std::net::TcpStream;
+    let dir = tempfile::tempdir().unwrap();
+    let server = serve(
+        &dir.path().join("data"),
+        &["--header-timeout", "2", "--max-body", "1000"],
+    );
+    let addr = server.url.trim_start_matches("http://").to_string();
+    let limit = Duration::from_secs(15);
+
+    let mut silent = TcpStream::connect(&addr).unwrap();
+    let mut partial = TcpStream::connect(&addr).unwrap();
+    partial.write_all(b"GET /odata.svc/Ro").unwrap();
+    let mut trickling: Vec<TcpStream> =
+        (0..5).map(|_| TcpStream::connect(&addr).unwrap()).collect();
+    let request = format!("GET /health HTTP/1.1\r\nHost: {addr}\r\n\r\n");
+    let trickler = {
+        let mut streams: Vec<TcpStream> =
+            trickling.iter().map(|s| s.try_clone().unwrap()).collect();
+        let bytes = request.clone().into_bytes();
+        std::thread::spawn(move || {
+            for b in bytes {
+                for s in &mut streams {
+                    if s.write_all(&[b]).is_err() {
+                        return;
+                    }
+                }
+                std::thread::sleep(Duration::from_millis(400));
+            }
+        })
+    };
+    let (took, _) = until_closed(&mut silent, limit);
+    assert!(took < Duration::from_secs(6), "silent: {took:?}");
+    let (took, _) = until_closed(&mut partial, limit);
+    assert!(took < Duration::from_secs(6), "partial: {took:?}");
+    for (i, s) in trickling.iter_mut().enumerate() {
+        let (took, got) = until_closed(s, limit);
+        assert!(took < Duration::from_secs(6), "trickling {i}: {took:?}");
+        assert!(
+            !got.starts_with("HTTP/1.1 200"),
+            "trickling {i} was served: {got}"
+        );
+    }
+    let _ = trickler.join();
+
+    // Kept alive after an answer, then idle: closed too.
+    let mut idle = TcpStream::connect(&addr).unwrap();
+    idle.write_all(request.as_bytes()).unwrap();
+    let (took, got) = until_closed(&mut idle, limit);
+    assert!(got.starts_with("HTTP/1.1 200"), "{got}");
+    assert!(
+        took < Duration::from_secs(6),
+        "idle after an answer: {took:?}"
+    );
+
+    // The declared length alone is refused, at once.
+    let mut big = TcpStream::connect(&addr).unwrap();
+    write!(
+        big,
+        "POST /odata.svc/Root HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {KEY}\r\n\
+         Content-Type: application/json\r\nContent-Length: 100000000\r\n\r\n{{"
+    )
+    .unwrap();
+    let started = std::time::Instant::now();
+    big.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut buf = [0u8; 2048];
+    let n = big
+        .read(&mut buf)
+        .expect("no answer to an oversized body within 5 s");
+    let answer = String::from_utf8_lossy(&buf[..n]);
+    assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
+    assert!(answer.contains("RequestTooLarge"), "{answer}");
+    assert!(started.elapsed() < Duration::from_secs(3));
+
+    // And the server still serves.
+    let (s, _) = call("GET", &format!("{}/health", server.url), None);
+    assert_eq!(s, 200);
+}
+
+/// Short administrator keys are refused at start; `/metrics` is open unless
+/// `--metrics-need-key` asks for the key.
+#[test]
+fn short_admin_keys_are_refused_and_metrics_can_need_the_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let o = cairn()
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--admin-key",
+            "short-key",
+            "--data",
+        ])
+        .arg(dir.path().join("a"))
+        .output()
+        .unwrap();
+    assert!(!o.status.success(), "{}", text(&o));
+    assert!(text(&o).contains("at least 16"), "{}", text(&o));
+
+    let open = serve(&dir.path().join("b"), &[]);
+    let r = agent()
+        .get(&format!("{}/metrics", open.url))
+        .call()
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    drop(open);
+    let closed = serve(&dir.path().join("c"), &["--metrics-need-key"]);
+    let r = agent()
+        .get(&format!("{}/metrics", closed.url))
+        .call()
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 401);
+    let (s, _) = call("GET", &format!("{}/metrics", closed.url), None);
+    assert_eq!(s, 200);
+}

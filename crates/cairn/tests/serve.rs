@@ -179,7 +179,7 @@ fn first_start_generates_a_private_key_and_serves() {
 fn sigterm_finishes_with_a_final_commit_and_releases_the_lock() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
-    let mut server = start(&data, Some("k1"));
+    let mut server = start(&data, Some("k1-0123456789abcdef"));
     let (status, _) = http_get(&server.url, "/health", None);
     assert_eq!(status, 200);
     let exit = cairn_testkit::terminate(&mut server.child, Duration::from_secs(30));
@@ -194,7 +194,7 @@ fn sigterm_finishes_with_a_final_commit_and_releases_the_lock() {
     // A SIGTERM sent the moment the server announces itself is a graceful stop too (the
     // handler used to be installed only once the server first polled it).
     for _ in 0..5 {
-        let mut server = start(&data, Some("k1"));
+        let mut server = start(&data, Some("k1-0123456789abcdef"));
         let exit = cairn_testkit::terminate(&mut server.child, Duration::from_secs(30));
         assert!(exit.success(), "{exit:?}");
     }
@@ -205,12 +205,12 @@ fn sigterm_finishes_with_a_final_commit_and_releases_the_lock() {
 fn sensenet_js_client_works_against_cairn() {
     let compat = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../compat");
     let dir = tempfile::tempdir().unwrap();
-    let server = start(&dir.path().join("data"), Some("compat-key"));
+    let server = start(&dir.path().join("data"), Some("compat-key-0123456789"));
     let out = Command::new("bash")
         .arg(compat.join("run-tests.sh"))
         .current_dir(&compat)
         .env("CAIRN_URL", &server.url)
-        .env("CAIRN_ADMIN_KEY", "compat-key")
+        .env("CAIRN_ADMIN_KEY", "compat-key-0123456789")
         .output()
         .expect("run compat/run-tests.sh (needs node and npm)");
     let text = format!(

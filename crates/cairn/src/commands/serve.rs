@@ -11,7 +11,7 @@ use anyhow::{Context, Result};
 use std::sync::Arc;
 
 use cairn_api::backend::{BackupBackend, RemoteSearch, SearchBackend};
-use cairn_api::{router, ApiConfig, AppState};
+use cairn_api::{router, ApiConfig, AppState, ConnectionLimits};
 use cairn_store::Store;
 
 use crate::commands::open_repository;
@@ -41,18 +41,37 @@ pub struct ServeOptions {
     pub search_service: Option<String>,
     /// The secret shared with the search service.
     pub search_secret: Option<String>,
+    /// `/metrics` asks for the administrator's key too.
+    pub metrics_need_key: bool,
+    /// How long a client may take or stall on one connection.
+    pub connections: ConnectionLimits,
+}
+
+/// The shortest administrator's key accepted: a key is all that stands between the
+/// network and the repository.
+const MIN_KEY_CHARS: usize = 16;
+
+fn check_key(key: String, whence: &str) -> Result<String> {
+    if key.chars().count() < MIN_KEY_CHARS {
+        anyhow::bail!(
+            "the administrator's key ({whence}) has {} characters; give one of at least \
+             {MIN_KEY_CHARS} (a generated one has 64)",
+            key.chars().count()
+        );
+    }
+    Ok(key)
 }
 
 /// The administrator's key: given, or kept in `DIR/admin.key`, or generated there (0600).
 fn admin_key(data: &DataDir, given: Option<String>) -> Result<String> {
     if let Some(k) = given.filter(|k| !k.trim().is_empty()) {
-        return Ok(k.trim().to_string());
+        return check_key(k.trim().to_string(), "--admin-key or CAIRN_ADMIN_KEY");
     }
     let path = data.root.join("admin.key");
     if path.exists() {
         let k =
             std::fs::read_to_string(&path).with_context(|| format!("read {}", path.display()))?;
-        return Ok(k.trim().to_string());
+        return check_key(k.trim().to_string(), &path.display().to_string());
     }
     let key = format!(
         "{}{}",
@@ -103,6 +122,7 @@ fn api_config(key: String, opts: &ServeOptions) -> ApiConfig {
     config.max_body_bytes = opts.max_body_bytes;
     config.max_query_bytes = opts.max_query_bytes;
     config.request_timeout = opts.request_timeout;
+    config.metrics_need_key = opts.metrics_need_key;
     config
 }
 
@@ -118,7 +138,8 @@ fn bind(listen: SocketAddr) -> Result<std::net::TcpListener> {
 /// Serves `app` on `listener` until SIGTERM or Ctrl-C.
 fn serve_until_signal(
     listener: std::net::TcpListener,
-    app: axum::Router,
+    app: cairn_api::App,
+    limits: ConnectionLimits,
     banner: impl FnOnce(SocketAddr),
 ) -> Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -129,8 +150,7 @@ fn serve_until_signal(
         let listener = tokio::net::TcpListener::from_std(listener).context("listen")?;
         let shutdown = shutdown_signal()?;
         banner(listener.local_addr()?);
-        axum::serve(listener, app)
-            .with_graceful_shutdown(shutdown)
+        cairn_api::serve(listener, app, limits, shutdown)
             .await
             .context("serve")
     })
@@ -221,7 +241,7 @@ pub fn run(data: &DataDir, opts: ServeOptions) -> Result<ExitCode> {
         api_config(key, &opts),
     )
     .with_backups(BackupBackend::Local(backups.clone()));
-    let served = serve_until_signal(listener, router(state), |addr| {
+    let served = serve_until_signal(listener, router(state), opts.connections, |addr| {
         println!(
             "cairn: serving {} on http://{addr} (index {})",
             data.root.display(),
@@ -256,7 +276,7 @@ fn run_web_node(data: &DataDir, opts: ServeOptions, service: &str) -> Result<Exi
         api_config(key, &opts),
     )
     .with_backups(BackupBackend::Remote(remote));
-    serve_until_signal(listener, router(state), |addr| {
+    serve_until_signal(listener, router(state), opts.connections, |addr| {
         println!(
             "cairn: web node of {} on http://{addr} (search service {service})",
             data.database.redacted()
@@ -297,6 +317,7 @@ pub fn run_search_service(
     secret: Option<String>,
     retention: Duration,
     backup_busy_rate: u64,
+    connections: ConnectionLimits,
 ) -> Result<ExitCode> {
     let listener = bind(listen)?;
     let _lock = data.lock("search-service")?;
@@ -318,6 +339,7 @@ pub fn run_search_service(
     let served = serve_until_signal(
         listener,
         cairn_api::service::service_router(state),
+        connections,
         |addr| {
             println!(
                 "cairn: search service for {} on http://{addr} (index {})",
