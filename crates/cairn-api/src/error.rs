@@ -128,6 +128,16 @@ impl ApiError {
             message,
         )
     }
+    /// 507: a disk is full. Nothing of the request was written; the message names the
+    /// disk (what could not be written) and what to do.
+    pub fn insufficient_storage(detail: impl std::fmt::Display) -> Self {
+        Self::new(
+            StatusCode::INSUFFICIENT_STORAGE,
+            "InsufficientStorage",
+            "IOException",
+            format!("{detail}; nothing was written: free space on that disk and try again"),
+        )
+    }
     /// The error for a bare status that arrived without a body (rejections, limits).
     pub fn from_status(status: StatusCode) -> Self {
         let (code, message) = match status {
@@ -218,6 +228,8 @@ impl From<StoreError> for ApiError {
             ));
         }
         match e {
+            _ if e.is_disk_full() => ApiError::insufficient_storage(msg),
+            StoreError::Forbidden(_) => ApiError::forbidden(msg),
             StoreError::NotFound(_) => ApiError::not_found(msg),
             StoreError::AlreadyExists(_) => ApiError::conflict(msg),
             StoreError::LoginTaken(_) => ApiError::new(

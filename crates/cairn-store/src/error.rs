@@ -56,6 +56,17 @@ pub enum StoreError {
     /// The operation is not allowed on this content (deleting /Root, moving into itself, ...).
     #[error("operation not allowed: {0}")]
     NotAllowed(String),
+    /// The disk of the database is full: nothing of the write was committed.
+    #[error("the disk of the database {database} is full ({detail})")]
+    DiskFull {
+        /// The database (its path, or its redacted URL).
+        database: String,
+        /// What the database said.
+        detail: String,
+    },
+    /// The caller may not do this (only the administrator changes users and groups).
+    #[error("{0}")]
+    Forbidden(String),
     /// The database was written by a newer version of Cairn.
     #[error("database schema version {found} is newer than this build supports ({supported}); upgrade cairn")]
     SchemaTooNew {
@@ -100,6 +111,20 @@ pub enum StoreError {
 }
 
 impl StoreError {
+    /// True when the error says the disk (or the quota) of the database is full: SQLite's
+    /// SQLITE_FULL, PostgreSQL's disk_full (53100), or ENOSPC/EDQUOT on a file.
+    pub fn is_disk_full(&self) -> bool {
+        match self {
+            StoreError::DiskFull { .. } => true,
+            StoreError::Io { cause, .. } => crate::fault::is_disk_full(cause),
+            StoreError::Sqlite(rusqlite::Error::SqliteFailure(e, _)) => {
+                e.code == rusqlite::ErrorCode::DiskFull
+            }
+            StoreError::Postgres(e) => e.code() == Some(&postgres::error::SqlState::DISK_FULL),
+            _ => false,
+        }
+    }
+
     /// True when the error was caused by the caller's input, not by a fault of the store.
     ///
     /// [`StoreError::Cancelled`] is not an input error either: nothing was wrong with the
@@ -109,6 +134,7 @@ impl StoreError {
             self,
             StoreError::Sqlite(_)
                 | StoreError::Postgres(_)
+                | StoreError::DiskFull { .. }
                 | StoreError::Corrupt(_)
                 | StoreError::SchemaTooNew { .. }
                 | StoreError::Cancelled

@@ -473,6 +473,34 @@ fn refuse_system_item(node: &Node, verb: &str) -> Result<()> {
     Ok(())
 }
 
+/// The content types only the administrator may create, change, delete, move, copy or
+/// rename (alone, or anywhere in a subtree that one of those operations takes along).
+pub const USER_ADMIN_TYPES: [&str; 2] = ["User", "Group"];
+
+/// True for a type of [`USER_ADMIN_TYPES`].
+pub fn is_user_admin_type(type_name: &str) -> bool {
+    USER_ADMIN_TYPES
+        .iter()
+        .any(|t| type_name.eq_ignore_ascii_case(t))
+}
+
+/// The type of each row in `rows` (their first column).
+fn types_of(rows: &[crate::db::Row]) -> impl Iterator<Item = String> + '_ {
+    rows.iter().filter_map(|r| r.text(0).ok())
+}
+
+/// Whether the subtree at `path` (the item itself included) holds a user or a group.
+fn subtree_holds_user_admin(conn: &mut dyn Conn, path: &str) -> Result<bool> {
+    let b = subtree_bounds(path);
+    let sql = format!(
+        "SELECT COUNT(*) FROM (SELECT 1 FROM nodes WHERE {} AND type IN ($4, $5) LIMIT 1) t",
+        subtree_clause(1)
+    );
+    let mut params: Vec<Param> = b.iter().map(|s| s.as_str().into()).collect();
+    params.extend(USER_ADMIN_TYPES.iter().map(|t| Param::Text(t)));
+    Ok(conn.query_i64(&sql, &params)? > 0)
+}
+
 fn is_in_subtree(path: &str, root: &str) -> bool {
     let (p, r) = (path_key(path), path_key(root));
     p == r || p.starts_with(&format!("{r}/"))
@@ -498,7 +526,14 @@ fn lock_subtree(conn: &mut dyn Conn, path: &str) -> Result<()> {
 }
 
 /// Rewrites the paths of the subtree at `old` to start with `new`, stamping each row.
-fn repath_subtree(conn: &mut dyn Conn, old: &str, new: &str, stamp: ActivityId) -> Result<()> {
+/// Returns the type of every row it rewrote (what [`Store::refuse_user_admin`] checks: the
+/// rows the statement changed, not a read made before it).
+fn repath_subtree(
+    conn: &mut dyn Conn,
+    old: &str,
+    new: &str,
+    stamp: ActivityId,
+) -> Result<Vec<crate::db::Row>> {
     let longest = {
         let b = subtree_bounds(old);
         conn.query_i64(
@@ -522,10 +557,10 @@ fn repath_subtree(conn: &mut dyn Conn, old: &str, new: &str, stamp: ActivityId) 
     }
     let (old_key, new_key) = (path_key(old), path_key(new));
     let b = subtree_bounds(old);
-    conn.execute(
+    conn.query(
         &format!(
             "UPDATE nodes SET path = $4 || SUBSTR(path, $5), path_key = $6 || SUBSTR(path_key, $7), \
-             timestamp = $8 WHERE {}",
+             timestamp = $8 WHERE {} RETURNING type",
             subtree_clause(1)
         ),
         &[
@@ -539,8 +574,7 @@ fn repath_subtree(conn: &mut dyn Conn, old: &str, new: &str, stamp: ActivityId) 
             Param::I64(stamp.0),
         ],
     )
-    .map_err(|e| unique_to_exists(e, new))?;
-    Ok(())
+    .map_err(|e| unique_to_exists(e, new))
 }
 
 fn save_node(conn: &mut dyn Conn, types: &ContentTypes, node: &Node) -> Result<()> {
@@ -574,15 +608,73 @@ impl Store {
         &self,
         mut f: impl FnMut(&mut dyn Conn) -> Result<(T, ActivityId)>,
     ) -> Result<Written<T>> {
-        let mut out = None;
-        self.backend.write(&mut |conn| {
-            out = Some(f(conn)?);
+        let injected = (|| -> Result<()> {
+            fail::fail_point!("store::write", |m| Err(StoreError::Io {
+                path: self.url().redacted().into(),
+                cause: crate::fault::injected("store::write", m),
+            }));
             Ok(())
-        })?;
+        })();
+        injected.map_err(|e| self.named_disk_full(e))?;
+        let mut out = None;
+        self.backend
+            .write(&mut |conn| {
+                out = Some(f(conn)?);
+                Ok(())
+            })
+            .map_err(|e| self.named_disk_full(e))?;
         let (value, activity) =
             out.ok_or_else(|| StoreError::Corrupt("write did not run".into()))?;
         self.notify(activity);
         Ok(Written { value, activity })
+    }
+
+    /// A full disk, said as such and naming the database whose disk it is; any other
+    /// error as it is.
+    pub(crate) fn named_disk_full(&self, e: StoreError) -> StoreError {
+        if e.is_disk_full() && !matches!(e, StoreError::DiskFull { .. }) {
+            StoreError::DiskFull {
+                database: self.url().redacted(),
+                detail: e.to_string(),
+            }
+        } else {
+            e
+        }
+    }
+
+    /// Refuses `what` to anyone but the administrator when `types` holds a user or a group.
+    /// Called inside the transaction, on the rows the operation itself locked or changed:
+    /// a check made before it (in the API, once) let a user delete a folder the moment an
+    /// administrator created a user in it.
+    fn refuse_user_admin<S: AsRef<str>>(
+        &self,
+        by: NodeId,
+        types: impl IntoIterator<Item = S>,
+        what: &str,
+    ) -> Result<()> {
+        if by != self.admin_id() && types.into_iter().any(|t| is_user_admin_type(t.as_ref())) {
+            return Err(StoreError::Forbidden(format!(
+                "{what} is for administrators only: it takes users or groups along"
+            )));
+        }
+        Ok(())
+    }
+
+    /// [`Store::refuse_user_admin`] for the subtree at `path` as it stands in this
+    /// transaction: a refusal before other refusals (a user learns that users are not
+    /// theirs before learning that /Root/IMS cannot be deleted anyway). The operation
+    /// still checks the rows it changes, which this read cannot stand for alone.
+    fn refuse_user_admin_below(
+        &self,
+        conn: &mut dyn Conn,
+        by: NodeId,
+        path: &str,
+        what: &str,
+    ) -> Result<()> {
+        if by != self.admin_id() && subtree_holds_user_admin(conn, path)? {
+            return self.refuse_user_admin(by, USER_ADMIN_TYPES, what);
+        }
+        Ok(())
     }
 
     /// Creates an item under `parent`.
@@ -593,6 +685,7 @@ impl Store {
         by: NodeId,
     ) -> Result<Written<Node>> {
         self.write(|conn| {
+            self.refuse_user_admin(by, [&content.type_name], "creating users and groups")?;
             let parent = must_find(conn, &self.types, parent, Lock::Share)?;
             let mut node = new_node(&self.types, &parent, content, Some(by))?;
             check_login(&node)?;
@@ -613,6 +706,7 @@ impl Store {
     ) -> Result<Written<Node>> {
         self.write(|conn| {
             let old = must_find(conn, &self.types, at, Lock::Update)?;
+            self.refuse_user_admin(by, [&old.type_name], "changing users and groups")?;
             let t = self.types.get(&old.type_name)?;
             let mut node = old.clone();
             if mode == UpdateMode::Replace {
@@ -634,6 +728,7 @@ impl Store {
             node.modified_by = Some(by);
             let renamed = node.name != old.name;
             let activity = if renamed {
+                self.refuse_user_admin_below(conn, by, &old.path, "renaming users and groups")?;
                 refuse_system_item(&old, "renamed")?;
                 validate_name(&node.name)?;
                 let parent = crate::content::parent_path(&old.path).unwrap_or("/Root");
@@ -647,7 +742,8 @@ impl Store {
                     &node.path,
                     Some(&old.path),
                 )?;
-                repath_subtree(conn, &old.path, &node.path, a)?;
+                let moved = repath_subtree(conn, &old.path, &node.path, a)?;
+                self.refuse_user_admin(by, types_of(&moved), "renaming users and groups")?;
                 a
             } else {
                 insert_activity(conn, ActivityKind::Update, node.id, &node.path, None)?
@@ -669,6 +765,7 @@ impl Store {
     pub fn move_to(&self, at: &NodeRef, target: &NodeRef, by: NodeId) -> Result<Written<Node>> {
         self.write(|conn| {
             let mut node = must_find(conn, &self.types, at, Lock::Update)?;
+            self.refuse_user_admin_below(conn, by, &node.path, "moving users and groups")?;
             refuse_system_item(&node, "moved")?;
             let target = must_find(conn, &self.types, target, Lock::Share)?;
             if is_in_subtree(&target.path, &node.path) {
@@ -688,7 +785,8 @@ impl Store {
                 &new_path,
                 Some(&old_path),
             )?;
-            repath_subtree(conn, &old_path, &new_path, a)?;
+            let moved = repath_subtree(conn, &old_path, &new_path, a)?;
+            self.refuse_user_admin(by, types_of(&moved), "moving users and groups")?;
             node.path = new_path;
             node.parent_id = Some(target.id);
             node.modification_date = now();
@@ -709,6 +807,7 @@ impl Store {
     ) -> Result<Written<Node>> {
         self.write(|conn| {
             let source = must_find(conn, &self.types, at, Lock::Share)?;
+            self.refuse_user_admin_below(conn, by, &source.path, "copying users and groups")?;
             let target = must_find(conn, &self.types, target, Lock::Share)?;
             if is_in_subtree(&target.path, &source.path) {
                 return Err(StoreError::NotAllowed(format!(
@@ -739,6 +838,7 @@ impl Store {
             let mut copies = Vec::with_capacity(rows.len());
             for row in rows {
                 let mut n = node_from_row(&self.types, row)?;
+                self.refuse_user_admin(by, [&n.type_name], "copying users and groups")?;
                 let old_id = n.id;
                 if old_id == source.id {
                     n.name = name.clone();
@@ -808,22 +908,27 @@ impl Store {
     }
 
     /// Deletes an item and its subtree; returns how many items were deleted.
-    pub fn delete(&self, at: &NodeRef, _by: NodeId) -> Result<Written<u64>> {
+    pub fn delete(&self, at: &NodeRef, by: NodeId) -> Result<Written<u64>> {
         self.write(|conn| {
             let node = must_find(conn, &self.types, at, Lock::Update)?;
+            self.refuse_user_admin_below(conn, by, &node.path, "deleting users and groups")?;
             refuse_system_item(&node, "deleted")?;
             lock_subtree(conn, &node.path)?;
             let a = insert_activity(conn, ActivityKind::Remove, node.id, &node.path, None)?;
             let b = subtree_bounds(&node.path);
-            let n = conn.execute(
-                &format!("DELETE FROM nodes WHERE {}", subtree_clause(1)),
+            let deleted = conn.query(
+                &format!(
+                    "DELETE FROM nodes WHERE {} RETURNING type",
+                    subtree_clause(1)
+                ),
                 &[
                     b[0].as_str().into(),
                     b[1].as_str().into(),
                     b[2].as_str().into(),
                 ],
             )?;
-            Ok((n, a))
+            self.refuse_user_admin(by, types_of(&deleted), "deleting users and groups")?;
+            Ok((deleted.len() as u64, a))
         })
     }
 
@@ -893,6 +998,7 @@ impl Store {
                     });
                 }
                 Err(e) => match &failed {
+                    _ if e.is_disk_full() => return Err(self.named_disk_full(e)),
                     // Redo the good prefix alone: a failed statement may have aborted the
                     // transaction (PostgreSQL), so it cannot simply be committed.
                     Some((i, _)) if *i < upto => upto = *i,

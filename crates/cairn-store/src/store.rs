@@ -367,24 +367,6 @@ impl Store {
         self.read(|conn| crate::ops::user_by_login(conn, login))
     }
 
-    /// Whether the subtree at `path` (the item itself included) holds an item of one of
-    /// `types` (exact type names).
-    pub fn subtree_has_type(&self, path: &str, types: &[&str]) -> Result<bool> {
-        let b = subtree_bounds(path);
-        self.read(|conn| {
-            let list: Vec<String> = (0..types.len()).map(|i| format!("${}", i + 4)).collect();
-            let sql = format!(
-                "SELECT COUNT(*) FROM (SELECT 1 FROM nodes WHERE {} AND type IN ({}) LIMIT 1) t",
-                subtree_clause(1),
-                list.join(", ")
-            );
-            let mut params: Vec<Param> = b.iter().map(|s| s.as_str().into()).collect();
-            params.extend(types.iter().map(|t| Param::Text(t)));
-            conn.query_i64(&sql, &params)
-        })
-        .map(|n| n > 0)
-    }
-
     /// The number of items.
     pub fn count_nodes(&self) -> Result<u64> {
         self.read(|conn| conn.query_i64("SELECT COUNT(*) FROM nodes", &[]))

@@ -13,6 +13,8 @@
 //! * [`wait_until`] / [`poll_until`] — poll a condition every 20 ms with a
 //!   deadline instead of sleeping blindly.
 //! * [`free_port`] — a currently free TCP port on 127.0.0.1.
+//! * [`Gate`] — holds the first thread at a named failure point until released, to play
+//!   a race out in a fixed order.
 //! * [`spawn_announcing`] — start a server process and read the `http://` address it
 //!   prints.
 //!
@@ -43,6 +45,7 @@
 //! ```
 
 mod error;
+mod gate;
 mod net;
 mod pg;
 mod process;
@@ -53,6 +56,7 @@ mod wait;
 mod tests;
 
 pub use error::TestkitError;
+pub use gate::Gate;
 pub use net::{free_port, try_free_port};
 pub use pg::{shared_cluster, unique_name, PgCluster, DEFAULT_DATABASE, SUPERUSER};
 pub use process::{spawn_announcing, terminate};

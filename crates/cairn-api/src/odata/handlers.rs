@@ -81,38 +81,6 @@ fn content_fields(mut body: Map<String, Value>) -> ApiResult<(Option<String>, Ma
     Ok((type_name, body))
 }
 
-/// The types only administrators may create or change.
-const USER_ADMIN_TYPES: [&str; 2] = ["User", "Group"];
-
-fn is_user_admin_type(type_name: &str) -> bool {
-    USER_ADMIN_TYPES
-        .iter()
-        .any(|t| type_name.eq_ignore_ascii_case(t))
-}
-
-/// Users and groups are for administrators only: the item itself and, when the change
-/// reaches its whole subtree (delete, move, copy, rename), anything below it.
-pub(super) fn guard_users(
-    state: &AppState,
-    caller: &Caller,
-    node: &cairn_store::Node,
-    whole_subtree: bool,
-    what: &str,
-) -> ApiResult<()> {
-    if caller.is_admin {
-        return Ok(());
-    }
-    if is_user_admin_type(&node.type_name)
-        || (whole_subtree
-            && state
-                .store
-                .subtree_has_type(&node.path, &USER_ADMIN_TYPES)?)
-    {
-        caller.require_admin(what)?;
-    }
-    Ok(())
-}
-
 /// `GET|POST|PATCH|MERGE|PUT|DELETE /odata.svc/...`.
 pub async fn odata(
     State(state): State<AppState>,
@@ -299,10 +267,8 @@ async fn create(
         }
         (_, Some(_)) => return Err(ApiError::bad_request("Type must be a content type name")),
     };
+    // Who may create which type is the store's to decide, in the transaction.
     let type_name = type_name.unwrap_or_else(|| "Folder".to_string());
-    if is_user_admin_type(&type_name) {
-        caller.require_admin("creating users and groups")?;
-    }
     blocking(move || {
         hash_password_field(&type_name, &mut fields)?;
         let name = match fields.remove("Name") {
@@ -341,11 +307,9 @@ async fn update(
     }
     let (_, mut fields) = content_fields(super::body::object(&body)?)?;
     blocking(move || {
+        // Users and groups are the administrator's: the store refuses anyone else inside
+        // the transaction, on the rows it changes.
         let node = load(&state, &at)?;
-        let renames = fields
-            .get("Name")
-            .is_some_and(|n| n.as_str() != Some(node.name.as_str()));
-        guard_users(&state, &caller, &node, renames, "changing users and groups")?;
         hash_password_field(&node.type_name, &mut fields)?;
         if mode == UpdateMode::Replace && !fields.contains_key("PasswordHash") {
             // A PUT resets the fields it does not name, but a password is not reset by
@@ -374,7 +338,6 @@ async fn delete(state: AppState, caller: Caller, target: ODataPath) -> ApiResult
     }
     blocking(move || {
         let node = load(&state, &at)?;
-        guard_users(&state, &caller, &node, true, "deleting users and groups")?;
         let w = state.store.delete(&NodeRef::Id(node.id), caller.user)?;
         searchable(&state, w.activity);
         Ok(labeled("delete", StatusCode::NO_CONTENT))
