@@ -1562,3 +1562,61 @@ async fn a_listing_never_holds_an_item_moved_out() {
         assert_eq!(paths.len(), 2, "{uri}: {paths:?}");
     }
 }
+
+/// Found by the hostile trial: `Rating:-0.0` found nothing where `Rating:0` found the
+/// item (a negative zero is another term), and a `$top` or `.TOP` above the 64-bit range
+/// was refused where any other large one is clamped.
+#[tokio::test(flavor = "multi_thread")]
+async fn negative_zero_and_tops_beyond_64_bits() {
+    let api = api();
+    seed(&api).await;
+    for (name, rating) in [("zero", json!(0.0)), ("negzero", json!(-0.0))] {
+        let r = api
+            .send(
+                "POST",
+                "/odata.svc/Root/Docs",
+                json!({"__ContentType":"Article","Name":name,"Rating":rating}),
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+    }
+    let names = |r: &Reply| {
+        let mut v: Vec<String> = r.json()["d"]["results"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|i| i["Name"].as_str().unwrap().to_string())
+            .collect();
+        v.sort();
+        v
+    };
+    let want = vec!["negzero".to_string(), "zero".to_string()];
+    for q in [
+        "Rating%3A0",
+        "Rating%3A-0.0",
+        "Rating%3A-0",
+        "Rating%3A0.0",
+        "Rating%3A%5B-0.0%20TO%200%5D",
+    ] {
+        let r = api.get(&format!("/odata.svc/Root/Docs?query={q}")).await;
+        assert_eq!(r.status, StatusCode::OK, "{q}: {}", r.text);
+        assert_eq!(names(&r), want, "{q}");
+    }
+    let r = api
+        .get("/odata.svc/Root/Docs?$filter=Rating%20eq%20-0.0")
+        .await;
+    assert_eq!(names(&r), want, "{}", r.text);
+    for uri in [
+        "/odata.svc/Root/Docs?$top=99999999999999999999999",
+        "/odata.svc/Root/Docs?query=TypeIs%3AArticle%20.TOP%3A99999999999999999999999",
+        "/odata.svc/Root/Docs?$top=18446744073709551616&$skip=0",
+    ] {
+        let r = api.get(uri).await;
+        assert_eq!(r.status, StatusCode::OK, "{uri}: {}", r.text);
+        assert_eq!(
+            r.json()["d"]["results"].as_array().unwrap().len(),
+            5,
+            "{uri}"
+        );
+    }
+}

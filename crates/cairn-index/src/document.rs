@@ -21,6 +21,16 @@ pub const MAX_DATE_MICROS: i64 = i64::MAX / 1000;
 /// The earliest instant the index can hold (September 1677).
 pub const MIN_DATE_MICROS: i64 = i64::MIN / 1000;
 
+/// The value a Number is indexed and searched as: negative zero as zero (the two are
+/// equal, but Tantivy's terms tell them apart, so `Rating:-0.0` missed `Rating:0`).
+pub fn index_f64(n: f64) -> f64 {
+    if n == 0.0 {
+        0.0
+    } else {
+        n
+    }
+}
+
 /// The index's date for `micros` since 1970. Instants outside what the index can hold
 /// (such as the common "never" value 9999-12-31) are clamped to its first or last instant,
 /// so they keep their order against every date in range; queries clamp their bounds alike.
@@ -84,7 +94,7 @@ pub fn build(
                         doc.add_i64(field, id.0);
                     }
                 }
-                (IndexedAs::F64, FieldValue::Number(f)) => doc.add_f64(field, f),
+                (IndexedAs::F64, FieldValue::Number(f)) => doc.add_f64(field, index_f64(f)),
                 (IndexedAs::Bool, FieldValue::Boolean(b)) => doc.add_bool(field, b),
                 (IndexedAs::Date, FieldValue::DateTime(d)) => {
                     let micros = d.unix_timestamp_nanos() / 1000;

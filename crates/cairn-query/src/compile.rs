@@ -22,7 +22,7 @@
 use std::ops::{Bound, RangeBounds};
 use std::sync::OnceLock;
 
-use cairn_index::document::{index_date, MAX_DATE_MICROS, MIN_DATE_MICROS};
+use cairn_index::document::{index_date, index_f64, MAX_DATE_MICROS, MIN_DATE_MICROS};
 use cairn_index::{names, IndexSchema, IndexedAs, SortField, KEYWORD_TOKENIZER, TEXT_TOKENIZER};
 use tantivy::query::{
     AllQuery, BooleanQuery, BoostQuery, EmptyQuery, ExistsQuery, FuzzyTermQuery, Occur as TOccur,
@@ -686,6 +686,7 @@ impl Compiler<'_, '_, '_> {
             .parse::<f64>()
             .ok()
             .filter(|n| n.is_finite())
+            .map(index_f64)
             .ok_or_else(|| {
                 QueryError::new(
                     v.position,

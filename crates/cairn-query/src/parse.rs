@@ -33,6 +33,17 @@ use crate::QueryError;
 /// How deeply groups (`( )`, value lists, `{{ }}`) may nest.
 pub const MAX_DEPTH: usize = 64;
 
+/// A count (`.TOP`, `.SKIP`, `$top`, `$skip`): a whole number, saturated at `usize::MAX`
+/// when it is larger (every such count is clamped or empties the answer anyway); `None`
+/// for anything that is not a whole number.
+pub fn parse_count(text: &str) -> Option<usize> {
+    let digits = text.trim();
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    Some(digits.parse::<usize>().unwrap_or(usize::MAX))
+}
+
 /// Parses CQL text into its syntax tree.
 pub fn parse(text: &str) -> Result<Cql, QueryError> {
     let chars: Vec<char> = text.chars().collect();
@@ -573,7 +584,7 @@ impl Parser {
 
     fn control_number(&mut self, name: &str) -> Result<usize, QueryError> {
         let (pos, text) = self.control_param(name)?;
-        text.parse::<usize>().map_err(|_| {
+        parse_count(&text).ok_or_else(|| {
             QueryError::new(
                 pos,
                 format!("the parameter of .{name} must be a whole number, not '{text}'"),

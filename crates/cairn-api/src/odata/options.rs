@@ -53,7 +53,7 @@ pub fn decode(s: &str) -> String {
 }
 
 fn number(name: &str, v: &str) -> Result<usize, ApiError> {
-    v.trim().parse().map_err(|_| {
+    cairn_query::parse::parse_count(v).ok_or_else(|| {
         ApiError::bad_request(format!("{name} must be a non-negative integer, not {v:?}"))
     })
 }
