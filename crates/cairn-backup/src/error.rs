@@ -48,6 +48,17 @@ pub enum BackupError {
 /// Result alias of the backup crate.
 pub type Result<T, E = BackupError> = std::result::Result<T, E>;
 
+/// Fails the step `point` (`backup::manifest`, ...) when that failure point is configured:
+/// a named failure point (see `cairn_store::fault`), compiled in only for tests.
+pub(crate) fn failure_point(point: &str, context: &str) -> Result<()> {
+    fail::fail_point!(point, |m| Err(BackupError::Io {
+        context: context.to_string(),
+        cause: cairn_store::fault::injected(point, m),
+    }));
+    let _ = (point, context);
+    Ok(())
+}
+
 /// Wraps an I/O error with what was being done.
 pub(crate) fn io(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> BackupError {
     let context = context.into();

@@ -38,6 +38,9 @@ struct Running {
 struct Inner {
     running: Option<Running>,
     history: Vec<BackupInfo>,
+    /// The history in memory is newer than `history.json` (its last save failed, on a
+    /// full disk say): saved again at the next call that can.
+    unsaved: bool,
 }
 
 /// The server's backups, in one folder.
@@ -153,12 +156,10 @@ impl BackupManager {
             inner: Mutex::new(Inner {
                 running: None,
                 history,
+                unsaved: changed,
             }),
         });
-        if changed {
-            let inner = manager.inner.lock().unwrap_or_else(|p| p.into_inner());
-            manager.save(&inner.history, None);
-        }
+        manager.save_if_unsaved(&mut manager.inner.lock().unwrap_or_else(|p| p.into_inner()));
         Ok(manager)
     }
 
@@ -167,17 +168,48 @@ impl BackupManager {
         &self.root
     }
 
-    fn save(&self, history: &[BackupInfo], running: Option<&BackupInfo>) {
-        let mut all: Vec<&BackupInfo> = running.into_iter().collect();
-        all.extend(history.iter());
+    /// Writes the history (the running backup first) to `history.json`, by rename. When
+    /// that fails (a full disk), the history stays in memory, marked unsaved, and is saved
+    /// by the next call that can ([`BackupManager::save_if_unsaved`]): a failed backup's
+    /// entry is never lost to the fault that failed it.
+    fn save(&self, inner: &mut Inner) {
+        let running = inner
+            .running
+            .as_ref()
+            .map(|r| r.info.lock().unwrap_or_else(|p| p.into_inner()).clone());
+        let mut all: Vec<&BackupInfo> = running.iter().collect();
+        all.extend(inner.history.iter());
         let text = serde_json::to_string_pretty(&all).unwrap_or_else(|_| "[]".into());
         let tmp = self.root.join(format!("{HISTORY_FILE}.tmp"));
-        let r = crate::files::write_synced(&tmp, text.as_bytes()).and_then(|()| {
-            std::fs::rename(&tmp, self.root.join(HISTORY_FILE)).map_err(io("rename history"))
-        });
-        if let Err(e) = r {
-            let _ = std::fs::remove_file(&tmp);
-            tracing::error!("cannot save the backup history: {e}");
+        let r = crate::error::failure_point("backup::history", "save the backup history")
+            .and_then(|()| crate::files::write_synced(&tmp, text.as_bytes()))
+            .and_then(|()| {
+                std::fs::rename(&tmp, self.root.join(HISTORY_FILE)).map_err(io("rename history"))
+            });
+        match r {
+            Ok(()) => {
+                if inner.unsaved {
+                    tracing::info!("the backup history is saved again");
+                }
+                inner.unsaved = false;
+            }
+            Err(e) => {
+                let _ = std::fs::remove_file(&tmp);
+                if !inner.unsaved {
+                    tracing::error!(
+                        "cannot save the backup history ({e}); it is kept in memory and saved \
+                         as soon as it can be"
+                    );
+                }
+                inner.unsaved = true;
+            }
+        }
+    }
+
+    /// Saves the history if its last save failed.
+    fn save_if_unsaved(&self, inner: &mut Inner) {
+        if inner.unsaved {
+            self.save(inner);
         }
     }
 
@@ -205,6 +237,7 @@ impl BackupManager {
         target: Option<&str>,
     ) -> Result<BackupResponse> {
         let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        self.save_if_unsaved(&mut inner);
         if inner.running.is_some() {
             // One at a time: this call starts nothing and answers the running backup.
             let mut resp = Self::response(&inner);
@@ -222,8 +255,8 @@ impl BackupManager {
             info: info.clone(),
             cancel: cancel.clone(),
         });
-        let snapshot = info.lock().unwrap_or_else(|p| p.into_inner()).clone();
-        self.save(&inner.history, Some(&snapshot));
+        // Recorded before the copy fills the disk: the entry exists whatever happens next.
+        self.save(&mut inner);
         let response = Self::response(&inner);
         drop(inner);
         let me = self.clone();
@@ -262,12 +295,14 @@ impl BackupManager {
         inner.running = None;
         inner.history.insert(0, done);
         inner.history.truncate(HISTORY_LIMIT);
-        self.save(&inner.history, None);
+        self.save(&mut inner);
     }
 
     /// The running backup, else the newest one, and the history.
     pub fn query(&self) -> BackupResponse {
-        Self::response(&self.inner.lock().unwrap_or_else(|p| p.into_inner()))
+        let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        self.save_if_unsaved(&mut inner);
+        Self::response(&inner)
     }
 
     /// Asks the running backup to stop. With none running, says so in `Message`.
@@ -308,6 +343,7 @@ impl BackupManager {
     /// For a graceful stop: cancels the running backup, if any, and waits up to `deadline`
     /// for it to end (recorded Canceled, its folder removed). False if it still runs.
     pub fn stop(&self, deadline: Duration) -> bool {
+        self.save_if_unsaved(&mut self.inner.lock().unwrap_or_else(|p| p.into_inner()));
         if !self.is_running() {
             return true;
         }

@@ -10,7 +10,7 @@ use std::time::Instant;
 
 use cairn_store::{DatabaseKind, DatabaseUrl};
 
-use crate::error::{io, BackupError, Result};
+use crate::error::{failure_point, io, BackupError, Result};
 use crate::files::{copy_checksummed, sync_dir, sync_files};
 use crate::manifest::{FileEntry, Manifest, DATABASE_DIR, INDEX_DIR};
 
@@ -232,6 +232,12 @@ pub fn restore(
     }
 
     // 2. Swap in.
+    if let Err(e) = failure_point("restore::swap", "swap the restored data in") {
+        // Nothing was swapped yet: as after a failed staging.
+        let _ = std::fs::remove_dir_all(&staging);
+        let _ = std::fs::remove_dir_all(&old);
+        return Err(e);
+    }
     if mode != RestoreMode::IndexOnly {
         let db = manifest
             .database
@@ -263,6 +269,9 @@ pub fn restore(
         }
     }
     let index = data.join("index");
+    // Between the two swaps: the restored database beside the old index, which the next
+    // start repairs (`.restore-old` and `.restore-staging` are left for a person).
+    failure_point("restore::swap_index", "swap the restored index in")?;
     match mode {
         RestoreMode::Both | RestoreMode::IndexOnly => {
             if index.exists() {

@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 
-use crate::error::{io, BackupError, Result};
+use crate::error::{failure_point, io, BackupError, Result};
 use crate::files::{
     copy_checksummed, hex, identity, sync_dir, sync_files, unchanged_since, write_synced,
 };
@@ -345,6 +345,7 @@ fn run_into(
                 (e, None)
             }
             _ => {
+                failure_point("backup::index_file", &format!("copy {rel}"))?;
                 let (sha256, n) = copy_checksummed(&live_path, &dst, &stop, &mut |n| {
                     update(info, |i| i.copied_bytes += n);
                     pacer.copied(n);
@@ -444,6 +445,7 @@ fn run_into(
             i.currently_copied_file = Some(format!("{DATABASE_DIR}/"))
         });
         let base = info.lock().unwrap_or_else(|p| p.into_inner()).copied_bytes;
+        failure_point("backup::database", "copy the database")?;
         let told = Cell::new(0u64);
         let db = source
             .backup_database(
@@ -501,6 +503,7 @@ fn run_into(
         database,
         files,
     };
+    failure_point("backup::manifest", "write the manifest")?;
     manifest.write(target)?;
     update(info, |i| i.currently_copied_file = None);
     Ok(manifest)
