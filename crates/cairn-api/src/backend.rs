@@ -28,6 +28,10 @@ pub struct IndexProperties {
     pub gaps: Vec<i64>,
     /// Documents.
     pub document_count: u64,
+    /// Why indexing fails now (a full disk, say), while it does; the indexer retries on
+    /// its own and nothing it could not commit is counted as applied.
+    #[serde(default)]
+    pub fault: Option<String>,
 }
 
 /// A client of the search service (HTTP/JSON, shared secret).
@@ -248,6 +252,7 @@ pub fn local_properties(ix: &Indexer) -> IndexProperties {
         last_activity_id: s.last_activity_id.0,
         gaps: s.gap_ids().into_iter().map(|g| g.0).collect(),
         document_count: ix.searcher().num_docs(),
+        fault: ix.fault(),
     }
 }
 

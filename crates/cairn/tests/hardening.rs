@@ -530,3 +530,173 @@ fn short_admin_keys_are_refused_and_metrics_can_need_the_key() {
     let (s, _) = call("GET", &format!("{}/metrics", closed.url), None);
     assert_eq!(s, 200);
 }
+
+// ---------------------------------------------------------------------------------------
+// Defect 1 on a real disk: a full tmpfs
+
+/// A small tmpfs mounted for the test (root only), unmounted when dropped.
+struct SmallDisk {
+    mount: std::path::PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl SmallDisk {
+    /// `None`, with the reason, where a tmpfs cannot be mounted (not root, no permission).
+    fn mount(megabytes: u32) -> Result<SmallDisk, String> {
+        let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+        let mount = dir.path().join("disk");
+        std::fs::create_dir(&mount).map_err(|e| e.to_string())?;
+        let o = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={megabytes}m"), "tmpfs"])
+            .arg(&mount)
+            .output()
+            .map_err(|e| format!("cannot run mount: {e}"))?;
+        if !o.status.success() {
+            return Err(format!(
+                "mount -t tmpfs failed (not root?): {}",
+                String::from_utf8_lossy(&o.stderr).trim()
+            ));
+        }
+        Ok(SmallDisk { mount, _dir: dir })
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.mount).status();
+    }
+}
+
+/// The first defect of the hostile trial, on a real full disk: a server whose data folder
+/// is on a small tmpfs is written to until writes fail. A write the database refuses is
+/// answered 507 with sensenet's error body; what the database took but the index could not
+/// commit is never counted as applied. Once space is given back, the index catches up by
+/// itself (no new write), the integrity check finds nothing missing, and a restart keeps it
+/// so. (Before the fix: ~16 items NotInIndex while the completion state said none were
+/// missing, until `index rebuild`.) Needs root to mount the tmpfs; skipped with the reason
+/// printed otherwise.
+#[test]
+fn a_full_disk_loses_no_index_document() {
+    let disk = match SmallDisk::mount(48) {
+        Ok(d) => d,
+        Err(why) => {
+            eprintln!("skipped a_full_disk_loses_no_index_document: {why}");
+            return;
+        }
+    };
+    let data = disk.mount.join("data");
+    let server = serve(&data, &[]);
+    // Leave about 6 MB: the index and the database share them.
+    let filler = disk.mount.join("filler");
+    let free_mb = |p: &Path| -> u64 {
+        let o = Command::new("df").args(["-Pk"]).arg(p).output().unwrap();
+        let text = String::from_utf8_lossy(&o.stdout).to_string();
+        let kb: u64 = text
+            .lines()
+            .nth(1)
+            .and_then(|l| l.split_whitespace().nth(3))
+            .and_then(|v| v.parse().ok())
+            .unwrap();
+        kb / 1024
+    };
+    let fill = free_mb(&disk.mount).saturating_sub(6);
+    std::fs::write(&filler, vec![0u8; (fill as usize) << 20]).unwrap();
+    let body = "lorem ipsum dolor sit amet consectetur ".repeat(150_000 / 40);
+    let mut created = 0;
+    let mut refused = 0;
+    for i in 0..400 {
+        let started = std::time::Instant::now();
+        let (s, v) = call(
+            "POST",
+            &format!("{}/odata.svc/Root", server.url),
+            Some(
+                json!({"__ContentType":"Article","Name":format!("a{i}"),"Body":format!("{body} {i}")}),
+            ),
+        );
+        match s {
+            201 => created += 1,
+            507 => {
+                refused += 1;
+                assert_eq!(v["error"]["code"], "InsufficientStorage", "{v}");
+                assert!(
+                    v["error"]["message"]["value"]
+                        .as_str()
+                        .unwrap_or("")
+                        .contains("cairn.db"),
+                    "{v}"
+                );
+            }
+            other => panic!("write {i}: {other} {v}"),
+        }
+        // Stop once the disk refuses writes, or once the index is stuck (a write then
+        // waits for it until the searchable timeout).
+        if refused >= 3 || started.elapsed() > Duration::from_secs(3) {
+            break;
+        }
+    }
+    assert!(created > 0, "no write succeeded");
+    if refused == 0 {
+        // The index ran out of room first. Take the rest too, and write more than the
+        // database's write-ahead log can hold without growing: the database refuses it.
+        let rest = disk.mount.join("filler-rest");
+        let mut f = std::fs::File::create(&rest).unwrap();
+        let chunk = vec![0u8; 64 << 10];
+        while f.write_all(&chunk).is_ok() {}
+        drop(f);
+        let big = "x".repeat(4 << 20);
+        let (s, v) = call(
+            "POST",
+            &format!("{}/odata.svc/Root", server.url),
+            Some(json!({"__ContentType":"Article","Name":"big","Body":big})),
+        );
+        assert_eq!(s, 507, "a write on a full disk: {v}");
+        assert_eq!(v["error"]["code"], "InsufficientStorage", "{v}");
+        std::fs::remove_file(&rest).unwrap();
+    }
+    let props = |url: &str| {
+        call(
+            "GET",
+            &format!("{url}/odata.svc/('Root')/GetIndexProperties"),
+            None,
+        )
+        .1
+    };
+    let p = props(&server.url);
+    eprintln!("disk full after {created} writes ({refused} refused): {p}");
+    // Give the space back; no new write.
+    std::fs::remove_file(&filler).unwrap();
+    let clean = |url: &str| -> Option<Value> {
+        let (s, v) = call(
+            "GET",
+            &format!("{url}/odata.svc/('Root')/CheckIndexIntegrity"),
+            None,
+        );
+        (s == 200
+            && v["Differences"] == json!([])
+            && v["Gaps"] == json!([])
+            && v["LastProcessedActivity"] == v["LastStoredActivity"])
+            .then_some(v)
+    };
+    cairn_testkit::wait_until(
+        "the index catches up by itself",
+        Duration::from_secs(60),
+        || clean(&server.url),
+    );
+    assert_eq!(props(&server.url)["IndexingFault"], Value::Null);
+    // Write once more, restart, and look again.
+    let (s, v) = call(
+        "POST",
+        &format!("{}/odata.svc/Root", server.url),
+        Some(json!({"__ContentType":"Article","Name":"after","Body":"after the fault"})),
+    );
+    assert_eq!(s, 201, "{v}");
+    assert!(clean(&server.url).is_some());
+    let mut server = server;
+    let exit = cairn_testkit::terminate(&mut server.child, Duration::from_secs(30));
+    assert!(exit.success(), "{exit:?}");
+    drop(server);
+    let server = serve(&data, &[]);
+    let report = clean(&server.url).expect("differences after a restart");
+    eprintln!("after the restart: {report}");
+    drop(server);
+}

@@ -171,6 +171,7 @@ fn index_properties(state: &AppState) -> ApiResult<Value> {
         "DatabaseLastActivityId": db_last.0,
         "Lag": (db_last.0 - p.last_activity_id).max(0),
         "DocumentCount": p.document_count,
+        "IndexingFault": p.fault,
         "RepositoryId": state.store.repository_id().to_string(),
     }))
 }
