@@ -713,7 +713,11 @@ impl Store {
                 node.display_name.clear();
                 node.description.clear();
                 node.index = 0;
-                node.fields.clear();
+                // A replace resets what a client can see and did not send; a hidden field
+                // (a password hash) is kept unless given. Decided here, on the locked row:
+                // a copy taken before the transaction would undo a concurrent change.
+                node.fields
+                    .retain(|k, _| t.field(k).is_some_and(|f| f.is_hidden()));
             }
             apply_fields(t, &mut node, Some(&old), fields)?;
             // A login is checked when it is written: one from an older version stays usable.

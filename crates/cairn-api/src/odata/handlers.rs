@@ -310,14 +310,8 @@ async fn update(
         // Users and groups are the administrator's: the store refuses anyone else inside
         // the transaction, on the rows it changes.
         let node = load(&state, &at)?;
+        // A PUT that leaves the password out keeps it (the store keeps hidden fields).
         hash_password_field(&node.type_name, &mut fields)?;
-        if mode == UpdateMode::Replace && !fields.contains_key("PasswordHash") {
-            // A PUT resets the fields it does not name, but a password is not reset by
-            // leaving it out: the user would be locked out.
-            if let Some(cairn_store::FieldValue::Text(h)) = node.fields.get("PasswordHash") {
-                fields.insert("PasswordHash".into(), Value::String(h.clone()));
-            }
-        }
         let w = state
             .store
             .update(&NodeRef::Id(node.id), &fields, mode, caller.user)?;
