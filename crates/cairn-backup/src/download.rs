@@ -10,10 +10,12 @@
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::AtomicBool;
 
 use crate::error::{io, BackupError, Result};
-use crate::files::{copy_stream_checksummed, sync_dir, sync_files};
+use cairn_store::durable::{sync_dir, sync_files};
+use cairn_store::CancelToken;
+
+use crate::files::copy_stream_checksummed;
 use crate::manifest::{Manifest, MANIFEST_FILE};
 
 /// Where a download reads from.
@@ -107,7 +109,7 @@ fn fill(
     progress: &dyn Fn(u64, u64),
 ) -> Result<u64> {
     let total: u64 = manifest.files.iter().map(|f| f.size).sum();
-    let never = AtomicBool::new(false);
+    let never = CancelToken::new();
     let mut done = 0u64;
     let mut written = Vec::with_capacity(manifest.files.len());
     for f in &manifest.files {

@@ -5,15 +5,13 @@
 use std::fs::File;
 use std::io::{Read, Write};
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
-use std::time::SystemTime;
 
-use cairn_store::writeback::WriteBehind;
+use cairn_store::durable::WriteBehind;
+use cairn_store::CancelToken;
 use sha2::{Digest, Sha256};
 
 use crate::error::{io, BackupError, Result};
-use crate::manifest::SourceFile;
 
 /// Bytes copied between two cancel checks.
 const CHUNK: usize = 1 << 20;
@@ -21,14 +19,6 @@ const CHUNK: usize = 1 << 20;
 /// Lower-case hex of bytes.
 pub fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-/// Writes `bytes` to `path` and fsyncs it.
-pub fn write_synced(path: &Path, bytes: &[u8]) -> Result<()> {
-    let mut f = File::create(path).map_err(io(format!("create {}", path.display())))?;
-    f.write_all(bytes)
-        .map_err(io(format!("write {}", path.display())))?;
-    f.sync_all().map_err(io(format!("sync {}", path.display())))
 }
 
 /// `p` made absolute, through symlinks, as far as it exists (the rest of it appended):
@@ -62,21 +52,14 @@ pub fn same_path(a: &Path, b: &Path) -> bool {
     resolved(a) == resolved(b)
 }
 
-/// Fsyncs a folder, so that renames and new entries in it are durable.
-pub fn sync_dir(dir: &Path) -> Result<()> {
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(io(format!("sync {}", dir.display())))
-}
-
 /// SHA-256 of a file, reading it in chunks; `cancel` is checked between chunks.
-pub fn sha256_file(path: &Path, cancel: &AtomicBool) -> Result<(String, u64)> {
+pub fn sha256_file(path: &Path, cancel: &CancelToken) -> Result<(String, u64)> {
     let mut f = File::open(path).map_err(io(format!("open {}", path.display())))?;
     let mut hasher = Sha256::new();
     let mut buf = vec![0u8; CHUNK];
     let mut total = 0u64;
     loop {
-        if cancel.load(Ordering::Relaxed) {
+        if cancel.is_cancelled() {
             return Err(BackupError::Canceled);
         }
         let n = f
@@ -101,7 +84,7 @@ pub fn sha256_file(path: &Path, cancel: &AtomicBool) -> Result<(String, u64)> {
 pub fn copy_checksummed(
     src: &Path,
     dst: &Path,
-    cancel: &AtomicBool,
+    cancel: &CancelToken,
     progress: &mut dyn FnMut(u64),
 ) -> Result<(String, u64)> {
     let mut from = File::open(src).map_err(io(format!("open {}", src.display())))?;
@@ -113,7 +96,7 @@ pub fn copy_stream_checksummed(
     from: &mut dyn Read,
     what: &str,
     dst: &Path,
-    cancel: &AtomicBool,
+    cancel: &CancelToken,
     progress: &mut dyn FnMut(u64),
 ) -> Result<(String, u64)> {
     let mut to = std::fs::OpenOptions::new()
@@ -138,7 +121,7 @@ pub fn copy_stream_checksummed(
         let mut write_behind = WriteBehind::new();
         let copied = (|| -> Result<()> {
             loop {
-                if cancel.load(Ordering::Relaxed) {
+                if cancel.is_cancelled() {
                     return Err(BackupError::Canceled);
                 }
                 let mut buf = empty_rx.try_recv().unwrap_or_default();
@@ -169,69 +152,6 @@ pub fn copy_stream_checksummed(
         let _ = std::fs::remove_file(dst);
     }
     result
-}
-
-/// Fsyncs every file of `paths` (see [`copy_checksummed`]).
-pub fn sync_files<P: AsRef<Path>>(paths: &[P]) -> Result<()> {
-    for p in paths {
-        let p = p.as_ref();
-        File::open(p)
-            .and_then(|f| f.sync_all())
-            .map_err(io(format!("sync {}", p.display())))?;
-    }
-    Ok(())
-}
-
-/// The identity (see [`SourceFile`]) of a file with metadata `m`; `None` on a platform
-/// without inode numbers.
-pub fn identity(m: &std::fs::Metadata) -> Option<SourceFile> {
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::MetadataExt;
-        let mtime_ns = u64::try_from(m.mtime()).ok()?.checked_mul(1_000_000_000)?
-            + u64::try_from(m.mtime_nsec()).ok()?;
-        Some(SourceFile {
-            dev: m.dev(),
-            ino: m.ino(),
-            size: m.len(),
-            mtime_ns,
-        })
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = m;
-        None
-    }
-}
-
-/// True when `path` still looks as it did when a backup whose manifest was written at
-/// `manifest_written` recorded it with `size` bytes: same size, and its inode not changed
-/// since (strictly before the manifest, so a change within the file system's timestamp
-/// granularity counts as a change). This is the check that lets an incremental backup
-/// hard-link an earlier backup's file without reading it again; a damaged copy written
-/// over it is not linked. The inode's change time (ctime) is used, not the modification
-/// time: a write whose mtime was put back (`touch -d`, `cp -p`, `rsync -t`) still moves
-/// the ctime, which no user can set. Bit rot that touches no metadata is what
-/// `cairn backup verify` (every byte, every checksum) is for.
-pub fn unchanged_since(path: &Path, size: u64, manifest_written: SystemTime) -> bool {
-    std::fs::symlink_metadata(path).is_ok_and(|m| {
-        m.is_file() && m.len() == size && changed_at(&m).is_some_and(|t| t < manifest_written)
-    })
-}
-
-/// When the file's inode last changed (its ctime); its mtime where there is no ctime.
-pub(crate) fn changed_at(m: &std::fs::Metadata) -> Option<SystemTime> {
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::MetadataExt;
-        let secs = u64::try_from(m.ctime()).ok()?;
-        let nanos = u32::try_from(m.ctime_nsec()).ok()?;
-        SystemTime::UNIX_EPOCH.checked_add(std::time::Duration::new(secs, nanos))
-    }
-    #[cfg(not(unix))]
-    {
-        m.modified().ok()
-    }
 }
 
 /// Lowers the calling thread's CPU priority (nice 10) and I/O priority (the lowest
@@ -287,7 +207,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let src = dir.path().join("a");
         std::fs::write(&src, b"hello").unwrap();
-        let stop = AtomicBool::new(false);
+        let stop = CancelToken::new();
         let mut seen = 0;
         let (sum, n) =
             copy_checksummed(&src, &dir.path().join("b"), &stop, &mut |b| seen += b).unwrap();
@@ -298,68 +218,9 @@ mod tests {
             "2cf24dba5fb0a30e26e83b2ac5b9e29e1b161e5c1fa7425e73043362938b9824"
         );
         assert_eq!(sha256_file(&dir.path().join("b"), &stop).unwrap().0, sum);
-        stop.store(true, Ordering::Relaxed);
+        stop.cancel();
         let r = copy_checksummed(&src, &dir.path().join("c"), &stop, &mut |_| {});
         assert!(matches!(r, Err(BackupError::Canceled)));
         assert!(!dir.path().join("c").exists());
-    }
-
-    #[test]
-    fn unchanged_since_needs_same_size_and_no_later_write() {
-        let dir = tempfile::tempdir().unwrap();
-        let f = dir.path().join("seg");
-        std::fs::write(&f, b"segment bytes").unwrap();
-        let later = SystemTime::now() + std::time::Duration::from_secs(1);
-        assert!(unchanged_since(&f, 13, later));
-        assert!(!unchanged_since(&f, 12, later), "another size");
-        assert!(!unchanged_since(&dir.path().join("gone"), 13, later));
-        let before = std::fs::metadata(&f).unwrap().modified().unwrap();
-        assert!(!unchanged_since(&f, 13, before), "not strictly before");
-        std::thread::sleep(std::time::Duration::from_millis(20));
-        let manifest = SystemTime::now();
-        std::thread::sleep(std::time::Duration::from_millis(20));
-        std::fs::write(&f, b"segment bytez").unwrap();
-        assert!(
-            !unchanged_since(&f, 13, manifest),
-            "written after the manifest"
-        );
-        // A write after the manifest with its mtime put back (what `touch -d` does to
-        // hide bit rot, or `cp -p` over the file) is a change too: the ctime moved.
-        let g = dir.path().join("seg2");
-        std::fs::write(&g, b"segment bytes").unwrap();
-        let old_mtime = std::fs::metadata(&g).unwrap().modified().unwrap();
-        // File times come from the kernel's coarse clock: the manifest's time is a file's,
-        // as in a backup, and the rewrite waits until the file clock has moved past it.
-        let probe = dir.path().join("probe");
-        let file_time_after = |t: SystemTime| {
-            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-            loop {
-                std::fs::write(&probe, b"{}").unwrap();
-                let now = std::fs::metadata(&probe).unwrap().modified().unwrap();
-                if now > t {
-                    return now;
-                }
-                assert!(
-                    std::time::Instant::now() < deadline,
-                    "the file clock stands still"
-                );
-                std::thread::yield_now();
-            }
-        };
-        let manifest = file_time_after(old_mtime);
-        assert!(unchanged_since(&g, 13, manifest), "untouched since");
-        file_time_after(manifest);
-        let file = std::fs::OpenOptions::new().write(true).open(&g).unwrap();
-        std::io::Write::write_all(&mut &file, b"SEG").unwrap();
-        file.set_modified(old_mtime).unwrap();
-        drop(file);
-        assert_eq!(
-            std::fs::metadata(&g).unwrap().modified().unwrap(),
-            old_mtime
-        );
-        assert!(
-            !unchanged_since(&g, 13, manifest),
-            "rewritten, mtime put back"
-        );
     }
 }

@@ -4,10 +4,10 @@
 //! the next start, and its folder (which has no manifest) is removed.
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use cairn_store::CancelToken;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{io, BackupError, Result};
@@ -32,7 +32,7 @@ pub struct BackupResponse {
 
 struct Running {
     info: Arc<Mutex<BackupInfo>>,
-    cancel: Arc<AtomicBool>,
+    cancel: CancelToken,
 }
 
 struct Inner {
@@ -182,7 +182,7 @@ impl BackupManager {
         let text = serde_json::to_string_pretty(&all).unwrap_or_else(|_| "[]".into());
         let tmp = self.root.join(format!("{HISTORY_FILE}.tmp"));
         let r = crate::error::failure_point("backup::history", "save the backup history")
-            .and_then(|()| crate::files::write_synced(&tmp, text.as_bytes()))
+            .and_then(|()| Ok(cairn_store::durable::write_synced(&tmp, text.as_bytes())?))
             .and_then(|()| {
                 std::fs::rename(&tmp, self.root.join(HISTORY_FILE)).map_err(io("rename history"))
             });
@@ -250,7 +250,7 @@ impl BackupManager {
         };
         let path = target_path(&self.root, &name)?;
         let info = Arc::new(Mutex::new(BackupInfo::started(kind, &path)));
-        let cancel = Arc::new(AtomicBool::new(false));
+        let cancel = CancelToken::new();
         inner.running = Some(Running {
             info: info.clone(),
             cancel: cancel.clone(),
@@ -270,7 +270,7 @@ impl BackupManager {
         Ok(response)
     }
 
-    fn run(&self, kind: BackupKind, path: &Path, info: &Mutex<BackupInfo>, cancel: &AtomicBool) {
+    fn run(&self, kind: BackupKind, path: &Path, info: &Mutex<BackupInfo>, cancel: &CancelToken) {
         let result = run_backup(&*self.source, kind, path, info, cancel);
         let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
         let mut done = info.lock().unwrap_or_else(|p| p.into_inner()).clone();
@@ -310,7 +310,7 @@ impl BackupManager {
         let inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
         match &inner.running {
             Some(r) => {
-                r.cancel.store(true, Ordering::SeqCst);
+                r.cancel.cancel();
                 r.info.lock().unwrap_or_else(|p| p.into_inner()).state =
                     BackupState::CancelRequested;
                 Self::response(&inner)

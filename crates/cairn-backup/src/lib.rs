@@ -17,8 +17,10 @@
 mod download;
 mod error;
 pub mod files;
+pub mod identity;
 mod job;
 mod manifest;
+mod offline;
 mod restore;
 mod retention;
 mod run;
@@ -31,10 +33,11 @@ pub use manifest::{
     BackupKind, FileEntry, IndexPart, Manifest, SourceFile, DATABASE_DIR, INDEX_DIR, MANIFEST_FILE,
     MANIFEST_FORMAT,
 };
+pub use offline::{backup_stopped, OfflineBackup};
 pub use restore::{refuse_overlap, restore, RestoreMode, RestoreReport, RestoreTarget};
 pub use retention::clean_activities;
 pub use run::{
-    now, previous_backup, run_backup, BackupInfo, BackupSource, BackupState, LiveSource,
-    StoppedSource,
+    now, previous_backup, run_backup, BackupInfo, BackupSource, BackupState, BackupStep,
+    LiveSource, StoppedSource,
 };
 pub use verify::{verify, verify_parts, VerifyReport};

@@ -9,6 +9,8 @@ use cairn_index::CompletionState;
 use cairn_store::DatabaseBackup;
 use serde::{Deserialize, Serialize};
 
+pub use crate::identity::SourceFile;
+
 use crate::error::{io, BackupError, Result};
 
 /// The manifest's file name in a backup folder.
@@ -16,7 +18,7 @@ pub const MANIFEST_FILE: &str = "manifest.json";
 /// The manifest format this build writes.
 pub const MANIFEST_FORMAT: u32 = 1;
 /// The index format this build writes and reads (`IndexPart::format`).
-pub const INDEX_FORMAT: &str = "tantivy-0.27";
+pub use cairn_index::INDEX_FORMAT;
 /// The index folder inside a backup.
 pub const INDEX_DIR: &str = "index";
 /// The database folder inside a backup.
@@ -44,21 +46,6 @@ pub struct FileEntry {
     /// knows that file's checksum without reading it while the file is unchanged.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub source: Option<SourceFile>,
-}
-
-/// A file's identity on disk: the same device, inode, size and modification time mean
-/// the same bytes (the file was not replaced or written since). For Tantivy's write-once
-/// segment files this holds until the file is deleted.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct SourceFile {
-    /// Device number.
-    pub dev: u64,
-    /// Inode number.
-    pub ino: u64,
-    /// Size in bytes.
-    pub size: u64,
-    /// Modification time, nanoseconds since the Unix epoch.
-    pub mtime_ns: u64,
 }
 
 /// The index part: the completion state of the copied commit.
@@ -202,11 +189,13 @@ impl Manifest {
         let newest = self
             .files
             .iter()
-            .filter_map(|f| crate::files::changed_at(&std::fs::metadata(dir.join(&f.path)).ok()?))
+            .filter_map(|f| {
+                crate::identity::changed_at(&std::fs::metadata(dir.join(&f.path)).ok()?)
+            })
             .max();
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(1);
         loop {
-            crate::files::write_synced(&tmp, text.as_bytes())?;
+            cairn_store::durable::write_synced(&tmp, text.as_bytes())?;
             let written = std::fs::metadata(&tmp).and_then(|m| m.modified()).ok();
             let later = match (written, newest) {
                 (Some(w), Some(n)) => w > n,
@@ -219,7 +208,7 @@ impl Manifest {
         }
         let dst = dir.join(MANIFEST_FILE);
         std::fs::rename(&tmp, &dst).map_err(io(format!("rename {}", tmp.display())))?;
-        crate::files::sync_dir(dir)
+        Ok(cairn_store::durable::sync_dir(dir)?)
     }
 
     /// The files under `prefix/` (`index` or `database`).

@@ -5,13 +5,13 @@
 //! The caller holds the data folder's lock (no server may run beside a restore).
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::AtomicBool;
 use std::time::Instant;
 
-use cairn_store::{DatabaseKind, DatabaseUrl};
+use cairn_store::durable::{sync_dir, sync_files};
+use cairn_store::{CancelToken, DatabaseKind, DatabaseUrl};
 
 use crate::error::{failure_point, io, BackupError, Result};
-use crate::files::{copy_checksummed, sync_dir, sync_files};
+use crate::files::copy_checksummed;
 use crate::manifest::{FileEntry, Manifest, DATABASE_DIR, INDEX_DIR};
 
 /// What to restore.
@@ -109,17 +109,21 @@ pub fn refuse_overlap(from: &Path, data_dir: &Path, database: &DatabaseUrl) -> R
     Ok(())
 }
 
-/// Restores the backup in `from` into `target`.
+/// Restores the backup in `from` into `target`. `cancel` stops it while it verifies and
+/// copies into the staging folder (which is then removed: nothing changed); once the swap
+/// has begun it runs to its end, a few renames.
 pub fn restore(
     from: &Path,
     target: &RestoreTarget,
     mode: RestoreMode,
     force: bool,
     progress: &dyn Fn(u64, u64),
+    cancel: &CancelToken,
 ) -> Result<RestoreReport> {
     let started = Instant::now();
     refuse_overlap(from, &target.data_dir, &target.database)?;
-    let report = crate::verify::verify_parts(from, mode != RestoreMode::IndexOnly, &|_, _| {})?;
+    let report =
+        crate::verify::verify_parts(from, mode != RestoreMode::IndexOnly, &|_, _| {}, cancel)?;
     let manifest = report.manifest;
     let mut warnings = Vec::new();
     if mode != RestoreMode::IndexOnly && manifest.database.is_none() {
@@ -224,7 +228,7 @@ pub fn restore(
         .cloned()
         .collect();
     let total: u64 = wanted.iter().map(|f| f.size).sum();
-    if let Err(e) = stage(from, &staging, &wanted, total, progress) {
+    if let Err(e) = stage(from, &staging, &wanted, total, progress, cancel) {
         // Nothing was swapped yet: leave no staging behind (`old` is still empty).
         let _ = std::fs::remove_dir_all(&staging);
         let _ = std::fs::remove_dir_all(&old);
@@ -306,9 +310,9 @@ fn stage(
     wanted: &[FileEntry],
     total: u64,
     progress: &dyn Fn(u64, u64),
+    cancel: &CancelToken,
 ) -> Result<()> {
     let mut done = 0u64;
-    let never = AtomicBool::new(false);
     for dir in [INDEX_DIR, DATABASE_DIR] {
         std::fs::create_dir(staging.join(dir)).map_err(io("create the staging folders"))?;
     }
@@ -316,7 +320,7 @@ fn stage(
         let (sum, _) = copy_checksummed(
             &from.join(&f.path),
             &staging.join(&f.path),
-            &never,
+            cancel,
             &mut |n| {
                 done += n;
                 progress(done, total);
@@ -343,9 +347,7 @@ fn swap_sqlite(staged: &Path, db: &Path, old: &Path) -> Result<()> {
     if db.exists() {
         // Best effort: a damaged database (restored over with --force) may not checkpoint;
         // its side files go aside with it all the same.
-        let checkpointed = rusqlite::Connection::open(db)
-            .and_then(|c| c.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(())));
-        if let Err(e) = checkpointed {
+        if let Err(e) = cairn_store::checkpoint_sqlite(db) {
             tracing::warn!("the current database did not checkpoint ({e}); kept as it is");
         }
         std::fs::hard_link(db, old.join("cairn.db")).map_err(io("keep the old database"))?;

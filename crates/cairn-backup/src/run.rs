@@ -4,20 +4,21 @@
 
 use std::cell::Cell;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use cairn_index::{IndexSnapshot, Indexer};
-use cairn_store::{DatabaseBackup, Store};
+use cairn_store::{CancelToken, DatabaseBackup, Store};
 use serde::{Deserialize, Serialize};
 use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 
 use crate::error::{failure_point, io, BackupError, Result};
-use crate::files::{
-    copy_checksummed, hex, identity, sync_dir, sync_files, unchanged_since, write_synced,
-};
+use cairn_store::durable::{sync_dir, sync_files, write_synced};
+
+use crate::files::{copy_checksummed, hex};
+use crate::identity::{identity, unchanged_since};
 use crate::manifest::{
     BackupKind, FileEntry, IndexPart, Manifest, DATABASE_DIR, INDEX_DIR, INDEX_FORMAT,
     MANIFEST_FILE, MANIFEST_FORMAT,
@@ -40,6 +41,18 @@ pub enum BackupState {
     Finished,
     /// Failed; the message says why.
     Faulted,
+}
+
+/// The steps of a backup, in their order: the index's files, then the database, then the
+/// manifest that binds them (written last).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum BackupStep {
+    /// Copying (or linking) the files of one committed index state.
+    IndexFiles,
+    /// The database's own online backup (SQLite's backup API, or `pg_dump`).
+    Database,
+    /// Writing the manifest, last.
+    Manifest,
 }
 
 /// Progress and outcome of one backup (sensenet's `BackupInfo`).
@@ -68,6 +81,9 @@ pub struct BackupInfo {
     pub state: BackupState,
     /// Index alone or repository.
     pub kind: BackupKind,
+    /// The step running now (`None` before the first and after the last).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub step: Option<BackupStep>,
 }
 
 /// Now, as RFC 3339.
@@ -92,6 +108,7 @@ impl BackupInfo {
             message: None,
             state: BackupState::Started,
             kind,
+            step: None,
         }
     }
 }
@@ -107,7 +124,7 @@ pub trait BackupSource: Send + Sync {
         &self,
         dest_dir: &Path,
         progress: &dyn Fn(u64, u64),
-        cancel: &AtomicBool,
+        cancel: &CancelToken,
     ) -> Result<DatabaseBackup>;
     /// The rate, in bytes per second, that the backup keeps to right now: `Some` while
     /// the repository is busy serving writes, so that the backup leaves it the disk and
@@ -143,7 +160,7 @@ impl BackupSource for LiveSource {
         &self,
         dest: &Path,
         progress: &dyn Fn(u64, u64),
-        cancel: &AtomicBool,
+        cancel: &CancelToken,
     ) -> Result<DatabaseBackup> {
         Ok(self.store.backup_database(dest, progress, cancel)?)
     }
@@ -168,7 +185,7 @@ impl BackupSource for StoppedSource {
         &self,
         dest: &Path,
         progress: &dyn Fn(u64, u64),
-        cancel: &AtomicBool,
+        cancel: &CancelToken,
     ) -> Result<DatabaseBackup> {
         Ok(self.store.backup_database(dest, progress, cancel)?)
     }
@@ -200,13 +217,13 @@ pub fn previous_backup(target: &Path) -> Option<(PathBuf, Manifest)> {
 struct Pacer<'s> {
     source: &'s dyn BackupSource,
     /// A cancel ends a wait early.
-    cancel: &'s AtomicBool,
+    cancel: &'s CancelToken,
     /// When the bytes told so far are due at the rate.
     due: Mutex<Option<Instant>>,
 }
 
 impl<'s> Pacer<'s> {
-    fn new(source: &'s dyn BackupSource, cancel: &'s AtomicBool) -> Self {
+    fn new(source: &'s dyn BackupSource, cancel: &'s CancelToken) -> Self {
         Pacer {
             source,
             cancel,
@@ -230,7 +247,7 @@ impl<'s> Pacer<'s> {
         // the rate.)
         loop {
             let now = Instant::now();
-            if now >= due || self.cancel.load(Ordering::Relaxed) {
+            if now >= due || self.cancel.is_cancelled() {
                 break;
             }
             std::thread::sleep((due - now).min(Duration::from_millis(100)));
@@ -252,7 +269,7 @@ pub fn run_backup(
     kind: BackupKind,
     target: &Path,
     info: &Mutex<BackupInfo>,
-    cancel: &AtomicBool,
+    cancel: &CancelToken,
 ) -> Result<Manifest> {
     std::fs::create_dir(target).map_err(|e| {
         if e.kind() == std::io::ErrorKind::AlreadyExists {
@@ -276,7 +293,7 @@ fn run_into(
     kind: BackupKind,
     target: &Path,
     info: &Mutex<BackupInfo>,
-    cancel: &AtomicBool,
+    cancel: &CancelToken,
 ) -> Result<Manifest> {
     let started_at = info
         .lock()
@@ -289,6 +306,7 @@ fn run_into(
     std::fs::create_dir(&index_dir).map_err(io(format!("create {}", index_dir.display())))?;
 
     // 1. The index: one committed state, protected from the writer's garbage collection.
+    update(info, |i| i.step = Some(BackupStep::IndexFiles));
     let snapshot = source.snapshot_index()?;
     // Size and identity of every file, from one stat each.
     let mut sizes = Vec::with_capacity(snapshot.files.len());
@@ -316,7 +334,7 @@ fn run_into(
     let slots: Vec<Mutex<Option<Copied>>> =
         snapshot.files.iter().map(|_| Mutex::new(None)).collect();
     let failure: Mutex<Option<BackupError>> = Mutex::new(None);
-    let stop = AtomicBool::new(false);
+    let stop = CancelToken::new();
     let one = |k: usize| -> Result<Copied> {
         let (f, (size, live)) = (&snapshot.files[k], sizes[k]);
         let name = f.to_string_lossy().to_string();
@@ -350,8 +368,8 @@ fn run_into(
                     update(info, |i| i.copied_bytes += n);
                     pacer.copied(n);
                     // A cancel stops the copy between chunks, not only between files.
-                    if cancel.load(Ordering::Relaxed) {
-                        stop.store(true, Ordering::Relaxed);
+                    if cancel.is_cancelled() {
+                        stop.cancel();
                     }
                 })?;
                 (
@@ -371,11 +389,11 @@ fn run_into(
     std::thread::scope(|s| {
         for _ in 0..2 {
             s.spawn(|| loop {
-                if cancel.load(Ordering::Relaxed) {
-                    stop.store(true, Ordering::Relaxed);
+                if cancel.is_cancelled() {
+                    stop.cancel();
                 }
                 let k = next.fetch_add(1, Ordering::Relaxed);
-                if k >= slots.len() || stop.load(Ordering::Relaxed) {
+                if k >= slots.len() || stop.is_cancelled() {
                     break;
                 }
                 match one(k) {
@@ -386,7 +404,7 @@ fn run_into(
                             .lock()
                             .unwrap_or_else(|p| p.into_inner())
                             .get_or_insert(e);
-                        stop.store(true, Ordering::Relaxed);
+                        stop.cancel();
                         break;
                     }
                 }
@@ -394,13 +412,13 @@ fn run_into(
         }
     });
     if let Some(e) = failure.into_inner().unwrap_or_else(|p| p.into_inner()) {
-        return Err(if cancel.load(Ordering::Relaxed) {
+        return Err(if cancel.is_cancelled() {
             BackupError::Canceled
         } else {
             e
         });
     }
-    if cancel.load(Ordering::Relaxed) {
+    if cancel.is_cancelled() {
         return Err(BackupError::Canceled);
     }
     for slot in slots {
@@ -436,7 +454,8 @@ fn run_into(
 
     // 2. Then the database, with the engine's own online backup.
     let database = if kind == BackupKind::Repository {
-        if cancel.load(Ordering::Relaxed) {
+        update(info, |i| i.step = Some(BackupStep::Database));
+        if cancel.is_cancelled() {
             return Err(BackupError::Canceled);
         }
         let db_dir = target.join(DATABASE_DIR);
@@ -489,7 +508,8 @@ fn run_into(
     };
 
     // 3. The manifest, last.
-    if cancel.load(Ordering::Relaxed) {
+    update(info, |i| i.step = Some(BackupStep::Manifest));
+    if cancel.is_cancelled() {
         return Err(BackupError::Canceled);
     }
     let manifest = Manifest {
@@ -505,6 +525,9 @@ fn run_into(
     };
     failure_point("backup::manifest", "write the manifest")?;
     manifest.write(target)?;
-    update(info, |i| i.currently_copied_file = None);
+    update(info, |i| {
+        i.currently_copied_file = None;
+        i.step = None;
+    });
     Ok(manifest)
 }

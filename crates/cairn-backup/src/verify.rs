@@ -2,11 +2,11 @@
 //! the database passes its engine's check, and the positions in the manifest agree.
 //! Stops at the first problem and names it.
 
-use std::path::{Path, PathBuf};
-use std::sync::atomic::AtomicBool;
+use std::path::Path;
 use std::time::Instant;
 
-use cairn_index::CompletionState;
+use cairn_index::{CompletionState, IndexCopy};
+use cairn_store::CancelToken;
 
 use crate::error::{BackupError, Result};
 use crate::files::sha256_file;
@@ -31,15 +31,16 @@ fn invalid(msg: impl Into<String>) -> BackupError {
 
 /// Verifies the backup in `dir`; `progress(done, total)` in bytes.
 pub fn verify(dir: &Path, progress: &dyn Fn(u64, u64)) -> Result<VerifyReport> {
-    verify_parts(dir, true, progress)
+    verify_parts(dir, true, progress, &CancelToken::new())
 }
 
 /// Verifies the backup in `dir`; with `database` false, the database files are left out
-/// (an index-only restore reads nothing else).
+/// (an index-only restore reads nothing else). `cancel` stops it between chunks.
 pub fn verify_parts(
     dir: &Path,
     database: bool,
     progress: &dyn Fn(u64, u64),
+    cancel: &CancelToken,
 ) -> Result<VerifyReport> {
     let started = Instant::now();
     // Reading a manifest checks its layout (`Manifest::parse`).
@@ -51,7 +52,6 @@ pub fn verify_parts(
         .collect();
     let total: u64 = checked.iter().map(|f| f.size).sum();
     let mut done = 0u64;
-    let never = AtomicBool::new(false);
     for f in checked.iter().copied() {
         let p = dir.join(&f.path);
         let meta =
@@ -76,7 +76,7 @@ pub fn verify_parts(
                 f.size
             )));
         }
-        let (sum, _) = sha256_file(&p, &never)?;
+        let (sum, _) = sha256_file(&p, cancel)?;
         if sum != f.sha256 {
             return Err(invalid(format!(
                 "{}: checksum mismatch (the file is corrupted or was changed)",
@@ -128,21 +128,15 @@ pub fn verify_parts(
 /// Opens the backup's index: its document count, completion state and repository must
 /// be the manifest's. Returns the completion state.
 fn check_index(index_dir: &Path, manifest: &Manifest) -> Result<CompletionState> {
-    let index = tantivy::Index::open_in_dir(index_dir)
-        .map_err(|e| invalid(format!("the index does not open: {e}")))?;
-    let metas = index
-        .load_metas()
-        .map_err(|e| invalid(format!("the index does not open: {e}")))?;
+    let copy =
+        IndexCopy::open(index_dir).map_err(|e| invalid(format!("the index does not open: {e}")))?;
     // Restore copies the listed files only: every file the index needs must be listed, or
     // the restored index would not open.
     let listed: std::collections::HashSet<&str> =
         manifest.files.iter().map(|f| f.path.as_str()).collect();
-    let mut needed: Vec<PathBuf> = metas.list_segment_files().into_iter().collect();
-    needed.push(PathBuf::from("meta.json"));
-    needed.sort();
-    for file in needed {
+    for file in &copy.needed_files {
         let rel = format!("{INDEX_DIR}/{}", file.display());
-        if index_dir.join(&file).exists() && !listed.contains(rel.as_str()) {
+        if index_dir.join(file).exists() && !listed.contains(rel.as_str()) {
             return Err(invalid(format!(
                 "{rel}: the index needs it, but the manifest does not list it"
             )));
@@ -154,31 +148,17 @@ fn check_index(index_dir: &Path, manifest: &Manifest) -> Result<CompletionState>
             manifest.index.format
         )));
     }
-    let docs: u64 = metas.segments.iter().map(|s| s.num_docs() as u64).sum();
+    let docs = copy.documents;
     if docs != manifest.index.documents {
         return Err(invalid(format!(
             "the index holds {docs} documents, the manifest says {}",
             manifest.index.documents
         )));
     }
-    // Every segment opens, file by file. (Not through an `IndexReader`: that takes
-    // Tantivy's meta lock, a file written into the backup.)
-    let mut opened = 0u64;
-    for meta in &metas.segments {
-        let reader = tantivy::SegmentReader::open(&index.segment(meta.clone()))
-            .map_err(|e| invalid(format!("the index does not open: {e}")))?;
-        opened += u64::from(reader.num_docs());
-    }
-    if opened != docs {
+    if copy.opened_documents != docs {
         return Err(invalid("the index's segments disagree with its meta.json"));
     }
-    let state = metas
-        .payload
-        .as_deref()
-        .map(CompletionState::from_payload)
-        .transpose()
-        .map_err(|e| invalid(format!("the index's completion state is unreadable: {e}")))?
-        .unwrap_or_default();
+    let state = copy.state;
     if state.repository_id != manifest.index.completion_state.repository_id {
         return Err(invalid(format!(
             "the index belongs to repository {:?}, the manifest's index part says {:?}",

@@ -17,7 +17,8 @@ use cairn_backup::{
 };
 use cairn_index::{IndexSnapshot, Indexer, IndexerOptions};
 use cairn_store::{
-    ActivityId, DatabaseBackup, DatabaseUrl, ImportItem, NewContent, NodeRef, Store, UpdateMode,
+    ActivityId, CancelToken, DatabaseBackup, DatabaseUrl, ImportItem, NewContent, NodeRef, Store,
+    UpdateMode,
 };
 use cairn_testkit::wait_until;
 use serde_json::{json, Map, Value};
@@ -147,7 +148,7 @@ fn pad(db: &Path, mb: usize) {
 
 fn backup(source: &dyn BackupSource, kind: BackupKind, target: &Path) -> Manifest {
     let info = Mutex::new(BackupInfo::started(kind, target));
-    run_backup(source, kind, target, &info, &AtomicBool::new(false)).unwrap()
+    run_backup(source, kind, target, &info, &CancelToken::new()).unwrap()
 }
 
 /// Restores `from` into the new folder `to`, opens it, and checks index against database.
@@ -156,7 +157,7 @@ fn restore_and_check(from: &Path, to: &Path, mode: RestoreMode) -> Repo {
         data_dir: to.to_path_buf(),
         database: DatabaseUrl::Sqlite(to.join("cairn.db")),
     };
-    restore(from, &target, mode, false, &|_, _| {}).unwrap();
+    restore(from, &target, mode, false, &|_, _| {}, &CancelToken::new()).unwrap();
     let repo = Repo::open(to);
     let report = repo.indexer.check_integrity().unwrap();
     assert!(report.is_clean(), "{:?}", report.differences);
@@ -359,14 +360,14 @@ impl BackupSource for CancelInDatabase {
         &self,
         dest: &Path,
         progress: &dyn Fn(u64, u64),
-        cancel: &AtomicBool,
+        cancel: &CancelToken,
     ) -> cairn_backup::Result<DatabaseBackup> {
         self.0.backup_database(
             dest,
             &|done, total| {
                 progress(done, total);
                 if done > 0 && done < total {
-                    cancel.store(true, Ordering::SeqCst);
+                    cancel.cancel();
                 }
             },
             cancel,
@@ -390,10 +391,10 @@ fn cancel_during_the_database_copy_leaves_nothing() {
     std::fs::create_dir_all(target.parent().unwrap()).unwrap();
     let source = CancelInDatabase(repo.source());
     let info = Mutex::new(BackupInfo::started(BackupKind::Repository, &target));
-    let cancel = AtomicBool::new(false);
+    let cancel = CancelToken::new();
     let r = run_backup(&source, BackupKind::Repository, &target, &info, &cancel);
     assert!(matches!(r, Err(BackupError::Canceled)), "{r:?}");
-    assert!(cancel.load(Ordering::SeqCst));
+    assert!(cancel.is_cancelled());
     assert!(
         info.lock().unwrap().copied_files > 0,
         "the index was copied first"
@@ -456,7 +457,7 @@ impl BackupSource for Gated {
         &self,
         dest: &Path,
         progress: &dyn Fn(u64, u64),
-        cancel: &AtomicBool,
+        cancel: &CancelToken,
     ) -> cairn_backup::Result<DatabaseBackup> {
         if self.at_database {
             self.wait();
@@ -673,11 +674,11 @@ fn incremental_backups_link_unchanged_files() {
             assert!(f.source.is_some(), "{}", f.path);
             assert_eq!(
                 f.source,
-                cairn_backup::files::identity(&std::fs::metadata(&live_file).unwrap()),
+                cairn_backup::identity::identity(&std::fs::metadata(&live_file).unwrap()),
                 "{}",
                 f.path
             );
-            let never = AtomicBool::new(false);
+            let never = CancelToken::new();
             assert_eq!(
                 cairn_backup::files::sha256_file(&live_file, &never)
                     .unwrap()
@@ -731,7 +732,7 @@ fn incremental_backups_link_unchanged_files() {
         BackupKind::Index,
         &root.join("one"),
         &info,
-        &AtomicBool::new(false),
+        &CancelToken::new(),
     );
     assert!(matches!(r, Err(BackupError::TargetExists(_))), "{r:?}");
     verify(&root.join("one"), &|_, _| {}).unwrap();
@@ -949,7 +950,15 @@ fn tampered_manifests_are_refused() {
         std::fs::write(&manifest_file, serde_json::to_string_pretty(&m).unwrap()).unwrap();
         let err = verify(&b, &no_progress).expect_err(what);
         assert!(matches!(err, BackupError::Invalid(_)), "{what}: {err}");
-        let err = restore(&b, &target, RestoreMode::Both, false, &no_progress).expect_err(what);
+        let err = restore(
+            &b,
+            &target,
+            RestoreMode::Both,
+            false,
+            &no_progress,
+            &CancelToken::new(),
+        )
+        .expect_err(what);
         assert!(matches!(err, BackupError::Invalid(_)), "{what}: {err}");
         assert!(
             !restore_into.exists(),
@@ -1031,7 +1040,7 @@ fn a_paced_backup_keeps_to_its_rate() {
         BackupKind::Repository,
         &dir.path().join("c"),
     ));
-    let cancel = AtomicBool::new(false);
+    let cancel = CancelToken::new();
     let started = Instant::now();
     let result = std::thread::scope(|s| {
         let run = s.spawn(|| {
@@ -1044,7 +1053,7 @@ fn a_paced_backup_keeps_to_its_rate() {
             )
         });
         std::thread::sleep(Duration::from_millis(300));
-        cancel.store(true, Ordering::SeqCst);
+        cancel.cancel();
         run.join().unwrap()
     });
     assert!(result.is_err());
@@ -1071,7 +1080,15 @@ fn a_restore_to_another_kind_of_database_is_refused_first() {
         // Nothing listens there: the refusal must come before any connection.
         database: DatabaseUrl::Postgres("postgres://cairn@127.0.0.1:1/none".into()),
     };
-    let err = restore(&b, &target, RestoreMode::Both, false, &|_, _| {}).unwrap_err();
+    let err = restore(
+        &b,
+        &target,
+        RestoreMode::Both,
+        false,
+        &|_, _| {},
+        &CancelToken::new(),
+    )
+    .unwrap_err();
     assert!(matches!(err, BackupError::Refused(_)), "{err}");
     assert!(err.to_string().contains("same kind"), "{err}");
     assert!(!into.exists());
@@ -1082,7 +1099,15 @@ fn a_restore_to_another_kind_of_database_is_refused_first() {
         data_dir: into.clone(),
         database: DatabaseUrl::Sqlite(into.join("cairn.db")),
     };
-    let err = restore(&b, &target, RestoreMode::IndexOnly, false, &|_, _| {}).unwrap_err();
+    let err = restore(
+        &b,
+        &target,
+        RestoreMode::IndexOnly,
+        false,
+        &|_, _| {},
+        &CancelToken::new(),
+    )
+    .unwrap_err();
     assert!(err.to_string().contains("there is no repository"), "{err}");
     assert_eq!(std::fs::read_dir(&into).unwrap().count(), 0);
 }
@@ -1103,14 +1128,38 @@ fn a_damaged_database_is_restored_over_and_kept_data_is_not_lost() {
         data_dir: live.clone(),
         database: DatabaseUrl::Sqlite(live.join("cairn.db")),
     };
-    let err = restore(&b, &target, RestoreMode::Both, false, &|_, _| {}).unwrap_err();
+    let err = restore(
+        &b,
+        &target,
+        RestoreMode::Both,
+        false,
+        &|_, _| {},
+        &CancelToken::new(),
+    )
+    .unwrap_err();
     assert!(err.to_string().contains("--force"), "{err}");
-    let err = restore(&b, &target, RestoreMode::IndexOnly, true, &|_, _| {}).unwrap_err();
+    let err = restore(
+        &b,
+        &target,
+        RestoreMode::IndexOnly,
+        true,
+        &|_, _| {},
+        &CancelToken::new(),
+    )
+    .unwrap_err();
     assert!(
         err.to_string().contains("restore the database too"),
         "{err}"
     );
-    let report = restore(&b, &target, RestoreMode::Both, true, &|_, _| {}).unwrap();
+    let report = restore(
+        &b,
+        &target,
+        RestoreMode::Both,
+        true,
+        &|_, _| {},
+        &CancelToken::new(),
+    )
+    .unwrap();
     assert!(
         report.warnings.iter().any(|w| w.contains("cannot be read")),
         "{report:?}"
@@ -1124,7 +1173,15 @@ fn a_damaged_database_is_restored_over_and_kept_data_is_not_lost() {
     let old = live.join(".restore-old");
     std::fs::create_dir(&old).unwrap();
     std::fs::write(old.join("cairn.db"), "the only copy").unwrap();
-    let err = restore(&b, &target, RestoreMode::Both, true, &|_, _| {}).unwrap_err();
+    let err = restore(
+        &b,
+        &target,
+        RestoreMode::Both,
+        true,
+        &|_, _| {},
+        &CancelToken::new(),
+    )
+    .unwrap_err();
     assert!(err.to_string().contains("interrupted restore"), "{err}");
     assert_eq!(
         std::fs::read_to_string(old.join("cairn.db")).unwrap(),

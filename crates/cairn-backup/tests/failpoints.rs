@@ -17,7 +17,7 @@ use cairn_backup::{
     RestoreTarget,
 };
 use cairn_index::{Indexer, IndexerOptions};
-use cairn_store::{DatabaseUrl, NewContent, NodeRef, Store};
+use cairn_store::{CancelToken, DatabaseUrl, NewContent, NodeRef, Store};
 use cairn_testkit::wait_until;
 use serde_json::Map;
 
@@ -221,7 +221,15 @@ fn a_failed_swap_leaves_a_repository_that_opens_consistently() {
     let from = live.join("backups/b1");
 
     fail::cfg("restore::swap", "return(enospc)").unwrap();
-    assert!(restore(&from, &target, RestoreMode::Both, false, &|_, _| {}).is_err());
+    assert!(restore(
+        &from,
+        &target,
+        RestoreMode::Both,
+        false,
+        &|_, _| {},
+        &CancelToken::new()
+    )
+    .is_err());
     fail::remove("restore::swap");
     assert!(!live.join(".restore-staging").exists() && !live.join(".restore-old").exists());
     let repo = Repo::open(&live);
@@ -233,7 +241,15 @@ fn a_failed_swap_leaves_a_repository_that_opens_consistently() {
     repo.stop();
 
     fail::cfg("restore::swap_index", "return(enospc)").unwrap();
-    assert!(restore(&from, &target, RestoreMode::Both, false, &|_, _| {}).is_err());
+    assert!(restore(
+        &from,
+        &target,
+        RestoreMode::Both,
+        false,
+        &|_, _| {},
+        &CancelToken::new()
+    )
+    .is_err());
     fail::remove("restore::swap_index");
     // The restored database, the old index: the start repairs it.
     let repo = Repo::open(&live);
@@ -250,7 +266,15 @@ fn a_failed_swap_leaves_a_repository_that_opens_consistently() {
             std::fs::remove_dir_all(p).unwrap();
         }
     }
-    restore(&from, &target, RestoreMode::Both, false, &|_, _| {}).unwrap();
+    restore(
+        &from,
+        &target,
+        RestoreMode::Both,
+        false,
+        &|_, _| {},
+        &CancelToken::new(),
+    )
+    .unwrap();
     let repo = Repo::open(&live);
     assert!(repo.has("before") && !repo.has("after"));
     assert!(repo.indexer.check_integrity().unwrap().is_clean());

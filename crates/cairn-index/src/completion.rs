@@ -4,7 +4,11 @@
 use std::fmt;
 
 use cairn_store::ActivityId;
+use cairn_store::Store;
 use serde::{Deserialize, Serialize};
+use tantivy::IndexMeta;
+
+use crate::error::{IndexError, Result};
 
 /// The version of the payload format.
 pub const PAYLOAD_FORMAT: u32 = 1;
@@ -65,6 +69,52 @@ impl fmt::Display for CompletionState {
             write!(f, "({})", ids.join(","))?;
         }
         Ok(())
+    }
+}
+
+/// The completion state in a commit's metadata (the one reader of it): `None` when the
+/// commit carries none (an index never committed by an indexer).
+pub(crate) fn completion_state(meta: &IndexMeta) -> Result<Option<CompletionState>> {
+    meta.payload
+        .as_deref()
+        .map(CompletionState::from_payload)
+        .transpose()
+        .map_err(|e| IndexError::BadPayload(e.to_string()))
+}
+
+/// Why an index at `state` cannot be trusted against `store`'s database, if it cannot
+/// (invariant 5): it is ahead of the database, or the activity it last applied is not the
+/// database's. The next start repairs such an index.
+pub fn divergence(store: &Store, state: &CompletionState) -> Result<Option<String>> {
+    if state.last_activity_id.0 == 0 {
+        return Ok(None);
+    }
+    let found = store
+        .activity(state.last_activity_id)?
+        .map(|a| a.fingerprint);
+    Ok(judge_divergence(state, found, store.last_activity_id()?))
+}
+
+/// [`divergence`] from what the database holds: `found`, the fingerprint of the activity
+/// the index applied last (`None`: no such activity), and `db_last`, its last activity.
+pub fn judge_divergence(
+    state: &CompletionState,
+    found: Option<i64>,
+    db_last: ActivityId,
+) -> Option<String> {
+    let last = state.last_activity_id;
+    match found {
+        _ if last.0 == 0 => None,
+        Some(f) if f == state.fingerprint => None,
+        Some(_) => Some(format!(
+            "activity {last} in the database is not the one the index applied \
+             (the database was restored or replaced after the index)"
+        )),
+        None if last > db_last => Some(format!(
+            "the index has applied activity {last} but the database's last is {db_last} \
+             (the database is older than the index: wrong restore order)"
+        )),
+        None => Some(format!("activity {last} is no longer in the database")),
     }
 }
 

@@ -6,30 +6,23 @@
 //! rows. That makes applying idempotent and order-independent, so gaps filled late, repeated
 //! catch-ups and restored indexes all converge on the database.
 
-use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use cairn_store::{Activity, ActivityId, ActivityKind, Horizon, Node, NodeId, Store};
+use cairn_store::{ActivityId, CancelToken, Store};
 use tantivy::directory::error::LockError;
 use tantivy::directory::MmapDirectory;
-use tantivy::indexer::UserOperation;
-use tantivy::schema::Term;
 use tantivy::{Index, IndexReader, IndexWriter, ReloadPolicy, Searcher, TantivyError};
 
-use crate::completion::{CompletionState, Gap, PAYLOAD_FORMAT};
-use crate::document::{self, WrittenBy};
+use crate::completion::{divergence, CompletionState};
 use crate::error::{IndexError, Result};
 use crate::schema::IndexSchema;
 
 /// Why an index with no completion state is built.
 const EMPTY_INDEX: &str = "the index is empty";
-
-/// Up to this many documents, a batch goes to the writer as one message (see `apply`).
-const SMALL_BATCH: usize = 4_096;
 
 /// Settings of the indexer; every one has a sane default.
 #[derive(Clone, Debug)]
@@ -51,6 +44,9 @@ pub struct IndexerOptions {
     pub group_delay: Duration,
     /// How far below the database's last activity a rebuild looks for in-flight ids.
     pub gap_window: i64,
+    /// Stops a rebuild between pages (Ctrl-C on `cairn index rebuild`): the writer rolls
+    /// back, and the index is as it was before. Never cancelled by default.
+    pub cancel: CancelToken,
 }
 
 impl Default for IndexerOptions {
@@ -65,6 +61,7 @@ impl Default for IndexerOptions {
             periodic: Duration::from_secs(30),
             group_delay: Duration::from_millis(5),
             gap_window: 10_000,
+            cancel: CancelToken::new(),
         }
     }
 }
@@ -121,7 +118,7 @@ pub struct OpenReport {
 }
 
 #[derive(Default)]
-struct Signal {
+pub(crate) struct Signal {
     pending: Mutex<bool>,
     cond: Condvar,
 }
@@ -157,23 +154,23 @@ pub(crate) enum WriterSlot {
 
 /// The index of one repository and its only writer.
 pub struct Indexer {
-    store: Arc<Store>,
-    dir: PathBuf,
-    index: Index,
-    schema: IndexSchema,
-    reader: IndexReader,
-    writer: Mutex<WriterSlot>,
+    pub(crate) store: Arc<Store>,
+    pub(crate) dir: PathBuf,
+    pub(crate) index: Index,
+    pub(crate) schema: IndexSchema,
+    pub(crate) reader: IndexReader,
+    pub(crate) writer: Mutex<WriterSlot>,
     /// Why the last round of work failed, while the indexer has not yet recovered from it.
-    fault: Mutex<Option<String>>,
-    published: Mutex<CompletionState>,
-    published_cond: Condvar,
-    signal: Arc<Signal>,
-    stopping: AtomicBool,
-    options: IndexerOptions,
+    pub(crate) fault: Mutex<Option<String>>,
+    pub(crate) published: Mutex<CompletionState>,
+    pub(crate) published_cond: Condvar,
+    pub(crate) signal: Arc<Signal>,
+    pub(crate) stopping: AtomicBool,
+    pub(crate) options: IndexerOptions,
     /// When this indexer was opened, and milliseconds after that when it last applied an
     /// activity (see [`Indexer::idle_for`]).
-    opened: Instant,
-    last_work_ms: AtomicU64,
+    pub(crate) opened: Instant,
+    pub(crate) last_work_ms: AtomicU64,
 }
 
 impl std::fmt::Debug for Indexer {
@@ -182,7 +179,7 @@ impl std::fmt::Debug for Indexer {
     }
 }
 
-fn lock(e: TantivyError, dir: &Path) -> IndexError {
+pub(crate) fn lock(e: TantivyError, dir: &Path) -> IndexError {
     match e {
         TantivyError::LockFailure(LockError::LockBusy, _) => {
             IndexError::Locked(dir.display().to_string())
@@ -208,47 +205,10 @@ pub fn stored_state(dir: &Path) -> Result<Option<(CompletionState, u64)>> {
     }
     let metas = Index::open_in_dir(dir)?.load_metas()?;
     let docs = metas.segments.iter().map(|s| s.num_docs() as u64).sum();
-    Ok(metas
-        .payload
-        .as_deref()
-        .and_then(|p| CompletionState::from_payload(p).ok())
+    Ok(crate::completion::completion_state(&metas)
+        .ok()
+        .flatten()
         .map(|state| (state, docs)))
-}
-
-/// Why an index at `state` cannot be trusted against `store`'s database, if it cannot
-/// (invariant 5): it is ahead of the database, or the activity it last applied is not the
-/// database's. The next start repairs such an index.
-pub fn divergence(store: &Store, state: &CompletionState) -> Result<Option<String>> {
-    if state.last_activity_id.0 == 0 {
-        return Ok(None);
-    }
-    let found = store
-        .activity(state.last_activity_id)?
-        .map(|a| a.fingerprint);
-    Ok(judge_divergence(state, found, store.last_activity_id()?))
-}
-
-/// [`divergence`] from what the database holds: `found`, the fingerprint of the activity
-/// the index applied last (`None`: no such activity), and `db_last`, its last activity.
-pub fn judge_divergence(
-    state: &CompletionState,
-    found: Option<i64>,
-    db_last: ActivityId,
-) -> Option<String> {
-    let last = state.last_activity_id;
-    match found {
-        _ if last.0 == 0 => None,
-        Some(f) if f == state.fingerprint => None,
-        Some(_) => Some(format!(
-            "activity {last} in the database is not the one the index applied \
-             (the database was restored or replaced after the index)"
-        )),
-        None if last > db_last => Some(format!(
-            "the index has applied activity {last} but the database's last is {db_last} \
-             (the database is older than the index: wrong restore order)"
-        )),
-        None => Some(format!("activity {last} is no longer in the database")),
-    }
 }
 
 /// How long the background loop waits before its `failures`-th retry: 0.25 s, doubling,
@@ -561,450 +521,5 @@ impl Indexer {
             w.wait_merging_threads()?;
         }
         result.map(|_| ())
-    }
-
-    /// Holds the writer (no commit can run) until the guard is dropped.
-    pub(crate) fn writer_lock(&self) -> MutexGuard<'_, WriterSlot> {
-        self.writer.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// Runs `work` with the writer, the only way anything is written to the index.
-    ///
-    /// An error leaves nothing of `work` behind: the writer is rolled back to its last
-    /// commit, so no document queued before the error can slip into a later commit, and no
-    /// delete can be committed without the documents that replace it. (A Tantivy indexing
-    /// thread that fails, on a full disk say, is not replaced; without the rollback the
-    /// writer went on with fewer threads or none, and committed deletes whose additions were
-    /// lost.) When even the rollback fails, the writer is dropped and opened again at the
-    /// next use. The completion state is published only by a commit that succeeded, so
-    /// whatever failed stays pending and is applied again.
-    fn with_writer<T>(&self, work: impl FnOnce(&mut IndexWriter) -> Result<T>) -> Result<T> {
-        let mut guard = self.writer.lock().unwrap_or_else(|p| p.into_inner());
-        if matches!(*guard, WriterSlot::Lost) {
-            let writer = self
-                .index
-                .writer_with_num_threads(self.options.writer_threads, self.options.writer_memory)
-                .map_err(|e| self.failed(lock(e, &self.dir)))?;
-            tracing::warn!("the index writer was opened again after a fault");
-            *guard = WriterSlot::Open(Box::new(writer));
-        }
-        let WriterSlot::Open(writer) = &mut *guard else {
-            return Err(IndexError::ShuttingDown);
-        };
-        match work(writer) {
-            Ok(value) => {
-                *self.fault.lock().unwrap_or_else(|p| p.into_inner()) = None;
-                Ok(value)
-            }
-            Err(IndexError::ShuttingDown) => Err(IndexError::ShuttingDown),
-            Err(e) => {
-                if let Err(rollback) = writer.rollback() {
-                    tracing::error!(
-                        "the index writer could not roll back ({rollback}); it is dropped and \
-                         opened again"
-                    );
-                    *guard = WriterSlot::Lost;
-                }
-                Err(self.failed(e))
-            }
-        }
-    }
-
-    /// Records `e` as the indexer's current fault.
-    fn failed(&self, e: IndexError) -> IndexError {
-        *self.fault.lock().unwrap_or_else(|p| p.into_inner()) = Some(e.to_string());
-        e
-    }
-
-    fn commit(&self, writer: &mut IndexWriter, state: &CompletionState) -> Result<()> {
-        fail::fail_point!("indexer::commit", |m| Err(IndexError::Io {
-            context: "commit the index".into(),
-            cause: cairn_store::fault::injected("indexer::commit", m),
-        }));
-        let mut prepared = writer.prepare_commit()?;
-        prepared.set_payload(&state.to_payload());
-        prepared.commit()?;
-        self.reader.reload()?;
-        *self.published.lock().unwrap_or_else(|p| p.into_inner()) = state.clone();
-        self.published_cond.notify_all();
-        Ok(())
-    }
-
-    /// Applies the gaps and everything after `LastActivityId`, committing as it goes.
-    pub fn catch_up(&self) -> Result<CatchUpReport> {
-        self.catch_up_inner(false)
-    }
-
-    fn catch_up_inner(&self, final_pass: bool) -> Result<CatchUpReport> {
-        self.with_writer(|writer| self.catch_up_with(writer, final_pass))
-    }
-
-    fn catch_up_with(&self, writer: &mut IndexWriter, final_pass: bool) -> Result<CatchUpReport> {
-        let mut state = self.state();
-        let mut report = CatchUpReport::default();
-        let mut dirty = false;
-        let mut docs_since_commit = 0usize;
-        let mut last_commit = Instant::now();
-        loop {
-            if !final_pass && self.stopping.load(Ordering::SeqCst) {
-                break;
-            }
-            let gap_ids = state.gap_ids();
-            let batch = self.store.read_activities(
-                state.last_activity_id,
-                &gap_ids,
-                self.options.batch_size,
-            )?;
-            let (changed, applied) =
-                advance(&mut state, &batch.activities, batch.horizon, &mut report);
-            if !changed {
-                break;
-            }
-            dirty = true;
-            let docs = self.apply(writer, &applied)?;
-            report.activities += applied.len() as u64;
-            self.last_work_ms.store(
-                u64::try_from(self.opened.elapsed().as_millis()).unwrap_or(u64::MAX),
-                Ordering::Relaxed,
-            );
-            report.documents += docs as u64;
-            docs_since_commit += docs;
-            let more = batch.activities.len() >= self.options.batch_size;
-            if !more
-                || docs_since_commit >= self.options.commit_docs
-                || last_commit.elapsed() >= self.options.commit_interval
-            {
-                self.commit(writer, &state)?;
-                report.commits += 1;
-                dirty = false;
-                docs_since_commit = 0;
-                last_commit = Instant::now();
-            }
-            if !more {
-                break;
-            }
-        }
-        if dirty {
-            self.commit(writer, &state)?;
-            report.commits += 1;
-        }
-        Ok(report)
-    }
-
-    /// Re-derives what `activities` name from the database. Returns documents written.
-    fn apply(&self, writer: &IndexWriter, activities: &[Activity]) -> Result<usize> {
-        let by_of = |a: &Activity| WrittenBy {
-            activity: a.id.0,
-            fingerprint: a.fingerprint,
-        };
-        let mut trees: Vec<(String, WrittenBy)> = Vec::new();
-        let mut nodes: HashMap<NodeId, WrittenBy> = HashMap::new();
-        for a in activities {
-            match a.kind {
-                ActivityKind::Add | ActivityKind::Update => {
-                    nodes.insert(a.node_id, by_of(a));
-                }
-                ActivityKind::Remove | ActivityKind::AddTree => {
-                    trees.push((a.path.clone(), by_of(a)))
-                }
-                ActivityKind::Move => {
-                    trees.push((a.path.clone(), by_of(a)));
-                    if let Some(old) = &a.old_path {
-                        trees.push((old.clone(), by_of(a)));
-                    }
-                }
-            }
-        }
-        let mut seen_trees = HashSet::new();
-        trees.retain(|(p, _)| seen_trees.insert(cairn_store::content::path_key(p)));
-        let mut current: HashMap<NodeId, (Node, WrittenBy)> = HashMap::new();
-        // Deletes come first and take lower opstamps than the adds, so they never hide
-        // the documents that replace what they delete.
-        let mut ops: Vec<UserOperation> = Vec::new();
-        for (path, by) in &trees {
-            ops.push(UserOperation::Delete(Term::from_field_text(
-                self.schema.in_tree,
-                &cairn_store::content::path_key(path),
-            )));
-            let mut after: Option<String> = None;
-            loop {
-                let page = self
-                    .store
-                    .scan_tree(path, after.as_deref(), self.options.batch_size)?;
-                let full = page.len() >= self.options.batch_size;
-                after = page.last().map(|n| cairn_store::content::path_key(&n.path));
-                for n in page {
-                    let entry = current.entry(n.id).or_insert((n.clone(), *by));
-                    if by.activity > entry.1.activity {
-                        *entry = (n, *by);
-                    }
-                }
-                if !full {
-                    break;
-                }
-            }
-        }
-        let wanted: Vec<NodeId> = nodes
-            .keys()
-            .filter(|id| !current.contains_key(id))
-            .copied()
-            .collect();
-        for n in self.store.nodes_by_ids(&wanted)? {
-            let by = nodes[&n.id];
-            current.insert(n.id, (n, by));
-        }
-        for id in nodes.keys().chain(current.keys()) {
-            ops.push(UserOperation::Delete(Term::from_field_i64(
-                self.schema.id,
-                id.0,
-            )));
-        }
-        let types = self.store.types();
-        let docs = current.len();
-        if docs <= SMALL_BATCH {
-            // One message to the writer: a single indexing thread takes it, so a small
-            // (live) batch makes one segment per commit instead of one per thread. Each
-            // segment costs its files, fsyncs and hash table however few documents it
-            // holds; with two threads a 64-create commit took twice as long.
-            for (node, by) in current.values() {
-                ops.push(UserOperation::Add(document::build(
-                    &self.schema,
-                    types,
-                    node,
-                    *by,
-                )));
-            }
-            writer.run(ops)?;
-        } else {
-            writer.run(ops)?;
-            for (node, by) in current.values() {
-                writer.add_document(document::build(&self.schema, types, node, *by))?;
-            }
-        }
-        Ok(docs)
-    }
-
-    /// Where the database's log stands now: its last visible activity, the ids below it
-    /// that may still appear, and that activity's fingerprint.
-    fn database_position(&self) -> Result<CompletionState> {
-        let probe = self.store.read_activities(ActivityId(i64::MAX), &[], 0)?;
-        let last = probe.last_visible;
-        let from = ActivityId((last.0 - self.options.gap_window).max(0));
-        let mark = probe.horizon.mark();
-        let gaps = self
-            .store
-            .missing_activity_ids(from, last)?
-            .into_iter()
-            .map(|id| Gap { id, mark })
-            .collect();
-        let fingerprint = match self.store.activity(last)? {
-            Some(a) => a.fingerprint,
-            None => 0,
-        };
-        Ok(CompletionState {
-            format: PAYLOAD_FORMAT,
-            repository_id: self.store.repository_id().to_string(),
-            last_activity_id: last,
-            fingerprint,
-            gaps,
-        })
-    }
-
-    /// Drops every document and indexes the whole database again (invariant 3): remember the
-    /// database's position first, index every item, commit with that position; the caller
-    /// then catches up what was written meanwhile.
-    pub fn rebuild(&self, progress: &dyn Fn(RebuildProgress)) -> Result<u64> {
-        self.with_writer(|writer| self.rebuild_with(writer, progress))
-    }
-
-    fn rebuild_with(
-        &self,
-        writer: &mut IndexWriter,
-        progress: &dyn Fn(RebuildProgress),
-    ) -> Result<u64> {
-        let state = self.database_position()?;
-        let total = self.store.count_nodes()?;
-        let by = WrittenBy {
-            activity: state.last_activity_id.0,
-            fingerprint: state.fingerprint,
-        };
-        writer.delete_all_documents()?;
-        let types = self.store.types();
-        let mut after = NodeId(0);
-        let mut done = 0u64;
-        progress(RebuildProgress { done, total });
-        loop {
-            let page = self.store.scan_nodes(after, self.options.batch_size)?;
-            let Some(last) = page.last() else { break };
-            after = last.id;
-            for node in &page {
-                writer.add_document(document::build(&self.schema, types, node, by))?;
-            }
-            done += page.len() as u64;
-            progress(RebuildProgress {
-                done,
-                total: total.max(done),
-            });
-        }
-        self.commit(writer, &state)?;
-        tracing::info!(documents = done, state = %state, "index rebuilt");
-        Ok(done)
-    }
-
-    /// Re-derives from the database every document written by an activity the database
-    /// does not have, and every document that differs from it; then resets the completion
-    /// state to the database's position. Returns the documents refreshed.
-    pub fn repair(&self) -> Result<u64> {
-        self.with_writer(|writer| self.repair_with(writer))
-    }
-
-    fn repair_with(&self, writer: &mut IndexWriter) -> Result<u64> {
-        let state = self.database_position()?;
-        let searcher = self.reader.searcher();
-        let entries = crate::integrity::index_entries(&searcher, &self.schema)?;
-        let activity_ids: Vec<ActivityId> = entries
-            .iter()
-            .map(|e| ActivityId(e.activity))
-            .collect::<HashSet<_>>()
-            .into_iter()
-            .collect();
-        let known = self.store.activity_fingerprints(&activity_ids)?;
-        let mut refresh: HashSet<i64> = entries
-            .iter()
-            .filter(|e| known.get(&ActivityId(e.activity)) != Some(&e.fingerprint))
-            .map(|e| e.id)
-            .collect();
-        for d in crate::integrity::compare(&self.store, &entries)? {
-            refresh.insert(d.node_id);
-        }
-        let ids: Vec<NodeId> = refresh.iter().map(|&i| NodeId(i)).collect();
-        for id in &ids {
-            writer.delete_term(Term::from_field_i64(self.schema.id, id.0));
-        }
-        let by = WrittenBy {
-            activity: state.last_activity_id.0,
-            fingerprint: state.fingerprint,
-        };
-        let types = self.store.types();
-        for node in self.store.nodes_by_ids(&ids)? {
-            writer.add_document(document::build(&self.schema, types, &node, by))?;
-        }
-        self.commit(writer, &state)?;
-        Ok(ids.len() as u64)
-    }
-}
-
-/// Moves `state` forward over `activities` (read in one snapshot with `horizon`): fills
-/// gaps that appeared, records new gaps, drops gaps that can no longer be filled. Returns
-/// whether anything changed and the activities to apply.
-fn advance(
-    state: &mut CompletionState,
-    activities: &[Activity],
-    horizon: Horizon,
-    report: &mut CatchUpReport,
-) -> (bool, Vec<Activity>) {
-    let mut changed = false;
-    let found: HashSet<ActivityId> = activities.iter().map(|a| a.id).collect();
-    let before = state.gaps.len();
-    state.gaps.retain(|g| !found.contains(&g.id));
-    report.gaps_filled += (before - state.gaps.len()) as u64;
-    changed |= before != state.gaps.len();
-    let mark = horizon.mark();
-    let mut applied = Vec::with_capacity(activities.len());
-    let mut expected = state.last_activity_id.0 + 1;
-    for a in activities {
-        if a.id > state.last_activity_id {
-            for missing in expected.max(state.last_activity_id.0 + 1)..a.id.0 {
-                state.gaps.push(Gap {
-                    id: ActivityId(missing),
-                    mark,
-                });
-            }
-            expected = a.id.0 + 1;
-        }
-        applied.push(a.clone());
-    }
-    if let Some(last) = activities
-        .iter()
-        .rev()
-        .find(|a| a.id > state.last_activity_id)
-    {
-        state.last_activity_id = last.id;
-        state.fingerprint = last.fingerprint;
-        changed = true;
-    }
-    let before = state.gaps.len();
-    // A gap first missed by this very read settles only if nothing was in flight.
-    state.gaps.retain(|g| !horizon.settles(g.mark));
-    let dropped = before - state.gaps.len();
-    if dropped > 0 {
-        tracing::info!(
-            dropped,
-            "dropped gaps that no transaction in flight can fill (rolled back, or activities \
-             removed by retention)"
-        );
-    }
-    report.gaps_dropped += dropped as u64;
-    changed |= dropped > 0;
-    (changed, applied)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use cairn_store::NodeId;
-
-    fn act(id: i64) -> Activity {
-        Activity {
-            id: ActivityId(id),
-            kind: ActivityKind::Update,
-            node_id: NodeId(1),
-            path: "/Root".into(),
-            old_path: None,
-            creation_date: time::OffsetDateTime::UNIX_EPOCH,
-            fingerprint: id * 10,
-        }
-    }
-
-    #[test]
-    fn gaps_are_kept_until_the_horizon_passes_them() {
-        let mut s = CompletionState::default();
-        let mut r = CatchUpReport::default();
-        let h1 = Horizon::Snapshot {
-            xmin: 100,
-            xmax: 105,
-        };
-        let (changed, applied) = advance(&mut s, &[act(1), act(2), act(5)], h1, &mut r);
-        assert!(changed);
-        assert_eq!(applied.len(), 3);
-        assert_eq!(s.to_string(), "5(3,4)");
-        assert_eq!(s.fingerprint, 50);
-        // 4 commits late; 3 is still missing but transactions from before are still running.
-        let h2 = Horizon::Snapshot {
-            xmin: 104,
-            xmax: 110,
-        };
-        advance(&mut s, &[act(4)], h2, &mut r);
-        assert_eq!(s.to_string(), "5(3)");
-        assert_eq!(r.gaps_filled, 1);
-        // Everything in flight at the first read has finished: 3 was rolled back.
-        let h3 = Horizon::Snapshot {
-            xmin: 105,
-            xmax: 111,
-        };
-        let (changed, _) = advance(&mut s, &[], h3, &mut r);
-        assert!(changed);
-        assert_eq!(s.to_string(), "5");
-        assert_eq!(r.gaps_dropped, 1);
-        let (changed, _) = advance(&mut s, &[], h3, &mut r);
-        assert!(!changed);
-    }
-
-    #[test]
-    fn sqlite_never_keeps_gaps() {
-        let mut s = CompletionState::default();
-        let mut r = CatchUpReport::default();
-        advance(&mut s, &[act(1), act(3)], Horizon::AllCommitted, &mut r);
-        assert_eq!(s.to_string(), "3");
     }
 }

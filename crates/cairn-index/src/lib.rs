@@ -12,22 +12,25 @@
 //! - [`search::search`] runs a query with sort and paging and returns item ids.
 #![warn(missing_docs)]
 
+mod catch_up;
 mod completion;
 pub mod document;
 mod error;
 mod indexer;
 pub mod integrity;
+mod rebuild;
 mod schema;
 pub mod search;
 mod snapshot;
+mod writer;
 
-pub use completion::{CompletionState, Gap, PAYLOAD_FORMAT};
+pub use completion::{divergence, judge_divergence, CompletionState, Gap, PAYLOAD_FORMAT};
 pub use error::{IndexError, Result};
 pub use indexer::{
-    divergence, index_exists, judge_divergence, stored_state, CatchUpReport, Indexer,
-    IndexerOptions, OpenReport, RebuildProgress, StartupAction,
+    index_exists, stored_state, CatchUpReport, Indexer, IndexerOptions, OpenReport,
+    RebuildProgress, StartupAction,
 };
 pub use integrity::{Difference, DifferenceKind, IntegrityReport};
 pub use schema::{names, IndexSchema, IndexedAs, KEYWORD_TOKENIZER, TEXT_TOKENIZER};
 pub use search::{search, SearchRequest, SearchResult, SortField};
-pub use snapshot::IndexSnapshot;
+pub use snapshot::{IndexCopy, IndexSnapshot, INDEX_FORMAT};

@@ -36,13 +36,52 @@ impl std::fmt::Debug for IndexSnapshot {
     }
 }
 
+/// The format of the index files this build writes and reads, as a backup's manifest
+/// records it.
+pub const INDEX_FORMAT: &str = "tantivy-0.27";
+
+/// What a stopped index folder (a backup's copy) holds, read without a writer and without
+/// Tantivy's meta lock, so that a copy on read-only storage can be checked.
+#[derive(Clone, Debug)]
+pub struct IndexCopy {
+    /// The completion state of its commit (the default when it has none).
+    pub state: CompletionState,
+    /// Live documents, as its `meta.json` counts them.
+    pub documents: u64,
+    /// Live documents, as its segments, each opened, count them.
+    pub opened_documents: u64,
+    /// Every file the commit needs (its segments' files and `meta.json`), sorted.
+    pub needed_files: Vec<PathBuf>,
+}
+
+impl IndexCopy {
+    /// Opens the index in `dir` and every one of its segments.
+    pub fn open(dir: &Path) -> Result<IndexCopy> {
+        let index = Index::open_in_dir(dir)?;
+        let meta = index.load_metas()?;
+        let mut needed_files: Vec<PathBuf> = meta.list_segment_files().into_iter().collect();
+        needed_files.push(PathBuf::from("meta.json"));
+        needed_files.sort();
+        let documents = meta.segments.iter().map(|s| s.num_docs() as u64).sum();
+        // Segment by segment, not through an `IndexReader`: that takes the meta lock, a
+        // file written into the folder.
+        let mut opened_documents = 0u64;
+        for segment in &meta.segments {
+            let reader = tantivy::SegmentReader::open(&index.segment(segment.clone()))?;
+            opened_documents += u64::from(reader.num_docs());
+        }
+        Ok(IndexCopy {
+            state: crate::completion::completion_state(&meta)?.unwrap_or_default(),
+            documents,
+            opened_documents,
+            needed_files,
+        })
+    }
+}
+
 impl IndexSnapshot {
     fn from_meta(dir: &Path, meta: IndexMeta) -> Result<Self> {
-        let state = match meta.payload.as_deref() {
-            Some(p) => CompletionState::from_payload(p)
-                .map_err(|e| IndexError::BadPayload(e.to_string()))?,
-            None => CompletionState::default(),
-        };
+        let state = crate::completion::completion_state(&meta)?.unwrap_or_default();
         let documents = meta.segments.iter().map(|s| s.num_docs() as u64).sum();
         let mut files: Vec<PathBuf> = meta
             .list_segment_files()

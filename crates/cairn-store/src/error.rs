@@ -111,6 +111,15 @@ pub enum StoreError {
 }
 
 impl StoreError {
+    /// A unique-key violation as what it means for a path: an item is there already.
+    pub(crate) fn existing_at(self, path: &str) -> StoreError {
+        if self.is_unique_violation() {
+            StoreError::AlreadyExists(path.to_string())
+        } else {
+            self
+        }
+    }
+
     /// True when the error says the disk (or the quota) of the database is full: SQLite's
     /// SQLITE_FULL, PostgreSQL's disk_full (53100), or ENOSPC/EDQUOT on a file.
     pub fn is_disk_full(&self) -> bool {

@@ -17,33 +17,38 @@
 #![warn(missing_docs)]
 
 mod activity;
+mod activity_log;
 mod backup;
+pub mod cancel;
 pub mod content;
 mod db;
+pub mod durable;
 mod error;
+mod facts;
 pub mod fault;
 mod ids;
+mod items;
 mod node;
 mod ops;
 mod rows;
 mod store;
-pub mod writeback;
+mod subtree;
+mod users;
 
 pub use activity::{Activity, ActivityBatch, ActivityKind, Horizon};
 pub use backup::{
-    restore_postgres, verify_database_file, BackupOptions, DatabaseBackup, DatabaseKind,
-    VerifiedDatabase, PG_DUMP_ENV, PG_RESTORE_ENV, POSTGRES_BACKUP_FILE, RESTORE_LOCK_TIMEOUT,
-    SQLITE_BACKUP_FILE,
+    checkpoint_sqlite, restore_postgres, verify_database_file, BackupOptions, DatabaseBackup,
+    DatabaseKind, VerifiedDatabase, PG_DUMP_ENV, PG_RESTORE_ENV, POSTGRES_BACKUP_FILE,
+    RESTORE_LOCK_TIMEOUT, SQLITE_BACKUP_FILE,
 };
+pub use cancel::CancelToken;
 pub use content::{ContentType, ContentTypes, FieldDef, FieldKind, FieldValue};
 pub use db::postgres::cairn_sessions;
 pub use db::Dialect;
 pub use error::{Result, StoreError};
+pub use facts::{existing_repository_id, peek_database, peek_database_and_activity, DatabaseFacts};
 pub use ids::{ActivityId, NodeId};
 pub use node::{NewContent, Node, NodeDetail, NodeRef, NodeStamp, COLUMN_FIELDS};
 pub use ops::{ImportItem, ImportOutcome, UpdateMode};
-pub use store::{
-    existing_repository_id, peek_database, peek_database_and_activity, DatabaseFacts, DatabaseUrl,
-    Store, WriteListener, Written,
-};
+pub use store::{DatabaseUrl, Store, WriteListener, Written};
 pub use uuid::Uuid;

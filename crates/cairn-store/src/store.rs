@@ -8,16 +8,17 @@ use std::sync::{Arc, RwLock};
 use uuid::Uuid;
 
 use crate::activity::{Activity, ActivityBatch};
-use crate::content::{path_key, ContentTypes};
+use crate::content::ContentTypes;
 use crate::db::postgres::PostgresBackend;
 use crate::db::sqlite::{SqliteBackend, SqliteOptions};
-use crate::db::{schema, Backend, Conn, Dialect, Param};
+use crate::db::{in_chunks, placeholders, schema, Backend, Conn, Dialect, Param};
 use crate::error::{Result, StoreError};
 use crate::ids::{ActivityId, NodeId};
 use crate::node::{Node, NodeDetail, NodeRef, NodeStamp};
 use crate::rows::{
     activity_from_row, node_from_row, ACTIVITY_COLUMNS, NODE_COLUMNS, NODE_COLUMNS_WITHOUT_FIELDS,
 };
+use crate::subtree::Subtree;
 
 /// Where the database is.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -95,56 +96,6 @@ impl std::fmt::Debug for Store {
     }
 }
 
-/// Sizes of `IN (...)` lists: a few fixed shapes keep the statement caches small. 20 and
-/// 50 are common page sizes (`$top`); padding a page of 20 to 128 ids cost a third of its
-/// read.
-const IN_SHAPES: [usize; 6] = [1, 16, 20, 50, 128, 512];
-
-/// `$first, $first+1, ...` for `n` parameters.
-pub(crate) fn placeholders(first: usize, n: usize) -> String {
-    use std::fmt::Write;
-    let mut out = String::with_capacity(n * 5);
-    for i in first..first + n {
-        let sep = if i == first { "" } else { ", " };
-        let _ = write!(out, "{sep}${i}");
-    }
-    out
-}
-
-/// Splits `ids` into chunks padded (with their last id) to one of [`IN_SHAPES`].
-pub(crate) fn in_chunks(ids: &[i64]) -> Vec<Vec<i64>> {
-    let max = IN_SHAPES[IN_SHAPES.len() - 1];
-    ids.chunks(max)
-        .map(|chunk| {
-            let shape = IN_SHAPES
-                .iter()
-                .copied()
-                .find(|&s| s >= chunk.len())
-                .unwrap_or(max);
-            let mut padded = chunk.to_vec();
-            let last = chunk[chunk.len() - 1];
-            padded.resize(shape, last);
-            padded
-        })
-        .collect()
-}
-
-/// The `WHERE` clause selecting the subtree at `$n` (path key), `$n+1` (key + "/") and
-/// `$n+2` (key + "0", the next character after "/").
-pub(crate) fn subtree_clause(n: usize) -> String {
-    format!(
-        "(path_key = ${n} OR (path_key >= ${} AND path_key < ${}))",
-        n + 1,
-        n + 2
-    )
-}
-
-/// The three parameters of [`subtree_clause`].
-pub(crate) fn subtree_bounds(path: &str) -> [String; 3] {
-    let key = path_key(path);
-    [key.clone(), format!("{key}/"), format!("{key}0")]
-}
-
 impl Store {
     /// Opens (and creates, migrates, bootstraps) the database at `url`.
     pub fn open(url: &DatabaseUrl) -> Result<Store> {
@@ -167,7 +118,7 @@ impl Store {
                     id
                 }
             };
-            let admin = crate::ops::bootstrap(conn, &types)?;
+            let admin = crate::items::bootstrap(conn, &types)?;
             ids = Some((repository_id, admin));
             Ok(())
         })?;
@@ -239,7 +190,7 @@ impl Store {
 
     /// The item addressed by `at`, if it exists.
     pub fn node(&self, at: &NodeRef) -> Result<Option<Node>> {
-        self.read(|conn| crate::ops::find(conn, &self.types, at, crate::ops::Lock::None))
+        self.read(|conn| crate::items::find(conn, &self.types, at, crate::items::Lock::None))
     }
 
     /// The items with these ids that exist, in no particular order.
@@ -279,23 +230,16 @@ impl Store {
 
     /// Every item in the subtree at `path` (the item itself included), parents first.
     pub fn nodes_in_tree(&self, path: &str) -> Result<Vec<Node>> {
-        let b = subtree_bounds(path);
+        let b = Subtree::at(path);
         self.read(|conn| {
             let sql = format!(
                 "SELECT {NODE_COLUMNS} FROM nodes WHERE {} ORDER BY path_key",
-                subtree_clause(1)
+                Subtree::clause(1)
             );
-            conn.query(
-                &sql,
-                &[
-                    b[0].as_str().into(),
-                    b[1].as_str().into(),
-                    b[2].as_str().into(),
-                ],
-            )?
-            .into_iter()
-            .map(|r| node_from_row(&self.types, r))
-            .collect()
+            conn.query(&sql, &b.params())?
+                .into_iter()
+                .map(|r| node_from_row(&self.types, r))
+                .collect()
         })
     }
 
@@ -307,22 +251,19 @@ impl Store {
         after_key: Option<&str>,
         limit: usize,
     ) -> Result<Vec<Node>> {
-        let b = subtree_bounds(path);
+        let b = Subtree::at(path);
         let after = after_key.unwrap_or("");
         self.read(|conn| {
             let sql = format!(
                 "SELECT {NODE_COLUMNS} FROM nodes WHERE {} AND path_key > $4 ORDER BY path_key LIMIT $5",
-                subtree_clause(1)
+                Subtree::clause(1)
             );
             conn.query(
                 &sql,
-                &[
-                    b[0].as_str().into(),
-                    b[1].as_str().into(),
-                    b[2].as_str().into(),
+                &b.params_with(&[
                     Param::Text(after),
                     Param::I64(limit as i64),
-                ],
+                ]),
             )?
             .into_iter()
             .map(|r| node_from_row(&self.types, r))
@@ -364,7 +305,7 @@ impl Store {
     /// The user whose `LoginName` is `login` (case-insensitively), from the database's
     /// unique index of logins.
     pub fn user_by_login(&self, login: &str) -> Result<Option<NodeId>> {
-        self.read(|conn| crate::ops::user_by_login(conn, login))
+        self.read(|conn| crate::users::user_by_login(conn, login))
     }
 
     /// The number of items.
@@ -499,153 +440,5 @@ impl Store {
             .filter(|i| !present.contains(i))
             .map(ActivityId)
             .collect())
-    }
-}
-
-/// What a database holds, read without creating or migrating anything.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct DatabaseFacts {
-    /// The repository's id.
-    pub repository_id: String,
-    /// Its schema version (older ones are migrated by the next `Store::open`).
-    pub schema_version: i64,
-    /// The highest activity id (0 when the log is empty).
-    pub last_activity_id: ActivityId,
-}
-
-/// The repository id a database already holds, without creating or migrating anything:
-/// `None` for a missing or empty database.
-pub fn existing_repository_id(url: &DatabaseUrl) -> Result<Option<String>> {
-    Ok(peek_database(url)?.map(|f| f.repository_id))
-}
-
-/// [`DatabaseFacts`] of the database at `url`, read only: `None` for a missing or empty
-/// database. For commands that look (`index status`) and must not migrate a database that
-/// an older server may still be using.
-pub fn peek_database(url: &DatabaseUrl) -> Result<Option<DatabaseFacts>> {
-    Ok(peek_database_and_activity(url, None)?.map(|(facts, _)| facts))
-}
-
-/// [`peek_database`], and in the same read the fingerprint of activity `id` (`None` when
-/// the log has no such activity): what `index status` compares an index with.
-pub fn peek_database_and_activity(
-    url: &DatabaseUrl,
-    id: Option<ActivityId>,
-) -> Result<Option<(DatabaseFacts, Option<i64>)>> {
-    const SQL: &str = "SELECT fingerprint FROM indexing_activities WHERE id = $1";
-    peek(
-        url,
-        |conn| {
-            use rusqlite::OptionalExtension;
-            let fingerprint = match id {
-                Some(id) => conn
-                    .query_row(SQL, [id.0], |r| r.get::<_, i64>(0))
-                    .optional()?,
-                None => None,
-            };
-            Ok((crate::backup::read_facts(conn)?, fingerprint))
-        },
-        |client| {
-            let fingerprint = match id {
-                Some(id) => client
-                    .query_opt(SQL, &[&id.0])?
-                    .map(|r| r.try_get::<_, i64>(0))
-                    .transpose()?,
-                None => None,
-            };
-            Ok((crate::backup::read_facts_pg(client)?, fingerprint))
-        },
-    )
-}
-
-/// Runs `sqlite` or `pg` on the database at `url` opened read only, without creating or
-/// migrating anything: `None` for a missing database or one without Cairn's tables.
-fn peek<T>(
-    url: &DatabaseUrl,
-    sqlite: impl FnOnce(&rusqlite::Connection) -> Result<T>,
-    pg: impl FnOnce(&mut postgres::Client) -> Result<T>,
-) -> Result<Option<T>> {
-    match url {
-        DatabaseUrl::Sqlite(path) => {
-            if !path.exists() {
-                return Ok(None);
-            }
-            // A read-only open of a WAL database creates its `-wal` and `-shm` side files
-            // and cannot remove them on close. Those this call made are removed again (the
-            // WAL only when empty), so that looking leaves the folder as it was.
-            let side = |suffix: &str| {
-                let mut p = path.as_os_str().to_os_string();
-                p.push(suffix);
-                std::path::PathBuf::from(p)
-            };
-            let (wal, shm) = (side("-wal"), side("-shm"));
-            let (had_wal, had_shm) = (wal.exists(), shm.exists());
-            let found = (|| -> Result<Option<T>> {
-                let conn = rusqlite::Connection::open_with_flags(
-                    path,
-                    rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
-                )?;
-                let tables: i64 = conn.query_row(
-                    "SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' \
-                     AND name IN ('meta', 'indexing_activities')",
-                    [],
-                    |r| r.get(0),
-                )?;
-                if tables < 2 {
-                    return Ok(None);
-                }
-                sqlite(&conn).map(Some)
-            })();
-            let wal_gone = if !had_wal && std::fs::metadata(&wal).is_ok_and(|m| m.len() == 0) {
-                std::fs::remove_file(&wal).is_ok()
-            } else {
-                !wal.exists()
-            };
-            if !had_shm && wal_gone {
-                let _ = std::fs::remove_file(&shm);
-            }
-            found
-        }
-        DatabaseUrl::Postgres(u) => {
-            let mut client = crate::db::postgres::connect(u)?;
-            let exists: bool = client
-                .query_one(
-                    "SELECT to_regclass('meta') IS NOT NULL \
-                     AND to_regclass('indexing_activities') IS NOT NULL",
-                    &[],
-                )?
-                .get(0);
-            if !exists {
-                return Ok(None);
-            }
-            pg(&mut client).map(Some)
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn in_lists_take_a_fixed_shape_and_every_id() {
-        for n in [1usize, 2, 16, 17, 20, 21, 50, 51, 128, 129, 512, 513, 1500] {
-            let ids: Vec<i64> = (100..100 + n as i64).collect();
-            let chunks = in_chunks(&ids);
-            for c in &chunks {
-                assert!(IN_SHAPES.contains(&c.len()), "{n}: a chunk of {}", c.len());
-            }
-            let mut seen: Vec<i64> = chunks.concat();
-            seen.dedup();
-            assert_eq!(seen, ids, "{n}");
-            // The smallest shape that holds a chunk: a page of 20 ids is one list of 20.
-            let first = chunks[0].len();
-            assert_eq!(
-                first,
-                *IN_SHAPES.iter().find(|&&s| s >= n.min(512)).unwrap()
-            );
-        }
-        assert!(in_chunks(&[]).is_empty());
-        assert_eq!(placeholders(3, 3), "$3, $4, $5");
     }
 }

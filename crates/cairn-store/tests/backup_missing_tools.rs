@@ -2,12 +2,11 @@
 //! are "removed" with the `CAIRN_PG_DUMP` / `CAIRN_PG_RESTORE` overrides; this file holds
 //! one test so that changing the environment cannot disturb other tests.
 
-use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
 use cairn_store::{
-    restore_postgres, verify_database_file, DatabaseKind, DatabaseUrl, Store, StoreError,
-    PG_DUMP_ENV, PG_RESTORE_ENV,
+    restore_postgres, verify_database_file, CancelToken, DatabaseKind, DatabaseUrl, Store,
+    StoreError, PG_DUMP_ENV, PG_RESTORE_ENV,
 };
 use cairn_testkit::{shared_cluster, unique_name};
 
@@ -35,7 +34,7 @@ fn missing_pg_tools_give_a_tool_error() -> Result<(), Box<dyn std::error::Error>
     std::env::set_var(PG_RESTORE_ENV, "/nonexistent/pg_restore");
 
     let dir = tempfile::tempdir()?;
-    let result = store.backup_database(dir.path(), &|_, _| {}, &AtomicBool::new(false));
+    let result = store.backup_database(dir.path(), &|_, _| {}, &CancelToken::new());
     expect_missing(result, "pg_dump");
     assert_eq!(std::fs::read_dir(dir.path())?.count(), 0);
 

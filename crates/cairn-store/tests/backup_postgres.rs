@@ -7,8 +7,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use cairn_store::{
-    restore_postgres, verify_database_file, ActivityId, BackupOptions, DatabaseKind, DatabaseUrl,
-    ImportItem, NewContent, NodeId, NodeRef, Store, StoreError, RESTORE_LOCK_TIMEOUT,
+    restore_postgres, verify_database_file, ActivityId, BackupOptions, CancelToken, DatabaseKind,
+    DatabaseUrl, ImportItem, NewContent, NodeId, NodeRef, Store, StoreError, RESTORE_LOCK_TIMEOUT,
 };
 use cairn_testkit::{shared_cluster, unique_name};
 use serde_json::{json, Map};
@@ -102,7 +102,7 @@ fn postgres_backup_under_writes_verifies_and_restores() -> TestResult {
                 .unwrap_or_else(|p| p.into_inner())
                 .push((done, total))
         },
-        &AtomicBool::new(false),
+        &CancelToken::new(),
     );
     let elapsed = started.elapsed();
     let during = created.lock().unwrap_or_else(|p| p.into_inner()).len() - before;
@@ -193,13 +193,13 @@ fn cancelled_postgres_backup_kills_pg_dump_and_leaves_nothing() -> TestResult {
     let store = Store::open(&DatabaseUrl::Postgres(url))?;
     fill(&store, 1_000)?;
     let dir = tempfile::tempdir()?;
-    let result = store.backup_database(dir.path(), &|_, _| {}, &AtomicBool::new(true));
+    let result = store.backup_database(dir.path(), &|_, _| {}, &cancelled());
     assert!(matches!(result, Err(StoreError::Cancelled)), "{result:?}");
     let left: Vec<_> = std::fs::read_dir(dir.path())?.collect::<Result<_, _>>()?;
     assert!(left.is_empty(), "left behind: {left:?}");
     // The exported snapshot's transaction is gone: the store still writes, a backup works.
     folder(&store, "/Root", "after-cancel")?;
-    let backup = store.backup_database(dir.path(), &|_, _| {}, &AtomicBool::new(false))?;
+    let backup = store.backup_database(dir.path(), &|_, _| {}, &CancelToken::new())?;
     assert_eq!(backup.last_activity_id, store.last_activity_id()?);
     Ok(())
 }
@@ -210,7 +210,7 @@ fn dump_of_small_store(
     let url = new_database("pg_small")?;
     let store = Store::open(&DatabaseUrl::Postgres(url.clone()))?;
     fill(&store, 2_000)?;
-    store.backup_database(dir, &|_, _| {}, &AtomicBool::new(false))?;
+    store.backup_database(dir, &|_, _| {}, &CancelToken::new())?;
     Ok((url, dir.join("cairn.pgdump")))
 }
 
@@ -299,4 +299,11 @@ fn a_restore_blocked_by_another_sessions_lock_gives_up_and_says_why() -> TestRes
     restore_postgres(&file, &target, Duration::from_millis(500))?;
     assert!(query_i64(&target, "SELECT COUNT(*) FROM nodes")? > nodes);
     Ok(())
+}
+
+/// A token cancelled before the work starts.
+fn cancelled() -> CancelToken {
+    let t = CancelToken::new();
+    t.cancel();
+    t
 }

@@ -8,8 +8,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use cairn_store::{
-    verify_database_file, ActivityId, BackupOptions, DatabaseKind, DatabaseUrl, ImportItem,
-    NewContent, NodeId, NodeRef, Store, StoreError,
+    verify_database_file, ActivityId, BackupOptions, CancelToken, DatabaseKind, DatabaseUrl,
+    ImportItem, NewContent, NodeId, NodeRef, Store, StoreError,
 };
 use rusqlite::backup::{Backup, StepResult};
 use rusqlite::{Connection, OpenFlags};
@@ -145,7 +145,7 @@ fn sqlite_backup_is_a_consistent_snapshot_under_continuous_writes() -> TestResul
             // Slow the copy down (as the backup pacer does) so that writes commit meanwhile.
             std::thread::sleep(Duration::from_millis(2));
         },
-        &AtomicBool::new(false),
+        &CancelToken::new(),
     );
     let elapsed = started.elapsed();
     let during = created.lock().unwrap_or_else(|p| p.into_inner()).len() - before.len();
@@ -261,7 +261,7 @@ fn sqlite_backup_finishes_with_a_commit_between_every_step() -> TestResult {
                 writes.fetch_sub(1, Ordering::Relaxed);
             }
         },
-        &AtomicBool::new(false),
+        &CancelToken::new(),
     )?;
     let steps = steps.into_inner().unwrap_or_else(|p| p.into_inner());
     eprintln!(
@@ -392,7 +392,7 @@ fn cancelled_sqlite_backup_leaves_nothing() -> TestResult {
     let store = open_store(dir.path())?;
     fill(&store, 2_000)?;
     let backup_dir = dir.path().join("backup");
-    let cancel = AtomicBool::new(false);
+    let cancel = CancelToken::new();
     let calls = AtomicU64::new(0);
     let result = store.backup_database_with(
         &backup_dir,
@@ -403,7 +403,7 @@ fn cancelled_sqlite_backup_leaves_nothing() -> TestResult {
         &|done, total| {
             assert!(done < total, "the backup was too small to cancel midway");
             if calls.fetch_add(1, Ordering::Relaxed) == 2 {
-                cancel.store(true, Ordering::Relaxed);
+                cancel.cancel();
             }
         },
         &cancel,
@@ -414,7 +414,7 @@ fn cancelled_sqlite_backup_leaves_nothing() -> TestResult {
     assert!(left.is_empty(), "left behind: {left:?}");
     // The store is unharmed, and a second backup works.
     folder(&store, "/Root", "after-cancel")?;
-    let backup = store.backup_database(&backup_dir, &|_, _| {}, &AtomicBool::new(false))?;
+    let backup = store.backup_database(&backup_dir, &|_, _| {}, &CancelToken::new())?;
     assert_eq!(backup.last_activity_id, store.last_activity_id()?);
     Ok(())
 }
@@ -423,7 +423,7 @@ fn cancelled_sqlite_backup_leaves_nothing() -> TestResult {
 fn good_copy(dir: &Path) -> Result<std::path::PathBuf, Box<dyn std::error::Error>> {
     let store = open_store(dir)?;
     fill(&store, 1_000)?;
-    store.backup_database(&dir.join("backup"), &|_, _| {}, &AtomicBool::new(false))?;
+    store.backup_database(&dir.join("backup"), &|_, _| {}, &CancelToken::new())?;
     let file = dir.join("backup/cairn.db");
     verify_database_file(DatabaseKind::Sqlite, &file)?;
     Ok(file)
@@ -510,7 +510,7 @@ fn sqlite_backup_refuses_to_overwrite_the_live_database() -> TestResult {
     let dir = tempfile::tempdir()?;
     let live = dir.path().join("cairn.db");
     let store = Store::open(&DatabaseUrl::Sqlite(live.clone()))?;
-    let result = store.backup_database(dir.path(), &|_, _| {}, &AtomicBool::new(false));
+    let result = store.backup_database(dir.path(), &|_, _| {}, &CancelToken::new());
     assert!(
         matches!(result, Err(StoreError::NotAllowed(_))),
         "{result:?}"

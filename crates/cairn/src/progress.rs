@@ -9,6 +9,8 @@ use indicatif::{ProgressBar, ProgressStyle};
 /// Reports progress of one job.
 pub struct Progress {
     label: String,
+    /// The named step running now (a backup's "index files", "database", ...).
+    step: Mutex<Option<String>>,
     bar: Option<ProgressBar>,
     last_line: Mutex<Option<Instant>>,
     started: Instant,
@@ -19,8 +21,9 @@ impl Progress {
     pub fn new(label: &str, unit: &str) -> Self {
         let bar = std::io::stderr().is_terminal().then(|| {
             let bar = ProgressBar::new(0);
-            let template =
-                format!("{label} [{{bar:40}}] {{pos}}/{{len}} {unit} ({{per_sec}}, {{eta}} left)");
+            let template = format!(
+                "{label}{{msg}} [{{bar:40}}] {{pos}}/{{len}} {unit} ({{per_sec}}, {{eta}} left)"
+            );
             if let Ok(style) = ProgressStyle::with_template(&template) {
                 bar.set_style(style.progress_chars("=> "));
             }
@@ -28,9 +31,22 @@ impl Progress {
         });
         Progress {
             label: label.to_string(),
+            step: Mutex::new(None),
             bar,
             last_line: Mutex::new(None),
             started: Instant::now(),
+        }
+    }
+
+    /// Names the step running now (shown after the label), or none.
+    pub fn step(&self, step: Option<&str>) {
+        let mut current = self.step.lock().unwrap_or_else(|p| p.into_inner());
+        if current.as_deref() == step {
+            return;
+        }
+        *current = step.map(str::to_string);
+        if let Some(bar) = &self.bar {
+            bar.set_message(step.map(|s| format!(" ({s})")).unwrap_or_default());
         }
     }
 
@@ -45,7 +61,9 @@ impl Progress {
         let due = last.is_none_or(|t| t.elapsed() >= Duration::from_secs(1)) || done >= total;
         if due {
             let pct = (done * 100).checked_div(total).unwrap_or(100);
-            eprintln!("{}: {done}/{total} ({pct}%)", self.label);
+            let step = self.step.lock().unwrap_or_else(|p| p.into_inner()).clone();
+            let step = step.map(|s| format!(" ({s})")).unwrap_or_default();
+            eprintln!("{}{step}: {done}/{total} ({pct}%)", self.label);
             *last = Some(Instant::now());
         }
     }

@@ -158,3 +158,64 @@ impl StoreError {
         }
     }
 }
+
+/// Sizes of `IN (...)` lists: a few fixed shapes keep the statement caches small. 20 and
+/// 50 are common page sizes (`$top`); padding a page of 20 to 128 ids cost a third of its
+/// read.
+const IN_SHAPES: [usize; 6] = [1, 16, 20, 50, 128, 512];
+
+/// `$first, $first+1, ...` for `n` parameters.
+pub(crate) fn placeholders(first: usize, n: usize) -> String {
+    use std::fmt::Write;
+    let mut out = String::with_capacity(n * 5);
+    for i in first..first + n {
+        let sep = if i == first { "" } else { ", " };
+        let _ = write!(out, "{sep}${i}");
+    }
+    out
+}
+
+/// Splits `ids` into chunks padded (with their last id) to one of [`IN_SHAPES`].
+pub(crate) fn in_chunks(ids: &[i64]) -> Vec<Vec<i64>> {
+    let max = IN_SHAPES[IN_SHAPES.len() - 1];
+    ids.chunks(max)
+        .map(|chunk| {
+            let shape = IN_SHAPES
+                .iter()
+                .copied()
+                .find(|&s| s >= chunk.len())
+                .unwrap_or(max);
+            let mut padded = chunk.to_vec();
+            let last = chunk[chunk.len() - 1];
+            padded.resize(shape, last);
+            padded
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn in_lists_take_a_fixed_shape_and_every_id() {
+        for n in [1usize, 2, 16, 17, 20, 21, 50, 51, 128, 129, 512, 513, 1500] {
+            let ids: Vec<i64> = (100..100 + n as i64).collect();
+            let chunks = in_chunks(&ids);
+            for c in &chunks {
+                assert!(IN_SHAPES.contains(&c.len()), "{n}: a chunk of {}", c.len());
+            }
+            let mut seen: Vec<i64> = chunks.concat();
+            seen.dedup();
+            assert_eq!(seen, ids, "{n}");
+            // The smallest shape that holds a chunk: a page of 20 ids is one list of 20.
+            let first = chunks[0].len();
+            assert_eq!(
+                first,
+                *IN_SHAPES.iter().find(|&&s| s >= n.min(512)).unwrap()
+            );
+        }
+        assert!(in_chunks(&[]).is_empty());
+        assert_eq!(placeholders(3, 3), "$3, $4, $5");
+    }
+}

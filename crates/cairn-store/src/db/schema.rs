@@ -94,7 +94,7 @@ fn fill_login_keys(conn: &mut dyn Conn) -> Result<()> {
         if login.is_empty() {
             continue;
         }
-        let key = crate::ops::login_key(login);
+        let key = crate::users::login_key(login);
         if taken.insert(key.clone()) {
             conn.execute(
                 "UPDATE nodes SET login_key = $1 WHERE id = $2",
@@ -109,7 +109,7 @@ fn fill_login_keys(conn: &mut dyn Conn) -> Result<()> {
         );
         fields.remove("LoginName");
         let text = serde_json::Value::Object(fields).to_string();
-        let activity = crate::ops::insert_activity(
+        let activity = crate::activity_log::insert_activity(
             conn,
             crate::activity::ActivityKind::Update,
             crate::ids::NodeId(id),

@@ -8,8 +8,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
 use cairn_backup::{
-    list_backups, restore, run_backup, verify, BackupInfo, BackupKind, BackupResponse, BackupState,
-    RestoreMode, RestoreTarget, StoppedSource,
+    backup_stopped, list_backups, restore, verify, BackupError, BackupInfo, BackupKind,
+    BackupResponse, BackupState, BackupStep, OfflineBackup, RestoreMode, RestoreTarget,
 };
 use cairn_store::Store;
 
@@ -26,74 +26,24 @@ fn summary(what: &str, bytes: u64, files: u64, seconds: f64) -> String {
     )
 }
 
-/// `cairn backup create --data DIR --to OUT`: a backup of a stopped repository.
+/// `cairn backup create --data DIR --to OUT`: a backup of a stopped repository (the checks
+/// are `cairn_backup::backup_stopped`'s). Ctrl-C stops it and leaves no folder.
 pub fn create_offline(data: &DataDir, to: &Path, index_only: bool) -> Result<ExitCode> {
     let _lock = data.lock_existing("backup create")?;
-    if cairn_backup::files::is_within(to, &data.index_dir()) {
-        bail!(
-            "{} lies inside the index {}, which the next rebuild empties: back up elsewhere",
-            to.display(),
-            data.index_dir().display()
-        );
-    }
-    // Inside the data folder only as a backup of its own backups folder: elsewhere in it
-    // (a restore's staging, the history file) Cairn would delete or overwrite it.
-    let backups = default_dir(&data.root);
-    if cairn_backup::files::is_within(to, &data.root) {
-        let in_backups = to
-            .parent()
-            .is_some_and(|p| cairn_backup::files::same_path(p, &backups));
-        let name = to.file_name().and_then(|n| n.to_str()).unwrap_or("");
-        if !in_backups || cairn_backup::target_path(&backups, name).is_err() {
-            bail!(
-                "{} lies inside the data folder {}: back up to {}/NAME (a plain name) or \
-                 outside it",
-                to.display(),
-                data.root.display(),
-                backups.display()
-            );
-        }
-    }
     let store = Arc::new(Store::open(&data.database).context("open the database")?);
-    let source = StoppedSource {
-        store,
-        index_dir: data.index_dir(),
-    };
-    let Some((state, _)) =
-        cairn_index::stored_state(&data.index_dir()).context("open the index")?
-    else {
-        bail!(
-            "{} has no index; start the repository once (it rebuilds the index) before backing it up",
-            data.root.display()
-        );
-    };
-    // A backup binds an index to its database: one the next start would repair or rebuild
-    // would give a backup that verify and restore refuse.
-    let repository = source.store.repository_id().to_string();
-    let why = if !state.repository_id.is_empty() && state.repository_id != repository {
-        Some("the index belongs to another repository".to_string())
-    } else {
-        cairn_index::divergence(&source.store, &state)?
-    };
-    if let Some(why) = why {
-        bail!(
-            "the index of {} cannot be trusted against its database: {why}; start the \
-             repository once (it repairs the index) before backing it up",
-            data.root.display()
-        );
-    }
-    // `--to DIR/backups/NAME` before any online backup made `DIR/backups`.
-    if let Some(parent) = to.parent().filter(|p| !p.as_os_str().is_empty()) {
-        std::fs::create_dir_all(parent)
-            .with_context(|| format!("create the folder {}", parent.display()))?;
-    }
     let kind = if index_only {
         BackupKind::Index
     } else {
         BackupKind::Repository
     };
+    let backup = OfflineBackup {
+        data_dir: &data.root,
+        store,
+        to,
+        kind,
+    };
     let info = Mutex::new(BackupInfo::started(kind, to));
-    let never = AtomicBool::new(false);
+    let cancel = crate::commands::cancel_on_signal("backup");
     let started = Instant::now();
     let progress = Progress::new("backup", "bytes");
     let done = AtomicBool::new(false);
@@ -101,13 +51,18 @@ pub fn create_offline(data: &DataDir, to: &Path, index_only: bool) -> Result<Exi
         s.spawn(|| {
             while !done.load(std::sync::atomic::Ordering::Relaxed) {
                 let i = info.lock().unwrap_or_else(|p| p.into_inner()).clone();
+                progress.step(i.step.map(step_name));
                 progress.set(i.copied_bytes, i.total_bytes.max(i.copied_bytes));
                 std::thread::sleep(Duration::from_millis(200));
             }
         });
-        let r = run_backup(&source, kind, to, &info, &never);
+        let r = backup_stopped(&backup, &info, &cancel);
         done.store(true, std::sync::atomic::Ordering::Relaxed);
         r
+    })
+    .map_err(|e| match e {
+        BackupError::Canceled => anyhow!("canceled: no backup was written"),
+        other => anyhow!("{other}"),
     })?;
     progress.finish();
     let bytes: u64 = manifest.files.iter().map(|f| f.size).sum();
@@ -127,6 +82,15 @@ pub fn create_offline(data: &DataDir, to: &Path, index_only: bool) -> Result<Exi
             .unwrap_or_default()
     );
     Ok(ExitCode::SUCCESS)
+}
+
+/// How a backup's step reads in a progress line.
+fn step_name(step: BackupStep) -> &'static str {
+    match step {
+        BackupStep::IndexFiles => "index files",
+        BackupStep::Database => "database",
+        BackupStep::Manifest => "manifest",
+    }
 }
 
 /// `cairn backup create --server URL [--to DIR]`: a backup by a running server, followed
@@ -182,6 +146,7 @@ pub fn create_remote(
         let Some(cur) = q.current.clone() else {
             bail!("the server lost the backup")
         };
+        progress.step(cur.step.map(step_name));
         progress.set(cur.copied_bytes, cur.total_bytes.max(cur.copied_bytes));
         match cur.state {
             BackupState::Started | BackupState::Executing | BackupState::CancelRequested => {
@@ -362,7 +327,15 @@ pub fn restore_cmd(
         data_dir: data.root.clone(),
         database: data.database.clone(),
     };
-    let report = match restore(from, &target, mode, force, &|d, t| progress.set(d, t)) {
+    let cancel = crate::commands::cancel_on_signal("restore");
+    let report = match restore(
+        from,
+        &target,
+        mode,
+        force,
+        &|d, t| progress.set(d, t),
+        &cancel,
+    ) {
         Ok(r) => r,
         Err(e) => {
             // A refused or failed restore leaves no trace: a data folder made for it
@@ -371,7 +344,12 @@ pub fn restore_cmd(
             if created {
                 let _ = std::fs::remove_dir_all(&data.root);
             }
-            return Err(anyhow!("{e}"));
+            return Err(match e {
+                BackupError::Canceled | BackupError::Store(cairn_store::StoreError::Cancelled) => {
+                    anyhow!("canceled before anything was swapped in: the repository is as it was")
+                }
+                other => anyhow!("{other}"),
+            });
         }
     };
     progress.finish();

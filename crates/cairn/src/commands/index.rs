@@ -6,8 +6,14 @@ use anyhow::{Context, Result};
 use cairn_index::{judge_divergence, stored_state, IntegrityReport};
 use serde_json::{json, Value};
 
+use std::sync::Arc;
+
+use cairn_index::{IndexError, Indexer, IndexerOptions};
+use cairn_store::{Store, StoreError};
+
 use crate::commands::{open_repository, Remote};
 use crate::data::DataDir;
+use crate::progress::Progress;
 
 /// `cairn index status`: the completion state against the database's last activity. Reads
 /// only, so it works beside a running server.
@@ -178,14 +184,51 @@ fn report_outcome(report: &IntegrityReport, as_json: bool) -> Result<ExitCode> {
 /// `cairn index rebuild`: drops the index and builds it again from the database.
 pub fn rebuild(data: &DataDir) -> Result<ExitCode> {
     let _lock = data.lock_existing("index rebuild")?;
+    // Built beside the live index and swapped in by rename once complete (invariant 12):
+    // Ctrl-C, a full disk or a kill leave the old index as it was.
     let dir = data.index_dir();
-    if dir.exists() {
-        std::fs::remove_dir_all(&dir).with_context(|| format!("remove {}", dir.display()))?;
+    let fresh = data.root.join(".index-rebuild");
+    let old = data.root.join(".index-old");
+    for leftover in [&fresh, &old] {
+        if leftover.exists() {
+            std::fs::remove_dir_all(leftover)
+                .with_context(|| format!("remove the leftover {}", leftover.display()))?;
+        }
     }
     let started = std::time::Instant::now();
-    let (_store, indexer, report) = open_repository(data)?;
+    let options = IndexerOptions {
+        cancel: crate::commands::cancel_on_signal("rebuild"),
+        ..IndexerOptions::default()
+    };
+    let store = Arc::new(
+        Store::open(&data.database)
+            .with_context(|| format!("open the database {}", data.database.redacted()))?,
+    );
+    let progress = Progress::new("rebuilding the index", "items");
+    let opened = Indexer::open(&fresh, store, options, &|p| progress.set(p.done, p.total));
+    progress.finish();
+    let (indexer, report) = match opened {
+        Ok(opened) => opened,
+        Err(e) => {
+            let _ = std::fs::remove_dir_all(&fresh);
+            if matches!(e, IndexError::Store(StoreError::Cancelled)) {
+                anyhow::bail!("canceled: the index is as it was");
+            }
+            return Err(e).context("rebuild the index");
+        }
+    };
     indexer.shutdown(None)?;
     let docs = indexer.searcher().num_docs();
+    drop(indexer);
+    if dir.exists() {
+        std::fs::rename(&dir, &old).with_context(|| format!("move {} aside", dir.display()))?;
+    }
+    std::fs::rename(&fresh, &dir)
+        .with_context(|| format!("move the new index to {}", dir.display()))?;
+    cairn_store::durable::sync_dir(&data.root)?;
+    if old.exists() {
+        std::fs::remove_dir_all(&old).with_context(|| format!("remove {}", old.display()))?;
+    }
     let secs = started.elapsed().as_secs_f64();
     println!(
         "rebuilt: {docs} documents in {secs:.1} s ({:.0} items/s); completion state {}",

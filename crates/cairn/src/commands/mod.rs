@@ -9,10 +9,52 @@ use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
 use cairn_index::{Indexer, IndexerOptions, OpenReport, StartupAction};
-use cairn_store::Store;
+use cairn_store::{CancelToken, Store};
 
 use crate::data::DataDir;
 use crate::progress::Progress;
+
+/// A cancel token that SIGINT (Ctrl-C) or SIGTERM cancels, for a long offline command
+/// (`what` names it in the message). The work stops at its next check and cleans up; a
+/// second signal ends the process at once (exit 130).
+pub fn cancel_on_signal(what: &'static str) -> CancelToken {
+    let token = CancelToken::new();
+    let cancel = token.clone();
+    let watcher = std::thread::Builder::new()
+        .name("cairn-signals".into())
+        .spawn(move || {
+            let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
+                .enable_io()
+                .build()
+            else {
+                return;
+            };
+            runtime.block_on(async move {
+                use tokio::signal::unix::{signal, SignalKind};
+                let (Ok(mut int), Ok(mut term)) = (
+                    signal(SignalKind::interrupt()),
+                    signal(SignalKind::terminate()),
+                ) else {
+                    return;
+                };
+                for n in 0.. {
+                    tokio::select! {
+                        _ = int.recv() => {},
+                        _ = term.recv() => {},
+                    }
+                    if n > 0 {
+                        std::process::exit(130);
+                    }
+                    eprintln!("cairn: stopping the {what} (again to end it at once)");
+                    cancel.cancel();
+                }
+            });
+        });
+    if let Err(e) = watcher {
+        tracing::warn!("cannot watch for Ctrl-C: {e}");
+    }
+    token
+}
 
 /// Opens the database and the index of `data`: migrations, then rebuild, repair or catch-up
 /// of the index, with a progress bar while rebuilding.
