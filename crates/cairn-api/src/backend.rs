@@ -13,8 +13,9 @@ use cairn_store::ActivityId;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
+use crate::client::{file_url_path, manifest_url_path, Client, ClientError};
 use crate::error::{ApiError, ApiResult};
-use crate::search::{run_list, ListAnswer, ListRequest};
+use cairn_search::{run_list, ListAnswer, ListRequest};
 
 /// The index's position and size.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -35,19 +36,9 @@ pub struct IndexProperties {
 }
 
 /// A client of the search service (HTTP/JSON, shared secret).
-#[derive(Clone)]
+#[derive(Clone, Debug)]
 pub struct RemoteSearch {
-    base: String,
-    secret: String,
-    agent: ureq::Agent,
-}
-
-impl std::fmt::Debug for RemoteSearch {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RemoteSearch")
-            .field("base", &self.base)
-            .finish()
-    }
+    client: Client,
 }
 
 /// How long a web node waits for the search service's answer to a query or a backup call:
@@ -59,54 +50,26 @@ const CHECK_LIMIT: Duration = Duration::from_secs(600);
 impl RemoteSearch {
     /// A client of the service at `base` (`http://127.0.0.1:8090`).
     pub fn new(base: &str, secret: &str) -> Self {
-        // No limit on a whole call here: a backup file's download may rightly take hours.
-        // A service that stops answering is caught by the per-read limit, and each call
-        // sets its own bound (`CALL_LIMIT`, `wait_for`'s, `CHECK_LIMIT`).
-        let agent = ureq::Agent::config_builder()
-            .http_status_as_error(false)
-            .timeout_connect(Some(Duration::from_secs(5)))
-            .timeout_per_read(Some(Duration::from_secs(60)))
-            .build()
-            .new_agent();
         RemoteSearch {
-            base: base.trim_end_matches('/').to_string(),
-            secret: secret.to_string(),
-            agent,
+            client: Client::new(base, secret),
         }
     }
 
-    fn unreachable(&self, e: impl std::fmt::Display) -> ApiError {
-        ApiError::unavailable(format!(
-            "the search service at {} is not reachable ({e}); writes are kept and indexed when it is back",
-            self.base
-        ))
-    }
-
-    fn answer(
-        &self,
-        resp: Result<ureq::http::Response<ureq::Body>, ureq::Error>,
-    ) -> ApiResult<Value> {
-        let mut resp = resp.map_err(|e| self.unreachable(e))?;
-        let status = resp.status();
-        let text = resp
-            .body_mut()
-            .with_config()
-            .limit(64 << 20)
-            .read_to_string()
-            .map_err(|e| self.unreachable(e))?;
-        let value: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
-        if status.is_success() {
-            return Ok(value);
-        }
-        let msg = value["error"]["message"]["value"]
-            .as_str()
-            .unwrap_or("the search service failed")
-            .to_string();
-        let code = axum::http::StatusCode::from_u16(status.as_u16())
-            .unwrap_or(axum::http::StatusCode::BAD_GATEWAY);
-        // The service's own 400s keep their code: a node answers as the service would.
-        Err(match code.as_u16() {
-            400 => match value["error"]["code"].as_str() {
+    /// The service's error as this node answers it: unreachable or refusing this node,
+    /// 503; its own 400s, 404s and 409s keep their code (a node answers as the service
+    /// would).
+    fn api_error(&self, e: ClientError) -> ApiError {
+        let Some(status) = e.status else {
+            return ApiError::unavailable(format!(
+                "the search service at {} is not reachable ({}); writes are kept and indexed \
+                 when it is back",
+                self.client.base(),
+                e.message
+            ));
+        };
+        let msg = e.message;
+        match status {
+            400 => match e.code.as_deref() {
                 Some("InvalidBackupTarget") => ApiError::bad_backup_target(msg),
                 Some("InvalidContentQuery") => ApiError::bad_query(msg),
                 _ => ApiError::bad_request(msg),
@@ -116,8 +79,14 @@ impl RemoteSearch {
             401 | 403 => {
                 ApiError::unavailable(format!("the search service refused this node: {msg}"))
             }
-            _ => ApiError::new(code, "SearchServiceError", "Exception", msg),
-        })
+            other => ApiError::new(
+                axum::http::StatusCode::from_u16(other)
+                    .unwrap_or(axum::http::StatusCode::BAD_GATEWAY),
+                "SearchServiceError",
+                "Exception",
+                msg,
+            ),
+        }
     }
 
     fn get(&self, path: &str) -> ApiResult<Value> {
@@ -125,15 +94,9 @@ impl RemoteSearch {
     }
 
     fn get_within(&self, path: &str, limit: Duration) -> ApiResult<Value> {
-        let r = self
-            .agent
-            .get(&format!("{}{path}", self.base))
-            .config()
-            .timeout_global(Some(limit))
-            .build()
-            .header("Authorization", &format!("Bearer {}", self.secret))
-            .call();
-        self.answer(r)
+        self.client
+            .get_json(path, Some(limit))
+            .map_err(|e| self.api_error(e))
     }
 
     fn post(&self, path: &str, body: &Value) -> ApiResult<Value> {
@@ -141,41 +104,19 @@ impl RemoteSearch {
     }
 
     fn post_within(&self, path: &str, body: &Value, limit: Duration) -> ApiResult<Value> {
-        let r = self
-            .agent
-            .post(&format!("{}{path}", self.base))
-            .config()
-            .timeout_global(Some(limit))
-            .build()
-            .header("Authorization", &format!("Bearer {}", self.secret))
-            .header("Content-Type", "application/json")
-            .send(body.to_string().as_bytes());
-        self.answer(r)
+        self.client
+            .post_json(path, &body.to_string(), Some(limit))
+            .map_err(|e| self.api_error(e))
     }
 
     /// Opens a file of a finished backup on the service: its size and a reader.
     pub fn open_file(&self, name: &str, path: &str) -> ApiResult<(u64, Box<dyn Read + Send>)> {
-        let resp = self
-            .agent
-            .get(&format!(
-                "{}{}",
-                self.base,
-                crate::backups::file_url_path(name, path)
-            ))
-            .header("Authorization", &format!("Bearer {}", self.secret))
-            .call()
-            .map_err(|e| self.unreachable(e))?;
-        if !resp.status().is_success() {
-            return Err(ApiError::not_found(format!("{name} has no file {path}")));
-        }
-        let size = resp
-            .headers()
-            .get("content-length")
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0);
-        let reader = resp.into_body().into_with_config().limit(u64::MAX).reader();
-        Ok((size, Box::new(reader)))
+        self.client
+            .open(&file_url_path(name, path))
+            .map_err(|e| match e.status {
+                Some(_) => ApiError::not_found(format!("{name} has no file {path}")),
+                None => self.api_error(e),
+            })
     }
 }
 
@@ -196,7 +137,7 @@ impl SearchBackend {
     /// Answers a collection or query request. Blocking.
     pub fn list(&self, req: &ListRequest) -> ApiResult<ListAnswer> {
         match self {
-            SearchBackend::Local(ix) => run_list(ix, req),
+            SearchBackend::Local(ix) => Ok(run_list(ix, req)?),
             SearchBackend::Remote(r) => parse(r.post(
                 "/search/list",
                 &serde_json::to_value(req).map_err(ApiError::internal)?,
@@ -293,7 +234,9 @@ impl BackupBackend {
     /// Finished backups. Blocking.
     pub fn list(&self) -> ApiResult<Value> {
         match self {
-            BackupBackend::Local(m) => Ok(crate::backups::list_json(m)),
+            BackupBackend::Local(m) => {
+                serde_json::to_value(m.summaries()).map_err(ApiError::internal)
+            }
             BackupBackend::Remote(r) => r.get("/backups"),
         }
     }
@@ -301,10 +244,10 @@ impl BackupBackend {
     pub fn manifest(&self, name: &str) -> ApiResult<Value> {
         match self {
             BackupBackend::Local(m) => {
-                let (_, man) = crate::backups::finished(m, name)?;
+                let (_, man) = m.finished(name)?;
                 serde_json::to_value(man).map_err(ApiError::internal)
             }
-            BackupBackend::Remote(r) => r.get(&crate::backups::manifest_url_path(name)),
+            BackupBackend::Remote(r) => r.get(&manifest_url_path(name)),
         }
     }
 }

@@ -287,7 +287,18 @@ impl From<cairn_backup::BackupError> for ApiError {
         match e {
             B::BadTarget(_) => ApiError::bad_backup_target(msg),
             B::TargetExists(_) => ApiError::conflict(msg),
+            B::NotFound(_) => ApiError::not_found(msg),
             B::Invalid(_) | B::OtherRepository { .. } => ApiError::bad_request(msg),
+            other => ApiError::internal(other),
+        }
+    }
+}
+
+impl From<cairn_search::SearchError> for ApiError {
+    fn from(e: cairn_search::SearchError) -> Self {
+        match e {
+            cairn_search::SearchError::Query(q) => q.into(),
+            cairn_search::SearchError::Index(i) => i.into(),
             other => ApiError::internal(other),
         }
     }

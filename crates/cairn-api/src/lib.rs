@@ -8,11 +8,12 @@
 pub mod auth;
 pub mod backend;
 pub mod backups;
+mod blocking;
+pub mod client;
 pub mod config;
 pub mod error;
 pub mod metrics;
 pub mod odata;
-pub mod search;
 pub mod server;
 pub mod service;
 pub mod state;
@@ -89,7 +90,7 @@ pub async fn refuse_declared_oversize(
 /// whose database is gone out of rotation on the 503.
 async fn health(State(state): State<AppState>) -> Response {
     let s = state.clone();
-    let db = odata::handlers::blocking(move || Ok(s.store.last_activity_id()?)).await;
+    let db = blocking::blocking(move || Ok(s.store.last_activity_id()?)).await;
     let mut r = match db {
         Ok(_) => (StatusCode::OK, "ok").into_response(),
         Err(e) => e.into_response(),
@@ -112,7 +113,7 @@ async fn metrics_text(State(state): State<AppState>, req: Request) -> Response {
         }
     }
     let s = state.clone();
-    let rendered = odata::handlers::blocking(move || {
+    let rendered = blocking::blocking(move || {
         let db_last = s.store.last_activity_id()?.0;
         let (last, docs) = match s.search.properties() {
             Ok(p) => (p.last_activity_id, p.document_count),

@@ -3,7 +3,7 @@
 //!
 //! | route | body | answer |
 //! |---|---|---|
-//! | `POST /search/list` | [`ListRequest`] | [`crate::search::ListAnswer`] |
+//! | `POST /search/list` | [`ListRequest`] | [`cairn_search::ListAnswer`] |
 //! | `POST /search/wait` | `{"activity":N,"timeout_ms":N}` | `{"searchable":bool}` |
 //! | `GET /search/properties` | | [`crate::backend::IndexProperties`] |
 //! | `GET /search/check` | | the integrity report |
@@ -28,9 +28,9 @@ use cairn_store::ActivityId;
 use serde::Deserialize;
 use serde_json::json;
 
+use crate::blocking::blocking;
 use crate::error::{ApiError, ApiResult};
-use crate::odata::handlers::blocking;
-use crate::search::{run_list, ListRequest};
+use cairn_search::{run_list, ListRequest};
 
 /// The service's state.
 #[derive(Clone)]
@@ -101,7 +101,7 @@ async fn authenticate(State(state): State<ServiceState>, req: Request, next: Nex
 }
 
 async fn list(State(s): State<ServiceState>, Json(req): Json<ListRequest>) -> ApiResult<Response> {
-    let v = blocking(move || run_list(&s.indexer, &req)).await?;
+    let v = blocking(move || Ok(run_list(&s.indexer, &req)?)).await?;
     Ok(Json(v).into_response())
 }
 
@@ -151,7 +151,7 @@ async fn backup_cancel(State(s): State<ServiceState>) -> ApiResult<Response> {
 }
 
 async fn backups_list(State(s): State<ServiceState>) -> ApiResult<Response> {
-    let v = blocking(move || Ok(crate::backups::list_json(&s.backups))).await?;
+    let v = blocking(move || Ok(s.backups.summaries())).await?;
     Ok(Json(v).into_response())
 }
 
@@ -159,7 +159,7 @@ async fn backup_manifest(
     State(s): State<ServiceState>,
     Path(name): Path<String>,
 ) -> ApiResult<Response> {
-    let (_, m) = crate::backups::finished(&s.backups, &name)?;
+    let (_, m) = s.backups.finished(&name)?;
     Ok(Json(m).into_response())
 }
 

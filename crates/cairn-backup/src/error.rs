@@ -8,6 +8,9 @@ pub enum BackupError {
     /// The target name climbs out of the backup folder or is not a plain name.
     #[error("invalid backup target {0:?}: give a plain folder name under the backup folder")]
     BadTarget(String),
+    /// No finished backup (or no file of one) by that name.
+    #[error("{0}")]
+    NotFound(String),
     /// The target already holds something.
     #[error("backup target {0:?} already exists")]
     TargetExists(String),

@@ -18,6 +18,30 @@ use crate::run::{now, run_backup, BackupInfo, BackupSource, BackupState};
 const HISTORY_LIMIT: usize = 100;
 const HISTORY_FILE: &str = "history.json";
 
+/// A finished backup as `GET /backups` lists it.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct BackupSummary {
+    /// Its folder's name.
+    pub name: String,
+    /// Index alone or repository.
+    pub kind: BackupKind,
+    /// When it began (RFC 3339).
+    pub started_at: String,
+    /// When it was finished.
+    pub finished_at: String,
+    /// The repository it belongs to.
+    pub repository_id: String,
+    /// Its files.
+    pub files: usize,
+    /// Their bytes.
+    pub bytes: u64,
+    /// The index's `LastActivityId`.
+    pub index_last_activity_id: i64,
+    /// The database's last activity (repository backups).
+    pub database_last_activity_id: Option<i64>,
+}
+
 /// sensenet's `BackupResponse`: the state, the running (or last) backup, the history.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(rename_all = "PascalCase")]
@@ -361,6 +385,59 @@ impl BackupManager {
     /// Finished backups in the folder, newest first.
     pub fn list(&self) -> Vec<(String, Manifest)> {
         list_backups(&self.root)
+    }
+
+    /// Finished backups in the folder, newest first, as `GET /backups` lists them.
+    pub fn summaries(&self) -> Vec<BackupSummary> {
+        self.list()
+            .into_iter()
+            .map(|(name, m)| BackupSummary {
+                name,
+                kind: m.kind,
+                files: m.files.len(),
+                bytes: m.files.iter().map(|f| f.size).sum(),
+                index_last_activity_id: m.index.completion_state.last_activity_id.0,
+                database_last_activity_id: m.database.as_ref().map(|d| d.last_activity_id.0),
+                started_at: m.started_at,
+                finished_at: m.finished_at,
+                repository_id: m.repository_id,
+            })
+            .collect()
+    }
+
+    /// The finished backup `name` (a plain name in the folder): its folder and manifest.
+    pub fn finished(&self, name: &str) -> Result<(PathBuf, Manifest)> {
+        if name.is_empty() || name.contains(['/', '\\']) || name.starts_with('.') {
+            return Err(BackupError::BadTarget(name.to_string()));
+        }
+        let dir = self.root.join(name);
+        let manifest = Manifest::read(&dir)
+            .map_err(|_| BackupError::NotFound(format!("no finished backup named {name}")))?;
+        Ok((dir, manifest))
+    }
+
+    /// The file `path` of the finished backup `name`, for a download: its size and where it
+    /// is. Only a file its manifest names, a regular file inside the backup's folder (a
+    /// link out of it, to a file or through a folder, is refused, as `verify` refuses it).
+    pub fn listed_file(&self, name: &str, path: &str) -> Result<(u64, PathBuf)> {
+        let (dir, manifest) = self.finished(name)?;
+        let entry = manifest
+            .files
+            .iter()
+            .find(|f| f.path == path)
+            .ok_or_else(|| BackupError::NotFound(format!("{name} has no file {path}")))?;
+        let file = dir.join(&entry.path);
+        let inside = match (file.canonicalize(), dir.canonicalize()) {
+            (Ok(f), Ok(d)) => f.starts_with(d),
+            _ => false,
+        };
+        let regular = std::fs::symlink_metadata(&file).is_ok_and(|m| m.is_file());
+        if !inside || !regular {
+            return Err(BackupError::NotFound(format!(
+                "{name}/{path} is not a file of the backup (a link?)"
+            )));
+        }
+        Ok((entry.size, file))
     }
 }
 

@@ -28,7 +28,9 @@ mod verify;
 
 pub use download::{download, BackupSourceFiles, DownloadReport};
 pub use error::{BackupError, Result};
-pub use job::{default_name, list_backups, target_path, BackupManager, BackupResponse};
+pub use job::{
+    default_name, list_backups, target_path, BackupManager, BackupResponse, BackupSummary,
+};
 pub use manifest::{
     BackupKind, FileEntry, IndexPart, Manifest, SourceFile, DATABASE_DIR, INDEX_DIR, MANIFEST_FILE,
     MANIFEST_FORMAT,

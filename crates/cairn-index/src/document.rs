@@ -1,6 +1,5 @@
 //! Building the index document of a content item.
 
-use cairn_store::content::path_key;
 use cairn_store::{ContentTypes, FieldValue, Node};
 use tantivy::{DateTime, TantivyDocument};
 
@@ -20,6 +19,10 @@ pub struct WrittenBy {
 pub const MAX_DATE_MICROS: i64 = i64::MAX / 1000;
 /// The earliest instant the index can hold (September 1677).
 pub const MIN_DATE_MICROS: i64 = i64::MIN / 1000;
+
+/// Paths as the index keys them (lower-cased), and date text as Cairn reads and writes it (ISO 8601 / RFC 3339, a bare date, sensenet's
+/// forms): the store's, so that a query reads a date exactly as an item's field does.
+pub use cairn_store::content::{format_date, parse_date, path_key};
 
 /// The value a Number is indexed and searched as: negative zero as zero (the two are
 /// equal, but Tantivy's terms tell them apart, so `Rating:-0.0` missed `Rating:0`).

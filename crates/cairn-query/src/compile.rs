@@ -178,8 +178,8 @@ fn parse_js_date(text: &str) -> Option<OffsetDateTime> {
 
 fn parse_date_value(text: &str) -> Option<DateValue> {
     let t = text.trim();
-    let d = cairn_store::content::parse_date(t)
-        .or_else(|| cairn_store::content::parse_date(&t.replacen(' ', "T", 1)))
+    let d = cairn_index::document::parse_date(t)
+        .or_else(|| cairn_index::document::parse_date(&t.replacen(' ', "T", 1)))
         .or_else(|| parse_js_date(t))?;
     let m = micros(d)?;
     Some(if t.contains(':') {
@@ -385,7 +385,7 @@ impl Compiler<'_, '_, '_> {
                     None => return Err(QueryError::new(v.position, "the date is out of range")),
                 }
             }
-            "currenttime" | "now" => cairn_store::content::format_date(now),
+            "currenttime" | "now" => cairn_index::document::format_date(now),
             _ => {
                 return Err(QueryError::new(
                     v.position,

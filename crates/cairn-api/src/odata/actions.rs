@@ -8,9 +8,9 @@ use axum::Json;
 use cairn_store::{ActivityId, NodeId, NodeRef};
 use serde_json::{json, Value};
 
-use super::handlers::blocking;
 use super::options::Options;
 use crate::auth::Caller;
+use crate::blocking::blocking;
 use crate::error::{ApiError, ApiResult};
 use crate::metrics::RouteLabel;
 use crate::state::AppState;

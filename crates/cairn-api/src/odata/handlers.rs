@@ -15,18 +15,10 @@ use super::options::Options;
 use super::path::{self, ODataPath, Resource};
 use super::shape::Shaper;
 use crate::auth::{hash_password_field, Caller};
+use crate::blocking::blocking;
 use crate::error::{ApiError, ApiResult};
 use crate::metrics::RouteLabel;
 use crate::state::AppState;
-
-/// Runs blocking store/index work off the async threads.
-pub async fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> ApiResult<T> + Send + 'static,
-) -> ApiResult<T> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(ApiError::internal)?
-}
 
 fn labeled(route: &'static str, resp: impl IntoResponse) -> Response {
     let mut r = resp.into_response();
@@ -193,7 +185,7 @@ async fn read(
             let count = target.count;
             blocking(move || {
                 load(&state, &NodeRef::Path(container.clone()))?;
-                let listing = crate::search::list(
+                let listing = super::listing::list(
                     &state,
                     &container,
                     &opts,

@@ -4,6 +4,7 @@
 pub mod actions;
 pub mod body;
 pub mod handlers;
+pub mod listing;
 pub mod options;
 pub mod path;
 pub mod shape;

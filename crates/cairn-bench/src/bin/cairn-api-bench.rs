@@ -517,7 +517,7 @@ fn run_fts5(
 // ---------------------------------------------------------------------------
 
 /// The five CQL queries through the code a `GET /odata.svc/Root?query=...&$top=20`
-/// runs, minus HTTP and JSON: `cairn_api::search::run_list` (CQL parse, the `/Root`
+/// runs, minus HTTP and JSON: `cairn_search::run_list` (CQL parse, the `/Root`
 /// subtree filter, the Tantivy search; no total, as without `$inlinecount`), then the
 /// page's items from the database (as the FTS5 statements fetch id and name). Single
 /// thread, in process, repeated like the FTS5 queries: the same footing as FTS5.
@@ -530,7 +530,7 @@ fn run_engine(
     let (store, indexer) = cairn_bench::cairn::open_repository(data)?;
     let mut out = Vec::new();
     for sc in scenarios.iter().filter(|s| !s.cql.is_empty()) {
-        let req = cairn_api::search::ListRequest {
+        let req = cairn_search::ListRequest {
             container: "/Root".into(),
             query: Some(sc.cql.clone()),
             top: Some(20),
@@ -548,8 +548,8 @@ fn run_engine(
         // The rows, the hits, and the seconds of the search alone.
         let once = || -> anyhow::Result<(usize, usize, f64)> {
             let t = Instant::now();
-            let answer = cairn_api::search::run_list(&indexer, &req)
-                .map_err(|e| anyhow::anyhow!("{}: {}", sc.cql, e.message))?;
+            let answer = cairn_search::run_list(&indexer, &req)
+                .map_err(|e| anyhow::anyhow!("{}: {e}", sc.cql))?;
             let search = t.elapsed().as_secs_f64();
             let ids: Vec<cairn_store::NodeId> = answer
                 .ids
@@ -578,14 +578,14 @@ fn run_engine(
         for v in [&mut times, &mut searches, &mut reads] {
             v.sort_by(f64::total_cmp);
         }
-        let counted = cairn_api::search::run_list(
+        let counted = cairn_search::run_list(
             &indexer,
-            &cairn_api::search::ListRequest {
+            &cairn_search::ListRequest {
                 count: true,
                 ..req.clone()
             },
         )
-        .map_err(|e| anyhow::anyhow!("{}: {}", sc.cql, e.message))?;
+        .map_err(|e| anyhow::anyhow!("{}: {e}", sc.cql))?;
         let r = Fts5Result {
             name: sc.name,
             sql: sc.cql.clone(),

@@ -201,7 +201,7 @@ impl cairn_backup::BackupSourceFiles for Served<'_> {
             .remote
             .json(
                 "GET",
-                &cairn_api::backups::manifest_url_path(self.name),
+                &cairn_api::client::manifest_url_path(self.name),
                 None,
             )
             .map_err(|e| cairn_backup::BackupError::Invalid(format!("read the manifest: {e:#}")))?;
@@ -209,19 +209,15 @@ impl cairn_backup::BackupSourceFiles for Served<'_> {
     }
 
     fn open(&self, path: &str) -> cairn_backup::Result<Box<dyn std::io::Read + '_>> {
-        let url = self
+        let url = cairn_api::client::file_url_path(self.name, path);
+        let reader = self
             .remote
-            .url(&cairn_api::backups::file_url_path(self.name, path));
-        let resp = ureq::get(&url)
-            .header("Authorization", &self.remote.auth())
-            .call()
+            .open(&url)
             .map_err(|e| cairn_backup::BackupError::Io {
-                context: format!("GET {url}"),
-                cause: std::io::Error::other(e),
+                context: format!("download {path}"),
+                cause: std::io::Error::other(format!("{e:#}")),
             })?;
-        Ok(Box::new(
-            resp.into_body().into_with_config().limit(u64::MAX).reader(),
-        ))
+        Ok(reader)
     }
 }
 

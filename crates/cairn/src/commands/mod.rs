@@ -7,7 +7,7 @@ pub mod serve;
 
 use std::sync::Arc;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use cairn_index::{Indexer, IndexerOptions, OpenReport, StartupAction};
 use cairn_store::{CancelToken, Store};
 
@@ -108,63 +108,43 @@ pub fn open_repository_with(
     Ok((store, indexer, report))
 }
 
-/// A tiny client of a server's administrative API (backups, index state).
+/// A client of a server's administrative API (backups, index state), with the
+/// administrator's key: the API crate's one client, its errors said for a person.
 pub(crate) struct Remote {
-    base: String,
-    key: String,
+    client: cairn_api::client::Client,
 }
 
 impl Remote {
     /// The server at `base` (`http://HOST:PORT`), called with the administrator's `key`.
     pub(crate) fn new(base: &str, key: &str) -> Remote {
         Remote {
-            base: base.to_string(),
-            key: key.to_string(),
+            client: cairn_api::client::Client::with_read_limit(base, key, None),
         }
     }
 
-    pub(crate) fn url(&self, path: &str) -> String {
-        format!("{}{path}", self.base.trim_end_matches('/'))
-    }
-    pub(crate) fn auth(&self) -> String {
-        format!("Bearer {}", self.key)
-    }
+    /// `GET` (no `body`) or `POST` (`body`) of `path`: the JSON answer.
     pub(crate) fn json(
         &self,
         method: &str,
         path: &str,
         body: Option<&str>,
     ) -> Result<serde_json::Value> {
-        let url = self.url(path);
-        let resp = match method {
-            "POST" => ureq::post(&url)
-                .header("Authorization", &self.auth())
-                .config()
-                .http_status_as_error(false)
-                .build()
-                .send(body.unwrap_or("")),
-            _ => ureq::get(&url)
-                .header("Authorization", &self.auth())
-                .config()
-                .http_status_as_error(false)
-                .build()
-                .call(),
+        let answer = match method {
+            "POST" => self.client.post_json(path, body.unwrap_or(""), None),
+            _ => self.client.get_json(path, None),
         };
-        let mut resp = resp.with_context(|| format!("{method} {url}"))?;
-        let status = resp.status();
-        let text = resp.body_mut().read_to_string().unwrap_or_default();
-        let value: serde_json::Value =
-            serde_json::from_str(&text).unwrap_or(serde_json::Value::Null);
-        if status == 401 {
-            bail!("{method} {url}: the server refused the administrator's key (401)");
-        }
-        if !status.is_success() {
-            let msg = value["error"]["message"]["value"]
-                .as_str()
-                .unwrap_or(&text)
-                .to_string();
-            bail!("{method} {url}: {status}: {msg}");
-        }
-        Ok(value)
+        answer.map_err(|e| match e.status {
+            Some(401) => anyhow::anyhow!(
+                "{}: the server refused the administrator's key (401)",
+                e.call
+            ),
+            _ => anyhow::anyhow!("{e}"),
+        })
+    }
+
+    /// `GET path` as a stream.
+    pub(crate) fn open(&self, path: &str) -> Result<Box<dyn std::io::Read + Send>> {
+        let (_, reader) = self.client.open(path).map_err(|e| anyhow::anyhow!("{e}"))?;
+        Ok(reader)
     }
 }

@@ -1,20 +1,22 @@
-//! Collections and content queries: what the index answers for the API. The index gives
-//! the ids, their order and the total; the items themselves come from the database.
+//! # cairn-search
 //!
-//! [`ListRequest`] is the whole question, so it can be answered by the local index or sent
-//! to the search service ([`crate::backend`]) as JSON.
+//! Search as a library: a collection (the children of a folder) or a content query (CQL in
+//! a subtree, with OData's `$filter`, `$orderby`, `$top`, `$skip`), answered by the index
+//! alone with ids in order and the total. The items themselves come from the database
+//! (the API's business); [`ListRequest`] is the whole question, so the same answer comes
+//! from a local index or from the search service, which runs [`run_list`] too.
+#![warn(missing_docs)]
 
+mod error;
+
+pub use error::SearchError;
+
+use cairn_index::document::path_key;
 use cairn_index::{search, Indexer, SearchRequest, SortField};
-use cairn_store::content::{parent_path, path_key};
-use cairn_store::{Node, NodeDetail, NodeId};
 use serde::{Deserialize, Serialize};
 use tantivy::query::{AllQuery, BooleanQuery, ConstScoreQuery, Occur, Query, TermQuery};
 use tantivy::schema::{IndexRecordOption, Term, Value};
 use tantivy::TantivyDocument;
-
-use crate::error::{ApiError, ApiResult};
-use crate::odata::options::Options;
-use crate::state::AppState;
 
 /// A collection or query request, as the index sees it.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
@@ -58,17 +60,6 @@ pub struct ListAnswer {
     pub count_only: bool,
 }
 
-/// One page of a collection or query, with the items.
-#[derive(Debug)]
-pub struct Listing {
-    /// The items, in order.
-    pub nodes: Vec<Node>,
-    /// All matches.
-    pub total: usize,
-    /// `.COUNTONLY` was asked: no items, only the total.
-    pub count_only: bool,
-}
-
 fn term(field: tantivy::schema::Field, text: &str) -> Box<dyn Query> {
     Box::new(TermQuery::new(
         Term::from_field_text(field, text),
@@ -83,19 +74,17 @@ fn filter(field: tantivy::schema::Field, text: &str) -> Box<dyn Query> {
 }
 
 /// Paths of every SystemFolder (what `.AUTOFILTERS:ON` hides).
-fn system_folders(indexer: &Indexer) -> ApiResult<Vec<String>> {
+fn system_folders(indexer: &Indexer) -> Result<Vec<String>, SearchError> {
     let schema = indexer.schema();
     let searcher = indexer.searcher();
     let q = term(schema.type_is, "systemfolder");
-    let top = searcher
-        .search(
-            &*q,
-            &tantivy::collector::TopDocs::with_limit(10_000).order_by_score(),
-        )
-        .map_err(ApiError::internal)?;
+    let top = searcher.search(
+        &*q,
+        &tantivy::collector::TopDocs::with_limit(10_000).order_by_score(),
+    )?;
     let mut out = Vec::new();
     for (_, addr) in top {
-        let doc: TantivyDocument = searcher.doc(addr).map_err(ApiError::internal)?;
+        let doc: TantivyDocument = searcher.doc(addr)?;
         if let Some(p) = doc.get_first(schema.path).and_then(|v| v.as_str()) {
             out.push(path_key(p));
         }
@@ -104,7 +93,7 @@ fn system_folders(indexer: &Indexer) -> ApiResult<Vec<String>> {
 }
 
 /// Answers `req` from a local index. Blocking.
-pub fn run_list(indexer: &Indexer, req: &ListRequest) -> ApiResult<ListAnswer> {
+pub fn run_list(indexer: &Indexer, req: &ListRequest) -> Result<ListAnswer, SearchError> {
     let schema = indexer.schema();
     let key = path_key(&req.container);
     let mut clauses: Vec<(Occur, Box<dyn Query>)> = Vec::new();
@@ -178,60 +167,4 @@ pub fn run_list(indexer: &Indexer, req: &ListRequest) -> ApiResult<ListAnswer> {
         total: result.total,
         count_only,
     })
-}
-
-/// The children of `container` (no `query`), or the matches of `query` in its subtree,
-/// filtered, sorted and paged as `opts` says; with the exact total when `count` (or
-/// `.COUNTONLY`), else `total` is only the page's end. Blocking.
-pub fn list(
-    state: &AppState,
-    container: &str,
-    opts: &Options,
-    user: Option<NodeId>,
-    count: bool,
-) -> ApiResult<Listing> {
-    let req = ListRequest {
-        container: container.to_string(),
-        query: opts.query.clone(),
-        filter: opts.filter.clone(),
-        orderby: opts.orderby.clone(),
-        top: opts.top,
-        skip: opts.skip,
-        autofilters: opts.autofilters,
-        user: user.map(|u| u.0),
-        max_top: state.config.max_top,
-        count,
-    };
-    let answer = state.search.list(&req)?;
-    let ids: Vec<NodeId> = answer.ids.into_iter().map(NodeId).collect();
-    let mut nodes = ordered(state, &ids, opts.node_detail())?;
-    // The index chose these items; the database may have moved one out since (a move the
-    // indexer has not applied yet). An answer never holds an item outside what was asked.
-    let key = path_key(container);
-    let below = format!("{key}/");
-    nodes.retain(|n| {
-        if opts.query.is_some() {
-            let p = path_key(&n.path);
-            p == key || p.starts_with(&below)
-        } else {
-            parent_path(&n.path).is_some_and(|parent| path_key(parent) == key)
-        }
-    });
-    Ok(Listing {
-        nodes,
-        total: answer.total,
-        count_only: answer.count_only,
-    })
-}
-
-/// The items of `ids` from the database, in the order of `ids` (missing ones left out),
-/// in as much `detail` as the answer shows.
-pub fn ordered(state: &AppState, ids: &[NodeId], detail: NodeDetail) -> ApiResult<Vec<Node>> {
-    let mut found: std::collections::HashMap<NodeId, Node> = state
-        .store
-        .nodes_by_ids_with(ids, detail)?
-        .into_iter()
-        .map(|n| (n.id, n))
-        .collect();
-    Ok(ids.iter().filter_map(|id| found.remove(id)).collect())
 }
