@@ -116,16 +116,7 @@ impl Client {
 
     /// `GET path`, its JSON answer; the whole call bounded by `limit` when given.
     pub fn get_json(&self, path: &str, limit: Option<Duration>) -> Result<Value, ClientError> {
-        let url = self.url(path);
-        let r = self
-            .agent
-            .get(&url)
-            .config()
-            .timeout_global(limit)
-            .build()
-            .header("Authorization", &format!("Bearer {}", self.bearer))
-            .call();
-        Self::answer(format!("GET {url}"), r)
+        self.call_json("GET", path, None, limit)
     }
 
     /// `POST path` with the JSON `body`, its JSON answer; bounded by `limit` when given.
@@ -135,17 +126,38 @@ impl Client {
         body: &str,
         limit: Option<Duration>,
     ) -> Result<Value, ClientError> {
+        self.call_json("POST", path, Some(body), limit)
+    }
+
+    fn call_json(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<&str>,
+        limit: Option<Duration>,
+    ) -> Result<Value, ClientError> {
         let url = self.url(path);
-        let r = self
-            .agent
-            .post(&url)
-            .config()
-            .timeout_global(limit)
-            .build()
-            .header("Authorization", &format!("Bearer {}", self.bearer))
-            .header("Content-Type", "application/json")
-            .send(body.as_bytes());
-        Self::answer(format!("POST {url}"), r)
+        let auth = format!("Bearer {}", self.bearer);
+        let r = match body {
+            Some(body) => self
+                .agent
+                .post(&url)
+                .config()
+                .timeout_global(limit)
+                .build()
+                .header("Authorization", &auth)
+                .header("Content-Type", "application/json")
+                .send(body.as_bytes()),
+            None => self
+                .agent
+                .get(&url)
+                .config()
+                .timeout_global(limit)
+                .build()
+                .header("Authorization", &auth)
+                .call(),
+        };
+        Self::answer(format!("{method} {url}"), r)
     }
 
     /// `GET path` as a stream: its declared size (0 when none) and a reader.

@@ -208,16 +208,21 @@ mod tests {
         }
     }
 
+    /// A backup whose manifest lists `index/a` as "good", served with `sent` as its bytes.
+    fn index_a_served_as(sent: &[u8]) -> Served {
+        Served {
+            manifest: manifest_with(&[("index/a", b"good"), ("index/meta.json", b"{}")]),
+            files: HashMap::from([
+                ("index/a".to_string(), sent.to_vec()),
+                ("index/meta.json".to_string(), b"{}".to_vec()),
+            ]),
+        }
+    }
+
     #[test]
     fn a_bad_checksum_leaves_nothing() {
         let dir = tempfile::tempdir().unwrap();
-        let source = Served {
-            manifest: manifest_with(&[("index/a", b"good"), ("index/meta.json", b"{}")]),
-            files: HashMap::from([
-                ("index/a".to_string(), b"evil".to_vec()),
-                ("index/meta.json".to_string(), b"{}".to_vec()),
-            ]),
-        };
+        let source = index_a_served_as(b"evil");
         let to = dir.path().join("b1");
         let e = download(&source, &to, &|_, _| {}).unwrap_err();
         assert!(e.to_string().contains("index/a"), "{e}");
@@ -228,13 +233,7 @@ mod tests {
     #[test]
     fn a_good_download_becomes_the_target_with_its_manifest() {
         let dir = tempfile::tempdir().unwrap();
-        let source = Served {
-            manifest: manifest_with(&[("index/a", b"good"), ("index/meta.json", b"{}")]),
-            files: HashMap::from([
-                ("index/a".to_string(), b"good".to_vec()),
-                ("index/meta.json".to_string(), b"{}".to_vec()),
-            ]),
-        };
+        let source = index_a_served_as(b"good");
         // A leftover of an interrupted download is replaced.
         let to = dir.path().join("b1");
         std::fs::create_dir_all(staging_for(&to).unwrap().join("index")).unwrap();

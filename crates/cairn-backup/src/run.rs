@@ -115,17 +115,23 @@ impl BackupInfo {
 
 /// What a backup copies from: the index snapshot and the database.
 pub trait BackupSource: Send + Sync {
+    /// The repository's database.
+    fn store(&self) -> &Store;
     /// The repository's identity.
-    fn repository_id(&self) -> String;
+    fn repository_id(&self) -> String {
+        self.store().repository_id().to_string()
+    }
     /// A protected snapshot of the last index commit.
     fn snapshot_index(&self) -> Result<IndexSnapshot>;
-    /// An online copy of the database into `dest_dir`.
+    /// An online copy of the database into `dest_dir` (the engine's own online backup).
     fn backup_database(
         &self,
         dest_dir: &Path,
         progress: &dyn Fn(u64, u64),
         cancel: &CancelToken,
-    ) -> Result<DatabaseBackup>;
+    ) -> Result<DatabaseBackup> {
+        Ok(self.store().backup_database(dest_dir, progress, cancel)?)
+    }
     /// The rate, in bytes per second, that the backup keeps to right now: `Some` while
     /// the repository is busy serving writes, so that the backup leaves it the disk and
     /// the cores; `None` for full speed.
@@ -150,19 +156,11 @@ impl BackupSource for LiveSource {
         (self.busy_rate > 0 && self.indexer.idle_for() < Duration::from_secs(1))
             .then_some(self.busy_rate)
     }
-    fn repository_id(&self) -> String {
-        self.store.repository_id().to_string()
+    fn store(&self) -> &Store {
+        &self.store
     }
     fn snapshot_index(&self) -> Result<IndexSnapshot> {
         Ok(self.indexer.snapshot()?)
-    }
-    fn backup_database(
-        &self,
-        dest: &Path,
-        progress: &dyn Fn(u64, u64),
-        cancel: &CancelToken,
-    ) -> Result<DatabaseBackup> {
-        Ok(self.store.backup_database(dest, progress, cancel)?)
     }
 }
 
@@ -175,19 +173,11 @@ pub struct StoppedSource {
 }
 
 impl BackupSource for StoppedSource {
-    fn repository_id(&self) -> String {
-        self.store.repository_id().to_string()
+    fn store(&self) -> &Store {
+        &self.store
     }
     fn snapshot_index(&self) -> Result<IndexSnapshot> {
         Ok(IndexSnapshot::of_stopped(&self.index_dir)?)
-    }
-    fn backup_database(
-        &self,
-        dest: &Path,
-        progress: &dyn Fn(u64, u64),
-        cancel: &CancelToken,
-    ) -> Result<DatabaseBackup> {
-        Ok(self.store.backup_database(dest, progress, cancel)?)
     }
 }
 
@@ -281,20 +271,36 @@ pub fn run_backup(
             }
         }
     })?;
-    let result = run_into(source, kind, target, info, cancel);
+    let result = run_into(Run {
+        source,
+        kind,
+        target,
+        info,
+        cancel,
+    });
     if result.is_err() {
         let _ = std::fs::remove_dir_all(target);
     }
     result
 }
 
-fn run_into(
-    source: &dyn BackupSource,
+/// What [`run_backup`] was asked, for the steps that write into its (new) folder.
+struct Run<'a> {
+    source: &'a dyn BackupSource,
     kind: BackupKind,
-    target: &Path,
-    info: &Mutex<BackupInfo>,
-    cancel: &CancelToken,
-) -> Result<Manifest> {
+    target: &'a Path,
+    info: &'a Mutex<BackupInfo>,
+    cancel: &'a CancelToken,
+}
+
+fn run_into(run: Run<'_>) -> Result<Manifest> {
+    let Run {
+        source,
+        kind,
+        target,
+        info,
+        cancel,
+    } = run;
     let started_at = info
         .lock()
         .unwrap_or_else(|p| p.into_inner())

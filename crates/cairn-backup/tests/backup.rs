@@ -350,6 +350,9 @@ fn online_backup_under_writes_restores_consistently() {
 struct CancelInDatabase(Arc<LiveSource>);
 
 impl BackupSource for CancelInDatabase {
+    fn store(&self) -> &Store {
+        &self.0.store
+    }
     fn repository_id(&self) -> String {
         self.0.repository_id()
     }
@@ -443,6 +446,9 @@ impl Gated {
 impl BackupSource for Gated {
     fn paced_rate(&self) -> Option<u64> {
         self.rate
+    }
+    fn store(&self) -> &Store {
+        &self.inner.store
     }
     fn repository_id(&self) -> String {
         self.inner.repository_id()

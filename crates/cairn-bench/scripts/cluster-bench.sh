@@ -10,7 +10,7 @@ ROOT=$(cd "$(dirname "$0")/../../.." && pwd)
 BIN=$ROOT/target/release
 SCRIPTS=$ROOT/crates/cairn-bench/scripts
 KEY=cluster-bench-key-0123456789
-SECRET=cluster-bench-secret
+SECRET=cluster-bench-secret-0123
 DUR=${DUR:-15s}
 rm -rf "$WORK" && mkdir -p "$WORK" && chmod 777 "$WORK"
 PIDS=()

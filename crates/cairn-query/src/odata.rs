@@ -377,26 +377,24 @@ impl FilterParser {
     }
 
     fn or(&mut self) -> Result<Ex, QueryError> {
-        let mut items = vec![self.and()?];
-        while self.keyword("or") {
-            self.bump();
-            items.push(self.and()?);
-        }
-        if items.len() == 1 {
-            return Ok(items.pop().expect("one"));
-        }
-        let preds = items
-            .into_iter()
-            .map(|e| self.predicate(e))
-            .collect::<Result<Vec<_>, _>>()?;
-        Ok(Ex::Pred(all_of(preds, Occur::Should)))
+        self.chain("or", Self::and, Occur::Should)
     }
 
     fn and(&mut self) -> Result<Ex, QueryError> {
-        let mut items = vec![self.unary()?];
-        while self.keyword("and") {
+        self.chain("and", Self::unary, Occur::Must)
+    }
+
+    /// `operand (word operand)*`: one operand as it is, several joined with `occur`.
+    fn chain(
+        &mut self,
+        word: &str,
+        operand: fn(&mut Self) -> Result<Ex, QueryError>,
+        occur: Occur,
+    ) -> Result<Ex, QueryError> {
+        let mut items = vec![operand(self)?];
+        while self.keyword(word) {
             self.bump();
-            items.push(self.unary()?);
+            items.push(operand(self)?);
         }
         if items.len() == 1 {
             return Ok(items.pop().expect("one"));
@@ -405,7 +403,7 @@ impl FilterParser {
             .into_iter()
             .map(|e| self.predicate(e))
             .collect::<Result<Vec<_>, _>>()?;
-        Ok(Ex::Pred(all_of(preds, Occur::Must)))
+        Ok(Ex::Pred(all_of(preds, occur)))
     }
 
     fn unary(&mut self) -> Result<Ex, QueryError> {

@@ -13,7 +13,7 @@ use crate::content::{
     path_key, validate_name, validate_path, ContentType, ContentTypes, FieldDef, FieldKind,
     FieldValue, Storage,
 };
-use crate::db::{in_chunks, placeholders, Conn, Dialect, Param};
+use crate::db::{query_in, Conn, Dialect, Param};
 use crate::error::{Result, StoreError};
 use crate::ids::{ActivityId, NodeId};
 use crate::node::{NewContent, Node, NodeRef};
@@ -172,6 +172,23 @@ pub(crate) fn insert_node(
     types: &ContentTypes,
     node: &mut Node,
 ) -> Result<ActivityId> {
+    let id = insert_row(conn, types, node)?;
+    let activity = insert_activity(conn, ActivityKind::Add, id, &node.path, None)?;
+    conn.execute(
+        "UPDATE nodes SET timestamp = $1 WHERE id = $2",
+        &[Param::I64(activity.0), Param::I64(id.0)],
+    )?;
+    node.timestamp = activity.0;
+    Ok(activity)
+}
+
+/// Inserts `node`'s row as it is (its timestamp 0, for the caller's activity to stamp) and
+/// gives it its new id; a sibling of the same name, or a login taken, is refused.
+pub(crate) fn insert_row(
+    conn: &mut dyn Conn,
+    types: &ContentTypes,
+    node: &mut Node,
+) -> Result<NodeId> {
     let key = path_key(&node.path);
     let fields = fields_json(types, &node.type_name, &node.fields)?;
     let login = login_column(node);
@@ -200,13 +217,7 @@ pub(crate) fn insert_node(
         )
         .map_err(|e| unique_to_conflict(e, node))?;
     node.id = NodeId(id);
-    let activity = insert_activity(conn, ActivityKind::Add, node.id, &node.path, None)?;
-    conn.execute(
-        "UPDATE nodes SET timestamp = $1 WHERE id = $2",
-        &[Param::I64(activity.0), Param::I64(id)],
-    )?;
-    node.timestamp = activity.0;
-    Ok(activity)
+    Ok(node.id)
 }
 
 /// Builds a new node under `parent` from `content`, checked against its type.
@@ -339,15 +350,8 @@ pub(crate) fn check_references(
         wanted.sort_unstable();
         wanted.dedup();
         let mut found = std::collections::HashSet::new();
-        for chunk in in_chunks(&wanted) {
-            let sql = format!(
-                "SELECT id FROM nodes WHERE id IN ({})",
-                placeholders(1, chunk.len())
-            );
-            let params: Vec<Param> = chunk.iter().map(|&i| Param::I64(i)).collect();
-            for row in conn.query(&sql, &params)? {
-                found.insert(row.i64(0)?);
-            }
+        for row in query_in(conn, "SELECT id FROM nodes WHERE id IN ({ids})", &wanted)? {
+            found.insert(row.i64(0)?);
         }
         let missing: Vec<String> = wanted
             .iter()

@@ -11,7 +11,7 @@ use crate::activity::{Activity, ActivityBatch};
 use crate::content::ContentTypes;
 use crate::db::postgres::PostgresBackend;
 use crate::db::sqlite::{SqliteBackend, SqliteOptions};
-use crate::db::{in_chunks, placeholders, schema, Backend, Conn, Dialect, Param};
+use crate::db::{query_in, schema, Backend, Conn, Dialect, Param};
 use crate::error::{Result, StoreError};
 use crate::ids::{ActivityId, NodeId};
 use crate::node::{Node, NodeDetail, NodeRef, NodeStamp};
@@ -211,17 +211,11 @@ impl Store {
         self.read(|conn| {
             let mut out = Vec::with_capacity(raw.len());
             let mut seen = std::collections::HashSet::new();
-            for chunk in in_chunks(&raw) {
-                let sql = format!(
-                    "SELECT {columns} FROM nodes WHERE id IN ({})",
-                    placeholders(1, chunk.len())
-                );
-                let params: Vec<Param> = chunk.iter().map(|&i| Param::I64(i)).collect();
-                for row in conn.query(&sql, &params)? {
-                    let node = node_from_row(&self.types, row)?;
-                    if seen.insert(node.id) {
-                        out.push(node);
-                    }
+            let select = format!("SELECT {columns} FROM nodes WHERE id IN ({{ids}})");
+            for row in query_in(conn, &select, &raw)? {
+                let node = node_from_row(&self.types, row)?;
+                if seen.insert(node.id) {
+                    out.push(node);
                 }
             }
             Ok(out)
@@ -232,10 +226,9 @@ impl Store {
     pub fn nodes_in_tree(&self, path: &str) -> Result<Vec<Node>> {
         let b = Subtree::at(path);
         self.read(|conn| {
-            let sql = format!(
-                "SELECT {NODE_COLUMNS} FROM nodes WHERE {} ORDER BY path_key",
-                Subtree::clause(1)
-            );
+            let sql = Subtree::sql(&format!(
+                "SELECT {NODE_COLUMNS} FROM nodes WHERE {{subtree}} ORDER BY path_key"
+            ));
             conn.query(&sql, &b.params())?
                 .into_iter()
                 .map(|r| node_from_row(&self.types, r))
@@ -254,10 +247,7 @@ impl Store {
         let b = Subtree::at(path);
         let after = after_key.unwrap_or("");
         self.read(|conn| {
-            let sql = format!(
-                "SELECT {NODE_COLUMNS} FROM nodes WHERE {} AND path_key > $4 ORDER BY path_key LIMIT $5",
-                Subtree::clause(1)
-            );
+            let sql = Subtree::sql(&format!("SELECT {NODE_COLUMNS} FROM nodes WHERE {{subtree}} AND path_key > $4 ORDER BY path_key LIMIT $5"));
             conn.query(
                 &sql,
                 &b.params_with(&[
@@ -345,17 +335,12 @@ impl Store {
         let horizon = self.backend.read(&mut |conn| {
             let mut activities = Vec::new();
             let mut seen = std::collections::HashSet::new();
-            for chunk in in_chunks(&gap_ids) {
-                let sql = format!(
-                    "SELECT {ACTIVITY_COLUMNS} FROM indexing_activities WHERE id IN ({})",
-                    placeholders(1, chunk.len())
-                );
-                let params: Vec<Param> = chunk.iter().map(|&i| Param::I64(i)).collect();
-                for row in conn.query(&sql, &params)? {
-                    let a = activity_from_row(&row)?;
-                    if seen.insert(a.id) {
-                        activities.push(a);
-                    }
+            let select =
+                format!("SELECT {ACTIVITY_COLUMNS} FROM indexing_activities WHERE id IN ({{ids}})");
+            for row in query_in(conn, &select, &gap_ids)? {
+                let a = activity_from_row(&row)?;
+                if seen.insert(a.id) {
+                    activities.push(a);
                 }
             }
             let sql = format!(
@@ -384,15 +369,9 @@ impl Store {
         let raw: Vec<i64> = ids.iter().map(|i| i.0).collect();
         self.read(|conn| {
             let mut out = HashMap::new();
-            for chunk in in_chunks(&raw) {
-                let sql = format!(
-                    "SELECT id, fingerprint FROM indexing_activities WHERE id IN ({})",
-                    placeholders(1, chunk.len())
-                );
-                let params: Vec<Param> = chunk.iter().map(|&i| Param::I64(i)).collect();
-                for row in conn.query(&sql, &params)? {
-                    out.insert(ActivityId(row.i64(0)?), row.i64(1)?);
-                }
+            let select = "SELECT id, fingerprint FROM indexing_activities WHERE id IN ({ids})";
+            for row in query_in(conn, select, &raw)? {
+                out.insert(ActivityId(row.i64(0)?), row.i64(1)?);
             }
             Ok(out)
         })

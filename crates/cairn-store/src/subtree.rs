@@ -31,6 +31,12 @@ impl Subtree {
         )
     }
 
+    /// `template` with `{subtree}` replaced by [`Subtree::clause`]`(1)`: the subtree's
+    /// parameters are `$1..=$3`, any others `$4` on ([`Subtree::params_with`]).
+    pub(crate) fn sql(template: &str) -> String {
+        template.replace("{subtree}", &Self::clause(1))
+    }
+
     /// The clause's three parameters.
     pub(crate) fn params(&self) -> [Param<'_>; 3] {
         [
@@ -58,10 +64,7 @@ pub(crate) fn lock_subtree(conn: &mut dyn Conn, path: &str) -> Result<()> {
     if conn.dialect() == Dialect::Postgres {
         let b = Subtree::at(path);
         conn.query(
-            &format!(
-                "SELECT id FROM nodes WHERE {} FOR UPDATE",
-                Subtree::clause(1)
-            ),
+            &Subtree::sql("SELECT id FROM nodes WHERE {subtree} FOR UPDATE"),
             &b.params(),
         )?;
     }
@@ -80,10 +83,7 @@ pub(crate) fn repath_subtree(
     let longest = {
         let b = Subtree::at(old);
         conn.query_i64(
-            &format!(
-                "SELECT COALESCE(MAX(LENGTH(path)), 0) FROM nodes WHERE {}",
-                Subtree::clause(1)
-            ),
+            &Subtree::sql("SELECT COALESCE(MAX(LENGTH(path)), 0) FROM nodes WHERE {subtree}"),
             &b.params(),
         )?
     };
@@ -97,11 +97,8 @@ pub(crate) fn repath_subtree(
     let (old_key, new_key) = (path_key(old), path_key(new));
     let b = Subtree::at(old);
     conn.query(
-        &format!(
-            "UPDATE nodes SET path = $4 || SUBSTR(path, $5), path_key = $6 || SUBSTR(path_key, $7), \
-             timestamp = $8 WHERE {} RETURNING type",
-            Subtree::clause(1)
-        ),
+        &Subtree::sql("UPDATE nodes SET path = $4 || SUBSTR(path, $5), path_key = $6 || SUBSTR(path_key, $7), \
+             timestamp = $8 WHERE {subtree} RETURNING type"),
         &b.params_with(&[
             Param::Text(new),
             Param::I64(old_len + 1),

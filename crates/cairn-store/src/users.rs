@@ -73,9 +73,8 @@ pub(crate) fn types_of(rows: &[crate::db::Row]) -> impl Iterator<Item = String> 
 /// Whether the subtree at `path` (the item itself included) holds a user or a group.
 pub(crate) fn subtree_holds_user_admin(conn: &mut dyn Conn, path: &str) -> Result<bool> {
     let b = Subtree::at(path);
-    let sql = format!(
-        "SELECT COUNT(*) FROM (SELECT 1 FROM nodes WHERE {} AND type IN ($4, $5) LIMIT 1) t",
-        Subtree::clause(1)
+    let sql = Subtree::sql(
+        "SELECT COUNT(*) FROM (SELECT 1 FROM nodes WHERE {subtree} AND type IN ($4, $5) LIMIT 1) t",
     );
     let types = USER_ADMIN_TYPES.map(Param::Text);
     Ok(conn.query_i64(&sql, &b.params_with(&types))? > 0)

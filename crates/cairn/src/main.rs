@@ -232,28 +232,24 @@ enum BackupCommand {
     },
 }
 
+/// What `index status` and `index check` look at: a data folder, or a running server.
+#[derive(Args, Debug, Clone)]
+struct InspectArgs {
+    #[command(flatten)]
+    data: DataArgs,
+    #[command(flatten)]
+    server: ServerArgs,
+    /// Print JSON.
+    #[arg(long)]
+    json: bool,
+}
+
 #[derive(Subcommand, Debug)]
 enum IndexCommand {
     /// The completion state against the database's last activity.
-    Status {
-        #[command(flatten)]
-        data: DataArgs,
-        #[command(flatten)]
-        server: ServerArgs,
-        /// Print JSON.
-        #[arg(long)]
-        json: bool,
-    },
+    Status(InspectArgs),
     /// Compare the database with the index; exits 1 when they differ.
-    Check {
-        #[command(flatten)]
-        data: DataArgs,
-        #[command(flatten)]
-        server: ServerArgs,
-        /// Print JSON.
-        #[arg(long)]
-        json: bool,
-    },
+    Check(InspectArgs),
     /// Drop the index and build it again from the database.
     Rebuild {
         #[command(flatten)]
@@ -312,11 +308,11 @@ fn run(cli: Cli) -> Result<ExitCode> {
             connections.limits(),
         ),
         Command::Index { command } => match command {
-            IndexCommand::Status { data, server, json } => match server.remote()? {
+            IndexCommand::Status(InspectArgs { data, server, json }) => match server.remote()? {
                 Some(remote) => commands::index::status_remote(&remote, json),
                 None => commands::index::status(&data.dir()?, json),
             },
-            IndexCommand::Check { data, server, json } => match server.remote()? {
+            IndexCommand::Check(InspectArgs { data, server, json }) => match server.remote()? {
                 Some(remote) => commands::index::check_remote(&remote, json),
                 None => commands::index::check(&data.dir()?, json),
             },

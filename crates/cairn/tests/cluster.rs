@@ -9,7 +9,7 @@ use cairn_testkit::wait_until;
 use serde_json::{json, Value};
 
 const KEY: &str = "cluster-admin-key-0123";
-const SECRET: &str = "cluster-secret";
+const SECRET: &str = "cluster-secret-0123";
 
 struct Proc {
     child: Child,

@@ -171,6 +171,37 @@ fn partial_path(dir: &Path, name: &str) -> PathBuf {
     dir.join(format!("{name}.partial"))
 }
 
+/// Ends a copy written to `partial`: once `copied`, puts it in place in `dest_dir` under
+/// `kind`'s name (synced, by rename) and describes it; after a failure, removes what was
+/// written with `remove`.
+fn finish(
+    kind: DatabaseKind,
+    dest_dir: &Path,
+    partial: &Path,
+    copied: Result<crate::facts::DatabaseFacts>,
+    remove: fn(&Path) -> Result<()>,
+) -> Result<DatabaseBackup> {
+    match copied {
+        Ok(facts) => {
+            let bytes = crate::durable::publish(partial, dest_dir, kind.file_name())?;
+            Ok(DatabaseBackup {
+                kind,
+                file_name: kind.file_name().to_string(),
+                bytes,
+                last_activity_id: facts.last_activity_id,
+                repository_id: facts.repository_id,
+                schema_version: facts.schema_version,
+            })
+        }
+        Err(e) => {
+            if let Err(clean) = remove(partial) {
+                tracing::warn!("cannot remove a partial backup: {clean}");
+            }
+            Err(e)
+        }
+    }
+}
+
 /// Removes `path` if it exists.
 fn remove_if_exists(path: &Path) -> Result<()> {
     match std::fs::remove_file(path) {

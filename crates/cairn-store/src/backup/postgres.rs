@@ -19,8 +19,8 @@ use super::tools::{
     tool_failed,
 };
 use super::{
-    partial_path, remove_if_exists, BackupOptions, DatabaseBackup, DatabaseKind, VerifiedDatabase,
-    PG_DUMP_ENV, PG_RESTORE_ENV, POSTGRES_BACKUP_FILE,
+    finish, partial_path, remove_if_exists, BackupOptions, DatabaseBackup, DatabaseKind,
+    VerifiedDatabase, PG_DUMP_ENV, PG_RESTORE_ENV, POSTGRES_BACKUP_FILE,
 };
 use crate::cancel::CancelToken;
 use crate::error::{Result, StoreError};
@@ -138,26 +138,14 @@ pub(super) fn backup_postgres(
     let tool = find_tool("pg_dump", PG_DUMP_ENV)?;
     let partial = partial_path(dest_dir, POSTGRES_BACKUP_FILE);
     remove_if_exists(&partial)?;
-    let result = dump_postgres(&tool, url, &partial, options, progress, cancel);
-    match result {
-        Ok(facts) => {
-            let bytes = crate::durable::publish(&partial, dest_dir, POSTGRES_BACKUP_FILE)?;
-            Ok(DatabaseBackup {
-                kind: DatabaseKind::Postgres,
-                file_name: POSTGRES_BACKUP_FILE.to_string(),
-                bytes,
-                last_activity_id: facts.last_activity_id,
-                repository_id: facts.repository_id,
-                schema_version: facts.schema_version,
-            })
-        }
-        Err(e) => {
-            if let Err(clean) = remove_if_exists(&partial) {
-                tracing::warn!("cannot remove a partial backup: {clean}");
-            }
-            Err(e)
-        }
-    }
+    let dumped = dump_postgres(&tool, url, &partial, options, progress, cancel);
+    finish(
+        DatabaseKind::Postgres,
+        dest_dir,
+        &partial,
+        dumped,
+        remove_if_exists,
+    )
 }
 
 fn dump_postgres(

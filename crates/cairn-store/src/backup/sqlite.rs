@@ -24,8 +24,8 @@ use rusqlite::backup::{Backup, StepResult};
 use rusqlite::{Connection, OpenFlags};
 
 use super::{
-    partial_path, remove_if_exists, BackupOptions, DatabaseBackup, DatabaseKind, VerifiedDatabase,
-    SQLITE_BACKUP_FILE,
+    finish, partial_path, remove_if_exists, BackupOptions, DatabaseBackup, DatabaseKind,
+    VerifiedDatabase, SQLITE_BACKUP_FILE,
 };
 use crate::cancel::CancelToken;
 use crate::error::{Result, StoreError};
@@ -49,26 +49,14 @@ pub(super) fn backup_sqlite(
     }
     let partial = partial_path(dest_dir, SQLITE_BACKUP_FILE);
     remove_sqlite_files(&partial)?;
-    let result = copy_sqlite(db, &partial, options, progress, cancel);
-    match result {
-        Ok(facts) => {
-            let bytes = crate::durable::publish(&partial, dest_dir, SQLITE_BACKUP_FILE)?;
-            Ok(DatabaseBackup {
-                kind: DatabaseKind::Sqlite,
-                file_name: SQLITE_BACKUP_FILE.to_string(),
-                bytes,
-                last_activity_id: facts.last_activity_id,
-                repository_id: facts.repository_id,
-                schema_version: facts.schema_version,
-            })
-        }
-        Err(e) => {
-            if let Err(clean) = remove_sqlite_files(&partial) {
-                tracing::warn!("cannot remove a partial backup: {clean}");
-            }
-            Err(e)
-        }
-    }
+    let copied = copy_sqlite(db, &partial, options, progress, cancel);
+    finish(
+        DatabaseKind::Sqlite,
+        dest_dir,
+        &partial,
+        copied,
+        remove_sqlite_files,
+    )
 }
 
 /// Removes an SQLite file and its journal, WAL and shared-memory companions.

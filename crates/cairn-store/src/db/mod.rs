@@ -175,6 +175,19 @@ pub(crate) fn placeholders(first: usize, n: usize) -> String {
     out
 }
 
+/// The rows of `select` (SQL with `{ids}` where the list of an `IN (...)` goes) for every
+/// id of `ids`, chunk by chunk ([`in_chunks`]). An id in the padding of a chunk may give its
+/// rows twice; callers that must not see them twice drop repeats.
+pub(crate) fn query_in(conn: &mut dyn Conn, select: &str, ids: &[i64]) -> Result<Vec<Row>> {
+    let mut rows = Vec::new();
+    for chunk in in_chunks(ids) {
+        let sql = select.replace("{ids}", &placeholders(1, chunk.len()));
+        let params: Vec<Param> = chunk.iter().map(|&i| Param::I64(i)).collect();
+        rows.extend(conn.query(&sql, &params)?);
+    }
+    Ok(rows)
+}
+
 /// Splits `ids` into chunks padded (with their last id) to one of [`IN_SHAPES`].
 pub(crate) fn in_chunks(ids: &[i64]) -> Vec<Vec<i64>> {
     let max = IN_SHAPES[IN_SHAPES.len() - 1];

@@ -6,16 +6,16 @@ use std::collections::HashMap;
 
 use crate::activity::ActivityKind;
 use crate::activity_log::insert_activity;
-use crate::content::{path_key, validate_name, validate_path};
+use crate::content::{validate_name, validate_path};
 use crate::db::Param;
 use crate::error::{Result, StoreError};
 use crate::ids::NodeId;
-use crate::items::{must_find, refuse_system_item, save_node, unique_to_conflict, Lock};
+use crate::items::{insert_row, must_find, refuse_system_item, save_node, Lock};
 use crate::node::{Node, NodeRef};
-use crate::rows::{fields_json, node_from_row, now, to_micros, NODE_COLUMNS};
+use crate::rows::{node_from_row, now, NODE_COLUMNS};
 use crate::store::{Store, Written};
 use crate::subtree::{is_in_subtree, lock_subtree, repath_subtree, Subtree};
-use crate::users::{login_column, types_of};
+use crate::users::types_of;
 
 impl Store {
     /// Moves an item and its subtree under `target`.
@@ -78,10 +78,9 @@ impl Store {
             validate_path(&new_root)?;
             let b = Subtree::at(&source.path);
             let rows = conn.query(
-                &format!(
-                    "SELECT {NODE_COLUMNS} FROM nodes WHERE {} ORDER BY path_key",
-                    Subtree::clause(1)
-                ),
+                &Subtree::sql(&format!(
+                    "SELECT {NODE_COLUMNS} FROM nodes WHERE {{subtree}} ORDER BY path_key"
+                )),
                 &b.params(),
             )?;
             let stamp = now();
@@ -106,33 +105,7 @@ impl Store {
                 n.modification_date = stamp;
                 n.created_by = Some(by);
                 n.modified_by = Some(by);
-                let key = path_key(&n.path);
-                let fields = fields_json(&self.types, &n.type_name, &n.fields)?;
-                let login = login_column(&n);
-                let id = conn
-                    .query_i64(
-                        "INSERT INTO nodes (parent_id, name, path, path_key, type, display_name, \
-                         description, idx, creation_date, modification_date, created_by, \
-                         modified_by, timestamp, fields, login_key) \
-                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $9, $10, $10, 0, $11, $12) \
-                         RETURNING id",
-                        &[
-                            n.parent_id.map(|p| p.0).into(),
-                            Param::Text(&n.name),
-                            Param::Text(&n.path),
-                            Param::Text(&key),
-                            Param::Text(&n.type_name),
-                            Param::Text(&n.display_name),
-                            Param::Text(&n.description),
-                            Param::I64(n.index),
-                            Param::I64(to_micros(stamp)),
-                            Param::I64(by.0),
-                            Param::Text(&fields),
-                            login.as_deref().map_or(Param::Null, Param::Text),
-                        ],
-                    )
-                    .map_err(|e| unique_to_conflict(e, &n))?;
-                n.id = NodeId(id);
+                insert_row(conn, &self.types, &mut n)?;
                 new_ids.insert(old_id, n.id);
                 if old_id == source.id {
                     root_copy = Some(n.clone());
@@ -144,10 +117,7 @@ impl Store {
             let a = insert_activity(conn, ActivityKind::AddTree, root_copy.id, &new_root, None)?;
             let nb = Subtree::at(&new_root);
             conn.execute(
-                &format!(
-                    "UPDATE nodes SET timestamp = $4 WHERE {}",
-                    Subtree::clause(1)
-                ),
+                &Subtree::sql("UPDATE nodes SET timestamp = $4 WHERE {subtree}"),
                 &nb.params_with(&[Param::I64(a.0)]),
             )?;
             root_copy.timestamp = a.0;
@@ -165,10 +135,7 @@ impl Store {
             let a = insert_activity(conn, ActivityKind::Remove, node.id, &node.path, None)?;
             let b = Subtree::at(&node.path);
             let deleted = conn.query(
-                &format!(
-                    "DELETE FROM nodes WHERE {} RETURNING type",
-                    Subtree::clause(1)
-                ),
+                &Subtree::sql("DELETE FROM nodes WHERE {subtree} RETURNING type"),
                 &b.params(),
             )?;
             self.refuse_user_admin(by, types_of(&deleted), "deleting users and groups")?;

@@ -47,14 +47,14 @@ pub struct ServeOptions {
     pub connections: ConnectionLimits,
 }
 
-/// The shortest administrator's key accepted: a key is all that stands between the
-/// network and the repository.
+/// The shortest administrator's key or search secret accepted: a key is all that stands
+/// between the network and the repository.
 const MIN_KEY_CHARS: usize = 16;
 
 fn check_key(key: String, whence: &str) -> Result<String> {
     if key.chars().count() < MIN_KEY_CHARS {
         anyhow::bail!(
-            "the administrator's key ({whence}) has {} characters; give one of at least \
+            "the key or secret of {whence} has {} characters; give one of at least \
              {MIN_KEY_CHARS} (a generated one has 64)",
             key.chars().count()
         );
@@ -62,12 +62,20 @@ fn check_key(key: String, whence: &str) -> Result<String> {
     Ok(key)
 }
 
-/// The administrator's key: given, or kept in `DIR/admin.key`, or generated there (0600).
-fn admin_key(data: &DataDir, given: Option<String>) -> Result<String> {
+/// A credential of this server: `given` (by a flag or the environment, named `flag`),
+/// or kept in `DIR/file`, or generated there (64 hex characters, mode 0600, its path
+/// printed). `what` names it in messages. At least 16 characters, however it came.
+fn credential(
+    data: &DataDir,
+    given: Option<String>,
+    flag: &str,
+    file: &str,
+    what: &str,
+) -> Result<String> {
     if let Some(k) = given.filter(|k| !k.trim().is_empty()) {
-        return check_key(k.trim().to_string(), "--admin-key or CAIRN_ADMIN_KEY");
+        return check_key(k.trim().to_string(), flag);
     }
-    let path = data.root.join("admin.key");
+    let path = data.root.join(file);
     if path.exists() {
         let k =
             std::fs::read_to_string(&path).with_context(|| format!("read {}", path.display()))?;
@@ -79,11 +87,19 @@ fn admin_key(data: &DataDir, given: Option<String>) -> Result<String> {
         uuid::Uuid::new_v4().simple()
     );
     write_private(&path, &key)?;
-    println!(
-        "generated the administrator's API key in {}",
-        path.display()
-    );
+    println!("generated {what} in {}", path.display());
     Ok(key)
+}
+
+/// The administrator's key: given, or kept in `DIR/admin.key`, or generated there.
+fn admin_key(data: &DataDir, given: Option<String>) -> Result<String> {
+    credential(
+        data,
+        given,
+        "--admin-key or CAIRN_ADMIN_KEY",
+        "admin.key",
+        "the administrator's API key",
+    )
 }
 
 fn write_private(path: &Path, text: &str) -> Result<()> {
@@ -287,26 +303,15 @@ fn run_web_node(data: &DataDir, opts: ServeOptions, service: &str) -> Result<Exi
 }
 
 /// The shared secret of the search service: given, or kept in `DIR/search.secret`, or
-/// generated there (0600).
+/// generated there.
 fn service_secret(data: &DataDir, given: Option<String>) -> Result<String> {
-    if let Some(s) = given.filter(|s| !s.trim().is_empty()) {
-        return Ok(s.trim().to_string());
-    }
-    let path = data.root.join("search.secret");
-    if path.exists() {
-        return Ok(std::fs::read_to_string(&path)?.trim().to_string());
-    }
-    let secret = format!(
-        "{}{}",
-        uuid::Uuid::new_v4().simple(),
-        uuid::Uuid::new_v4().simple()
-    );
-    write_private(&path, &secret)?;
-    println!(
-        "generated the search service's shared secret in {}",
-        path.display()
-    );
-    Ok(secret)
+    credential(
+        data,
+        given,
+        "--search-secret or CAIRN_SEARCH_SECRET",
+        "search.secret",
+        "the search service's shared secret",
+    )
 }
 
 /// `cairn search-service`: owns the one index of several web nodes, tails the activity log
