@@ -317,6 +317,7 @@ fn stage(
         std::fs::create_dir(staging.join(dir)).map_err(io("create the staging folders"))?;
     }
     for f in wanted {
+        fail::fail_point!("restore::stage_file");
         let (sum, _) = copy_checksummed(
             &from.join(&f.path),
             &staging.join(&f.path),

@@ -63,6 +63,7 @@ impl Indexer {
         let mut done = 0u64;
         progress(RebuildProgress { done, total });
         loop {
+            fail::fail_point!("index::rebuild_page");
             self.options.cancel.check()?;
             let page = self.store.scan_nodes(after, self.options.batch_size)?;
             let Some(last) = page.last() else { break };

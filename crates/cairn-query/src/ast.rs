@@ -347,22 +347,28 @@ fn write_bound(f: &mut fmt::Formatter<'_>, b: &Bound<Value>) -> fmt::Result {
     }
 }
 
+/// The clauses of a boolean predicate, each with its `+`/`-`, separated by spaces.
+fn write_clauses(f: &mut fmt::Formatter<'_>, clauses: &[Clause]) -> fmt::Result {
+    for (i, c) in clauses.iter().enumerate() {
+        if i > 0 {
+            f.write_str(" ")?;
+        }
+        match c.occur {
+            Occur::Should => {}
+            Occur::Must => f.write_str("+")?,
+            Occur::MustNot => f.write_str("-")?,
+        }
+        write!(f, "{}", c.predicate)?;
+    }
+    Ok(())
+}
+
 impl fmt::Display for Predicate {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Predicate::Bool(clauses) => {
                 f.write_str("(")?;
-                for (i, c) in clauses.iter().enumerate() {
-                    if i > 0 {
-                        f.write_str(" ")?;
-                    }
-                    match c.occur {
-                        Occur::Should => {}
-                        Occur::Must => f.write_str("+")?,
-                        Occur::MustNot => f.write_str("-")?,
-                    }
-                    write!(f, "{}", c.predicate)?;
-                }
+                write_clauses(f, clauses)?;
                 f.write_str(")")
             }
             Predicate::Match {
@@ -437,7 +443,12 @@ impl fmt::Display for ControlKind {
 
 impl fmt::Display for Cql {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}", self.predicate)?;
+        // The whole query's clauses need no parentheses of their own: with them, a query
+        // nested as deep as the parser allows would show one level deeper than it allows.
+        match &self.predicate {
+            Predicate::Bool(clauses) if !clauses.is_empty() => write_clauses(f, clauses)?,
+            other => write!(f, "{other}")?,
+        }
         for c in &self.controls {
             write!(f, " {}", c.kind)?;
         }

@@ -405,6 +405,8 @@ fn main() -> ExitCode {
             }),
         )
         .init();
+    // Named failure points from `FAILPOINTS` (process tests); compiled in for tests only.
+    let _failpoints = fail::has_failpoints().then(fail::FailScenario::setup);
     match run(Cli::parse()) {
         Ok(code) => code,
         Err(e) => {

@@ -700,3 +700,143 @@ fn a_full_disk_loses_no_index_document() {
     eprintln!("after the restart: {report}");
     drop(server);
 }
+
+// ---------------------------------------------------------------------------------------
+// Ctrl-C on long offline commands
+
+/// Sends SIGINT to `child` once a line of its stderr contains `when`; returns its whole
+/// output once it has exited.
+fn interrupt_when(mut child: Child, when: &str) -> Output {
+    let stderr = child.stderr.take().unwrap();
+    let mut lines = BufReader::new(stderr).lines();
+    let mut seen = String::new();
+    for line in lines.by_ref() {
+        let line = line.unwrap();
+        seen.push_str(&line);
+        seen.push('\n');
+        if line.contains(when) {
+            let sent = Command::new("kill")
+                .args(["-INT", &child.id().to_string()])
+                .status()
+                .unwrap();
+            assert!(sent.success());
+            break;
+        }
+    }
+    for line in lines {
+        seen.push_str(&line.unwrap_or_default());
+        seen.push('\n');
+    }
+    let out = child.wait_with_output().unwrap();
+    Output {
+        status: out.status,
+        stdout: out.stdout,
+        stderr: seen.into_bytes(),
+    }
+}
+
+/// Imports `n` folders into a new repository at `data` (stopped), and builds its index.
+fn repository_with(data: &Path, n: usize) {
+    let file = data.with_extension("jsonl");
+    let lines: String = (0..n)
+        .map(|i| format!("{{\"Path\":\"/Root/f{i}\",\"Type\":\"Folder\"}}\n"))
+        .collect();
+    std::fs::write(&file, lines).unwrap();
+    let o = cairn()
+        .args(["import", "--data"])
+        .arg(data)
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", text(&o));
+    let o = cairn()
+        .args(["index", "rebuild", "--data"])
+        .arg(data)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", text(&o));
+}
+
+/// Ctrl-C on `cairn index rebuild` and `cairn restore`: each stops, says so, exits non-zero
+/// and leaves the repository as it was (the old index, the old data, no staging). Each
+/// page of the rebuild and each file of the restore is slowed by a failure point
+/// (`FAILPOINTS`, test builds only) so that the signal lands while it runs.
+#[test]
+fn ctrl_c_on_rebuild_and_restore_leaves_everything_as_it_was() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    repository_with(&data, 12_000);
+    let backup = dir.path().join("b1");
+    let o = cairn()
+        .args(["backup", "create", "--data"])
+        .arg(&data)
+        .arg("--to")
+        .arg(&backup)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", text(&o));
+    let index_before = std::fs::read(data.join("index/meta.json")).unwrap();
+
+    let rebuild = cairn()
+        .args(["index", "rebuild", "--data"])
+        .arg(&data)
+        .env("FAILPOINTS", "index::rebuild_page=sleep(1500)")
+        .stderr(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let o = interrupt_when(rebuild, "rebuilding the index");
+    assert!(!o.status.success(), "{}", text(&o));
+    assert!(
+        text(&o).contains("canceled: the index is as it was"),
+        "{}",
+        text(&o)
+    );
+    assert_eq!(
+        std::fs::read(data.join("index/meta.json")).unwrap(),
+        index_before
+    );
+    assert!(!data.join(".index-rebuild").exists());
+    let check = cairn()
+        .args(["index", "check", "--data"])
+        .arg(&data)
+        .output()
+        .unwrap();
+    assert!(check.status.success(), "{}", text(&check));
+
+    // Something written after the backup shows whether a restore changed the database.
+    let jsonl = dir.path().join("later.jsonl");
+    std::fs::write(&jsonl, "{\"Path\":\"/Root/later\",\"Type\":\"Folder\"}\n").unwrap();
+    let o = cairn()
+        .args(["import", "--data"])
+        .arg(&data)
+        .arg(&jsonl)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", text(&o));
+    let restore = cairn()
+        .args(["restore", "--from"])
+        .arg(&backup)
+        .arg("--data")
+        .arg(&data)
+        .env("FAILPOINTS", "restore::stage_file=sleep(300)")
+        .stderr(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let o = interrupt_when(restore, "restore");
+    assert!(!o.status.success(), "{}", text(&o));
+    assert!(
+        text(&o).contains("canceled before anything was swapped in"),
+        "{}",
+        text(&o)
+    );
+    assert!(!data.join(".restore-staging").exists() && !data.join(".restore-old").exists());
+    let rows: i64 = rusqlite::Connection::open(data.join("cairn.db"))
+        .unwrap()
+        .query_row("SELECT COUNT(*) FROM nodes WHERE name = 'later'", [], |r| {
+            r.get(0)
+        })
+        .unwrap();
+    assert_eq!(rows, 1, "the restore replaced the database");
+}
