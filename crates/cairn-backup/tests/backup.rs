@@ -136,6 +136,16 @@ fn item(path: &str, type_name: &str, fields: Value) -> ImportItem {
 }
 
 /// Makes the (closed) database `mb` MB bigger with a table the repository does not know.
+/// [`restore`] with no progress report and no cancel.
+fn restore_quietly(
+    from: &Path,
+    target: &RestoreTarget,
+    mode: RestoreMode,
+    force: bool,
+) -> cairn_backup::Result<cairn_backup::RestoreReport> {
+    restore(from, target, mode, force, &|_, _| {}, &CancelToken::new())
+}
+
 fn pad(db: &Path, mb: usize) {
     let conn = rusqlite::Connection::open(db).unwrap();
     conn.execute_batch(&format!(
@@ -157,7 +167,7 @@ fn restore_and_check(from: &Path, to: &Path, mode: RestoreMode) -> Repo {
         data_dir: to.to_path_buf(),
         database: DatabaseUrl::Sqlite(to.join("cairn.db")),
     };
-    restore(from, &target, mode, false, &|_, _| {}, &CancelToken::new()).unwrap();
+    restore_quietly(from, &target, mode, false).unwrap();
     let repo = Repo::open(to);
     let report = repo.indexer.check_integrity().unwrap();
     assert!(report.is_clean(), "{:?}", report.differences);
@@ -956,15 +966,7 @@ fn tampered_manifests_are_refused() {
         std::fs::write(&manifest_file, serde_json::to_string_pretty(&m).unwrap()).unwrap();
         let err = verify(&b, &no_progress).expect_err(what);
         assert!(matches!(err, BackupError::Invalid(_)), "{what}: {err}");
-        let err = restore(
-            &b,
-            &target,
-            RestoreMode::Both,
-            false,
-            &no_progress,
-            &CancelToken::new(),
-        )
-        .expect_err(what);
+        let err = restore_quietly(&b, &target, RestoreMode::Both, false).expect_err(what);
         assert!(matches!(err, BackupError::Invalid(_)), "{what}: {err}");
         assert!(
             !restore_into.exists(),
@@ -1086,15 +1088,7 @@ fn a_restore_to_another_kind_of_database_is_refused_first() {
         // Nothing listens there: the refusal must come before any connection.
         database: DatabaseUrl::Postgres("postgres://cairn@127.0.0.1:1/none".into()),
     };
-    let err = restore(
-        &b,
-        &target,
-        RestoreMode::Both,
-        false,
-        &|_, _| {},
-        &CancelToken::new(),
-    )
-    .unwrap_err();
+    let err = restore_quietly(&b, &target, RestoreMode::Both, false).unwrap_err();
     assert!(matches!(err, BackupError::Refused(_)), "{err}");
     assert!(err.to_string().contains("same kind"), "{err}");
     assert!(!into.exists());
@@ -1105,15 +1099,7 @@ fn a_restore_to_another_kind_of_database_is_refused_first() {
         data_dir: into.clone(),
         database: DatabaseUrl::Sqlite(into.join("cairn.db")),
     };
-    let err = restore(
-        &b,
-        &target,
-        RestoreMode::IndexOnly,
-        false,
-        &|_, _| {},
-        &CancelToken::new(),
-    )
-    .unwrap_err();
+    let err = restore_quietly(&b, &target, RestoreMode::IndexOnly, false).unwrap_err();
     assert!(err.to_string().contains("there is no repository"), "{err}");
     assert_eq!(std::fs::read_dir(&into).unwrap().count(), 0);
 }
@@ -1134,38 +1120,14 @@ fn a_damaged_database_is_restored_over_and_kept_data_is_not_lost() {
         data_dir: live.clone(),
         database: DatabaseUrl::Sqlite(live.join("cairn.db")),
     };
-    let err = restore(
-        &b,
-        &target,
-        RestoreMode::Both,
-        false,
-        &|_, _| {},
-        &CancelToken::new(),
-    )
-    .unwrap_err();
+    let err = restore_quietly(&b, &target, RestoreMode::Both, false).unwrap_err();
     assert!(err.to_string().contains("--force"), "{err}");
-    let err = restore(
-        &b,
-        &target,
-        RestoreMode::IndexOnly,
-        true,
-        &|_, _| {},
-        &CancelToken::new(),
-    )
-    .unwrap_err();
+    let err = restore_quietly(&b, &target, RestoreMode::IndexOnly, true).unwrap_err();
     assert!(
         err.to_string().contains("restore the database too"),
         "{err}"
     );
-    let report = restore(
-        &b,
-        &target,
-        RestoreMode::Both,
-        true,
-        &|_, _| {},
-        &CancelToken::new(),
-    )
-    .unwrap();
+    let report = restore_quietly(&b, &target, RestoreMode::Both, true).unwrap();
     assert!(
         report.warnings.iter().any(|w| w.contains("cannot be read")),
         "{report:?}"
@@ -1179,15 +1141,7 @@ fn a_damaged_database_is_restored_over_and_kept_data_is_not_lost() {
     let old = live.join(".restore-old");
     std::fs::create_dir(&old).unwrap();
     std::fs::write(old.join("cairn.db"), "the only copy").unwrap();
-    let err = restore(
-        &b,
-        &target,
-        RestoreMode::Both,
-        true,
-        &|_, _| {},
-        &CancelToken::new(),
-    )
-    .unwrap_err();
+    let err = restore_quietly(&b, &target, RestoreMode::Both, true).unwrap_err();
     assert!(err.to_string().contains("interrupted restore"), "{err}");
     assert_eq!(
         std::fs::read_to_string(old.join("cairn.db")).unwrap(),

@@ -7,11 +7,15 @@
 //! the repository is stopped: the backup copies every page of the file, so it takes as long
 //! as a real database of that size, without a slow import.
 
+mod common;
+
+use common::{cairn, text};
+
 use std::collections::{BTreeMap, HashMap};
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Output, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Barrier, Mutex};
 use std::time::{Duration, Instant, SystemTime};
@@ -24,30 +28,8 @@ const KEY: &str = "backup-test-key-0123";
 // ---------------------------------------------------------------------------------------
 // Processes
 
-fn cairn() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_cairn"));
-    for var in [
-        "CAIRN_DATA",
-        "CAIRN_DATABASE",
-        "CAIRN_ADMIN_KEY",
-        "CAIRN_LISTEN",
-        "CAIRN_LOG",
-    ] {
-        c.env_remove(var);
-    }
-    c
-}
-
 fn run(args: &[&str]) -> Output {
     cairn().args(args).output().unwrap()
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
 }
 
 fn s(p: &Path) -> &str {

@@ -1,29 +1,19 @@
 //! The `cairn` binary as a user runs it: import, index status/check/rebuild, refusals
 //! beside a live process, and a SIGKILL in the middle of an import.
 
+mod common;
+
+use common::{cairn, text};
+
 use std::io::Write;
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
+use std::process::{Output, Stdio};
 use std::time::Duration;
 
 use cairn_testkit::wait_until;
 
-fn cairn() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_cairn"));
-    c.env_remove("CAIRN_DATA").env_remove("CAIRN_DATABASE");
-    c
-}
-
 fn run(args: &[&str]) -> Output {
     cairn().args(args).output().unwrap()
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
 }
 
 /// A corpus of `n` articles in folders of 100, parents first.

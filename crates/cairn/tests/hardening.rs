@@ -2,6 +2,10 @@
 //! download, backup names that need encoding in a URL, a link to a served database,
 //! connections that send too little, and a full disk.
 
+mod common;
+
+use common::{cairn, text};
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpListener;
 use std::path::Path;
@@ -11,28 +15,6 @@ use std::time::Duration;
 use serde_json::{json, Value};
 
 const KEY: &str = "hardening-test-key";
-
-fn cairn() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_cairn"));
-    for var in [
-        "CAIRN_DATA",
-        "CAIRN_DATABASE",
-        "CAIRN_ADMIN_KEY",
-        "CAIRN_LISTEN",
-        "CAIRN_LOG",
-    ] {
-        c.env_remove(var);
-    }
-    c
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
 
 struct Server {
     child: Child,
