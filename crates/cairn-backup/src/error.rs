@@ -8,6 +8,9 @@ pub enum BackupError {
     /// The target name climbs out of the backup folder or is not a plain name.
     #[error("invalid backup target {0:?}: give a plain folder name under the backup folder")]
     BadTarget(String),
+    /// The object store (S3) failed or refused: unreachable, credentials, a bucket missing.
+    #[error("{0}")]
+    Storage(String),
     /// No finished backup (or no file of one) by that name.
     #[error("{0}")]
     NotFound(String),

@@ -54,6 +54,23 @@ pub struct BackupResponse {
     pub history: Vec<BackupInfo>,
 }
 
+/// What a running backup writes.
+enum Job {
+    /// A plain backup in this manager's folder.
+    Folder(PathBuf),
+    /// A backup into a repository.
+    Repository(Box<crate::repo::create::Destination>),
+}
+
+impl Job {
+    fn target(&self) -> String {
+        match self {
+            Job::Folder(p) => p.display().to_string(),
+            Job::Repository(d) => d.display(),
+        }
+    }
+}
+
 struct Running {
     info: Arc<Mutex<BackupInfo>>,
     cancel: CancelToken,
@@ -74,9 +91,9 @@ pub struct BackupManager {
     inner: Mutex<Inner>,
 }
 
-/// Checks that `name` is a plain folder name and returns its path under `root`.
-pub fn target_path(root: &Path, name: &str) -> Result<PathBuf> {
-    let bad = || BackupError::BadTarget(name.to_string());
+/// Checks that `name` is a backup's name: a plain folder name (no `/`, `\\`, control
+/// characters, not starting with `.`, at most 100 bytes) that is not the history's.
+pub fn check_name(name: &str) -> Result<()> {
     if name.is_empty()
         || name.len() > 100
         || name == "."
@@ -86,8 +103,15 @@ pub fn target_path(root: &Path, name: &str) -> Result<PathBuf> {
         || name.starts_with('.')
         || name.starts_with(HISTORY_FILE)
     {
-        return Err(bad());
+        return Err(BackupError::BadTarget(name.to_string()));
     }
+    Ok(())
+}
+
+/// Checks that `name` is a plain folder name and returns its path under `root`.
+pub fn target_path(root: &Path, name: &str) -> Result<PathBuf> {
+    let bad = || BackupError::BadTarget(name.to_string());
+    check_name(name)?;
     let path = root.join(name);
     match std::fs::symlink_metadata(&path) {
         Ok(m) if m.file_type().is_symlink() => Err(bad()),
@@ -142,6 +166,12 @@ impl BackupManager {
             }),
             Err(_) => Vec::new(),
         };
+        // What a crash left of packed backups' staging (never a backup: hidden).
+        for entry in std::fs::read_dir(root).into_iter().flatten().flatten() {
+            if entry.file_name().to_string_lossy().starts_with(".upload-") {
+                let _ = std::fs::remove_dir_all(entry.path());
+            }
+        }
         let mut changed = false;
         for info in history.iter_mut() {
             if matches!(
@@ -260,6 +290,33 @@ impl BackupManager {
         kind: BackupKind,
         target: Option<&str>,
     ) -> Result<BackupResponse> {
+        self.launch(kind, |root| {
+            let name = match target.map(str::trim).filter(|t| !t.is_empty()) {
+                Some(t) => t.to_string(),
+                None => default_name(root),
+            };
+            let path = target_path(root, &name)?;
+            Ok(Job::Folder(path))
+        })
+    }
+
+    /// Starts a backup into a repository (`dest`: S3, or a local folder, encrypted or
+    /// not). While one runs, starts nothing and answers the running one.
+    pub fn start_into(
+        self: &Arc<Self>,
+        kind: BackupKind,
+        dest: crate::repo::create::Destination,
+    ) -> Result<BackupResponse> {
+        self.launch(kind, |_| Ok(Job::Repository(Box::new(dest))))
+    }
+
+    /// One backup at a time: starts the `job` that `plan` makes (given the backup folder)
+    /// on a thread of its own, or answers the running one.
+    fn launch(
+        self: &Arc<Self>,
+        kind: BackupKind,
+        plan: impl FnOnce(&Path) -> Result<Job>,
+    ) -> Result<BackupResponse> {
         let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
         self.save_if_unsaved(&mut inner);
         if inner.running.is_some() {
@@ -268,12 +325,8 @@ impl BackupManager {
             resp.state = BackupState::Executing;
             return Ok(resp);
         }
-        let name = match target.map(str::trim).filter(|t| !t.is_empty()) {
-            Some(t) => t.to_string(),
-            None => default_name(&self.root),
-        };
-        let path = target_path(&self.root, &name)?;
-        let info = Arc::new(Mutex::new(BackupInfo::started(kind, &path)));
+        let job = plan(&self.root)?;
+        let info = Arc::new(Mutex::new(BackupInfo::started_at(kind, job.target())));
         let cancel = CancelToken::new();
         inner.running = Some(Running {
             info: info.clone(),
@@ -288,32 +341,41 @@ impl BackupManager {
             .name("cairn-backup".into())
             .spawn(move || {
                 crate::files::lower_thread_priority();
-                me.run(kind, &path, &info, &cancel)
+                me.run(kind, &job, &info, &cancel)
             })
             .map_err(io("start the backup thread"))?;
         Ok(response)
     }
 
-    fn run(&self, kind: BackupKind, path: &Path, info: &Mutex<BackupInfo>, cancel: &CancelToken) {
-        let result = run_backup(&*self.source, kind, path, info, cancel);
+    fn run(&self, kind: BackupKind, job: &Job, info: &Mutex<BackupInfo>, cancel: &CancelToken) {
+        let result = match job {
+            Job::Folder(path) => run_backup(&*self.source, kind, path, info, cancel),
+            Job::Repository(dest) => {
+                let staging = crate::repo::create::staging_in(&self.root, &dest.name);
+                crate::repo::create::backup_into(&*self.source, kind, dest, &staging, info, cancel)
+                    .map(|made| made.manifest)
+            }
+        };
+        let target = job.target();
         let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
         let mut done = info.lock().unwrap_or_else(|p| p.into_inner()).clone();
         done.finished_at = Some(now());
         done.currently_copied_file = None;
+        done.step = None;
         match result {
             Ok(m) => {
                 done.state = BackupState::Finished;
-                tracing::info!(target = %path.display(), files = m.files.len(), bytes = done.copied_bytes, "backup finished");
+                tracing::info!(%target, files = m.files.len(), bytes = done.copied_bytes, "backup finished");
             }
             Err(BackupError::Canceled) => {
                 done.state = BackupState::Canceled;
                 done.message = Some("canceled; the partial backup was removed".into());
-                tracing::info!(target = %path.display(), "backup canceled");
+                tracing::info!(%target, "backup canceled");
             }
             Err(e) => {
                 done.state = BackupState::Faulted;
                 done.message = Some(e.to_string());
-                tracing::error!(target = %path.display(), "backup failed: {e}");
+                tracing::error!(%target, "backup failed: {e}");
             }
         }
         inner.running = None;

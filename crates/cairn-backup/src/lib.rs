@@ -21,6 +21,7 @@ pub mod identity;
 mod job;
 mod manifest;
 mod offline;
+pub mod repo;
 mod restore;
 mod retention;
 mod run;

@@ -53,6 +53,8 @@ pub enum BackupStep {
     Database,
     /// Writing the manifest, last.
     Manifest,
+    /// Uploading into the repository (a packed backup: S3, or encrypted).
+    Upload,
 }
 
 /// Progress and outcome of one backup (sensenet's `BackupInfo`).
@@ -96,10 +98,15 @@ pub fn now() -> String {
 impl BackupInfo {
     /// A new, started backup into `target`.
     pub fn started(kind: BackupKind, target: &Path) -> Self {
+        Self::started_at(kind, target.display().to_string())
+    }
+
+    /// A new, started backup into `target` (a folder, or `REPO/NAME`).
+    pub fn started_at(kind: BackupKind, target: String) -> Self {
         BackupInfo {
             started_at: now(),
             finished_at: None,
-            target_path: target.display().to_string(),
+            target_path: target,
             total_bytes: 0,
             copied_bytes: 0,
             count_of_files: 0,

@@ -13,6 +13,8 @@
 //! * [`wait_until`] / [`poll_until`] — poll a condition every 20 ms with a
 //!   deadline instead of sleeping blindly.
 //! * [`free_port`] — a currently free TCP port on 127.0.0.1.
+//! * [`MotoServer`] — a real S3-compatible server (moto) on a free port, for backup
+//!   repositories in object storage.
 //! * [`Gate`] — holds the first thread at a named failure point until released, to play
 //!   a race out in a fixed order.
 //! * [`spawn_announcing`] — start a server process and read the `http://` address it
@@ -46,6 +48,7 @@
 
 mod error;
 mod gate;
+mod moto;
 mod net;
 mod pg;
 mod process;
@@ -57,6 +60,7 @@ mod tests;
 
 pub use error::TestkitError;
 pub use gate::Gate;
+pub use moto::{MotoServer, MOTO_ENV};
 pub use net::{free_port, try_free_port};
 pub use pg::{shared_cluster, unique_name, PgCluster, DEFAULT_DATABASE, SUPERUSER};
 pub use process::{spawn_announcing, terminate};

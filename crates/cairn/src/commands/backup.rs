@@ -90,6 +90,7 @@ fn step_name(step: BackupStep) -> &'static str {
         BackupStep::IndexFiles => "index files",
         BackupStep::Database => "database",
         BackupStep::Manifest => "manifest",
+        BackupStep::Upload => "upload",
     }
 }
 

@@ -1,0 +1,227 @@
+//! Objects in an S3-compatible bucket, through Apache Arrow's `object_store` (S3's own
+//! client: signing, retries, conditional puts); no S3 client of our own. Its API is async:
+//! each call here runs on a small runtime of the repository's own, from the caller's
+//! (blocking) thread.
+
+use std::sync::Arc;
+
+use object_store::aws::{AmazonS3, AmazonS3Builder};
+use object_store::path::Path as ObjectPath;
+use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload};
+
+use super::objects::Objects;
+use crate::error::{BackupError, Result};
+
+/// How to reach S3: every field `None` is taken from the standard `AWS_*` variables
+/// (`AWS_ENDPOINT_URL`, `AWS_REGION`, `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`,
+/// `AWS_ALLOW_HTTP=true` for a plain-HTTP endpoint).
+#[derive(Clone, Debug, Default)]
+pub struct S3Settings {
+    /// The endpoint (`http://127.0.0.1:9000` for MinIO or moto; AWS's own when none).
+    pub endpoint: Option<String>,
+    /// The region.
+    pub region: Option<String>,
+    /// The access key id.
+    pub access_key_id: Option<String>,
+    /// The secret access key.
+    pub secret_access_key: Option<String>,
+    /// Whether a plain-HTTP endpoint is allowed.
+    pub allow_http: Option<bool>,
+}
+
+impl S3Settings {
+    /// The settings of a test's moto server (or any endpoint with static keys).
+    pub fn static_keys(endpoint: &str, key: &str, secret: &str) -> Self {
+        S3Settings {
+            endpoint: Some(endpoint.to_string()),
+            region: Some("us-east-1".into()),
+            access_key_id: Some(key.to_string()),
+            secret_access_key: Some(secret.to_string()),
+            allow_http: Some(endpoint.starts_with("http://")),
+        }
+    }
+}
+
+/// The objects under `s3://bucket/prefix`.
+pub struct S3Objects {
+    store: Arc<AmazonS3>,
+    bucket: String,
+    prefix: String,
+    runtime: tokio::runtime::Runtime,
+}
+
+impl std::fmt::Debug for S3Objects {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.location())
+    }
+}
+
+impl S3Objects {
+    /// The objects of the bucket `bucket` under `prefix` (no leading or trailing `/`).
+    pub fn open(bucket: &str, prefix: &str, settings: &S3Settings) -> Result<Self> {
+        let mut b = AmazonS3Builder::from_env().with_bucket_name(bucket);
+        if let Some(v) = &settings.endpoint {
+            b = b.with_endpoint(v);
+        }
+        if let Some(v) = &settings.region {
+            b = b.with_region(v);
+        }
+        if let Some(v) = &settings.access_key_id {
+            b = b.with_access_key_id(v);
+        }
+        if let Some(v) = &settings.secret_access_key {
+            b = b.with_secret_access_key(v);
+        }
+        if let Some(v) = settings.allow_http {
+            b = b.with_allow_http(v);
+        }
+        let location = format!("s3://{bucket}/{prefix}");
+        let store = b
+            .build()
+            .map_err(|e| BackupError::Storage(format!("{location}: {e}")))?;
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("cairn-s3")
+            .enable_all()
+            .build()
+            .map_err(crate::error::io("start the S3 client's runtime"))?;
+        Ok(S3Objects {
+            store: Arc::new(store),
+            bucket: bucket.to_string(),
+            prefix: prefix.trim_matches('/').to_string(),
+            runtime,
+        })
+    }
+
+    fn path(&self, key: &str) -> ObjectPath {
+        if self.prefix.is_empty() {
+            ObjectPath::from(key)
+        } else {
+            ObjectPath::from(format!("{}/{key}", self.prefix))
+        }
+    }
+
+    fn failed(&self, what: &str, key: &str, e: object_store::Error) -> BackupError {
+        match e {
+            object_store::Error::NotFound { .. } => {
+                BackupError::NotFound(format!("{} has no {key}", self.location()))
+            }
+            other => BackupError::Storage(format!(
+                "{what} {}/{key}: {}",
+                self.location(),
+                plain(&other)
+            )),
+        }
+    }
+}
+
+/// The error's own message, without the debug dump some variants carry.
+fn plain(e: &object_store::Error) -> String {
+    let text = e.to_string();
+    text.lines().next().unwrap_or(&text).to_string()
+}
+
+impl Objects for S3Objects {
+    fn location(&self) -> String {
+        if self.prefix.is_empty() {
+            format!("s3://{}", self.bucket)
+        } else {
+            format!("s3://{}/{}", self.bucket, self.prefix)
+        }
+    }
+
+    fn put(&self, key: &str, bytes: &[u8]) -> Result<()> {
+        let path = self.path(key);
+        let payload = PutPayload::from(bytes.to_vec());
+        self.runtime
+            .block_on(self.store.put(&path, payload))
+            .map(|_| ())
+            .map_err(|e| self.failed("write", key, e))
+    }
+
+    fn put_new(&self, key: &str, bytes: &[u8]) -> Result<bool> {
+        let path = self.path(key);
+        let payload = PutPayload::from(bytes.to_vec());
+        let opts = PutOptions {
+            mode: PutMode::Create,
+            ..PutOptions::default()
+        };
+        match self
+            .runtime
+            .block_on(self.store.put_opts(&path, payload, opts))
+        {
+            Ok(_) => Ok(true),
+            Err(object_store::Error::AlreadyExists { .. })
+            | Err(object_store::Error::Precondition { .. }) => Ok(false),
+            Err(e) => Err(self.failed("create", key, e)),
+        }
+    }
+
+    fn get(&self, key: &str) -> Result<Vec<u8>> {
+        let path = self.path(key);
+        self.runtime
+            .block_on(async {
+                let got = self.store.get(&path).await?;
+                got.bytes().await
+            })
+            .map(|b| b.to_vec())
+            .map_err(|e| self.failed("read", key, e))
+    }
+
+    fn get_range(&self, key: &str, start: u64, end: u64) -> Result<Vec<u8>> {
+        let path = self.path(key);
+        self.runtime
+            .block_on(self.store.get_range(&path, start..end))
+            .map(|b| b.to_vec())
+            .map_err(|e| self.failed("read", key, e))
+    }
+
+    fn list(&self, prefix: &str) -> Result<Vec<(String, u64)>> {
+        use futures_util_lite::collect;
+        let base = self.path(prefix.trim_end_matches('/'));
+        let listed = self
+            .runtime
+            .block_on(collect(self.store.list(Some(&base))))
+            .map_err(|e| self.failed("list", prefix, e))?;
+        let strip = if self.prefix.is_empty() {
+            String::new()
+        } else {
+            format!("{}/", self.prefix)
+        };
+        Ok(listed
+            .into_iter()
+            .filter_map(|m| {
+                let key = m.location.as_ref().strip_prefix(&strip)?.to_string();
+                key.starts_with(prefix).then_some((key, m.size))
+            })
+            .collect())
+    }
+
+    fn delete(&self, key: &str) -> Result<()> {
+        let path = self.path(key);
+        match self.runtime.block_on(self.store.delete(&path)) {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(e) => Err(self.failed("delete", key, e)),
+        }
+    }
+}
+
+/// Collecting a stream without a futures crate of our own: `object_store` lists as a
+/// `Stream`, and polling it to its end is all that is needed.
+mod futures_util_lite {
+    use std::future::poll_fn;
+    use std::pin::Pin;
+
+    use object_store::ObjectMeta;
+
+    type Listing =
+        Pin<Box<dyn futures_core::Stream<Item = object_store::Result<ObjectMeta>> + Send>>;
+
+    pub async fn collect(mut stream: Listing) -> object_store::Result<Vec<ObjectMeta>> {
+        let mut out = Vec::new();
+        while let Some(item) = poll_fn(|cx| stream.as_mut().poll_next(cx)).await {
+            out.push(item?);
+        }
+        Ok(out)
+    }
+}
