@@ -207,14 +207,20 @@ pub enum BackupBackend {
 
 impl BackupBackend {
     /// Starts a backup (or answers the running one). Blocking.
-    pub fn start(&self, kind: BackupKind, target: Option<&str>) -> ApiResult<Value> {
+    pub fn start(
+        &self,
+        kind: BackupKind,
+        request: &cairn_backup::BackupRequest,
+    ) -> ApiResult<Value> {
         match self {
             BackupBackend::Local(m) => {
-                serde_json::to_value(m.start(kind, target)?).map_err(ApiError::internal)
+                serde_json::to_value(m.start_request(kind, request)?).map_err(ApiError::internal)
             }
-            BackupBackend::Remote(r) => {
-                r.post("/backup/start", &json!({"kind": kind, "target": target}))
-            }
+            BackupBackend::Remote(r) => r.post(
+                "/backup/start",
+                &json!({"kind": kind, "target": request.target, "to": request.to,
+                        "encryptTo": request.encrypt_to}),
+            ),
         }
     }
     /// The running or last backup and the history. Blocking.

@@ -288,7 +288,8 @@ impl From<cairn_backup::BackupError> for ApiError {
             B::BadTarget(_) => ApiError::bad_backup_target(msg),
             B::TargetExists(_) => ApiError::conflict(msg),
             B::NotFound(_) => ApiError::not_found(msg),
-            B::Invalid(_) | B::OtherRepository { .. } => ApiError::bad_request(msg),
+            B::Invalid(_) | B::OtherRepository { .. } | B::Refused(_) => ApiError::bad_request(msg),
+            B::Storage(_) => ApiError::unavailable(msg),
             other => ApiError::internal(other),
         }
     }

@@ -131,14 +131,15 @@ async fn check(State(s): State<ServiceState>) -> ApiResult<Response> {
 #[derive(Deserialize)]
 struct StartBody {
     kind: BackupKind,
-    target: Option<String>,
+    #[serde(flatten)]
+    request: cairn_backup::BackupRequest,
 }
 
 async fn backup_start(
     State(s): State<ServiceState>,
     Json(b): Json<StartBody>,
 ) -> ApiResult<Response> {
-    let v = blocking(move || Ok(s.backups.start(b.kind, b.target.as_deref())?)).await?;
+    let v = blocking(move || Ok(s.backups.start_request(b.kind, &b.request)?)).await?;
     Ok(Json(v).into_response())
 }
 

@@ -18,6 +18,21 @@ use crate::run::{now, run_backup, BackupInfo, BackupSource, BackupState};
 const HISTORY_LIMIT: usize = 100;
 const HISTORY_FILE: &str = "history.json";
 
+/// What a backup call asks for (`BackupIndex` / `BackupRepository`'s parameters).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct BackupRequest {
+    /// A name in the server's backup folder.
+    #[serde(default)]
+    pub target: Option<String>,
+    /// A backup of a repository instead: `REPO/NAME` (`s3://bucket/prefix/NAME`, a folder).
+    #[serde(default)]
+    pub to: Option<String>,
+    /// An age recipient (`age1...`) to encrypt to.
+    #[serde(default)]
+    pub encrypt_to: Option<String>,
+}
+
 /// A finished backup as `GET /backups` lists it.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(rename_all = "PascalCase")]
@@ -298,6 +313,59 @@ impl BackupManager {
             let path = target_path(root, &name)?;
             Ok(Job::Folder(path))
         })
+    }
+
+    /// Starts the backup `request` asks for: into this manager's folder as a plain backup
+    /// (`target`, or a name from the time), or into a repository (`to`: `REPO/NAME`, S3 or
+    /// a folder); encrypted to `encrypt_to` when given (then packed, also in this folder).
+    /// S3 is reached with the standard `AWS_*` variables of this process.
+    pub fn start_request(
+        self: &Arc<Self>,
+        kind: BackupKind,
+        request: &BackupRequest,
+    ) -> Result<BackupResponse> {
+        let recipient = request
+            .encrypt_to
+            .as_deref()
+            .map(crate::repo::crypt::Recipient::parse)
+            .transpose()?;
+        let settings = crate::repo::s3::S3Settings::default();
+        let target = request
+            .target
+            .as_deref()
+            .map(str::trim)
+            .filter(|t| !t.is_empty());
+        match (target, request.to.as_deref(), recipient) {
+            (Some(_), Some(_), _) => Err(BackupError::Refused(
+                "give target (a name in the server's backup folder) or to (REPO/NAME), not both"
+                    .into(),
+            )),
+            (_, Some(to), recipient) => {
+                let address = crate::repo::BackupAddress::parse(to)?;
+                let dest = crate::repo::create::Destination::open(&address, &settings, recipient)?;
+                self.start_into(kind, dest)
+            }
+            (target, None, Some(recipient)) => {
+                let name = match target {
+                    Some(t) => t.to_string(),
+                    None => default_name(&self.root),
+                };
+                target_path(&self.root, &name)?;
+                let repo = crate::repo::Repository::open(
+                    &crate::repo::RepoUrl::Local(self.root.clone()),
+                    &settings,
+                )?;
+                self.start_into(
+                    kind,
+                    crate::repo::create::Destination {
+                        repo,
+                        name,
+                        recipient: Some(recipient),
+                    },
+                )
+            }
+            (target, None, None) => self.start(kind, target),
+        }
     }
 
     /// Starts a backup into a repository (`dest`: S3, or a local folder, encrypted or

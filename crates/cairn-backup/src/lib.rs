@@ -30,13 +30,14 @@ mod verify;
 pub use download::{download, BackupSourceFiles, DownloadReport};
 pub use error::{BackupError, Result};
 pub use job::{
-    default_name, list_backups, target_path, BackupManager, BackupResponse, BackupSummary,
+    default_name, list_backups, target_path, BackupManager, BackupRequest, BackupResponse,
+    BackupSummary,
 };
 pub use manifest::{
     BackupKind, FileEntry, IndexPart, Manifest, SourceFile, DATABASE_DIR, INDEX_DIR, MANIFEST_FILE,
     MANIFEST_FORMAT,
 };
-pub use offline::{backup_stopped, OfflineBackup};
+pub use offline::{backup_stopped, backup_stopped_into, OfflineBackup};
 pub use restore::{refuse_overlap, restore, RestoreMode, RestoreReport, RestoreTarget};
 pub use retention::clean_activities;
 pub use run::{

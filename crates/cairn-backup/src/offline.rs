@@ -1,7 +1,8 @@
 //! A backup of a stopped repository (`cairn backup create --data DIR --to OUT`): the checks
 //! that keep it from writing where Cairn would later delete or overwrite it, and from
 //! binding an index its database does not vouch for, then [`run_backup`] from the files on
-//! disk. The caller holds the data folder's lock: no server runs.
+//! disk (or, into S3 or encrypted, [`backup_into`]). The caller holds the data folder's
+//! lock: no server runs.
 
 use std::path::Path;
 use std::sync::{Arc, Mutex};
@@ -12,6 +13,7 @@ use crate::error::{BackupError, Result};
 use crate::files::{is_within, same_path};
 use crate::job::target_path;
 use crate::manifest::{BackupKind, Manifest};
+use crate::repo::create::{backup_into, Destination, Made};
 use crate::run::{run_backup, BackupInfo, StoppedSource};
 
 /// What to back up, and where.
@@ -33,8 +35,68 @@ pub fn backup_stopped(
     info: &Mutex<BackupInfo>,
     cancel: &CancelToken,
 ) -> Result<Manifest> {
-    let refused = |m: String| Err(BackupError::Refused(m));
     let (data, to) = (backup.data_dir, backup.to);
+    check_folder(data, to)?;
+    check_trusted(data, &backup.store)?;
+    // `--to DIR/backups/NAME` before any online backup made `DIR/backups`.
+    if let Some(parent) = to.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(parent).map_err(crate::error::io(format!(
+            "create the folder {}",
+            parent.display()
+        )))?;
+    }
+    let source = StoppedSource {
+        store: backup.store.clone(),
+        index_dir: data.join("index"),
+    };
+    run_backup(&source, backup.kind, to, info, cancel)
+}
+
+/// A backup of a stopped repository into a repository (`dest`): a plain one as
+/// [`backup_stopped`] makes it; a packed one (S3, or encrypted) staged in
+/// `DIR/backups/.upload-NAME` and uploaded.
+pub fn backup_stopped_into(
+    data_dir: &Path,
+    store: Arc<Store>,
+    dest: &Destination,
+    kind: BackupKind,
+    info: &Mutex<BackupInfo>,
+    cancel: &CancelToken,
+) -> Result<Made> {
+    if let (true, Some(dir)) = (dest.is_plain(), dest.repo.local_dir()) {
+        let to = dir.join(&dest.name);
+        let manifest = backup_stopped(
+            &OfflineBackup {
+                data_dir,
+                store,
+                to: &to,
+                kind,
+            },
+            info,
+            cancel,
+        )?;
+        let stored_bytes = manifest.files.iter().map(|f| f.size).sum();
+        return Ok(Made {
+            manifest,
+            stored_bytes,
+        });
+    }
+    if let Some(dir) = dest.repo.local_dir() {
+        check_folder(data_dir, &dir.join(&dest.name))?;
+    }
+    check_trusted(data_dir, &store)?;
+    let source = StoppedSource {
+        store,
+        index_dir: data_dir.join("index"),
+    };
+    let staging = crate::repo::create::staging_in(&data_dir.join("backups"), &dest.name);
+    backup_into(&source, kind, dest, &staging, info, cancel)
+}
+
+/// Refuses a backup folder `to` where Cairn would later delete or overwrite it: inside the
+/// index, or inside the data folder but for `DIR/backups/NAME`.
+fn check_folder(data: &Path, to: &Path) -> Result<()> {
+    let refused = |m: String| Err(BackupError::Refused(m));
     let index_dir = data.join("index");
     if is_within(to, &index_dir) {
         return refused(format!(
@@ -59,20 +121,26 @@ pub fn backup_stopped(
             ));
         }
     }
-    let Some((state, _)) = cairn_index::stored_state(&index_dir)? else {
+    Ok(())
+}
+
+/// Refuses a stopped repository whose index its database does not vouch for (none, of
+/// another repository, ahead or diverged): a backup binds the two, and verify and restore
+/// would refuse what it bound.
+fn check_trusted(data: &Path, store: &Store) -> Result<()> {
+    let refused = |m: String| Err(BackupError::Refused(m));
+    let Some((state, _)) = cairn_index::stored_state(&data.join("index"))? else {
         return refused(format!(
             "{} has no index; start the repository once (it rebuilds the index) before \
              backing it up",
             data.display()
         ));
     };
-    // A backup binds an index to its database: one the next start would repair or rebuild
-    // would give a backup that verify and restore refuse.
-    let repository = backup.store.repository_id().to_string();
+    let repository = store.repository_id().to_string();
     let why = if !state.repository_id.is_empty() && state.repository_id != repository {
         Some("the index belongs to another repository".to_string())
     } else {
-        cairn_index::divergence(&backup.store, &state)?
+        cairn_index::divergence(store, &state)?
     };
     if let Some(why) = why {
         return refused(format!(
@@ -81,16 +149,5 @@ pub fn backup_stopped(
             data.display()
         ));
     }
-    // `--to DIR/backups/NAME` before any online backup made `DIR/backups`.
-    if let Some(parent) = to.parent().filter(|p| !p.as_os_str().is_empty()) {
-        std::fs::create_dir_all(parent).map_err(crate::error::io(format!(
-            "create the folder {}",
-            parent.display()
-        )))?;
-    }
-    let source = StoppedSource {
-        store: backup.store.clone(),
-        index_dir,
-    };
-    run_backup(&source, backup.kind, to, info, cancel)
+    Ok(())
 }

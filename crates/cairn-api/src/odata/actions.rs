@@ -257,19 +257,29 @@ pub async fn run(
                             "{action:?} is called with POST"
                         )));
                     }
-                    // One parameter, its name in any case (`Target` too); another name is
-                    // a mistake to report, not to drop (the backup would get a made-up name).
-                    let mut target = None;
+                    // Parameters in any case (`Target` too); another name is a mistake to
+                    // report, not to drop (the backup would get a made-up name).
+                    let mut request = cairn_backup::BackupRequest::default();
                     for (name, value) in super::body::object(&body)? {
-                        if !name.eq_ignore_ascii_case("target") {
-                            return Err(ApiError::bad_request(format!(
-                                "{action:?} has no parameter '{name}' (it takes target)"
-                            )));
-                        }
-                        target = match value {
+                        let slot = match name.to_ascii_lowercase().as_str() {
+                            "target" => &mut request.target,
+                            "to" => &mut request.to,
+                            "encryptto" => &mut request.encrypt_to,
+                            _ => {
+                                return Err(ApiError::bad_request(format!(
+                                    "{action:?} has no parameter '{name}' (it takes target, or \
+                                     to and encryptTo)"
+                                )))
+                            }
+                        };
+                        *slot = match value {
                             Value::Null => None,
                             Value::String(t) => Some(t),
-                            _ => return Err(ApiError::bad_request("target must be a folder name")),
+                            _ => {
+                                return Err(ApiError::bad_request(format!(
+                                    "{name} must be a string"
+                                )))
+                            }
                         };
                     }
                     let kind = if action == Action::BackupIndex {
@@ -277,7 +287,7 @@ pub async fn run(
                     } else {
                         cairn_backup::BackupKind::Repository
                     };
-                    blocking(move || manager.start(kind, target.as_deref())).await?
+                    blocking(move || manager.start(kind, &request)).await?
                 }
                 Action::CancelIndexBackup => blocking(move || manager.cancel()).await?,
                 _ => blocking(move || manager.query()).await?,
