@@ -81,6 +81,16 @@ impl ApiError {
             "authentication required: send Authorization: Bearer <api key> or Basic credentials",
         )
     }
+    /// 401 from the search service, which takes only its shared secret.
+    pub fn wrong_secret() -> Self {
+        Self::new(
+            StatusCode::UNAUTHORIZED,
+            "Unauthorized",
+            "UnauthorizedAccessException",
+            "the search service takes only its shared secret: send Authorization: Bearer \
+             <search secret> (the web nodes' --search-secret)",
+        )
+    }
     /// 401 for credentials that were sent and not accepted. Which part was wrong (key,
     /// login, password, a disabled user) is not said.
     pub fn rejected_credentials() -> Self {

@@ -95,7 +95,7 @@ async fn authenticate(State(state): State<ServiceState>, req: Request, next: Nex
             .fold(0u8, |a, (x, y)| a | (x ^ y))
             == 0;
     if !same {
-        return ApiError::unauthorized().into_response();
+        return ApiError::wrong_secret().into_response();
     }
     next.run(req).await
 }

@@ -117,12 +117,21 @@ fn fill(
         if let Some(parent) = dst.parent() {
             std::fs::create_dir_all(parent).map_err(io(format!("create {}", parent.display())))?;
         }
-        let mut reader = source.open(&f.path)?;
+        // One byte past the manifest's size is enough to tell a file too long: a source that
+        // sends more (a hostile server declaring a gigabyte) is not read further, and cannot
+        // fill this disk.
+        let mut reader = source.open(&f.path)?.take(f.size.saturating_add(1));
         let (sha256, size) =
             copy_stream_checksummed(&mut reader, &f.path, &dst, &never, &mut |n| {
                 done += n;
                 progress(done, total);
             })?;
+        if size > f.size {
+            return Err(BackupError::Invalid(format!(
+                "{}: the download is longer than the manifest's {} bytes; stopped reading it",
+                f.path, f.size
+            )));
+        }
         if size != f.size || sha256 != f.sha256 {
             return Err(BackupError::Invalid(format!(
                 "{}: the download does not match the manifest ({size} bytes, SHA-256 {sha256}; \
@@ -227,6 +236,52 @@ mod tests {
         let e = download(&source, &to, &|_, _| {}).unwrap_err();
         assert!(e.to_string().contains("index/a"), "{e}");
         assert!(!to.exists());
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+    }
+
+    /// Serves the manifest of [`index_a_served_as`], and for `index/a` a stream of 64 MiB,
+    /// counting what is read of it.
+    struct Endless {
+        read: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    }
+
+    impl BackupSourceFiles for Endless {
+        fn manifest(&self) -> Result<String> {
+            index_a_served_as(b"good").manifest()
+        }
+        fn open(&self, path: &str) -> Result<Box<dyn Read + '_>> {
+            struct Counting<'a>(
+                &'a std::sync::atomic::AtomicU64,
+                std::io::Take<std::io::Repeat>,
+            );
+            impl Read for Counting<'_> {
+                fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+                    let n = self.1.read(buf)?;
+                    self.0
+                        .fetch_add(n as u64, std::sync::atomic::Ordering::SeqCst);
+                    Ok(n)
+                }
+            }
+            let len = if path == "index/a" { 64 << 20 } else { 2 };
+            let byte = if path == "index/a" { b'x' } else { b'{' };
+            Ok(Box::new(Counting(
+                &self.read,
+                std::io::repeat(byte).take(len),
+            )))
+        }
+    }
+
+    #[test]
+    fn a_file_longer_than_its_manifest_says_is_not_read_on() {
+        let dir = tempfile::tempdir().unwrap();
+        let source = Endless {
+            read: Default::default(),
+        };
+        let to = dir.path().join("b1");
+        let e = download(&source, &to, &|_, _| {}).unwrap_err();
+        assert!(e.to_string().contains("longer than the manifest"), "{e}");
+        let read = source.read.load(std::sync::atomic::Ordering::SeqCst);
+        assert!(read <= 1 << 20, "read {read} bytes of a 4-byte file");
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
     }
 

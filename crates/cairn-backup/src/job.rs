@@ -275,6 +275,14 @@ impl BackupManager {
         }
     }
 
+    /// Saves the history if its last save failed (a full disk since freed); true when
+    /// `history.json` holds all of it. The server calls this now and then, and at its stop.
+    pub fn save_history(&self) -> bool {
+        let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        self.save_if_unsaved(&mut inner);
+        !inner.unsaved
+    }
+
     /// Saves the history if its last save failed.
     fn save_if_unsaved(&self, inner: &mut Inner) {
         if inner.unsaved {

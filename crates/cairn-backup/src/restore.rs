@@ -110,8 +110,8 @@ pub fn refuse_overlap(from: &Path, data_dir: &Path, database: &DatabaseUrl) -> R
 }
 
 /// Restores the backup in `from` into `target`. `cancel` stops it while it verifies and
-/// copies into the staging folder (which is then removed: nothing changed); once the swap
-/// has begun it runs to its end, a few renames.
+/// copies into the staging folder (which is then removed: nothing changed); at the swap it
+/// [commits](CancelToken::commit) and runs to its end, a few renames.
 pub fn restore(
     from: &Path,
     target: &RestoreTarget,
@@ -236,7 +236,11 @@ pub fn restore(
     }
 
     // 2. Swap in.
-    if let Err(e) = failure_point("restore::swap", "swap the restored data in") {
+    // The point of no return: a cancel that came during the last copy or sync wins, and
+    // from here on one is refused (Ctrl-C says the restore is finishing).
+    let committed = failure_point("restore::swap", "swap the restored data in")
+        .and_then(|()| cancel.commit().map_err(|_| BackupError::Canceled));
+    if let Err(e) = committed {
         // Nothing was swapped yet: as after a failed staging.
         let _ = std::fs::remove_dir_all(&staging);
         let _ = std::fs::remove_dir_all(&old);

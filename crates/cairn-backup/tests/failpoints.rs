@@ -181,7 +181,10 @@ fn a_history_that_cannot_be_saved_is_kept_and_saved_later() {
         "the save was supposed to fail: {on_disk}"
     );
     fail::remove("backup::history");
-    // The next call that can saves it.
+    // The server's housekeeping (every 10 s) and its stop save it without a request.
+    assert!(m.save_history());
+    let on_disk = std::fs::read_to_string(repo.dir.join("backups/history.json")).unwrap();
+    assert!(on_disk.contains("Finished"), "{on_disk}");
     let q = m.query();
     assert_eq!(q.history[0].state, BackupState::Finished);
     let on_disk = std::fs::read_to_string(repo.dir.join("backups/history.json")).unwrap();

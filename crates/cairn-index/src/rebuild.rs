@@ -77,6 +77,7 @@ impl Indexer {
                 total: total.max(done),
             });
         }
+        fail::fail_point!("index::rebuild_commit");
         self.commit(writer, &state)?;
         tracing::info!(documents = done, state = %state, "index rebuilt");
         Ok(done)

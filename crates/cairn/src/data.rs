@@ -95,10 +95,19 @@ impl DataDir {
             },
             DatabaseUrl::Postgres(_) => None,
         };
-        Ok(DataLock {
+        let mut lock = DataLock {
             _folder: folder,
             _database: database,
-        })
+            file: None,
+        };
+        if let Err(e) = lock.hold_database_file(self) {
+            drop(lock);
+            if created {
+                let _ = std::fs::remove_dir_all(&self.root);
+            }
+            return Err(e);
+        }
+        Ok(lock)
     }
 }
 
@@ -207,4 +216,38 @@ fn take_lock(path: &Path, what: &str, label: &str, shown: &Path) -> Result<File>
 pub struct DataLock {
     _folder: File,
     _database: Option<File>,
+    /// The SQLite file itself, locked (`flock`, which SQLite's own `fcntl` locks do not
+    /// touch): the lock files are keyed on a path, and a hard link is another path to the
+    /// same file. Two processes writing one file through two names keep two WALs and
+    /// corrupt it; this lock is keyed on the file. Dropped last (after the store closes).
+    file: Option<File>,
+}
+
+impl DataLock {
+    /// Locks the SQLite file of `data` itself, once it exists: [`DataDir::lock`] takes it
+    /// for a database that is there; a command that creates the database (`serve`,
+    /// `import`) calls this again once it has opened it.
+    pub fn hold_database_file(&mut self, data: &DataDir) -> Result<()> {
+        let DatabaseUrl::Sqlite(db) = &data.database else {
+            return Ok(());
+        };
+        if self.file.is_some() || !db.is_file() {
+            return Ok(());
+        }
+        // Read-only: nothing is ever written through this handle.
+        let file = File::open(db).with_context(|| format!("open {}", db.display()))?;
+        match file.try_lock() {
+            Ok(()) => {
+                self.file = Some(file);
+                Ok(())
+            }
+            Err(std::fs::TryLockError::WouldBlock) => bail!(
+                "the database {} is in use by another cairn process under another name for                  the same file (a hard link to it); stop that process first",
+                db.display()
+            ),
+            Err(std::fs::TryLockError::Error(e)) => {
+                Err(e).with_context(|| format!("lock {}", db.display()))
+            }
+        }
+    }
 }

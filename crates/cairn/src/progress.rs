@@ -38,15 +38,19 @@ impl Progress {
         }
     }
 
-    /// Names the step running now (shown after the label), or none.
+    /// Names the step running now (shown after the label; a line of its own without a
+    /// terminal), or none.
     pub fn step(&self, step: Option<&str>) {
         let mut current = self.step.lock().unwrap_or_else(|p| p.into_inner());
         if current.as_deref() == step {
             return;
         }
         *current = step.map(str::to_string);
-        if let Some(bar) = &self.bar {
-            bar.set_message(step.map(|s| format!(" ({s})")).unwrap_or_default());
+        match (&self.bar, step) {
+            (Some(bar), _) => bar.set_message(step.map(|s| format!(" ({s})")).unwrap_or_default()),
+            // Without a bar, a new step is a line of its own at once.
+            (None, Some(step)) => eprintln!("{} ({step})", self.label),
+            (None, None) => {}
         }
     }
 

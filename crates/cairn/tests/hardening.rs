@@ -367,6 +367,88 @@ fn a_link_to_a_served_database_is_refused_like_the_database() {
     );
 }
 
+/// A hard link to a live server's `cairn.db` is another path to the same file: `import`,
+/// `restore` and a second `serve` through it are refused, and so is the original path
+/// while a server runs through the link. Before the fix the locks were keyed on paths:
+/// `import` through a hard link wrote into the served file through a second WAL and
+/// corrupted it (found by a hostile trial).
+#[test]
+fn a_hard_link_to_a_served_database_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let server = serve(&data, &[]);
+    let before = item_count(&server.url);
+    let hard = dir.path().join("hard");
+    std::fs::create_dir(&hard).unwrap();
+    let link = hard.join("h.db");
+    std::fs::hard_link(data.join("cairn.db"), &link).unwrap();
+    let url = format!("sqlite://{}", link.display());
+    let jsonl = dir.path().join("items.jsonl");
+    std::fs::write(&jsonl, "{\"Path\":\"/Root/sneaked\",\"Type\":\"Folder\"}\n").unwrap();
+    let other = dir.path().join("other");
+    let refused = |o: std::process::Output, what: &str| {
+        assert!(!o.status.success(), "{what}: {}", text(&o));
+        assert!(text(&o).contains("hard link"), "{what}: {}", text(&o));
+        assert!(!other.exists(), "{what}: a refused command leaves nothing");
+    };
+    let import = |data: &std::path::Path, db: Option<&str>| {
+        let mut c = cairn();
+        c.args(["import", "--data"]).arg(data);
+        if let Some(db) = db {
+            c.args(["--database", db]);
+        }
+        c.arg(&jsonl).output().unwrap()
+    };
+    refused(import(&other, Some(&url)), "import");
+    let backup = dir.path().join("b1");
+    let o = cairn()
+        .args([
+            "backup",
+            "create",
+            "--server",
+            &server.url,
+            "--admin-key",
+            KEY,
+        ])
+        .arg("--to")
+        .arg(&backup)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", text(&o));
+    let o = cairn()
+        .args(["restore", "--force", "--from"])
+        .arg(&backup)
+        .arg("--data")
+        .arg(&other)
+        .args(["--database", &url])
+        .output()
+        .unwrap();
+    refused(o, "restore");
+    let o = cairn()
+        .args(["serve", "--listen", "127.0.0.1:0", "--data"])
+        .arg(&other)
+        .args(["--database", &url])
+        .output()
+        .unwrap();
+    refused(o, "serve");
+    assert_eq!(item_count(&server.url), before, "the live database changed");
+    drop(server);
+
+    // The other way round: served through the link, the original path is refused.
+    let server = serve(&other, &["--database", &url]);
+    let o = import(&data, None);
+    assert!(!o.status.success(), "{}", text(&o));
+    assert!(text(&o).contains("hard link"), "{}", text(&o));
+    assert_eq!(item_count(&server.url), before);
+    drop(server);
+    // Stopped, the file is whole.
+    let conn = rusqlite::Connection::open(&link).unwrap();
+    let check: String = conn
+        .query_row("PRAGMA integrity_check", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(check, "ok");
+}
+
 // ---------------------------------------------------------------------------------------
 // Defect 6: connections that send too little
 
@@ -645,6 +727,31 @@ fn a_full_disk_loses_no_index_document() {
     };
     let p = props(&server.url);
     eprintln!("disk full after {created} writes ({refused} refused): {p}");
+    // A backup on the full disk fails, and its history entry cannot be saved either: it
+    // must still be there after the restart below (a hostile trial found it lost).
+    let query = |url: &str| {
+        call(
+            "GET",
+            &format!("{url}/odata.svc/('Root')/QueryIndexBackup"),
+            None,
+        )
+        .1
+    };
+    let (s, v) = call(
+        "POST",
+        &format!("{}/odata.svc/('Root')/BackupRepository", server.url),
+        Some(json!({"target": "on-a-full-disk"})),
+    );
+    assert_eq!(s, 200, "{v}");
+    let ended = cairn_testkit::wait_until("the backup ends", Duration::from_secs(60), || {
+        let q = query(&server.url);
+        (!matches!(
+            q["State"].as_str(),
+            Some("Started" | "Executing" | "CancelRequested")
+        ))
+        .then_some(q)
+    });
+    eprintln!("the backup on the full disk: {ended}");
     // Give the space back; no new write.
     std::fs::remove_file(&filler).unwrap();
     let clean = |url: &str| -> Option<Value> {
@@ -678,6 +785,12 @@ fn a_full_disk_loses_no_index_document() {
     assert!(exit.success(), "{exit:?}");
     drop(server);
     let server = serve(&data, &[]);
+    let q = query(&server.url);
+    assert_eq!(
+        q["Current"]["TargetPath"], ended["Current"]["TargetPath"],
+        "{q}"
+    );
+    assert_eq!(q["Current"]["State"], ended["Current"]["State"], "{q}");
     let report = clean(&server.url).expect("differences after a restart");
     eprintln!("after the restart: {report}");
     drop(server);
@@ -715,6 +828,82 @@ fn interrupt_when(mut child: Child, when: &str) -> Output {
         stdout: out.stdout,
         stderr: seen.into_bytes(),
     }
+}
+
+/// A Ctrl-C that lands after the last page or file, while the rebuild commits or the
+/// restore syncs, but before either swaps: still a cancel, and nothing changed. Before the
+/// fix the message said "stopping" and the rebuild or restore swapped in and exited 0 (a
+/// hostile trial found the window: the last 2 s of a rebuild of 60,000 items). Failure
+/// points hold each at that moment; the step line says when it is there.
+#[test]
+fn a_late_ctrl_c_before_the_swap_still_cancels() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    repository_with(&data, 500);
+    let backup = dir.path().join("b1");
+    let o = cairn()
+        .args(["backup", "create", "--data"])
+        .arg(&data)
+        .arg("--to")
+        .arg(&backup)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", text(&o));
+    let index_before = std::fs::read(data.join("index/meta.json")).unwrap();
+    let rebuild = cairn()
+        .args(["index", "rebuild", "--data"])
+        .arg(&data)
+        .env("FAILPOINTS", "index::rebuild_commit=sleep(1500)")
+        .stderr(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let o = interrupt_when(rebuild, "(committing)");
+    assert!(!o.status.success(), "{}", text(&o));
+    assert!(
+        text(&o).contains("canceled: the index is as it was"),
+        "{}",
+        text(&o)
+    );
+    assert_eq!(
+        std::fs::read(data.join("index/meta.json")).unwrap(),
+        index_before
+    );
+    assert!(!data.join(".index-rebuild").exists());
+
+    let jsonl = dir.path().join("later.jsonl");
+    std::fs::write(&jsonl, "{\"Path\":\"/Root/later\",\"Type\":\"Folder\"}\n").unwrap();
+    let o = cairn()
+        .args(["import", "--data"])
+        .arg(&data)
+        .arg(&jsonl)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", text(&o));
+    let restore = cairn()
+        .args(["restore", "--from"])
+        .arg(&backup)
+        .arg("--data")
+        .arg(&data)
+        .env("FAILPOINTS", "restore::swap=sleep(1500)")
+        .stderr(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let o = interrupt_when(restore, "(swapping in)");
+    assert!(!o.status.success(), "{}", text(&o));
+    assert!(
+        text(&o).contains("canceled before anything was swapped in"),
+        "{}",
+        text(&o)
+    );
+    let rows: i64 = rusqlite::Connection::open(data.join("cairn.db"))
+        .unwrap()
+        .query_row("SELECT COUNT(*) FROM nodes WHERE name = 'later'", [], |r| {
+            r.get(0)
+        })
+        .unwrap();
+    assert_eq!(rows, 1, "the restore replaced the database");
 }
 
 /// Imports `n` folders into a new repository at `data` (stopped), and builds its index.

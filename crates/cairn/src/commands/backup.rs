@@ -330,7 +330,12 @@ pub fn restore_cmd(
         &target,
         mode,
         force,
-        &|d, t| progress.set(d, t),
+        &|d, t| {
+            progress.set(d, t);
+            if d >= t {
+                progress.step(Some("swapping in"));
+            }
+        },
         &cancel,
     ) {
         Ok(r) => r,

@@ -59,9 +59,10 @@ pub fn parse_line(line: &str) -> Result<ImportItem, String> {
 pub fn run(data: &DataDir, file: &Path, batch: usize) -> Result<ExitCode> {
     // The file first: a mistyped one must not leave a new, empty data folder behind.
     let f = File::open(file).with_context(|| format!("open {}", file.display()))?;
-    let _lock = data.lock("import")?;
+    let mut lock = data.lock("import")?;
     let total_bytes = f.metadata().map(|m| m.len()).unwrap_or(0);
     let (store, indexer, _) = open_repository(data)?;
+    lock.hold_database_file(data)?;
     let background = indexer.start();
     let progress = Progress::new("importing", "bytes");
     let started = Instant::now();

@@ -196,8 +196,9 @@ pub fn rebuild(data: &DataDir) -> Result<ExitCode> {
         }
     }
     let started = std::time::Instant::now();
+    let options_cancel = crate::commands::cancel_on_signal("rebuild");
     let options = IndexerOptions {
-        cancel: crate::commands::cancel_on_signal("rebuild"),
+        cancel: options_cancel.clone(),
         ..IndexerOptions::default()
     };
     let store = Arc::new(
@@ -205,7 +206,12 @@ pub fn rebuild(data: &DataDir) -> Result<ExitCode> {
             .with_context(|| format!("open the database {}", data.database.redacted()))?,
     );
     let progress = Progress::new("rebuilding the index", "items");
-    let opened = Indexer::open(&fresh, store, options, &|p| progress.set(p.done, p.total));
+    let opened = Indexer::open(&fresh, store, options, &|p| {
+        progress.set(p.done, p.total);
+        if p.done >= p.total {
+            progress.step(Some("committing"));
+        }
+    });
     progress.finish();
     let (indexer, report) = match opened {
         Ok(opened) => opened,
@@ -217,9 +223,21 @@ pub fn rebuild(data: &DataDir) -> Result<ExitCode> {
             return Err(e).context("rebuild the index");
         }
     };
-    indexer.shutdown(None)?;
+    let cancel = options_cancel;
+    let committed = indexer
+        .shutdown(None)
+        .map_err(anyhow::Error::from)
+        .and_then(|()| cancel.commit().map_err(anyhow::Error::from));
     let docs = indexer.searcher().num_docs();
     drop(indexer);
+    if let Err(e) = committed {
+        // Before the swap: the live index is untouched.
+        let _ = std::fs::remove_dir_all(&fresh);
+        if cancel.is_cancelled() {
+            anyhow::bail!("canceled: the index is as it was");
+        }
+        return Err(e.context("commit the rebuilt index"));
+    }
     if dir.exists() {
         std::fs::rename(&dir, &old).with_context(|| format!("move {} aside", dir.display()))?;
     }

@@ -15,8 +15,9 @@ use crate::data::DataDir;
 use crate::progress::Progress;
 
 /// A cancel token that SIGINT (Ctrl-C) or SIGTERM cancels, for a long offline command
-/// (`what` names it in the message). The work stops at its next check and cleans up; a
-/// second signal ends the process at once (exit 130).
+/// (`what` names it in the message). The work stops at its next check and cleans up; once
+/// it has committed (its swap begun) it finishes, and the message says so; a second signal
+/// ends the process at once (exit 130).
 pub fn cancel_on_signal(what: &'static str) -> CancelToken {
     let token = CancelToken::new();
     let cancel = token.clone();
@@ -45,8 +46,14 @@ pub fn cancel_on_signal(what: &'static str) -> CancelToken {
                     if n > 0 {
                         std::process::exit(130);
                     }
-                    eprintln!("cairn: stopping the {what} (again to end it at once)");
-                    cancel.cancel();
+                    if cancel.cancel() {
+                        eprintln!("cairn: stopping the {what} (again to end it at once)");
+                    } else {
+                        eprintln!(
+                            "cairn: the {what} is past the point where it can stop and is \
+                             finishing (again to end it at once)"
+                        );
+                    }
                 }
             });
         });
@@ -54,6 +61,25 @@ pub fn cancel_on_signal(what: &'static str) -> CancelToken {
         tracing::warn!("cannot watch for Ctrl-C: {e}");
     }
     token
+}
+
+/// Whether `e`, or an error it wraps, is a full disk (ENOSPC, EDQUOT, SQLITE_FULL).
+fn is_disk_full(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut next = Some(e);
+    while let Some(e) = next {
+        let full = e
+            .downcast_ref::<std::io::Error>()
+            .is_some_and(cairn_store::fault::is_disk_full)
+            || e.downcast_ref::<cairn_store::StoreError>()
+                .is_some_and(cairn_store::StoreError::is_disk_full)
+            // Some wrap the I/O error in their own text only (tantivy's directory errors).
+            || e.to_string().contains("No space left on device");
+        if full {
+            return true;
+        }
+        next = e.source();
+    }
+    false
 }
 
 /// Opens the database and the index of `data`: migrations, then rebuild, repair or catch-up
@@ -83,16 +109,23 @@ pub fn open_repository_with(
             .with_context(|| format!("open the database {}", data.database.redacted()))?,
     );
     let progress = Progress::new("rebuilding the index", "items");
-    let (indexer, report) = Indexer::open(&data.index_dir(), store.clone(), options, &|p| {
+    let opened = Indexer::open(&data.index_dir(), store.clone(), options, &|p| {
         progress.set(p.done, p.total)
-    })
-    .with_context(|| {
-        format!(
-            "open the index {} (if it is damaged, `cairn index rebuild --data {}` builds it \
-             again from the database)",
-            data.index_dir().display(),
-            data.root.display()
-        )
+    });
+    let (indexer, report) = opened.map_err(|e| {
+        let advice = if is_disk_full(&e) {
+            "the disk is full: free space on it, then start again".to_string()
+        } else {
+            format!(
+                "if it is damaged, `cairn index rebuild --data {}` builds it again from the \
+                 database",
+                data.root.display()
+            )
+        };
+        anyhow::Error::from(e).context(format!(
+            "open the index {} ({advice})",
+            data.index_dir().display()
+        ))
     })?;
     progress.finish();
     match &report.action {

@@ -72,8 +72,8 @@ fn credential(
     file: &str,
     what: &str,
 ) -> Result<String> {
-    if let Some(k) = given.filter(|k| !k.trim().is_empty()) {
-        return check_key(k.trim().to_string(), flag);
+    if let Some(k) = given_credential(&given, flag)? {
+        return Ok(k);
     }
     let path = data.root.join(file);
     if path.exists() {
@@ -91,12 +91,24 @@ fn credential(
     Ok(key)
 }
 
+/// A credential given by a flag or the environment (named `flag`), checked: run before the
+/// data folder's lock, so that a refused start leaves no folder behind.
+fn given_credential(given: &Option<String>, flag: &str) -> Result<Option<String>> {
+    match given.as_deref().map(str::trim).filter(|k| !k.is_empty()) {
+        Some(k) => check_key(k.to_string(), flag).map(Some),
+        None => Ok(None),
+    }
+}
+
+const ADMIN_KEY_FLAG: &str = "--admin-key or CAIRN_ADMIN_KEY";
+const SECRET_FLAG: &str = "--search-secret or CAIRN_SEARCH_SECRET";
+
 /// The administrator's key: given, or kept in `DIR/admin.key`, or generated there.
 fn admin_key(data: &DataDir, given: Option<String>) -> Result<String> {
     credential(
         data,
         given,
-        "--admin-key or CAIRN_ADMIN_KEY",
+        ADMIN_KEY_FLAG,
         "admin.key",
         "the administrator's API key",
     )
@@ -187,7 +199,7 @@ fn open_backups(
     });
     let backups = cairn_backup::BackupManager::open(&data.root.join("backups"), source)
         .context("open the backup folder")?;
-    spawn_retention(store.clone(), indexer.clone(), backups.clone(), retention)?;
+    spawn_housekeeping(store.clone(), indexer.clone(), backups.clone(), retention)?;
     Ok(backups)
 }
 
@@ -202,9 +214,13 @@ fn finish(
     // next start.
     if backups.is_running() {
         eprintln!("cairn: canceling the running backup");
-        if !backups.stop(Duration::from_secs(30)) {
-            tracing::warn!("the backup did not stop in 30 s; the next start marks it interrupted");
-        }
+    }
+    if !backups.stop(Duration::from_secs(30)) {
+        tracing::warn!("the backup did not stop in 30 s; the next start marks it interrupted");
+    }
+    // A history a full disk kept from being saved: its last chance.
+    if !backups.save_history() {
+        eprintln!("cairn: warning: the backup history could not be saved (see the log)");
     }
     indexer
         .shutdown(Some(background))
@@ -214,7 +230,7 @@ fn finish(
     Ok(ExitCode::SUCCESS)
 }
 
-fn spawn_retention(
+fn spawn_housekeeping(
     store: Arc<Store>,
     indexer: Arc<cairn_index::Indexer>,
     backups: Arc<cairn_backup::BackupManager>,
@@ -222,13 +238,21 @@ fn spawn_retention(
 ) -> Result<()> {
     std::thread::Builder::new()
         .name("cairn-activity-retention".into())
-        .spawn(move || loop {
-            match cairn_backup::clean_activities(&store, &indexer, &backups, retention) {
-                Ok(0) => {}
-                Ok(n) => tracing::info!(deleted = n, "deleted old indexing activities"),
-                Err(e) => tracing::warn!("activity clean-up failed: {e}"),
+        .spawn(move || {
+            let mut cleaned: Option<std::time::Instant> = None;
+            loop {
+                if cleaned.is_none_or(|t| t.elapsed() >= Duration::from_secs(3600)) {
+                    match cairn_backup::clean_activities(&store, &indexer, &backups, retention) {
+                        Ok(0) => {}
+                        Ok(n) => tracing::info!(deleted = n, "deleted old indexing activities"),
+                        Err(e) => tracing::warn!("activity clean-up failed: {e}"),
+                    }
+                    cleaned = Some(std::time::Instant::now());
+                }
+                // A backup history that a full disk kept unsaved is written once it can be.
+                backups.save_history();
+                std::thread::sleep(Duration::from_secs(10));
             }
-            std::thread::sleep(Duration::from_secs(3600));
         })
         .context("start the activity clean-up")?;
     Ok(())
@@ -240,9 +264,11 @@ pub fn run(data: &DataDir, opts: ServeOptions) -> Result<ExitCode> {
         return run_web_node(data, opts, &service);
     }
     let listener = bind(opts.listen)?;
-    let _lock = data.lock("serve")?;
+    given_credential(&opts.admin_key, ADMIN_KEY_FLAG)?;
+    let mut lock = data.lock("serve")?;
     let key = admin_key(data, opts.admin_key.clone())?;
     let (store, indexer, report) = open_repository(data)?;
+    lock.hold_database_file(data)?;
     let background = indexer.start();
     let backups = open_backups(
         data,
@@ -270,7 +296,8 @@ pub fn run(data: &DataDir, opts: ServeOptions) -> Result<ExitCode> {
 /// A web node without a local index: queries and backups go to the search service.
 fn run_web_node(data: &DataDir, opts: ServeOptions, service: &str) -> Result<ExitCode> {
     let listener = bind(opts.listen)?;
-    let _lock = data.lock("serve")?;
+    given_credential(&opts.admin_key, ADMIN_KEY_FLAG)?;
+    let mut lock = data.lock("serve")?;
     let key = admin_key(data, opts.admin_key.clone())?;
     let secret = opts
         .search_secret
@@ -285,6 +312,7 @@ fn run_web_node(data: &DataDir, opts: ServeOptions, service: &str) -> Result<Exi
         Store::open(&data.database)
             .with_context(|| format!("open the database {}", data.database.redacted()))?,
     );
+    lock.hold_database_file(data)?;
     let remote = RemoteSearch::new(service, &secret);
     let state = AppState::new(
         store,
@@ -308,7 +336,7 @@ fn service_secret(data: &DataDir, given: Option<String>) -> Result<String> {
     credential(
         data,
         given,
-        "--search-secret or CAIRN_SEARCH_SECRET",
+        SECRET_FLAG,
         "search.secret",
         "the search service's shared secret",
     )
@@ -325,7 +353,8 @@ pub fn run_search_service(
     connections: ConnectionLimits,
 ) -> Result<ExitCode> {
     let listener = bind(listen)?;
-    let _lock = data.lock("search-service")?;
+    given_credential(&secret, SECRET_FLAG)?;
+    let mut lock = data.lock("search-service")?;
     let secret = service_secret(data, secret)?;
     // Writes come from other processes: they wake the indexer through /search/wait, and a
     // short periodic catch-up covers the rest.
@@ -334,6 +363,7 @@ pub fn run_search_service(
         ..cairn_index::IndexerOptions::default()
     };
     let (store, indexer, report) = crate::commands::open_repository_with(data, options)?;
+    lock.hold_database_file(data)?;
     let background = indexer.start();
     let backups = open_backups(data, &store, &indexer, retention, backup_busy_rate)?;
     let state = cairn_api::service::ServiceState {
