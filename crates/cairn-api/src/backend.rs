@@ -7,6 +7,7 @@ use std::io::Read;
 use std::sync::Arc;
 use std::time::Duration;
 
+use cairn_backup::policy::Policies;
 use cairn_backup::{BackupKind, BackupManager};
 use cairn_index::Indexer;
 use cairn_store::ActivityId;
@@ -199,8 +200,8 @@ pub fn local_properties(ix: &Indexer) -> IndexProperties {
 
 /// The backups a web node offers: its own, or the search service's.
 pub enum BackupBackend {
-    /// Backups by this process.
-    Local(Arc<BackupManager>),
+    /// Backups by this process, and its backup policies (if any).
+    Local(Arc<BackupManager>, Option<Arc<Policies>>),
     /// Backups by the search service, which owns the index.
     Remote(RemoteSearch),
 }
@@ -213,7 +214,7 @@ impl BackupBackend {
         request: &cairn_backup::BackupRequest,
     ) -> ApiResult<Value> {
         match self {
-            BackupBackend::Local(m) => {
+            BackupBackend::Local(m, _) => {
                 serde_json::to_value(m.start_request(kind, request)?).map_err(ApiError::internal)
             }
             BackupBackend::Remote(r) => r.post(
@@ -226,34 +227,84 @@ impl BackupBackend {
     /// The running or last backup and the history. Blocking.
     pub fn query(&self) -> ApiResult<Value> {
         match self {
-            BackupBackend::Local(m) => serde_json::to_value(m.query()).map_err(ApiError::internal),
+            BackupBackend::Local(m, _) => {
+                serde_json::to_value(m.query()).map_err(ApiError::internal)
+            }
             BackupBackend::Remote(r) => r.get("/backup/query"),
         }
     }
     /// Cancels the running backup. Blocking.
     pub fn cancel(&self) -> ApiResult<Value> {
         match self {
-            BackupBackend::Local(m) => serde_json::to_value(m.cancel()).map_err(ApiError::internal),
+            BackupBackend::Local(m, _) => {
+                serde_json::to_value(m.cancel()).map_err(ApiError::internal)
+            }
             BackupBackend::Remote(r) => r.post("/backup/cancel", &json!({})),
         }
     }
     /// Finished backups. Blocking.
     pub fn list(&self) -> ApiResult<Value> {
         match self {
-            BackupBackend::Local(m) => {
+            BackupBackend::Local(m, _) => {
                 serde_json::to_value(m.summaries()).map_err(ApiError::internal)
             }
             BackupBackend::Remote(r) => r.get("/backups"),
         }
     }
+    /// The backup policies (`GetBackupPolicies`). Blocking.
+    pub fn policies(&self) -> ApiResult<Value> {
+        match self {
+            BackupBackend::Local(_, p) => Ok(policies_json(p.as_deref())),
+            BackupBackend::Remote(r) => r.get("/backup/policies"),
+        }
+    }
+    /// Runs a policy now (`ExecuteBackupPolicy`). Blocking.
+    pub fn execute_policy(&self, name: &str) -> ApiResult<Value> {
+        match self {
+            BackupBackend::Local(_, p) => execute_policy(p.as_ref(), name),
+            BackupBackend::Remote(r) => {
+                r.post("/backup/policies/execute", &json!({ "name": name }))
+            }
+        }
+    }
+    /// The policies' lines of `/metrics`; empty when they cannot be read. Blocking.
+    pub fn policy_metrics(&self) -> String {
+        let views = match self {
+            BackupBackend::Local(_, Some(p)) => p.views(),
+            BackupBackend::Local(_, None) => Vec::new(),
+            BackupBackend::Remote(r) => r
+                .get("/backup/policies")
+                .ok()
+                .and_then(|v| serde_json::from_value(v["Policies"].clone()).ok())
+                .unwrap_or_default(),
+        };
+        if views.is_empty() {
+            String::new()
+        } else {
+            cairn_backup::policy::metrics_text(&views)
+        }
+    }
     /// A finished backup's manifest. Blocking.
     pub fn manifest(&self, name: &str) -> ApiResult<Value> {
         match self {
-            BackupBackend::Local(m) => {
+            BackupBackend::Local(m, _) => {
                 let (_, man) = m.finished(name)?;
                 serde_json::to_value(man).map_err(ApiError::internal)
             }
             BackupBackend::Remote(r) => r.get(&manifest_url_path(name)),
         }
     }
+}
+
+/// `GetBackupPolicies`' answer for this process's policies.
+pub fn policies_json(p: Option<&Policies>) -> Value {
+    json!({ "Policies": p.map(Policies::views).unwrap_or_default() })
+}
+
+/// `ExecuteBackupPolicy` on this process's policies.
+pub fn execute_policy(p: Option<&Arc<Policies>>, name: &str) -> ApiResult<Value> {
+    let p = p.filter(|p| p.has(name)).ok_or_else(|| {
+        ApiError::not_found(format!("no backup policy {name:?} (see GetBackupPolicies)"))
+    })?;
+    serde_json::to_value(p.run(name)?).map_err(ApiError::internal)
 }

@@ -82,7 +82,7 @@ async fn file(
 ) -> ApiResult<Response> {
     let m = manager(&state, &caller)?;
     let (size, body) = match &*m {
-        crate::backend::BackupBackend::Local(m) => {
+        crate::backend::BackupBackend::Local(m, _) => {
             let (size, f) = open_listed_file(m, &name, &path).await?;
             (
                 size,

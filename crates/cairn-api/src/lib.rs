@@ -119,8 +119,13 @@ async fn metrics_text(State(state): State<AppState>, req: Request) -> Response {
             Ok(p) => (p.last_activity_id, p.document_count),
             Err(_) => (0, 0),
         };
-        Ok(s.metrics
-            .render((db_last - last).max(0), docs, last, db_last))
+        let mut text = s
+            .metrics
+            .render((db_last - last).max(0), docs, last, db_last);
+        if let Some(b) = &s.backups {
+            text.push_str(&b.policy_metrics());
+        }
+        Ok(text)
     })
     .await;
     let mut r = match rendered {

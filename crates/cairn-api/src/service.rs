@@ -39,6 +39,8 @@ pub struct ServiceState {
     pub indexer: Arc<Indexer>,
     /// Its backups.
     pub backups: Arc<BackupManager>,
+    /// Its backup policies.
+    pub policies: Option<Arc<cairn_backup::policy::Policies>>,
     /// The secret web nodes present.
     pub secret: Arc<String>,
 }
@@ -53,6 +55,8 @@ pub fn service_router(state: ServiceState) -> Router {
         .route("/backup/start", post(backup_start))
         .route("/backup/query", get(backup_query))
         .route("/backup/cancel", post(backup_cancel))
+        .route("/backup/policies", get(policies))
+        .route("/backup/policies/execute", post(execute_policy))
         .route("/backups", get(backups_list))
         .route("/backups/{name}/manifest.json", get(backup_manifest))
         .route("/backups/{name}/files/{*path}", get(backup_file))
@@ -149,6 +153,23 @@ async fn backup_query(State(s): State<ServiceState>) -> ApiResult<Response> {
 
 async fn backup_cancel(State(s): State<ServiceState>) -> ApiResult<Response> {
     Ok(Json(s.backups.cancel()).into_response())
+}
+
+async fn policies(State(s): State<ServiceState>) -> ApiResult<Response> {
+    Ok(Json(crate::backend::policies_json(s.policies.as_deref())).into_response())
+}
+
+#[derive(Deserialize)]
+struct ExecuteBody {
+    name: String,
+}
+
+async fn execute_policy(
+    State(s): State<ServiceState>,
+    Json(b): Json<ExecuteBody>,
+) -> ApiResult<Response> {
+    let v = blocking(move || crate::backend::execute_policy(s.policies.as_ref(), &b.name)).await?;
+    Ok(Json(v).into_response())
 }
 
 async fn backups_list(State(s): State<ServiceState>) -> ApiResult<Response> {

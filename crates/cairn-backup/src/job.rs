@@ -86,6 +86,9 @@ impl Job {
     }
 }
 
+/// Called with a backup as it ended (see [`BackupManager::start_into_then`]).
+pub type OnEnd = Box<dyn FnOnce(BackupInfo) + Send>;
+
 struct Running {
     info: Arc<Mutex<BackupInfo>>,
     cancel: CancelToken,
@@ -104,6 +107,9 @@ pub struct BackupManager {
     root: PathBuf,
     source: Arc<dyn BackupSource>,
     inner: Mutex<Inner>,
+    /// `on_end` callbacks running (a policy's retention after its backup): a stop waits
+    /// for them too.
+    ending: std::sync::atomic::AtomicUsize,
 }
 
 /// Checks that `name` is a backup's name: a plain folder name (no `/`, `\\`, control
@@ -227,6 +233,7 @@ impl BackupManager {
                 history,
                 unsaved: changed,
             }),
+            ending: Default::default(),
         });
         manager.save_if_unsaved(&mut manager.inner.lock().unwrap_or_else(|p| p.into_inner()));
         Ok(manager)
@@ -313,7 +320,7 @@ impl BackupManager {
         kind: BackupKind,
         target: Option<&str>,
     ) -> Result<BackupResponse> {
-        self.launch(kind, |root| {
+        self.launch(kind, None, |root| {
             let name = match target.map(str::trim).filter(|t| !t.is_empty()) {
                 Some(t) => t.to_string(),
                 None => default_name(root),
@@ -350,6 +357,14 @@ impl BackupManager {
             )),
             (_, Some(to), recipient) => {
                 let address = crate::repo::BackupAddress::parse(to)?;
+                // Over HTTP a folder of the server's own is named by `target`: a request
+                // does not get to write wherever the server's process may.
+                if !matches!(address.repo, crate::repo::RepoUrl::S3 { .. }) {
+                    return Err(BackupError::Refused(format!(
+                        "to {to:?}: a request names an S3 repository (s3://BUCKET/PREFIX/NAME); \
+                         a folder in the server's backup folder is named by target"
+                    )));
+                }
                 let dest = crate::repo::create::Destination::open(&address, &settings, recipient)?;
                 self.start_into(kind, dest)
             }
@@ -383,7 +398,19 @@ impl BackupManager {
         kind: BackupKind,
         dest: crate::repo::create::Destination,
     ) -> Result<BackupResponse> {
-        self.launch(kind, |_| Ok(Job::Repository(Box::new(dest))))
+        self.launch(kind, None, |_| Ok(Job::Repository(Box::new(dest))))
+    }
+
+    /// [`BackupManager::start_into`], calling `on_end` with the backup as it ended (after
+    /// the history has it) on the backup's thread. When another backup is running nothing
+    /// starts, the answer's state is `Executing`, and `on_end` is never called.
+    pub fn start_into_then(
+        self: &Arc<Self>,
+        kind: BackupKind,
+        dest: crate::repo::create::Destination,
+        on_end: OnEnd,
+    ) -> Result<BackupResponse> {
+        self.launch(kind, Some(on_end), |_| Ok(Job::Repository(Box::new(dest))))
     }
 
     /// One backup at a time: starts the `job` that `plan` makes (given the backup folder)
@@ -391,6 +418,7 @@ impl BackupManager {
     fn launch(
         self: &Arc<Self>,
         kind: BackupKind,
+        on_end: Option<OnEnd>,
         plan: impl FnOnce(&Path) -> Result<Job>,
     ) -> Result<BackupResponse> {
         let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
@@ -413,17 +441,38 @@ impl BackupManager {
         let response = Self::response(&inner);
         drop(inner);
         let me = self.clone();
+        let with_callback = on_end.is_some();
+        if with_callback {
+            self.ending
+                .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        }
         std::thread::Builder::new()
             .name("cairn-backup".into())
             .spawn(move || {
                 crate::files::lower_thread_priority();
-                me.run(kind, &job, &info, &cancel)
+                let ended = me.run(kind, &job, &info, &cancel);
+                if let Some(on_end) = on_end {
+                    on_end(ended);
+                    me.ending.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+                }
             })
-            .map_err(io("start the backup thread"))?;
+            .map_err(|e| {
+                if with_callback {
+                    self.ending
+                        .fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+                }
+                io("start the backup thread")(e)
+            })?;
         Ok(response)
     }
 
-    fn run(&self, kind: BackupKind, job: &Job, info: &Mutex<BackupInfo>, cancel: &CancelToken) {
+    fn run(
+        &self,
+        kind: BackupKind,
+        job: &Job,
+        info: &Mutex<BackupInfo>,
+        cancel: &CancelToken,
+    ) -> BackupInfo {
         let result = match job {
             Job::Folder(path) => run_backup(&*self.source, kind, path, info, cancel),
             Job::Repository(dest) => {
@@ -455,9 +504,10 @@ impl BackupManager {
             }
         }
         inner.running = None;
-        inner.history.insert(0, done);
+        inner.history.insert(0, done.clone());
         inner.history.truncate(HISTORY_LIMIT);
         self.save(&mut inner);
+        done
     }
 
     /// The running backup, else the newest one, and the history.
@@ -506,12 +556,14 @@ impl BackupManager {
     /// for it to end (recorded Canceled, its folder removed). False if it still runs.
     pub fn stop(&self, deadline: Duration) -> bool {
         self.save_if_unsaved(&mut self.inner.lock().unwrap_or_else(|p| p.into_inner()));
-        if !self.is_running() {
+        let busy =
+            || self.is_running() || self.ending.load(std::sync::atomic::Ordering::SeqCst) > 0;
+        if !busy() {
             return true;
         }
         self.cancel();
         let until = Instant::now() + deadline;
-        while self.is_running() {
+        while busy() {
             if Instant::now() >= until {
                 return false;
             }
@@ -586,6 +638,8 @@ pub fn list_backups(root: &Path) -> Vec<(String, Manifest)> {
         .flatten()
         .flatten()
         .filter(|e| e.path().is_dir())
+        // Hidden folders are Cairn's own (an upload's staging, a delete under way).
+        .filter(|e| !e.file_name().to_string_lossy().starts_with('.'))
         .filter_map(|e| {
             let m = Manifest::read(&e.path()).ok()?;
             Some((e.file_name().to_string_lossy().to_string(), m))

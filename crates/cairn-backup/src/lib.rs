@@ -21,6 +21,7 @@ pub mod identity;
 mod job;
 mod manifest;
 mod offline;
+pub mod policy;
 pub mod repo;
 mod restore;
 mod retention;

@@ -12,12 +12,14 @@ use crate::job::BackupManager;
 
 /// Deletes the indexing activities that nothing can need any more: below the live
 /// index's position (and its gaps), below the position of every backup in `backups`'
-/// folder, and older than `retention`. Deletes nothing while a backup runs (its position
-/// is not known yet). Returns how many were deleted.
+/// folder and `floor` (the oldest kept in the policies' repositories), and older than
+/// `retention`. Deletes nothing while a backup runs (its position is not known yet).
+/// Returns how many were deleted.
 pub fn clean_activities(
     store: &Store,
     indexer: &Indexer,
     backups: &BackupManager,
+    floor: Option<ActivityId>,
     retention: Duration,
 ) -> Result<u64> {
     if backups.is_running() {
@@ -33,6 +35,9 @@ pub fn clean_activities(
         .min(state.last_activity_id);
     for (_, m) in backups.list() {
         keep_from = keep_from.min(m.index.completion_state.last_activity_id);
+    }
+    if let Some(floor) = floor {
+        keep_from = keep_from.min(floor);
     }
     let older_than = time::OffsetDateTime::now_utc() - retention;
     Ok(store.delete_activities(keep_from, older_than)?)

@@ -842,12 +842,13 @@ fn activity_cleanup_keeps_what_a_backup_needs() {
     // Within the retention nothing goes.
     let day = Duration::from_secs(86_400);
     assert_eq!(
-        clean_activities(&repo.store, &repo.indexer, &manager, day).unwrap(),
+        clean_activities(&repo.store, &repo.indexer, &manager, None, day).unwrap(),
         0
     );
     assert!(kept(0));
     // With none, what is below the backup's position goes, and everything it needs stays.
-    let deleted = clean_activities(&repo.store, &repo.indexer, &manager, Duration::ZERO).unwrap();
+    let deleted =
+        clean_activities(&repo.store, &repo.indexer, &manager, None, Duration::ZERO).unwrap();
     assert!(deleted > 0);
     assert!(
         kept(at.0 - 1),
@@ -857,7 +858,8 @@ fn activity_cleanup_keeps_what_a_backup_needs() {
     // Without the backup, the live index's position is the floor.
     std::fs::remove_dir_all(root.join("b")).unwrap();
     let manager = BackupManager::open(&root, repo.source()).unwrap();
-    let deleted = clean_activities(&repo.store, &repo.indexer, &manager, Duration::ZERO).unwrap();
+    let deleted =
+        clean_activities(&repo.store, &repo.indexer, &manager, None, Duration::ZERO).unwrap();
     assert!(deleted > 0);
     assert!(kept(repo.indexer.state().last_activity_id.0 - 1));
     repo.stop();

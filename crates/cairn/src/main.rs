@@ -163,11 +163,14 @@ enum Command {
     },
     /// Restore a backup into a data folder (no server may run on it).
     Restore {
-        /// The backup folder.
+        /// The backup: a folder, or REPO/NAME (s3://bucket/prefix/NAME).
         #[arg(long)]
-        from: PathBuf,
+        from: String,
         #[command(flatten)]
         data: DataArgs,
+        /// The age identity file of an encrypted backup.
+        #[arg(long)]
+        identity: Option<PathBuf>,
         /// Restore the index only (the next start catches it up).
         #[arg(long, conflicts_with = "database_only")]
         index_only: bool,
@@ -195,7 +198,7 @@ enum Command {
 enum BackupCommand {
     /// Take a backup: the index first, then the database, then the manifest.
     Create {
-        /// A running server: it writes the backup into its backup folder (online).
+        /// A running server: it takes the backup online.
         #[arg(long, conflicts_with = "data")]
         server: Option<String>,
         /// The administrator's key for --server.
@@ -204,9 +207,10 @@ enum BackupCommand {
         /// With --server: the folder name in the server's backup folder.
         #[arg(long)]
         target: Option<String>,
-        /// Where to write the backup (with --data), or download it to (with --server).
+        /// The new backup: a folder, or REPO/NAME (s3://bucket/prefix/NAME). With --server,
+        /// S3 is written by the server; a folder is a download of the server's backup.
         #[arg(long)]
-        to: Option<PathBuf>,
+        to: Option<String>,
         /// A stopped repository's data folder.
         #[arg(long)]
         data: Option<PathBuf>,
@@ -216,19 +220,58 @@ enum BackupCommand {
         /// The index alone.
         #[arg(long)]
         index_only: bool,
+        /// Encrypt the backup to this age recipient (age1...).
+        #[arg(long)]
+        encrypt_to: Option<String>,
     },
     /// Check a backup: checksums, the index opens, the database checks, positions agree.
     Verify {
-        /// The backup folder.
-        dir: PathBuf,
+        /// The backup: a folder, or REPO/NAME.
+        backup: String,
+        /// The age identity file of an encrypted backup (without it only what can be
+        /// checked without the key is).
+        #[arg(long)]
+        identity: Option<PathBuf>,
     },
-    /// Finished backups in a folder (default: DIR/backups of --data).
+    /// Finished backups in a repository (default: DIR/backups of --data).
     List {
-        /// The folder holding backups.
-        dir: Option<PathBuf>,
-        /// The data folder whose backups to list, when no folder is given.
+        /// The repository: a folder, or s3://bucket/prefix.
+        repo: Option<String>,
+        /// The data folder whose backups to list, when no repository is given.
         #[arg(long, env = "CAIRN_DATA", default_value = "./cairn-data")]
         data: PathBuf,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Make an age identity for encrypted backups: writes the secret key into FILE (mode
+    /// 0600; keep it away from the machine that backs up) and prints the recipient to give
+    /// --encrypt-to.
+    Keygen {
+        /// The new identity file.
+        file: PathBuf,
+    },
+    /// Delete a backup (never what another backup of the repository still needs).
+    Delete {
+        /// The backup: REPO/NAME.
+        backup: String,
+    },
+    /// Delete the backups a retention does not keep, then what nothing needs any more.
+    Prune {
+        /// The repository: a folder, or s3://bucket/prefix.
+        repo: String,
+        /// Keep at most this many, the newest.
+        #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
+        keep_last: Option<u32>,
+        /// Keep none older than this (7d, 12h).
+        #[arg(long)]
+        keep_within: Option<String>,
+        /// Never keep fewer than this many, expired or not.
+        #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
+        min_count: Option<u32>,
+        /// Say what would be deleted; delete nothing.
+        #[arg(long)]
+        dry_run: bool,
     },
 }
 
@@ -325,6 +368,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 target,
                 to,
                 index_only,
+                encrypt_to,
                 ..
             } => {
                 let remote = ServerArgs {
@@ -338,6 +382,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                     target.as_deref(),
                     to.as_deref(),
                     index_only,
+                    encrypt_to.as_deref(),
                 )
             }
             BackupCommand::Create {
@@ -353,23 +398,55 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 database,
                 to: Some(to),
                 index_only,
+                encrypt_to,
                 ..
             } => commands::backup::create_offline(
                 &DataDir::new(&data, database.as_deref())?,
                 &to,
                 index_only,
+                encrypt_to.as_deref(),
             ),
             BackupCommand::Create { .. } => Err(anyhow::anyhow!(
-                "give --server URL [--to DIR] (online) or --data DIR --to DIR (stopped repository)"
+                "give --server URL [--to DIR|REPO/NAME] (online) or --data DIR --to DIR|REPO/NAME \
+                 (stopped repository)"
             )),
-            BackupCommand::Verify { dir } => commands::backup::verify_cmd(&dir),
-            BackupCommand::List { dir, data } => {
-                commands::backup::list(&dir.unwrap_or_else(|| commands::backup::default_dir(&data)))
+            BackupCommand::Verify { backup, identity } => {
+                commands::backup::verify_cmd(&backup, identity.as_deref())
             }
+            BackupCommand::List { repo, data, json } => {
+                let repo = repo
+                    .unwrap_or_else(|| commands::backup::default_dir(&data).display().to_string());
+                commands::repository::list(&repo, json)
+            }
+            BackupCommand::Delete { backup } => commands::repository::delete(&backup),
+            BackupCommand::Keygen { file } => {
+                let recipient = cairn_backup::repo::crypt::generate_identity(&file)
+                    .map_err(commands::repository::reason)?;
+                eprintln!(
+                    "identity written to {} (keep it safe: it reads the backups)",
+                    file.display()
+                );
+                println!("{recipient}");
+                Ok(ExitCode::SUCCESS)
+            }
+            BackupCommand::Prune {
+                repo,
+                keep_last,
+                keep_within,
+                min_count,
+                dry_run,
+            } => commands::repository::prune(
+                &repo,
+                keep_last,
+                keep_within.as_deref(),
+                min_count,
+                dry_run,
+            ),
         },
         Command::Restore {
             from,
             data,
+            identity,
             index_only,
             database_only,
             force,
@@ -379,7 +456,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 (_, true) => cairn_backup::RestoreMode::DatabaseOnly,
                 _ => cairn_backup::RestoreMode::Both,
             };
-            commands::backup::restore_cmd(&from, &data.dir()?, mode, force)
+            commands::backup::restore_cmd(&from, &data.dir()?, mode, force, identity.as_deref())
         }
         Command::Import { data, batch, file } => {
             commands::import::run(&data.dir()?, &file, batch as usize)

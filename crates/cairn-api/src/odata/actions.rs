@@ -36,6 +36,10 @@ pub enum Action {
     QueryIndexBackup,
     /// Stop the running backup.
     CancelIndexBackup,
+    /// The backup policies and what they did.
+    GetBackupPolicies,
+    /// Run a backup policy now.
+    ExecuteBackupPolicy,
 }
 
 impl Action {
@@ -51,6 +55,8 @@ impl Action {
             "backuprepository" => Action::BackupRepository,
             "queryindexbackup" => Action::QueryIndexBackup,
             "cancelindexbackup" => Action::CancelIndexBackup,
+            "getbackuppolicies" => Action::GetBackupPolicies,
+            "executebackuppolicy" => Action::ExecuteBackupPolicy,
             _ => return None,
         })
     }
@@ -65,6 +71,8 @@ impl Action {
             Action::BackupRepository => "action:BackupRepository",
             Action::QueryIndexBackup => "function:QueryIndexBackup",
             Action::CancelIndexBackup => "action:CancelIndexBackup",
+            Action::GetBackupPolicies => "function:GetBackupPolicies",
+            Action::ExecuteBackupPolicy => "action:ExecuteBackupPolicy",
         }
     }
 }
@@ -243,7 +251,9 @@ pub async fn run(
         Action::BackupIndex
         | Action::BackupRepository
         | Action::QueryIndexBackup
-        | Action::CancelIndexBackup => {
+        | Action::CancelIndexBackup
+        | Action::GetBackupPolicies
+        | Action::ExecuteBackupPolicy => {
             caller.require_admin("backups")?;
             at_root(&state, action, &at).await?;
             let manager = state
@@ -290,6 +300,24 @@ pub async fn run(
                     blocking(move || manager.start(kind, &request)).await?
                 }
                 Action::CancelIndexBackup => blocking(move || manager.cancel()).await?,
+                Action::GetBackupPolicies => blocking(move || manager.policies()).await?,
+                Action::ExecuteBackupPolicy => {
+                    if method != Method::POST {
+                        return Err(ApiError::bad_request(
+                            "ExecuteBackupPolicy is called with POST",
+                        ));
+                    }
+                    let body = super::body::object(&body)?;
+                    let name = body
+                        .iter()
+                        .find(|(k, _)| k.eq_ignore_ascii_case("name"))
+                        .and_then(|(_, v)| v.as_str())
+                        .map(str::to_string)
+                        .ok_or_else(|| {
+                            ApiError::bad_request("ExecuteBackupPolicy takes {\"name\": POLICY}")
+                        })?;
+                    blocking(move || manager.execute_policy(&name)).await?
+                }
                 _ => blocking(move || manager.query()).await?,
             }
         }

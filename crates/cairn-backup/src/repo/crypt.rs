@@ -48,6 +48,32 @@ impl Recipient {
     }
 }
 
+/// Makes a new identity and writes it into the new file `path` (mode 0600, as
+/// `age-keygen -o` writes it: a comment with the recipient, then the secret key). Returns
+/// the recipient (`age1...`) to give `--encrypt-to`.
+pub fn generate_identity(path: &std::path::Path) -> Result<String> {
+    use age::secrecy::ExposeSecret;
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let key = age::x25519::Identity::generate();
+    let recipient = key.to_public().to_string();
+    let text = format!(
+        "# created: {}\n# public key: {recipient}\n{}\n",
+        crate::run::now(),
+        key.to_string().expose_secret()
+    );
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(crate::error::io(format!("create {}", path.display())))?;
+    f.write_all(text.as_bytes())
+        .and_then(|()| f.sync_all())
+        .map_err(crate::error::io(format!("write {}", path.display())))?;
+    Ok(recipient)
+}
+
 /// The identities that may read encrypted backups (one or more, from a file).
 pub struct Identities {
     keys: Vec<age::x25519::Identity>,

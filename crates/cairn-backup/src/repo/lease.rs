@@ -6,7 +6,8 @@
 //! `If-None-Match: *`, a hard link in a folder): of two writers exactly one gets it, and
 //! the other is refused with a message naming the holder. The holder refreshes its
 //! heartbeat every 20 s; a lease whose heartbeat is older than [`STALE`] (a holder killed
-//! with SIGKILL) is taken over.
+//! with SIGKILL on another machine) is taken over, and so at once is one whose holder was
+//! a process of this machine that is gone.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -32,6 +33,9 @@ struct LeaseBody {
     pid: u32,
     /// A random token: whose lease it is.
     token: String,
+    /// Where `pid` means something: this boot of this machine's process namespace.
+    #[serde(default)]
+    machine: String,
     /// Seconds since 1970 when it was taken, and when last refreshed.
     since: u64,
     heartbeat: u64,
@@ -47,6 +51,34 @@ fn host() -> String {
     std::fs::read_to_string("/etc/hostname")
         .map(|h| h.trim().to_string())
         .unwrap_or_else(|_| "this machine".into())
+}
+
+/// This boot of this machine, and this process namespace: where a pid names a process.
+/// (A hostname alone is not enough: containers share names, and a pid means something only
+/// in its own namespace.)
+fn machine() -> String {
+    let boot = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").unwrap_or_default();
+    let ns = std::fs::read_link("/proc/self/ns/pid")
+        .map(|p| p.display().to_string())
+        .unwrap_or_default();
+    if boot.trim().is_empty() || ns.is_empty() {
+        return String::new();
+    }
+    format!("{}/{}/{ns}", host(), boot.trim())
+}
+
+/// Whether the holder `c` is a process of this machine that has ended (a kill -9): then
+/// its lease need not wait to go stale.
+fn holder_is_gone(c: &LeaseBody) -> bool {
+    if c.machine.is_empty() || c.machine != machine() || c.pid == std::process::id() {
+        return false;
+    }
+    let Ok(pid) = libc::pid_t::try_from(c.pid) else {
+        return false;
+    };
+    // SAFETY: kill with signal 0 sends nothing; it only asks whether the process exists.
+    let r = unsafe { libc::kill(pid, 0) };
+    r == -1 && std::io::Error::last_os_error().raw_os_error() == Some(libc::ESRCH)
 }
 
 /// A held lease; released when dropped.
@@ -66,6 +98,7 @@ impl Lease {
             host: host(),
             pid: std::process::id(),
             token,
+            machine: machine(),
             since: now_secs(),
             heartbeat: now_secs(),
         };
@@ -80,7 +113,10 @@ impl Lease {
                 Err(e) => return Err(e),
             };
             match current {
-                Some(c) if now_secs().saturating_sub(c.heartbeat) < STALE.as_secs() => {
+                Some(c)
+                    if now_secs().saturating_sub(c.heartbeat) < STALE.as_secs()
+                        && !holder_is_gone(&c) =>
+                {
                     return Err(BackupError::Refused(format!(
                         "the repository {} is in use by {} (pid {} on {}, for {} s); try again \
                          when it has finished",

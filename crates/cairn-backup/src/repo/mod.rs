@@ -34,6 +34,9 @@ use objects::{LocalObjects, Objects};
 use packed::{PackedManifest, PACKS_PREFIX};
 use s3::{S3Objects, S3Settings};
 
+/// A plain backup being deleted is first renamed to this prefix and its name.
+const DELETED_PREFIX: &str = ".deleted-";
+
 /// Where a repository is.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum RepoUrl {
@@ -107,6 +110,8 @@ impl BackupAddress {
         let trimmed = text.trim_end_matches('/');
         let (repo, name) = match trimmed.rsplit_once('/') {
             Some((repo, name)) if !name.is_empty() => (repo, name),
+            // A bare name: a folder in the working directory.
+            None if !trimmed.is_empty() && !trimmed.contains("://") => (".", trimmed),
             _ => {
                 return Err(BackupError::Refused(format!(
                     "{text:?} names no backup: give REPO/NAME (a folder's or s3://bucket/prefix's \
@@ -317,11 +322,21 @@ impl Repository {
         let mut freed = 0;
         match found {
             Found::Plain(folder, m) => {
-                // The manifest first: the folder is no longer a backup from then on.
-                self.objects.delete(&packed::manifest_key(name))?;
-                freed += m.files.iter().map(|f| f.size).sum::<u64>();
-                std::fs::remove_dir_all(&folder)
+                // Renamed first (one step: it is no longer listed), then removed; a kill in
+                // between leaves a hidden `.deleted-NAME` that the next prune removes.
+                let doomed = folder.with_file_name(format!("{DELETED_PREFIX}{name}"));
+                if doomed.exists() {
+                    std::fs::remove_dir_all(&doomed)
+                        .map_err(crate::error::io(format!("remove {}", doomed.display())))?;
+                }
+                std::fs::rename(&folder, &doomed)
                     .map_err(crate::error::io(format!("remove {}", folder.display())))?;
+                if let Some(parent) = folder.parent() {
+                    cairn_store::durable::sync_dir(parent)?;
+                }
+                freed += m.files.iter().map(|f| f.size).sum::<u64>();
+                std::fs::remove_dir_all(&doomed)
+                    .map_err(crate::error::io(format!("remove {}", doomed.display())))?;
             }
             Found::Packed(_) => {
                 self.objects.delete(&packed::manifest_key(name))?;
@@ -357,7 +372,17 @@ impl Repository {
     /// Removes every pack that no manifest names (left by deletes, and by uploads that
     /// were interrupted). The caller holds the lease. Returns the bytes freed.
     fn collect_garbage(&self) -> Result<u64> {
+        crate::error::failure_point("repo::collect", "collect what no backup needs")?;
         let mut freed = 0;
+        // Plain backups whose delete a kill interrupted.
+        if let Some(dir) = self.local_dir() {
+            for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+                if e.file_name().to_string_lossy().starts_with(DELETED_PREFIX) {
+                    std::fs::remove_dir_all(e.path())
+                        .map_err(crate::error::io(format!("remove {}", e.path().display())))?;
+                }
+            }
+        }
         for (key, size) in self.garbage()? {
             self.objects.delete(&key)?;
             freed += size;
@@ -368,12 +393,25 @@ impl Repository {
     /// Deletes what `keep` does not keep (see [`Retention`]), then every unreferenced
     /// pack. With `dry_run`, changes nothing and says what it would delete.
     pub fn prune(&self, keep: &Retention, dry_run: bool) -> Result<PruneReport> {
+        self.prune_matching(keep, dry_run, &|_| true)
+    }
+
+    /// [`Repository::prune`] of the backups whose names `mine` accepts (a policy's own);
+    /// the others are neither counted nor deleted. Unreferenced packs are collected all
+    /// the same.
+    pub fn prune_matching(
+        &self,
+        keep: &Retention,
+        dry_run: bool,
+        mine: &dyn Fn(&str) -> bool,
+    ) -> Result<PruneReport> {
         let _lease = if dry_run {
             None
         } else {
             Some(self.lease("prune")?)
         };
-        let all = self.find_all()?;
+        let mut all = self.find_all()?;
+        all.retain(|(name, _)| mine(name));
         let finished_at: Vec<(String, String)> = all
             .iter()
             .map(|(n, f)| (n.clone(), finished(f).to_string()))
@@ -512,7 +550,17 @@ mod tests {
         assert_eq!(a.repo.display(), "s3://b/cairn");
         let a = BackupAddress::parse("s3://b/b1").unwrap();
         assert_eq!(a.repo.display(), "s3://b");
-        for bad in ["s3://b", "s3://b/", "s3://b/.hidden", "/x/..", "b1/"] {
+        let a = BackupAddress::parse("b1/").unwrap();
+        assert_eq!((a.repo.display().as_str(), a.name.as_str()), (".", "b1"));
+        for bad in [
+            "s3://b",
+            "s3://b/",
+            "s3://b/.hidden",
+            "/x/..",
+            "..",
+            "",
+            "x://b/c",
+        ] {
             assert!(BackupAddress::parse(bad).is_err(), "{bad}");
         }
     }

@@ -135,6 +135,14 @@ pub struct PackedManifest {
     pub finished_at: String,
     /// The bytes of its files (plaintext).
     pub bytes: u64,
+    /// The repository it is a backup of (in the clear, encrypted or not: an id, no
+    /// content), so that a server can tell its own backups in a shared repository.
+    #[serde(default)]
+    pub repository_id: String,
+    /// The index's last applied activity (in the clear): the activity retention keeps the
+    /// activities an index restored from this backup needs to catch up.
+    #[serde(default)]
+    pub index_activity: i64,
     /// `None`: stored in plaintext.
     pub encryption: Option<Encryption>,
     /// Every pack it reads.
@@ -638,6 +646,8 @@ pub fn upload_folder(
         started_at: plain.started_at.clone(),
         finished_at: crate::run::now(),
         bytes: total,
+        repository_id: plain.repository_id.clone(),
+        index_activity: plain.index.completion_state.last_activity_id.0,
         encryption,
         packs: packer.packs,
         table: table_ref,

@@ -115,10 +115,28 @@ impl S3Objects {
     }
 }
 
-/// The error's own message, without the debug dump some variants carry.
+/// The error's own message, without the debug dump some variants carry, led by what it
+/// means for a person when that is recognisable (S3's error codes, a refused connection).
 fn plain(e: &object_store::Error) -> String {
     let text = e.to_string();
-    text.lines().next().unwrap_or(&text).to_string()
+    let first = text.lines().next().unwrap_or(&text).to_string();
+    let meaning = if text.contains("NoSuchBucket") {
+        Some("the bucket does not exist")
+    } else if text.contains("InvalidAccessKeyId")
+        || text.contains("SignatureDoesNotMatch")
+        || text.contains("403 Forbidden")
+        || text.contains("AccessDenied")
+    {
+        Some("access denied: check AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY")
+    } else if text.contains("error sending request") || text.contains("connect") {
+        Some("S3 is not reachable: check AWS_ENDPOINT_URL and the network")
+    } else {
+        None
+    };
+    match meaning {
+        Some(m) => format!("{m} ({first})"),
+        None => first,
+    }
 }
 
 impl Objects for S3Objects {

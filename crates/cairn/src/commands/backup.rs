@@ -1,4 +1,5 @@
-//! `cairn backup create|verify|list` and `cairn restore`.
+//! `cairn backup create|verify` and `cairn restore` (of a folder, or of a repository's
+//! backup: see `repository.rs` for `list`, `delete` and `prune`).
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -7,10 +8,17 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
+use cairn_backup::repo::create::{upload_existing, Destination};
+use cairn_backup::repo::crypt::{Identities, Recipient};
+use cairn_backup::repo::read::{restore_backup, verify_backup};
+use cairn_backup::repo::s3::S3Settings;
+use cairn_backup::repo::BackupAddress;
 use cairn_backup::{
-    backup_stopped, list_backups, restore, verify, BackupError, BackupInfo, BackupKind,
-    BackupResponse, BackupState, BackupStep, OfflineBackup, RestoreMode, RestoreTarget,
+    backup_stopped_into, restore, verify, BackupError, BackupInfo, BackupKind, BackupResponse,
+    BackupState, BackupStep, RestoreMode, RestoreTarget,
 };
+
+use crate::commands::repository::reason;
 use cairn_store::Store;
 
 use crate::commands::Remote;
@@ -26,9 +34,16 @@ fn summary(what: &str, bytes: u64, files: u64, seconds: f64) -> String {
     )
 }
 
-/// `cairn backup create --data DIR --to OUT`: a backup of a stopped repository (the checks
-/// are `cairn_backup::backup_stopped`'s). Ctrl-C stops it and leaves no folder.
-pub fn create_offline(data: &DataDir, to: &Path, index_only: bool) -> Result<ExitCode> {
+/// `cairn backup create --data DIR --to OUT|REPO/NAME [--encrypt-to R]`: a backup of a
+/// stopped repository (the checks are `cairn_backup::backup_stopped`'s): a plain folder,
+/// or packed into S3 or encrypted. Ctrl-C stops it and leaves nothing listed.
+pub fn create_offline(
+    data: &DataDir,
+    to: &str,
+    index_only: bool,
+    encrypt_to: Option<&str>,
+) -> Result<ExitCode> {
+    let dest = destination(to, encrypt_to)?;
     let _lock = data.lock_existing("backup create")?;
     let store = Arc::new(Store::open(&data.database).context("open the database")?);
     let kind = if index_only {
@@ -36,18 +51,12 @@ pub fn create_offline(data: &DataDir, to: &Path, index_only: bool) -> Result<Exi
     } else {
         BackupKind::Repository
     };
-    let backup = OfflineBackup {
-        data_dir: &data.root,
-        store,
-        to,
-        kind,
-    };
-    let info = Mutex::new(BackupInfo::started(kind, to));
+    let info = Mutex::new(BackupInfo::started_at(kind, dest.display()));
     let cancel = crate::commands::cancel_on_signal("backup");
     let started = Instant::now();
     let progress = Progress::new("backup", "bytes");
     let done = AtomicBool::new(false);
-    let manifest = std::thread::scope(|s| {
+    let made = std::thread::scope(|s| {
         s.spawn(|| {
             while !done.load(std::sync::atomic::Ordering::Relaxed) {
                 let i = info.lock().unwrap_or_else(|p| p.into_inner()).clone();
@@ -56,7 +65,7 @@ pub fn create_offline(data: &DataDir, to: &Path, index_only: bool) -> Result<Exi
                 std::thread::sleep(Duration::from_millis(200));
             }
         });
-        let r = backup_stopped(&backup, &info, &cancel);
+        let r = backup_stopped_into(&data.root, store, &dest, kind, &info, &cancel);
         done.store(true, std::sync::atomic::Ordering::Relaxed);
         r
     })
@@ -65,9 +74,10 @@ pub fn create_offline(data: &DataDir, to: &Path, index_only: bool) -> Result<Exi
         other => anyhow!("{other}"),
     })?;
     progress.finish();
+    let manifest = &made.manifest;
     let bytes: u64 = manifest.files.iter().map(|f| f.size).sum();
     println!(
-        "{}; index at {}{}",
+        "{}; index at {}{}{}",
         summary(
             "backup written",
             bytes,
@@ -79,9 +89,37 @@ pub fn create_offline(data: &DataDir, to: &Path, index_only: bool) -> Result<Exi
             .database
             .as_ref()
             .map(|d| format!(", database at {}", d.last_activity_id))
-            .unwrap_or_default()
+            .unwrap_or_default(),
+        stored_note(&dest, made.stored_bytes)
     );
     Ok(ExitCode::SUCCESS)
+}
+
+/// Where `--to` (with `--encrypt-to`) puts a new backup.
+fn destination(to: &str, encrypt_to: Option<&str>) -> Result<Destination> {
+    let address = BackupAddress::parse(to).map_err(reason)?;
+    let recipient = encrypt_to
+        .map(|r| Recipient::parse(r.trim()))
+        .transpose()
+        .map_err(|e| anyhow!("--encrypt-to: {e}"))?;
+    Destination::open(&address, &S3Settings::default(), recipient).map_err(reason)
+}
+
+/// For a packed backup, what it added to its repository.
+fn stored_note(dest: &Destination, stored: u64) -> String {
+    if dest.is_plain() {
+        return String::new();
+    }
+    format!(
+        "; into {} ({:.1} MB new{})",
+        dest.display(),
+        stored as f64 / 1e6,
+        if dest.recipient.is_some() {
+            ", encrypted"
+        } else {
+            ""
+        }
+    )
 }
 
 /// How a backup's step reads in a progress line.
@@ -99,9 +137,23 @@ fn step_name(step: BackupStep) -> &'static str {
 pub fn create_remote(
     remote: &Remote,
     target: Option<&str>,
-    to: Option<&Path>,
+    to: Option<&str>,
     index_only: bool,
+    encrypt_to: Option<&str>,
 ) -> Result<ExitCode> {
+    // Into S3: the server uploads (the data does not pass through this command).
+    let to_s3 = to.filter(|t| t.starts_with("s3://"));
+    if to_s3.is_some() && target.is_some() {
+        bail!("--target names a folder in the server's backup folder; --to s3://... names the backup in S3: give one");
+    }
+    // A local --to is a download, checked (and, with --encrypt-to, packed encrypted
+    // into the folder's repository once downloaded).
+    let local = to.filter(|_| to_s3.is_none()).map(PathBuf::from);
+    let encrypted_local = match (&local, encrypt_to) {
+        (Some(local), Some(r)) => Some(destination(&local.display().to_string(), Some(r))?),
+        _ => None,
+    };
+    let to = local.as_deref();
     if let Some(to) = to.filter(|to| to.exists()) {
         // Checked before the server starts a backup that could not be downloaded.
         bail!(
@@ -119,7 +171,14 @@ pub fn create_remote(
     } else {
         "BackupRepository"
     };
-    let body = serde_json::json!({ "target": target }).to_string();
+    let body = match to_s3 {
+        Some(s3) => serde_json::json!({ "to": s3, "encryptTo": encrypt_to }),
+        None if encrypted_local.is_none() => {
+            serde_json::json!({ "target": target, "encryptTo": encrypt_to })
+        }
+        None => serde_json::json!({ "target": target }),
+    }
+    .to_string();
     let started = Instant::now();
     let first: BackupResponse = serde_json::from_value(remote.json(
         "POST",
@@ -170,12 +229,15 @@ pub fn create_remote(
             last.message.unwrap_or_default()
         );
     }
-    let name = Path::new(&last.target_path)
-        .file_name()
-        .map(|n| n.to_string_lossy().to_string())
+    let name = last
+        .target_path
+        .rsplit('/')
+        .next()
+        .filter(|n| !n.is_empty())
+        .map(str::to_string)
         .ok_or_else(|| anyhow!("the server named no backup folder"))?;
     println!(
-        "{}; on the server in {}",
+        "{}; by the server into {}",
         summary(
             "backup finished",
             last.copied_bytes,
@@ -184,8 +246,33 @@ pub fn create_remote(
         ),
         last.target_path
     );
-    if let Some(to) = to {
-        download(remote, &name, to)?;
+    match (to, encrypted_local) {
+        (Some(to), Some(dest)) => {
+            // Downloaded beside the repository as a plain backup, checked, packed and
+            // encrypted into it, and the plain copy removed.
+            let plain = to.with_file_name(format!(".{}.cairn-plain", dest.name));
+            if plain.exists() {
+                std::fs::remove_dir_all(&plain)
+                    .with_context(|| format!("remove the leftover {}", plain.display()))?;
+            }
+            let packed = download(remote, &name, &plain).and_then(|()| {
+                let info = Mutex::new(BackupInfo::started_at(
+                    BackupKind::Repository,
+                    dest.display(),
+                ));
+                let cancel = crate::commands::cancel_on_signal("encryption");
+                upload_existing(&dest, &plain, &info, &cancel).map_err(reason)
+            });
+            let _ = std::fs::remove_dir_all(&plain);
+            let stored = packed?;
+            println!(
+                "encrypted into {}{}",
+                dest.display(),
+                stored_note(&dest, stored)
+            );
+        }
+        (Some(to), None) => download(remote, &name, to)?,
+        (None, _) => {}
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -243,11 +330,63 @@ fn download(remote: &Remote, name: &str, to: &Path) -> Result<()> {
     Ok(())
 }
 
-/// `cairn backup verify DIR`.
-pub fn verify_cmd(dir: &Path) -> Result<ExitCode> {
+/// Whether `dir` holds a packed backup (format 2: encrypted, in a local repository).
+fn is_packed(dir: &Path) -> bool {
+    std::fs::read(dir.join(cairn_backup::MANIFEST_FILE))
+        .ok()
+        .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+        .and_then(|v| v.get("format").and_then(serde_json::Value::as_u64))
+        == Some(2)
+}
+
+/// Whether `text` names a backup the repository code reads (S3, or packed), rather than
+/// a plain folder.
+fn in_repository(text: &str) -> bool {
+    text.starts_with("s3://") || is_packed(Path::new(text.strip_prefix("file://").unwrap_or(text)))
+}
+
+/// The identities of `--identity FILE`.
+fn identities(file: Option<&Path>) -> Result<Option<Identities>> {
+    file.map(Identities::read)
+        .transpose()
+        .map_err(|e| anyhow!("--identity: {e}"))
+}
+
+/// `cairn backup verify DIR|REPO/NAME [--identity FILE]`.
+pub fn verify_cmd(text: &str, identity: Option<&Path>) -> Result<ExitCode> {
+    let identities = identities(identity)?;
     let progress = Progress::new("verify", "bytes");
-    let report = verify(dir, &|d, t| progress.set(d, t)).map_err(|e| anyhow!("{e}"))?;
-    progress.finish();
+    let started = Instant::now();
+    let report = if in_repository(text) {
+        let (address, repo) = crate::commands::repository::open_backup(text)?;
+        let cancel = crate::commands::cancel_on_signal("verify");
+        let r = verify_backup(
+            &repo,
+            &address.name,
+            identities.as_ref(),
+            &|d, t| progress.set(d, t),
+            &cancel,
+        )
+        .map_err(reason)?;
+        progress.finish();
+        match r.full {
+            Some(full) => full,
+            None => {
+                println!(
+                    "checked {} packs, {:.1} MB, in {:.1} s; {}",
+                    r.packs,
+                    r.pack_bytes as f64 / 1e6,
+                    started.elapsed().as_secs_f64(),
+                    r.partial.unwrap_or_default()
+                );
+                return Ok(ExitCode::SUCCESS);
+            }
+        }
+    } else {
+        let r = verify(Path::new(text), &|d, t| progress.set(d, t)).map_err(|e| anyhow!("{e}"))?;
+        progress.finish();
+        r
+    };
     println!(
         "{}; backup of repository {}, index at {}{}",
         summary("verified", report.bytes, report.files, report.seconds),
@@ -263,60 +402,29 @@ pub fn verify_cmd(dir: &Path) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// `cairn backup list [DIR]`.
-pub fn list(dir: &Path) -> Result<ExitCode> {
-    if !dir.is_dir() {
-        bail!(
-            "{} {} (give the folder that holds the backups, such as DIR/backups, or --data DIR)",
-            dir.display(),
-            if dir.exists() {
-                "is not a folder"
-            } else {
-                "does not exist"
-            }
-        );
-    }
-    let backups = list_backups(dir);
-    if backups.is_empty() {
-        println!(
-            "no finished backups in {}{}",
-            dir.display(),
-            if dir.join("backups").is_dir() {
-                format!(
-                    " (a data folder? its backups are in {})",
-                    default_dir(dir).display()
-                )
-            } else {
-                String::new()
-            }
-        );
-    }
-    for (name, m) in backups {
-        let bytes: u64 = m.files.iter().map(|f| f.size).sum();
-        println!(
-            "{name}\t{:?}\t{}\t{:.1} MB\tindex {}\tdatabase {}",
-            m.kind,
-            m.finished_at,
-            bytes as f64 / 1e6,
-            m.index.completion_state,
-            m.database
-                .as_ref()
-                .map(|d| d.last_activity_id.to_string())
-                .unwrap_or_else(|| "-".into())
-        );
-    }
-    Ok(ExitCode::SUCCESS)
-}
-
 /// `cairn restore`.
 pub fn restore_cmd(
-    from: &Path,
+    from_text: &str,
     data: &DataDir,
     mode: RestoreMode,
     force: bool,
+    identity: Option<&Path>,
 ) -> Result<ExitCode> {
+    let identities = identities(identity)?;
+    let packed = if in_repository(from_text) {
+        Some(crate::commands::repository::open_backup(from_text)?)
+    } else {
+        None
+    };
+    let from = Path::new(from_text.strip_prefix("file://").unwrap_or(from_text));
     // Before the lock: taking it writes into the data folder, which may lie in the backup.
-    cairn_backup::refuse_overlap(from, &data.root, &data.database).map_err(|e| anyhow!("{e}"))?;
+    if packed
+        .as_ref()
+        .is_none_or(|(a, _)| !matches!(a.repo, cairn_backup::repo::RepoUrl::S3 { .. }))
+    {
+        cairn_backup::refuse_overlap(from, &data.root, &data.database)
+            .map_err(|e| anyhow!("{e}"))?;
+    }
     let created = !data.root.exists();
     let lock = data.lock("restore")?;
     let progress = Progress::new("restore", "bytes");
@@ -325,19 +433,26 @@ pub fn restore_cmd(
         database: data.database.clone(),
     };
     let cancel = crate::commands::cancel_on_signal("restore");
-    let report = match restore(
-        from,
-        &target,
-        mode,
-        force,
-        &|d, t| {
-            progress.set(d, t);
-            if d >= t {
-                progress.step(Some("swapping in"));
-            }
-        },
-        &cancel,
-    ) {
+    let on_progress = |d: u64, t: u64| {
+        progress.set(d, t);
+        if d >= t {
+            progress.step(Some("swapping in"));
+        }
+    };
+    let restored = match &packed {
+        Some((address, repo)) => restore_backup(
+            address,
+            repo,
+            &target,
+            mode,
+            force,
+            identities.as_ref(),
+            &on_progress,
+            &cancel,
+        ),
+        None => restore(from, &target, mode, force, &on_progress, &cancel),
+    };
+    let report = match restored {
         Ok(r) => r,
         Err(e) => {
             // A refused or failed restore leaves no trace: a data folder made for it

@@ -3,6 +3,7 @@
 pub mod backup;
 pub mod import;
 pub mod index;
+pub mod repository;
 pub mod serve;
 
 use std::sync::Arc;

@@ -16,6 +16,7 @@ use cairn_store::Store;
 
 use crate::commands::open_repository;
 use crate::data::DataDir;
+use cairn_backup::policy::Policies;
 
 /// Settings of `cairn serve`.
 #[derive(Debug, Clone)]
@@ -184,22 +185,51 @@ fn serve_until_signal(
     })
 }
 
-/// The backup folder of a process that owns the index, and its activity clean-up.
+/// The backups of a process that owns the index: its backup folder and its policies.
+struct Backups {
+    manager: Arc<cairn_backup::BackupManager>,
+    policies: Arc<Policies>,
+}
+
+/// The backup policies of `data` (`DIR/cairn.toml`), read before anything starts: a
+/// malformed file is refused with its line and why.
+fn read_policies(data: &DataDir) -> Result<Vec<cairn_backup::policy::Policy>> {
+    cairn_backup::policy::read_policies(&data.root).map_err(|e| anyhow::anyhow!("{e}"))
+}
+
+/// The backup folder of a process that owns the index, its policies (started), and its
+/// housekeeping.
 fn open_backups(
     data: &DataDir,
     store: &Arc<Store>,
     indexer: &Arc<cairn_index::Indexer>,
+    policies: Vec<cairn_backup::policy::Policy>,
     retention: Duration,
     busy_rate: u64,
-) -> Result<Arc<cairn_backup::BackupManager>> {
+) -> Result<Backups> {
     let source = Arc::new(cairn_backup::LiveSource {
         store: store.clone(),
         indexer: indexer.clone(),
         busy_rate,
     });
-    let backups = cairn_backup::BackupManager::open(&data.root.join("backups"), source)
+    let manager = cairn_backup::BackupManager::open(&data.root.join("backups"), source)
         .context("open the backup folder")?;
-    spawn_housekeeping(store.clone(), indexer.clone(), backups.clone(), retention)?;
+    let count = policies.len();
+    let policies = Policies::new(manager.clone(), policies);
+    policies.start().context("start the backup policies")?;
+    if count > 0 {
+        for p in policies.views() {
+            eprintln!(
+                "cairn: backup policy {} ({}) into {}, next run {}",
+                p.name,
+                p.schedule,
+                p.repository,
+                p.next_run_at.as_deref().unwrap_or("never")
+            );
+        }
+    }
+    let backups = Backups { manager, policies };
+    spawn_housekeeping(store.clone(), indexer.clone(), &backups, retention)?;
     Ok(backups)
 }
 
@@ -207,9 +237,11 @@ fn open_backups(
 fn finish(
     indexer: &cairn_index::Indexer,
     background: std::thread::JoinHandle<()>,
-    backups: &cairn_backup::BackupManager,
+    backups: &Backups,
     served: Result<()>,
 ) -> Result<ExitCode> {
+    backups.policies.stop();
+    let backups = &backups.manager;
     // A backup the stop interrupts is canceled, not left looking in progress until the
     // next start.
     if backups.is_running() {
@@ -233,28 +265,42 @@ fn finish(
 fn spawn_housekeeping(
     store: Arc<Store>,
     indexer: Arc<cairn_index::Indexer>,
-    backups: Arc<cairn_backup::BackupManager>,
+    backups: &Backups,
     retention: Duration,
 ) -> Result<()> {
+    let (manager, policies) = (backups.manager.clone(), backups.policies.clone());
     std::thread::Builder::new()
-        .name("cairn-activity-retention".into())
+        .name("cairn-housekeeping".into())
         .spawn(move || {
             let mut cleaned: Option<std::time::Instant> = None;
             loop {
                 if cleaned.is_none_or(|t| t.elapsed() >= Duration::from_secs(3600)) {
-                    match cairn_backup::clean_activities(&store, &indexer, &backups, retention) {
+                    // The oldest backup kept in the policies' repositories counts too; while
+                    // one cannot be read, nothing is deleted.
+                    let floor = policies.activity_floor(&store.repository_id().to_string());
+                    let cleaned_now = floor.map_err(|e| e.to_string()).and_then(|floor| {
+                        cairn_backup::clean_activities(
+                            &store,
+                            &indexer,
+                            &manager,
+                            floor.map(cairn_store::ActivityId),
+                            retention,
+                        )
+                        .map_err(|e| e.to_string())
+                    });
+                    match cleaned_now {
                         Ok(0) => {}
                         Ok(n) => tracing::info!(deleted = n, "deleted old indexing activities"),
-                        Err(e) => tracing::warn!("activity clean-up failed: {e}"),
+                        Err(e) => tracing::warn!("activity clean-up skipped: {e}"),
                     }
                     cleaned = Some(std::time::Instant::now());
                 }
                 // A backup history that a full disk kept unsaved is written once it can be.
-                backups.save_history();
+                manager.save_history();
                 std::thread::sleep(Duration::from_secs(10));
             }
         })
-        .context("start the activity clean-up")?;
+        .context("start the housekeeping")?;
     Ok(())
 }
 
@@ -265,6 +311,7 @@ pub fn run(data: &DataDir, opts: ServeOptions) -> Result<ExitCode> {
     }
     let listener = bind(opts.listen)?;
     given_credential(&opts.admin_key, ADMIN_KEY_FLAG)?;
+    let policies = read_policies(data)?;
     let mut lock = data.lock("serve")?;
     let key = admin_key(data, opts.admin_key.clone())?;
     let (store, indexer, report) = open_repository(data)?;
@@ -274,6 +321,7 @@ pub fn run(data: &DataDir, opts: ServeOptions) -> Result<ExitCode> {
         data,
         &store,
         &indexer,
+        policies,
         opts.activity_retention,
         opts.backup_busy_rate,
     )?;
@@ -282,7 +330,10 @@ pub fn run(data: &DataDir, opts: ServeOptions) -> Result<ExitCode> {
         SearchBackend::Local(indexer.clone()),
         api_config(key, &opts),
     )
-    .with_backups(BackupBackend::Local(backups.clone()));
+    .with_backups(BackupBackend::Local(
+        backups.manager.clone(),
+        Some(backups.policies.clone()),
+    ));
     let served = serve_until_signal(listener, router(state), opts.connections, |addr| {
         println!(
             "cairn: serving {} on http://{addr} (index {})",
@@ -297,6 +348,13 @@ pub fn run(data: &DataDir, opts: ServeOptions) -> Result<ExitCode> {
 fn run_web_node(data: &DataDir, opts: ServeOptions, service: &str) -> Result<ExitCode> {
     let listener = bind(opts.listen)?;
     given_credential(&opts.admin_key, ADMIN_KEY_FLAG)?;
+    if !read_policies(data)?.is_empty() {
+        anyhow::bail!(
+            "{} has backup policies, but this web node has no index: policies run on the \
+             search service (put them in its data folder's cairn.toml)",
+            data.root.join(cairn_backup::policy::CONFIG_FILE).display()
+        );
+    }
     let mut lock = data.lock("serve")?;
     let key = admin_key(data, opts.admin_key.clone())?;
     let secret = opts
@@ -354,6 +412,7 @@ pub fn run_search_service(
 ) -> Result<ExitCode> {
     let listener = bind(listen)?;
     given_credential(&secret, SECRET_FLAG)?;
+    let policies = read_policies(data)?;
     let mut lock = data.lock("search-service")?;
     let secret = service_secret(data, secret)?;
     // Writes come from other processes: they wake the indexer through /search/wait, and a
@@ -365,10 +424,18 @@ pub fn run_search_service(
     let (store, indexer, report) = crate::commands::open_repository_with(data, options)?;
     lock.hold_database_file(data)?;
     let background = indexer.start();
-    let backups = open_backups(data, &store, &indexer, retention, backup_busy_rate)?;
+    let backups = open_backups(
+        data,
+        &store,
+        &indexer,
+        policies,
+        retention,
+        backup_busy_rate,
+    )?;
     let state = cairn_api::service::ServiceState {
         indexer: indexer.clone(),
-        backups: backups.clone(),
+        backups: backups.manager.clone(),
+        policies: Some(backups.policies.clone()),
         secret: Arc::new(secret),
     };
     let served = serve_until_signal(

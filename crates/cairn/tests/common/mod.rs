@@ -14,6 +14,15 @@ pub fn cairn() -> Command {
         "CAIRN_ADMIN_KEY",
         "CAIRN_LISTEN",
         "CAIRN_LOG",
+        // S3 is reached only where a test says so (its moto server).
+        "AWS_ENDPOINT_URL",
+        "AWS_REGION",
+        "AWS_DEFAULT_REGION",
+        "AWS_ACCESS_KEY_ID",
+        "AWS_SECRET_ACCESS_KEY",
+        "AWS_SESSION_TOKEN",
+        "AWS_ALLOW_HTTP",
+        "AWS_PROFILE",
     ] {
         c.env_remove(var);
     }

@@ -1,0 +1,319 @@
+//! The backup policies of `DIR/cairn.toml`:
+//!
+//! ```toml
+//! [[backup.policy]]
+//! name = "nightly"
+//! schedule = "0 2 * * *"          # 5-field cron in UTC, or "every 15m"
+//! repository = "s3://bucket/cairn"
+//! kind = "repository"             # or "index"
+//! keep_last = 7                   # retention: keep_last, keep_within = "30d", min_count = 1
+//! encrypt_to = "age1..."          # optional
+//! ```
+//!
+//! Everything is checked when the file is read (at start): an unknown key, a bad pattern,
+//! an unknown repository scheme or a negative count is refused with its line and why.
+
+use std::path::Path;
+use std::time::Duration;
+
+use serde::Deserialize;
+use toml::Spanned;
+
+use super::schedule::Schedule;
+use crate::error::{BackupError, Result};
+use crate::manifest::BackupKind;
+use crate::repo::crypt::Recipient;
+use crate::repo::{RepoUrl, Retention};
+
+/// The name of the settings file in a data folder.
+pub const CONFIG_FILE: &str = "cairn.toml";
+
+/// One backup policy.
+#[derive(Clone, Debug)]
+pub struct Policy {
+    /// Its name (a prefix of the names of the backups it makes).
+    pub name: String,
+    /// When it runs.
+    pub schedule: Schedule,
+    /// The schedule as written.
+    pub schedule_text: String,
+    /// Where its backups go.
+    pub repository: RepoUrl,
+    /// Index alone, or index and database.
+    pub kind: BackupKind,
+    /// Which of its backups are kept (the others are deleted after each run).
+    pub retention: Retention,
+    /// Encrypted to this recipient, when given.
+    pub encrypt_to: Option<Recipient>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct File {
+    #[serde(default)]
+    backup: Option<Section>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Section {
+    #[serde(default)]
+    policy: Vec<Spanned<RawPolicy>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPolicy {
+    name: Spanned<String>,
+    schedule: Spanned<String>,
+    repository: Spanned<String>,
+    #[serde(default)]
+    kind: Option<Spanned<String>>,
+    #[serde(default)]
+    keep_last: Option<Spanned<i64>>,
+    #[serde(default)]
+    keep_within: Option<Spanned<String>>,
+    #[serde(default)]
+    min_count: Option<Spanned<i64>>,
+    #[serde(default)]
+    encrypt_to: Option<Spanned<String>>,
+}
+
+/// Reads the policies of `dir`'s `cairn.toml`; none when there is no such file.
+pub fn read_policies(dir: &Path) -> Result<Vec<Policy>> {
+    let path = dir.join(CONFIG_FILE);
+    let text = match std::fs::read_to_string(&path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(crate::error::io(format!("read {}", path.display()))(e)),
+    };
+    parse_policies(&text).map_err(|e| match e {
+        BackupError::Refused(why) => BackupError::Refused(format!("{}: {why}", path.display())),
+        other => other,
+    })
+}
+
+/// The line (from 1) of byte `at` in `text`.
+fn line_of(text: &str, at: usize) -> usize {
+    text.as_bytes()[..at.min(text.len())]
+        .iter()
+        .filter(|&&b| b == b'\n')
+        .count()
+        + 1
+}
+
+/// Parses the text of a `cairn.toml` (see the module documentation).
+pub fn parse_policies(text: &str) -> Result<Vec<Policy>> {
+    let refused =
+        |at: usize, why: String| BackupError::Refused(format!("line {}: {why}", line_of(text, at)));
+    let file: File = toml::from_str(text).map_err(|e| {
+        let at = e.span().map(|s| s.start).unwrap_or(0);
+        refused(at, e.message().trim().to_string())
+    })?;
+    let mut out: Vec<Policy> = Vec::new();
+    for raw in file.backup.map(|b| b.policy).unwrap_or_default() {
+        let at = raw.span().start;
+        let raw = raw.into_inner();
+        let name = raw.name.get_ref().trim().to_string();
+        let bad = |s: &Spanned<String>| s.span().start;
+        if name.is_empty()
+            || name.len() > 60
+            || !name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        {
+            return Err(refused(
+                bad(&raw.name),
+                format!("policy name {name:?}: use 1 to 60 letters, digits, '-' or '_'"),
+            ));
+        }
+        if out.iter().any(|p| p.name == name) {
+            return Err(refused(
+                bad(&raw.name),
+                format!("a second policy named {name:?}"),
+            ));
+        }
+        let schedule = Schedule::parse(raw.schedule.get_ref()).map_err(|why| {
+            refused(
+                bad(&raw.schedule),
+                format!("schedule {:?}: {why}", raw.schedule.get_ref()),
+            )
+        })?;
+        let repository = RepoUrl::parse(raw.repository.get_ref().trim()).map_err(|e| {
+            refused(
+                bad(&raw.repository),
+                format!("repository: {}", plain_reason(e)),
+            )
+        })?;
+        let kind = match raw
+            .kind
+            .as_ref()
+            .map(|k| (k.get_ref().trim().to_ascii_lowercase(), k.span().start))
+        {
+            None => BackupKind::Repository,
+            Some((k, _)) if k == "repository" => BackupKind::Repository,
+            Some((k, _)) if k == "index" => BackupKind::Index,
+            Some((k, at)) => {
+                return Err(refused(
+                    at,
+                    format!("kind {k:?}: \"repository\" or \"index\""),
+                ))
+            }
+        };
+        let count = |v: &Option<Spanned<i64>>, key: &str| -> Result<Option<usize>> {
+            match v {
+                None => Ok(None),
+                Some(n) if *n.get_ref() < 1 => Err(refused(
+                    n.span().start,
+                    format!("{key} = {}: at least 1", n.get_ref()),
+                )),
+                Some(n) => Ok(Some(*n.get_ref() as usize)),
+            }
+        };
+        let keep_within = match &raw.keep_within {
+            None => None,
+            Some(w) => Some(parse_age(w.get_ref()).map_err(|why| refused(w.span().start, why))?),
+        };
+        let retention = Retention {
+            keep_last: count(&raw.keep_last, "keep_last")?,
+            keep_within,
+            min_count: count(&raw.min_count, "min_count")?,
+        };
+        let encrypt_to = match &raw.encrypt_to {
+            None => None,
+            Some(r) => Some(Recipient::parse(r.get_ref().trim()).map_err(|e| {
+                refused(r.span().start, format!("encrypt_to: {}", plain_reason(e)))
+            })?),
+        };
+        let _ = at;
+        out.push(Policy {
+            name,
+            schedule,
+            schedule_text: raw.schedule.get_ref().trim().to_string(),
+            repository,
+            kind,
+            retention,
+            encrypt_to,
+        });
+    }
+    Ok(out)
+}
+
+/// A retention age (`30d`, `12h`); at least a second.
+pub fn parse_age(text: &str) -> std::result::Result<Duration, String> {
+    let d = humantime::parse_duration(text.trim())
+        .map_err(|e| format!("{text:?} is not a duration such as 7d or 12h ({e})"))?;
+    if d < Duration::from_secs(1) {
+        return Err(format!("{text:?}: at least 1s"));
+    }
+    Ok(d)
+}
+
+/// A refusal's own words.
+fn plain_reason(e: BackupError) -> String {
+    match e {
+        BackupError::Refused(why) => why,
+        other => other.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+[[backup.policy]]
+name = "nightly"
+schedule = "0 2 * * *"
+repository = "s3://bucket/cairn"
+kind = "repository"
+keep_last = 7
+keep_within = "30d"
+min_count = 1
+
+[[backup.policy]]
+name = "often"
+schedule = "every 15m"
+repository = "/srv/backups"
+kind = "index"
+"#;
+
+    #[test]
+    fn a_good_file_gives_its_policies() {
+        let p = parse_policies(GOOD).unwrap();
+        assert_eq!(p.len(), 2);
+        assert_eq!(p[0].name, "nightly");
+        assert_eq!(p[0].retention.keep_last, Some(7));
+        assert_eq!(
+            p[0].retention.keep_within,
+            Some(Duration::from_secs(30 * 86400))
+        );
+        assert_eq!(p[0].retention.min_count, Some(1));
+        assert_eq!(p[1].kind, BackupKind::Index);
+        assert!(matches!(p[1].schedule, Schedule::Every(d) if d == Duration::from_secs(900)));
+        assert!(parse_policies("").unwrap().is_empty());
+    }
+
+    #[test]
+    fn bad_files_name_the_line_and_the_reason() {
+        let cases = [
+            (
+                GOOD.replace("0 2 * * *", "0 25 * * *"),
+                "line 4",
+                "schedule",
+            ),
+            (
+                GOOD.replace("keep_last = 7", "keep_lst = 7"),
+                "line 7",
+                "keep_lst",
+            ),
+            (
+                GOOD.replace("s3://bucket/cairn", "ftp://x/y"),
+                "line 5",
+                "repository",
+            ),
+            (
+                GOOD.replace("keep_last = 7", "keep_last = -1"),
+                "line 7",
+                "at least 1",
+            ),
+            (
+                GOOD.replace("min_count = 1", "min_count = 0"),
+                "line 9",
+                "at least 1",
+            ),
+            (GOOD.replace("\"30d\"", "\"soon\""), "line 8", "duration"),
+            (
+                GOOD.replace("kind = \"index\"", "kind = \"files\""),
+                "line 15",
+                "kind",
+            ),
+            (
+                GOOD.replace("\"often\"", "\"nightly\""),
+                "line 12",
+                "second policy",
+            ),
+            (
+                GOOD.replace("\"often\"", "\"a/b\""),
+                "line 12",
+                "policy name",
+            ),
+            (
+                GOOD.replace("s3://bucket/cairn", "s3://"),
+                "line 5",
+                "bucket",
+            ),
+            ("[backup\nx = 1".to_string(), "line 1", ""),
+            (
+                "[[backup.policy]]\nname = \"x\"\n".to_string(),
+                "line",
+                "schedule",
+            ),
+            ("[other]\n".to_string(), "line 1", "other"),
+        ];
+        for (text, line, why) in cases {
+            let e = parse_policies(&text).unwrap_err().to_string();
+            assert!(e.contains(line) && e.contains(why), "{e}\n--\n{text}");
+        }
+    }
+}
