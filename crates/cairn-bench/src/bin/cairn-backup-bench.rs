@@ -204,7 +204,7 @@ fn run(
             eprintln!("{what}: {q}");
         }
     };
-    let (lo, hi) = article_ids(&mut client)?;
+    let (lo, hi) = common::article_ids(&mut client)?;
     let has = |p: &str| args.parts.iter().any(|x| x == p);
 
     // 1. Full hot index backups against cp -r, interleaved.
@@ -237,7 +237,15 @@ fn run(
     // 2. Incremental after 1% changes.
     if has("incremental") {
         let n = args.changes.unwrap_or(args.bench.items as u64 / 100);
-        let (secs, done) = patch_many(server.addr, lo, hi, n, "inc", u64::from(args.connections))?;
+        let (secs, done) = common::patch_many(
+            KEY,
+            server.addr,
+            lo,
+            hi,
+            n,
+            "inc",
+            u64::from(args.connections),
+        )?;
         eprintln!("changed {done} items in {secs:.1} s");
         wait("incremental backup");
         common::settle_writeback();
@@ -360,7 +368,8 @@ fn run(
         let b = backup(&mut client, server.pid(), "BackupRepository", "r1")?;
         r.backup_secs = b.seconds;
         r.backup_bytes = b.bytes;
-        let (secs, done) = patch_many(
+        let (secs, done) = common::patch_many(
+            KEY,
             server.addr,
             lo,
             hi,
@@ -440,25 +449,6 @@ fn run(
 }
 
 /// Lowest and highest article id of the corpus.
-fn article_ids(client: &mut Client) -> anyhow::Result<(u64, u64)> {
-    let mut id_of = |sort: &str| -> anyhow::Result<u64> {
-        let cql = format!(
-            "InTree:'{}' AND TypeIs:Article {sort}:Id .TOP:1",
-            corpus::ROOT_PATH
-        );
-        let a = client
-            .get(&format!(
-                "/odata.svc/Root?query={}&metadata=no&$select=Id",
-                url_encode(&cql)
-            ))?
-            .ok()?;
-        a.json()?["d"]["results"][0]["Id"]
-            .as_u64()
-            .context("no Id in the answer")
-    };
-    Ok((id_of(".SORT")?, id_of(".REVERSESORT")?))
-}
-
 /// `cp -r SRC DST`, then `sync` of every copied file and of the folder.
 fn cp_index(src: &Path, dst: &Path) -> anyhow::Result<CopyRun> {
     common::remove_tree(dst)?;
@@ -578,77 +568,6 @@ fn new_bytes(dir: &Path) -> anyhow::Result<(u64, u64)> {
         }
     }
     Ok((bytes, files))
-}
-
-/// PATCHes `n` distinct articles (ids spread over `lo..=hi`) over `conns` connections;
-/// each PATCH answers once searchable. Returns seconds and successful PATCHes.
-fn patch_many(
-    addr: std::net::SocketAddr,
-    lo: u64,
-    hi: u64,
-    n: u64,
-    tag: &str,
-    conns: u64,
-) -> anyhow::Result<(f64, u64)> {
-    let span = hi - lo + 1;
-    let n = n.min(span);
-    // A stride coprime with the span visits distinct ids.
-    let mut stride = (span as f64 * 0.618_034) as u64 | 1;
-    while gcd(stride, span) != 1 {
-        stride += 2;
-    }
-    let next = Arc::new(AtomicU64::new(0));
-    let ok = Arc::new(AtomicU64::new(0));
-    let errors = Arc::new(Mutex::new(Vec::<String>::new()));
-    let t0 = Instant::now();
-    let handles: Vec<_> = (0..conns)
-        .map(|_| {
-            let (next, ok, errors, tag) =
-                (next.clone(), ok.clone(), errors.clone(), tag.to_string());
-            thread::spawn(move || {
-                let mut c = Client::new(addr, KEY);
-                loop {
-                    let i = next.fetch_add(1, Ordering::SeqCst);
-                    if i >= n {
-                        break;
-                    }
-                    let id = lo + (i * stride) % span;
-                    let body = format!("{{\"Description\":\"{tag} change {i}\"}}");
-                    match c.request(
-                        "PATCH",
-                        &format!("/odata.svc/content({id})?metadata=no"),
-                        Some(&body),
-                    ) {
-                        Ok(a) if (200..300).contains(&a.status) => {
-                            ok.fetch_add(1, Ordering::SeqCst);
-                        }
-                        Ok(a) => errors
-                            .lock()
-                            .unwrap()
-                            .push(format!("{id}: {} {:.200}", a.status, a.body)),
-                        Err(e) => errors.lock().unwrap().push(format!("{id}: {e}")),
-                    }
-                }
-            })
-        })
-        .collect();
-    for h in handles {
-        h.join().expect("patch thread");
-    }
-    let secs = t0.elapsed().as_secs_f64();
-    let errors = errors.lock().unwrap();
-    if !errors.is_empty() {
-        eprintln!("{} PATCHes failed, e.g. {}", errors.len(), errors[0]);
-    }
-    Ok((secs, ok.load(Ordering::SeqCst)))
-}
-
-fn gcd(a: u64, b: u64) -> u64 {
-    if b == 0 {
-        a
-    } else {
-        gcd(b, a % b)
-    }
 }
 
 fn print_report(r: &Report) {

@@ -12,11 +12,13 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{mpsc, Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context};
+use cairn_bench::corpus;
 use serde::Serialize;
 
 // ---------------------------------------------------------------------------
@@ -906,5 +908,102 @@ impl BenchArgs {
             scripts: self.scripts.clone().unwrap_or_else(default_scripts),
             base,
         })
+    }
+}
+
+/// The lowest and highest id of the corpus's articles.
+pub fn article_ids(client: &mut Client) -> anyhow::Result<(u64, u64)> {
+    let mut id_of = |sort: &str| -> anyhow::Result<u64> {
+        let cql = format!(
+            "InTree:'{}' AND TypeIs:Article {sort}:Id .TOP:1",
+            corpus::ROOT_PATH
+        );
+        let a = client
+            .get(&format!(
+                "/odata.svc/Root?query={}&metadata=no&$select=Id",
+                url_encode(&cql)
+            ))?
+            .ok()?;
+        a.json()?["d"]["results"][0]["Id"]
+            .as_u64()
+            .context("no Id in the answer")
+    };
+    Ok((id_of(".SORT")?, id_of(".REVERSESORT")?))
+}
+
+/// PATCHes `n` distinct articles (ids spread over `lo..=hi`) over `conns` connections;
+/// each PATCH answers once searchable. Returns seconds and successful PATCHes.
+pub fn patch_many(
+    key: &str,
+    addr: std::net::SocketAddr,
+    lo: u64,
+    hi: u64,
+    n: u64,
+    tag: &str,
+    conns: u64,
+) -> anyhow::Result<(f64, u64)> {
+    let span = hi - lo + 1;
+    let n = n.min(span);
+    // A stride coprime with the span visits distinct ids.
+    let mut stride = (span as f64 * 0.618_034) as u64 | 1;
+    while gcd(stride, span) != 1 {
+        stride += 2;
+    }
+    let next = Arc::new(AtomicU64::new(0));
+    let ok = Arc::new(AtomicU64::new(0));
+    let errors = Arc::new(Mutex::new(Vec::<String>::new()));
+    let t0 = Instant::now();
+    let handles: Vec<_> = (0..conns)
+        .map(|_| {
+            let (next, ok, errors, tag, key) = (
+                next.clone(),
+                ok.clone(),
+                errors.clone(),
+                tag.to_string(),
+                key.to_string(),
+            );
+            thread::spawn(move || {
+                let mut c = Client::new(addr, &key);
+                loop {
+                    let i = next.fetch_add(1, Ordering::SeqCst);
+                    if i >= n {
+                        break;
+                    }
+                    let id = lo + (i * stride) % span;
+                    let body = format!("{{\"Description\":\"{tag} change {i}\"}}");
+                    match c.request(
+                        "PATCH",
+                        &format!("/odata.svc/content({id})?metadata=no"),
+                        Some(&body),
+                    ) {
+                        Ok(a) if (200..300).contains(&a.status) => {
+                            ok.fetch_add(1, Ordering::SeqCst);
+                        }
+                        Ok(a) => errors
+                            .lock()
+                            .unwrap()
+                            .push(format!("{id}: {} {:.200}", a.status, a.body)),
+                        Err(e) => errors.lock().unwrap().push(format!("{id}: {e}")),
+                    }
+                }
+            })
+        })
+        .collect();
+    for h in handles {
+        h.join().expect("patch thread");
+    }
+    let secs = t0.elapsed().as_secs_f64();
+    let errors = errors.lock().unwrap();
+    if !errors.is_empty() {
+        eprintln!("{} PATCHes failed, e.g. {}", errors.len(), errors[0]);
+    }
+    Ok((secs, ok.load(Ordering::SeqCst)))
+}
+
+fn gcd(a: u64, b: u64) -> u64 {
+    if b == 0 {
+        a
+    } else {
+        gcd(b, a % b)
     }
 }
