@@ -12,11 +12,12 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{io, BackupError, Result};
 use crate::manifest::{BackupKind, Manifest, MANIFEST_FILE};
+use crate::name::target_path;
+use crate::name::HISTORY_FILE;
 use crate::run::{now, run_backup, BackupInfo, BackupSource, BackupState};
 
 /// How many finished backups the history keeps.
 const HISTORY_LIMIT: usize = 100;
-const HISTORY_FILE: &str = "history.json";
 
 /// What a backup call asks for (`BackupIndex` / `BackupRepository`'s parameters).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -110,35 +111,6 @@ pub struct BackupManager {
     /// `on_end` callbacks running (a policy's retention after its backup): a stop waits
     /// for them too.
     ending: std::sync::atomic::AtomicUsize,
-}
-
-/// Checks that `name` is a backup's name: a plain folder name (no `/`, `\\`, control
-/// characters, not starting with `.`, at most 100 bytes) that is not the history's.
-pub fn check_name(name: &str) -> Result<()> {
-    if name.is_empty()
-        || name.len() > 100
-        || name == "."
-        || name == ".."
-        || name.contains(['/', '\\'])
-        || name.chars().any(char::is_control)
-        || name.starts_with('.')
-        || name.starts_with(HISTORY_FILE)
-    {
-        return Err(BackupError::BadTarget(name.to_string()));
-    }
-    Ok(())
-}
-
-/// Checks that `name` is a plain folder name and returns its path under `root`.
-pub fn target_path(root: &Path, name: &str) -> Result<PathBuf> {
-    let bad = || BackupError::BadTarget(name.to_string());
-    check_name(name)?;
-    let path = root.join(name);
-    match std::fs::symlink_metadata(&path) {
-        Ok(m) if m.file_type().is_symlink() => Err(bad()),
-        Ok(_) => Err(BackupError::TargetExists(name.to_string())),
-        Err(_) => Ok(path),
-    }
 }
 
 /// A unique name from the UTC time: `2026-11-27T14-05-09Z`.
@@ -541,6 +513,11 @@ impl BackupManager {
                 resp
             }
         }
+    }
+
+    /// True while a backup runs, or what follows its end (a policy's retention) does.
+    pub fn is_busy(&self) -> bool {
+        self.is_running() || self.ending.load(std::sync::atomic::Ordering::SeqCst) > 0
     }
 
     /// True while a backup runs.

@@ -20,6 +20,7 @@ pub mod files;
 pub mod identity;
 mod job;
 mod manifest;
+mod name;
 mod offline;
 pub mod policy;
 pub mod repo;
@@ -31,13 +32,13 @@ mod verify;
 pub use download::{download, BackupSourceFiles, DownloadReport};
 pub use error::{BackupError, Result};
 pub use job::{
-    default_name, list_backups, target_path, BackupManager, BackupRequest, BackupResponse,
-    BackupSummary,
+    default_name, list_backups, BackupManager, BackupRequest, BackupResponse, BackupSummary,
 };
 pub use manifest::{
     BackupKind, FileEntry, IndexPart, Manifest, SourceFile, DATABASE_DIR, INDEX_DIR, MANIFEST_FILE,
     MANIFEST_FORMAT,
 };
+pub use name::{check_name, target_path};
 pub use offline::{backup_stopped, backup_stopped_into, OfflineBackup};
 pub use restore::{refuse_overlap, restore, RestoreMode, RestoreReport, RestoreTarget};
 pub use retention::clean_activities;

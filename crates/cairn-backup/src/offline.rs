@@ -11,8 +11,8 @@ use cairn_store::{CancelToken, Store};
 
 use crate::error::{BackupError, Result};
 use crate::files::{is_within, same_path};
-use crate::job::target_path;
 use crate::manifest::{BackupKind, Manifest};
+use crate::name::target_path;
 use crate::repo::create::{backup_into, Destination, Made};
 use crate::run::{run_backup, BackupInfo, StoppedSource};
 

@@ -296,7 +296,7 @@ impl Policies {
             e.policy.clone()
         };
         self.save();
-        if self.manager.is_running() {
+        if self.manager.is_busy() {
             return Ok(self.skipped(name));
         }
         let dest = Destination {
@@ -536,6 +536,6 @@ mod tests {
         assert!(!made_by("night", &n));
         assert!(!made_by("nightly", "nightly-manual"));
         assert!(!made_by("nightly", "b1"));
-        crate::job::check_name(&n).unwrap();
+        crate::name::check_name(&n).unwrap();
     }
 }

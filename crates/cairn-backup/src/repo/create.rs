@@ -71,7 +71,7 @@ pub fn backup_into(
     info: &Mutex<BackupInfo>,
     cancel: &CancelToken,
 ) -> Result<Made> {
-    crate::job::check_name(&dest.name)?;
+    crate::name::check_name(&dest.name)?;
     if let (true, Some(dir)) = (dest.is_plain(), dest.repo.local_dir()) {
         std::fs::create_dir_all(dir)
             .map_err(crate::error::io(format!("create {}", dir.display())))?;

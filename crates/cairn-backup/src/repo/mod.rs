@@ -127,7 +127,7 @@ impl BackupAddress {
         } else {
             RepoUrl::parse(repo)?
         };
-        crate::job::check_name(name)?;
+        crate::name::check_name(name)?;
         Ok(BackupAddress {
             repo,
             name: name.to_string(),

@@ -102,10 +102,20 @@ impl S3Objects {
     }
 
     fn failed(&self, what: &str, key: &str, e: object_store::Error) -> BackupError {
+        // A write is answered 404 only when its bucket is missing (S3's NoSuchBucket, which
+        // object_store reports as NotFound): that is a storage error, not a missing object.
+        let writing = matches!(what, "write" | "create");
         match e {
-            object_store::Error::NotFound { .. } => {
+            object_store::Error::NotFound { .. }
+                if !writing && !e.to_string().contains("NoSuchBucket") =>
+            {
                 BackupError::NotFound(format!("{} has no {key}", self.location()))
             }
+            object_store::Error::NotFound { .. } => BackupError::Storage(format!(
+                "{what} {}/{key}: the bucket does not exist ({})",
+                self.location(),
+                e.to_string().lines().next().unwrap_or_default()
+            )),
             other => BackupError::Storage(format!(
                 "{what} {}/{key}: {}",
                 self.location(),

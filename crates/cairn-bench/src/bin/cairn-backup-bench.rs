@@ -27,7 +27,7 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -37,7 +37,7 @@ use cairn_bench::measure::dir_size;
 use clap::Parser;
 use serde::Serialize;
 
-use common::{json_string, url_encode, Client, Server, WrkRun, WrkSpec};
+use common::{json_string, Client, Server, WrkRun, WrkSpec};
 
 #[derive(Parser, Debug)]
 #[command(about = "Cairn online backups against cp -r, writes, incremental, restore+catch-up")]
