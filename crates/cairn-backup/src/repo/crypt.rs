@@ -139,10 +139,10 @@ impl Identities {
 /// it is that recipient, so that its ids are not the plaintext's hashes. (The recipient is
 /// public: whoever holds it can still test whether a repository holds a given chunk. What
 /// the chunk says stays encrypted.)
-pub fn chunk_id(key: &str, chunk: &[u8]) -> String {
+pub fn chunk_id(key: &str, chunk: &[u8]) -> [u8; 32] {
     let mut h = Sha256::new();
     h.update(key.as_bytes());
     h.update([0u8]);
     h.update(chunk);
-    crate::files::hex(&h.finalize())
+    h.finalize().into()
 }

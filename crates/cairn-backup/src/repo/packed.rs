@@ -332,10 +332,20 @@ pub fn read_table(
     Ok(out)
 }
 
+/// Where a chunk is: in a pack of an earlier backup (its position in
+/// [`ChunkIndex::earlier_packs`]), or in one of this backup's (its position in the new
+/// manifest's pack list).
+#[derive(Clone, Copy, Debug)]
+enum Loc {
+    Earlier(u32),
+    Mine(u32),
+}
+
 /// Where chunks already stored can be found: id → (pack, offset, length).
 #[derive(Default)]
 struct ChunkIndex {
-    known: HashMap<[u8; ID_BYTES], (PackRef, u32, u32)>,
+    known: HashMap<[u8; ID_BYTES], (Loc, u32, u32)>,
+    earlier_packs: Vec<PackRef>,
 }
 
 impl ChunkIndex {
@@ -343,7 +353,8 @@ impl ChunkIndex {
     /// encryption is `key` (`""`: plaintext). A table that cannot be read is skipped: the
     /// new backup then stores those chunks again.
     fn of(objects: &dyn Objects, earlier: &[(String, PackedManifest)], key: &str) -> Self {
-        let mut known = HashMap::new();
+        let mut index = ChunkIndex::default();
+        let mut at: HashMap<&str, u32> = HashMap::new();
         let mut same: Vec<&(String, PackedManifest)> = earlier
             .iter()
             .filter(|(_, m)| m.dedupe_key() == key)
@@ -353,15 +364,21 @@ impl ChunkIndex {
             match read_table(objects, name, m) {
                 Ok(table) => {
                     for c in table {
-                        known
+                        let pack = &m.packs[c.pack as usize];
+                        let p = *at.entry(pack.id.as_str()).or_insert_with(|| {
+                            index.earlier_packs.push(pack.clone());
+                            (index.earlier_packs.len() - 1) as u32
+                        });
+                        index
+                            .known
                             .entry(c.id)
-                            .or_insert_with(|| (m.packs[c.pack as usize].clone(), c.offset, c.len));
+                            .or_insert((Loc::Earlier(p), c.offset, c.len));
                     }
                 }
                 Err(e) => tracing::warn!("not deduplicating against {name}: {e}"),
             }
         }
-        ChunkIndex { known }
+        index
     }
 }
 
@@ -409,22 +426,34 @@ pub struct UploadReport {
     pub stored_packs: u64,
 }
 
-/// Packs being filled and written.
+/// A sealed pack on its way to the repository: its position in the new manifest's list,
+/// and its plaintext.
+struct Sealed {
+    position: u32,
+    bytes: Vec<u8>,
+}
+
+/// Packs being filled; full ones are handed to the sealers (encrypt, checksum, write), which
+/// run beside the reading and chunking.
 struct Packer<'a> {
-    objects: &'a dyn Objects,
-    recipient: Option<&'a Recipient>,
     key: String,
     index: ChunkIndex,
-    /// The packs this backup names (its manifest's), and their positions by id.
-    packs: Vec<PackRef>,
-    pack_at: HashMap<String, u32>,
+    /// The packs this backup names (its manifest's), by position: earlier backups' packs
+    /// as they are met, and its own once written.
+    packs: Vec<Option<PackRef>>,
+    /// Positions of earlier packs already in `packs`.
+    earlier_at: HashMap<u32, u32>,
     /// The chunk table, in the order the files use the chunks.
     table: Vec<ChunkRef>,
-    /// The pack being filled: its bytes, and the table entries waiting for its position.
+    /// The pack being filled, and its position.
     open: Vec<u8>,
-    waiting: Vec<usize>,
+    open_at: Option<u32>,
+    to_seal: Option<std::sync::mpsc::SyncSender<Sealed>>,
+    sealed: std::sync::mpsc::Receiver<Result<(u32, PackRef)>>,
+    in_flight: usize,
     stored_bytes: u64,
     stored_packs: u64,
+    _objects: std::marker::PhantomData<&'a ()>,
 }
 
 impl Packer<'_> {
@@ -432,11 +461,16 @@ impl Packer<'_> {
     fn add(&mut self, chunk: &[u8]) -> Result<()> {
         let full = chunk_id(&self.key, chunk);
         let mut id = [0u8; ID_BYTES];
-        for (i, byte) in id.iter_mut().enumerate() {
-            *byte = u8::from_str_radix(&full[2 * i..2 * i + 2], 16).unwrap_or(0);
-        }
-        if let Some((pack, offset, len)) = self.index.known.get(&id).cloned() {
-            let pack = self.pack_position(&pack);
+        id.copy_from_slice(&full[..ID_BYTES]);
+        if let Some(&(loc, offset, len)) = self.index.known.get(&id) {
+            let pack = match loc {
+                Loc::Mine(p) => p,
+                Loc::Earlier(e) => *self.earlier_at.entry(e).or_insert_with(|| {
+                    self.packs
+                        .push(Some(self.index.earlier_packs[e as usize].clone()));
+                    (self.packs.len() - 1) as u32
+                }),
+            };
             self.table.push(ChunkRef {
                 id,
                 pack,
@@ -445,76 +479,124 @@ impl Packer<'_> {
             });
             return Ok(());
         }
+        let pack = match self.open_at {
+            Some(p) => p,
+            None => {
+                self.packs.push(None);
+                let p = (self.packs.len() - 1) as u32;
+                self.open_at = Some(p);
+                p
+            }
+        };
         let offset = self.open.len() as u32;
         self.open.extend_from_slice(chunk);
+        let len = chunk.len() as u32;
         self.table.push(ChunkRef {
             id,
-            pack: u32::MAX,
+            pack,
             offset,
-            len: chunk.len() as u32,
+            len,
         });
-        self.waiting.push(self.table.len() - 1);
         // Known from now on: a repeat within this backup is referenced too.
-        let placeholder = PackRef {
-            id: String::new(),
-            size: 0,
-        };
-        self.index
-            .known
-            .insert(id, (placeholder, offset, chunk.len() as u32));
+        self.index.known.insert(id, (Loc::Mine(pack), offset, len));
         if self.open.len() >= PACK_TARGET {
             self.seal()?;
         }
         Ok(())
     }
 
-    fn pack_position(&mut self, pack: &PackRef) -> u32 {
-        if pack.id.is_empty() {
-            // A chunk of the open pack: its position is fixed when the pack is sealed.
-            return u32::MAX;
+    /// Hands the open pack to the sealers; takes what they finished meanwhile.
+    fn seal(&mut self) -> Result<()> {
+        self.collect(false)?;
+        let Some(position) = self.open_at.take() else {
+            return Ok(());
+        };
+        let bytes = std::mem::replace(&mut self.open, Vec::with_capacity(PACK_TARGET + (1 << 20)));
+        let sent = self
+            .to_seal
+            .as_ref()
+            .is_some_and(|tx| tx.send(Sealed { position, bytes }).is_ok());
+        if !sent {
+            // A sealer ended early: its error says why.
+            self.collect(true)?;
+            return Err(BackupError::Invalid("the pack writers stopped".into()));
         }
-        if let Some(&p) = self.pack_at.get(&pack.id) {
-            return p;
-        }
-        self.packs.push(pack.clone());
-        let p = (self.packs.len() - 1) as u32;
-        self.pack_at.insert(pack.id.clone(), p);
-        p
+        self.in_flight += 1;
+        Ok(())
     }
 
-    /// Writes the open pack (encrypted when the backup is) and fixes the positions of its
-    /// chunks.
-    fn seal(&mut self) -> Result<()> {
-        if self.open.is_empty() {
-            return Ok(());
+    /// Takes the sealers' results: what is ready, or (`all`) everything still in flight.
+    fn collect(&mut self, all: bool) -> Result<()> {
+        while self.in_flight > 0 {
+            let next = if all {
+                self.sealed.recv().ok()
+            } else {
+                self.sealed.try_recv().ok()
+            };
+            let Some(result) = next else {
+                if all {
+                    return Err(BackupError::Invalid("the pack writers stopped".into()));
+                }
+                return Ok(());
+            };
+            self.in_flight -= 1;
+            let (position, pack) = result?;
+            self.stored_bytes += pack.size;
+            self.stored_packs += 1;
+            self.packs[position as usize] = Some(pack);
         }
-        crate::error::failure_point("backup::pack", "write a pack")?;
-        let stored = match self.recipient {
-            Some(r) => r.encrypt(&self.open)?,
-            None => std::mem::take(&mut self.open),
-        };
-        let id = hex(&Sha256::digest(&stored));
-        self.objects.put(&pack_key(&id), &stored)?;
-        self.stored_bytes += stored.len() as u64;
-        self.stored_packs += 1;
-        let pack = PackRef {
-            id,
-            size: stored.len() as u64,
-        };
-        let p = self.pack_position(&pack);
-        for at in self.waiting.drain(..) {
-            self.table[at].pack = p;
-            let c = self.table[at];
-            self.index
-                .known
-                .insert(c.id, (pack.clone(), c.offset, c.len));
-        }
-        // Repeats of the open pack's chunks point at it now too.
-        for c in self.table.iter_mut().filter(|c| c.pack == u32::MAX) {
-            c.pack = p;
-        }
-        self.open.clear();
         Ok(())
+    }
+
+    /// Seals the last pack, waits for every write, and gives the packs in order.
+    fn finish(mut self) -> Result<(Vec<PackRef>, Vec<ChunkRef>, u64, u64)> {
+        self.seal()?;
+        self.to_seal = None;
+        self.collect(true)?;
+        let packs = self
+            .packs
+            .into_iter()
+            .collect::<Option<Vec<_>>>()
+            .ok_or_else(|| BackupError::Invalid("a pack was not written".into()))?;
+        Ok((packs, self.table, self.stored_bytes, self.stored_packs))
+    }
+}
+
+/// How many packs are encrypted and written at once, beside the reading.
+const SEALERS: usize = 2;
+
+/// A sealer: encrypts (when the backup is), checksums and writes each pack it is handed.
+fn sealer(
+    objects: &dyn Objects,
+    recipient: Option<&Recipient>,
+    work: &std::sync::Mutex<std::sync::mpsc::Receiver<Sealed>>,
+    done: &std::sync::mpsc::Sender<Result<(u32, PackRef)>>,
+) {
+    loop {
+        let next = work.lock().unwrap_or_else(|p| p.into_inner()).recv();
+        let Ok(Sealed { position, bytes }) = next else {
+            return;
+        };
+        let result = (|| -> Result<(u32, PackRef)> {
+            crate::error::failure_point("backup::pack", "write a pack")?;
+            let stored = match recipient {
+                Some(r) => r.encrypt(&bytes)?,
+                None => bytes,
+            };
+            let id = hex(&Sha256::digest(&stored));
+            objects.put(&pack_key(&id), &stored)?;
+            Ok((
+                position,
+                PackRef {
+                    id,
+                    size: stored.len() as u64,
+                },
+            ))
+        })();
+        let failed = result.is_err();
+        if done.send(result).is_err() || failed {
+            return;
+        }
     }
 }
 
@@ -535,86 +617,41 @@ pub fn upload_folder(
 ) -> Result<UploadReport> {
     let plain = Manifest::read(folder)?;
     let key = recipient.map_or(String::new(), |r| r.as_str().to_string());
-    let mut packer = Packer {
-        objects,
-        recipient,
-        index: ChunkIndex::of(objects, earlier, &key),
-        key,
-        packs: Vec::new(),
-        pack_at: HashMap::new(),
-        table: Vec::new(),
-        open: Vec::new(),
-        waiting: Vec::new(),
-        stored_bytes: 0,
-        stored_packs: 0,
-    };
-    let total: u64 = plain.files.iter().map(|f| f.size).sum();
-    let mut done = 0u64;
-    let mut files = Vec::with_capacity(plain.files.len());
-    for entry in &plain.files {
-        let path = folder.join(&entry.path);
-        let first = packer.table.len() as u64;
-        let mut hasher = Sha256::new();
-        let mut size = 0u64;
-        let mut each = |chunk: &[u8], packer: &mut Packer<'_>| -> Result<()> {
-            if cancel.is_cancelled() {
-                return Err(BackupError::Canceled);
-            }
-            hasher.update(chunk);
-            size += chunk.len() as u64;
-            packer.add(chunk)?;
-            done += chunk.len() as u64;
-            progress(done, total);
-            Ok(())
+    let index = ChunkIndex::of(objects, earlier, &key);
+    let (to_seal, work) = std::sync::mpsc::sync_channel::<Sealed>(SEALERS);
+    let (done_tx, sealed) = std::sync::mpsc::channel();
+    let work = std::sync::Mutex::new(work);
+    let (packs, table, stored_bytes, stored_packs, files) = std::thread::scope(|scope| {
+        for _ in 0..SEALERS {
+            let (work, done) = (&work, done_tx.clone());
+            scope.spawn(move || sealer(objects, recipient, work, &done));
+        }
+        drop(done_tx);
+        let packer = Packer {
+            key,
+            index,
+            packs: Vec::new(),
+            earlier_at: HashMap::new(),
+            table: Vec::new(),
+            open: Vec::with_capacity(PACK_TARGET + (1 << 20)),
+            open_at: None,
+            to_seal: Some(to_seal),
+            sealed,
+            in_flight: 0,
+            stored_bytes: 0,
+            stored_packs: 0,
+            _objects: std::marker::PhantomData,
         };
-        match cut_of(entry, plain.database.as_ref(), folder) {
-            Cut::Fixed(n) => {
-                let mut f = std::fs::File::open(&path)
-                    .map_err(crate::error::io(format!("open {}", path.display())))?;
-                let mut buf = vec![0u8; n];
-                loop {
-                    let got = read_full(&mut f, &mut buf)
-                        .map_err(crate::error::io(format!("read {}", path.display())))?;
-                    if got == 0 {
-                        break;
-                    }
-                    each(&buf[..got], &mut packer)?;
-                }
-            }
-            Cut::ContentDefined => {
-                let f = std::fs::File::open(&path)
-                    .map_err(crate::error::io(format!("open {}", path.display())))?;
-                let chunker = fastcdc::v2020::StreamCDC::new(f, CDC_AVG / 4, CDC_AVG, CDC_AVG * 4);
-                for piece in chunker {
-                    let piece = piece.map_err(|e| BackupError::Io {
-                        context: format!("read {}", path.display()),
-                        cause: std::io::Error::other(e.to_string()),
-                    })?;
-                    each(&piece.data, &mut packer)?;
-                }
-            }
-        }
-        // The file read now is the file the plain manifest checked.
-        let sum = hex(&hasher.finalize());
-        if size != entry.size || sum != entry.sha256 {
-            return Err(BackupError::Invalid(format!(
-                "{}: changed while it was uploaded",
-                entry.path
-            )));
-        }
-        files.push(PackedFile {
-            entry: entry.clone(),
-            first,
-            count: packer.table.len() as u64 - first,
-        });
-    }
-    packer.seal()?;
+        pack_files(packer, &plain, folder, progress, cancel)
+    })?;
     if cancel.is_cancelled() {
         return Err(BackupError::Canceled);
     }
-    let table = encode_table(&packer.table);
+    let total: u64 = plain.files.iter().map(|f| f.size).sum();
+    let table_len = table.len() as u64;
+    let table = encode_table(&table);
     let table_ref = TableRef {
-        chunks: packer.table.len() as u64,
+        chunks: table_len,
         sha256: hex(&Sha256::digest(&table)),
     };
     objects.put(&table_key(name), &table)?;
@@ -649,7 +686,7 @@ pub fn upload_folder(
         repository_id: plain.repository_id.clone(),
         index_activity: plain.index.completion_state.last_activity_id.0,
         encryption,
-        packs: packer.packs,
+        packs,
         table: table_ref,
         content,
         sealed,
@@ -665,8 +702,8 @@ pub fn upload_folder(
     }
     Ok(UploadReport {
         bytes: total,
-        stored_bytes: packer.stored_bytes + table.len() as u64 + text.len() as u64,
-        stored_packs: packer.stored_packs,
+        stored_bytes: stored_bytes + table.len() as u64 + text.len() as u64,
+        stored_packs,
         manifest,
     })
 }
@@ -840,4 +877,85 @@ pub fn check_stored(
         progress(check.bytes, total);
     }
     Ok(check)
+}
+
+/// Reads, chunks and packs every file of the plain backup in `folder` (its manifest
+/// `plain`); the packs, the chunk table, the bytes and packs stored, and the files.
+#[allow(clippy::type_complexity)]
+fn pack_files(
+    mut packer: Packer<'_>,
+    plain: &Manifest,
+    folder: &Path,
+    progress: &dyn Fn(u64, u64),
+    cancel: &CancelToken,
+) -> Result<(Vec<PackRef>, Vec<ChunkRef>, u64, u64, Vec<PackedFile>)> {
+    let total: u64 = plain.files.iter().map(|f| f.size).sum();
+    let mut done = 0u64;
+    let mut files = Vec::with_capacity(plain.files.len());
+    for entry in &plain.files {
+        let path = folder.join(&entry.path);
+        let first = packer.table.len() as u64;
+        let mut hasher = Sha256::new();
+        let mut size = 0u64;
+        let mut each = |chunk: &[u8], packer: &mut Packer<'_>| -> Result<()> {
+            if cancel.is_cancelled() {
+                return Err(BackupError::Canceled);
+            }
+            hasher.update(chunk);
+            size += chunk.len() as u64;
+            packer.add(chunk)?;
+            done += chunk.len() as u64;
+            if done % (1 << 20) < chunk.len() as u64 {
+                progress(done, total);
+            }
+            Ok(())
+        };
+        match cut_of(entry, plain.database.as_ref(), folder) {
+            Cut::Fixed(n) => {
+                let mut f = std::fs::File::open(&path)
+                    .map_err(crate::error::io(format!("open {}", path.display())))?;
+                // Read in large blocks (a whole number of chunks), cut in memory: a SQLite
+                // page is 4 KiB, and a read per page would cost more than its hash.
+                let mut buf = vec![0u8; n * (INDEX_CHUNK / n).max(1)];
+                loop {
+                    let got = read_full(&mut f, &mut buf)
+                        .map_err(crate::error::io(format!("read {}", path.display())))?;
+                    if got == 0 {
+                        break;
+                    }
+                    for chunk in buf[..got].chunks(n) {
+                        each(chunk, &mut packer)?;
+                    }
+                }
+            }
+            Cut::ContentDefined => {
+                let f = std::fs::File::open(&path)
+                    .map_err(crate::error::io(format!("open {}", path.display())))?;
+                let chunker = fastcdc::v2020::StreamCDC::new(f, CDC_AVG / 4, CDC_AVG, CDC_AVG * 4);
+                for piece in chunker {
+                    let piece = piece.map_err(|e| BackupError::Io {
+                        context: format!("read {}", path.display()),
+                        cause: std::io::Error::other(e.to_string()),
+                    })?;
+                    each(&piece.data, &mut packer)?;
+                }
+            }
+        }
+        // The file read now is the file the plain manifest checked.
+        let sum = hex(&hasher.finalize());
+        if size != entry.size || sum != entry.sha256 {
+            return Err(BackupError::Invalid(format!(
+                "{}: changed while it was uploaded",
+                entry.path
+            )));
+        }
+        files.push(PackedFile {
+            entry: entry.clone(),
+            first,
+            count: packer.table.len() as u64 - first,
+        });
+    }
+    progress(done, total);
+    let (packs, table, stored_bytes, stored_packs) = packer.finish()?;
+    Ok((packs, table, stored_bytes, stored_packs, files))
 }
