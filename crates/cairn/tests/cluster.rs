@@ -1,6 +1,8 @@
 //! Several web nodes on one PostgreSQL database and one search service, as real processes:
 //! sensenet's network-load-balanced setup.
 
+mod common;
+
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
@@ -67,32 +69,9 @@ fn node(dir: &Path, db: &str, service: &str) -> Proc {
     ])
 }
 
-fn agent() -> ureq::Agent {
-    ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .timeout_global(Some(Duration::from_secs(30)))
-        .build()
-        .new_agent()
-}
-
+/// One request with the admin key; a node that cannot be reached answers (0, null).
 fn call(method: &str, url: &str, body: Option<Value>) -> (u16, Value) {
-    let a = agent();
-    let auth = format!("Bearer {KEY}");
-    let resp = match (method, body) {
-        ("POST", b) => a
-            .post(url)
-            .header("Authorization", &auth)
-            .send(b.unwrap_or(json!({})).to_string().as_bytes()),
-        (_, _) => a.get(url).header("Authorization", &auth).call(),
-    };
-    match resp {
-        Ok(mut r) => {
-            let status = r.status().as_u16();
-            let text = r.body_mut().read_to_string().unwrap_or_default();
-            (status, serde_json::from_str(&text).unwrap_or(Value::Null))
-        }
-        Err(_) => (0, Value::Null),
-    }
+    common::try_call(KEY, method, url, body).unwrap_or((0, Value::Null))
 }
 
 fn create(node: &Proc, parent: &str, name: &str) -> u16 {
@@ -601,7 +580,7 @@ fn the_search_service_answers_errors_in_the_web_apis_shape() {
     let db = database();
     let dir = tempfile::tempdir().unwrap();
     let svc = service(&dir.path().join("svc"), &db, "127.0.0.1:0");
-    let a = agent();
+    let a = common::agent();
     let auth = format!("Bearer {SECRET}");
     let cases = [
         (

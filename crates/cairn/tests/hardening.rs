@@ -47,29 +47,9 @@ fn serve(data: &Path, more: &[&str]) -> Server {
     Server { child, url }
 }
 
-fn agent() -> ureq::Agent {
-    ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .timeout_global(Some(Duration::from_secs(60)))
-        .build()
-        .new_agent()
-}
-
 /// One request with the admin key; the status and the body as JSON (null if none).
 fn call(method: &str, url: &str, body: Option<Value>) -> (u16, Value) {
-    let a = agent();
-    let auth = format!("Bearer {KEY}");
-    let resp = match method {
-        "POST" => a
-            .post(url)
-            .header("Authorization", &auth)
-            .send(body.unwrap_or(json!({})).to_string().as_bytes()),
-        _ => a.get(url).header("Authorization", &auth).call(),
-    };
-    let mut r = resp.unwrap_or_else(|e| panic!("{method} {url}: {e}"));
-    let status = r.status().as_u16();
-    let text = r.body_mut().read_to_string().unwrap_or_default();
-    (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+    common::call(KEY, method, url, body)
 }
 
 // ---------------------------------------------------------------------------------------
@@ -579,14 +559,14 @@ fn short_admin_keys_are_refused_and_metrics_can_need_the_key() {
     assert!(text(&o).contains("at least 16"), "{}", text(&o));
 
     let open = serve(&dir.path().join("b"), &[]);
-    let r = agent()
+    let r = common::agent()
         .get(&format!("{}/metrics", open.url))
         .call()
         .unwrap();
     assert_eq!(r.status().as_u16(), 200);
     drop(open);
     let closed = serve(&dir.path().join("c"), &["--metrics-need-key"]);
-    let r = agent()
+    let r = common::agent()
         .get(&format!("{}/metrics", closed.url))
         .call()
         .unwrap();
@@ -830,82 +810,6 @@ fn interrupt_when(mut child: Child, when: &str) -> Output {
     }
 }
 
-/// A Ctrl-C that lands after the last page or file, while the rebuild commits or the
-/// restore syncs, but before either swaps: still a cancel, and nothing changed. Before the
-/// fix the message said "stopping" and the rebuild or restore swapped in and exited 0 (a
-/// hostile trial found the window: the last 2 s of a rebuild of 60,000 items). Failure
-/// points hold each at that moment; the step line says when it is there.
-#[test]
-fn a_late_ctrl_c_before_the_swap_still_cancels() {
-    let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data");
-    repository_with(&data, 500);
-    let backup = dir.path().join("b1");
-    let o = cairn()
-        .args(["backup", "create", "--data"])
-        .arg(&data)
-        .arg("--to")
-        .arg(&backup)
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{}", text(&o));
-    let index_before = std::fs::read(data.join("index/meta.json")).unwrap();
-    let rebuild = cairn()
-        .args(["index", "rebuild", "--data"])
-        .arg(&data)
-        .env("FAILPOINTS", "index::rebuild_commit=sleep(1500)")
-        .stderr(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let o = interrupt_when(rebuild, "(committing)");
-    assert!(!o.status.success(), "{}", text(&o));
-    assert!(
-        text(&o).contains("canceled: the index is as it was"),
-        "{}",
-        text(&o)
-    );
-    assert_eq!(
-        std::fs::read(data.join("index/meta.json")).unwrap(),
-        index_before
-    );
-    assert!(!data.join(".index-rebuild").exists());
-
-    let jsonl = dir.path().join("later.jsonl");
-    std::fs::write(&jsonl, "{\"Path\":\"/Root/later\",\"Type\":\"Folder\"}\n").unwrap();
-    let o = cairn()
-        .args(["import", "--data"])
-        .arg(&data)
-        .arg(&jsonl)
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{}", text(&o));
-    let restore = cairn()
-        .args(["restore", "--from"])
-        .arg(&backup)
-        .arg("--data")
-        .arg(&data)
-        .env("FAILPOINTS", "restore::swap=sleep(1500)")
-        .stderr(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let o = interrupt_when(restore, "(swapping in)");
-    assert!(!o.status.success(), "{}", text(&o));
-    assert!(
-        text(&o).contains("canceled before anything was swapped in"),
-        "{}",
-        text(&o)
-    );
-    let rows: i64 = rusqlite::Connection::open(data.join("cairn.db"))
-        .unwrap()
-        .query_row("SELECT COUNT(*) FROM nodes WHERE name = 'later'", [], |r| {
-            r.get(0)
-        })
-        .unwrap();
-    assert_eq!(rows, 1, "the restore replaced the database");
-}
-
 /// Imports `n` folders into a new repository at `data` (stopped), and builds its index.
 fn repository_with(data: &Path, n: usize) {
     let file = data.with_extension("jsonl");
@@ -934,9 +838,35 @@ fn repository_with(data: &Path, n: usize) {
 /// (`FAILPOINTS`, test builds only) so that the signal lands while it runs.
 #[test]
 fn ctrl_c_on_rebuild_and_restore_leaves_everything_as_it_was() {
+    ctrl_c_changes_nothing(
+        12_000,
+        ("index::rebuild_page=sleep(1500)", "rebuilding the index"),
+        ("restore::stage_file=sleep(300)", "restore"),
+    );
+}
+
+/// A Ctrl-C that lands after the last page or file, while the rebuild commits or the
+/// restore syncs, but before either swaps: still a cancel, and nothing changed. Before the
+/// fix the message said "stopping" and the rebuild or restore swapped in and exited 0 (a
+/// hostile trial found the window: the last 2 s of a rebuild of 60,000 items). Failure
+/// points hold each at that moment; the step line says when it is there.
+#[test]
+fn a_late_ctrl_c_before_the_swap_still_cancels() {
+    ctrl_c_changes_nothing(
+        500,
+        ("index::rebuild_commit=sleep(1500)", "(committing)"),
+        ("restore::swap=sleep(1500)", "(swapping in)"),
+    );
+}
+
+/// On a repository of `items` folders with a backup: `index rebuild` held by the failure
+/// point `rebuild.0` and interrupted (SIGINT) once its stderr shows `rebuild.1`, then
+/// `restore` of the backup likewise with `restore`; each must be canceled and leave
+/// everything as it was.
+fn ctrl_c_changes_nothing(items: usize, rebuild: (&str, &str), restore: (&str, &str)) {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
-    repository_with(&data, 12_000);
+    repository_with(&data, items);
     let backup = dir.path().join("b1");
     let o = cairn()
         .args(["backup", "create", "--data"])
@@ -948,15 +878,15 @@ fn ctrl_c_on_rebuild_and_restore_leaves_everything_as_it_was() {
     assert!(o.status.success(), "{}", text(&o));
     let index_before = std::fs::read(data.join("index/meta.json")).unwrap();
 
-    let rebuild = cairn()
+    let child = cairn()
         .args(["index", "rebuild", "--data"])
         .arg(&data)
-        .env("FAILPOINTS", "index::rebuild_page=sleep(1500)")
+        .env("FAILPOINTS", rebuild.0)
         .stderr(Stdio::piped())
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
-    let o = interrupt_when(rebuild, "rebuilding the index");
+    let o = interrupt_when(child, rebuild.1);
     assert!(!o.status.success(), "{}", text(&o));
     assert!(
         text(&o).contains("canceled: the index is as it was"),
@@ -985,17 +915,17 @@ fn ctrl_c_on_rebuild_and_restore_leaves_everything_as_it_was() {
         .output()
         .unwrap();
     assert!(o.status.success(), "{}", text(&o));
-    let restore = cairn()
+    let child = cairn()
         .args(["restore", "--from"])
         .arg(&backup)
         .arg("--data")
         .arg(&data)
-        .env("FAILPOINTS", "restore::stage_file=sleep(300)")
+        .env("FAILPOINTS", restore.0)
         .stderr(Stdio::piped())
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
-    let o = interrupt_when(restore, "restore");
+    let o = interrupt_when(child, restore.1);
     assert!(!o.status.success(), "{}", text(&o));
     assert!(
         text(&o).contains("canceled before anything was swapped in"),

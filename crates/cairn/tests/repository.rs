@@ -82,28 +82,19 @@ fn serve(data: &Path, moto: &MotoServer, env: &[(&str, &str)]) -> Server {
     Server { child, url }
 }
 
-fn agent() -> ureq::Agent {
-    ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .timeout_global(Some(Duration::from_secs(60)))
-        .build()
-        .new_agent()
+fn call(method: &str, url: &str, body: Option<Value>) -> (u16, Value) {
+    common::call(KEY, method, url, body)
 }
 
-fn call(method: &str, url: &str, body: Option<Value>) -> (u16, Value) {
-    let a = agent();
-    let auth = format!("Bearer {KEY}");
-    let r = match (method, body) {
-        ("GET", _) => a.get(url).header("Authorization", &auth).call(),
-        (_, b) => a
-            .post(url)
-            .header("Authorization", &auth)
-            .send_json(b.unwrap_or(json!({}))),
-    };
-    let mut r = r.unwrap_or_else(|e| panic!("{method} {url}: {e}"));
-    let status = r.status().as_u16();
-    let v = r.body_mut().read_json::<Value>().unwrap_or(Value::Null);
-    (status, v)
+/// The server's `/metrics`.
+fn metrics(server: &Server) -> String {
+    common::agent()
+        .get(&format!("{}/metrics", server.url))
+        .call()
+        .unwrap()
+        .body_mut()
+        .read_to_string()
+        .unwrap()
 }
 
 /// `cairn ARGS` with S3 at `moto`.
@@ -207,13 +198,7 @@ fn a_policy_backs_up_into_s3_under_load_and_keeps_two() {
     assert_eq!(policy["Repository"], "s3://cairn/pol", "{p}");
     assert_eq!(policy["LastFailure"], Value::Null, "{p}");
     let (_, history) = server.call("GET", "QueryIndexBackup", None);
-    let metrics = agent()
-        .get(&format!("{}/metrics", server.url))
-        .call()
-        .unwrap()
-        .body_mut()
-        .read_to_string()
-        .unwrap();
+    let metrics = metrics(&server);
     assert!(
         metrics.contains("cairn_backups_total{policy=\"often\",outcome=\"finished\"}"),
         "{metrics}"
@@ -616,4 +601,157 @@ fn bad_settings_and_bad_repositories_say_what_is_wrong() {
         "{}",
         text(&unreachable)
     );
+}
+
+/// A run missed while the server was down runs once at the start, not once per missed
+/// slot; a run that finds another backup running is skipped and counted; an unknown
+/// policy is 404.
+#[test]
+fn a_missed_run_runs_once_and_a_busy_one_is_skipped() {
+    let moto = MotoServer::start().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let repo = dir.path().join("repo");
+    std::fs::create_dir_all(data.join("backups")).unwrap();
+    std::fs::write(
+        data.join("cairn.toml"),
+        format!(
+            "[[backup.policy]]\nname = \"hourly\"\nschedule = \"every 1h\"\n\
+             repository = \"{}\"\nkind = \"index\"\n\n\
+             [[backup.policy]]\nname = \"broken\"\nschedule = \"0 0 1 1 *\"\n\
+             repository = \"s3://no-such-bucket/x\"\n",
+            repo.display()
+        ),
+    )
+    .unwrap();
+    // Last run five hours ago: five slots were missed.
+    let five_hours_ago = time::OffsetDateTime::now_utc() - time::Duration::hours(5);
+    std::fs::write(
+        data.join("backups/policies.json"),
+        json!({"hourly": {"LastRunAt": five_hours_ago
+            .format(&time::format_description::well_known::Rfc3339).unwrap()}})
+        .to_string(),
+    )
+    .unwrap();
+    let server = serve(
+        &data,
+        &moto,
+        &[("FAILPOINTS", "backup::index_file=sleep(300)")],
+    );
+    let p = wait_until("the missed run", Duration::from_secs(60), || {
+        let p = server.policies();
+        (p["Policies"][0]["Stats"]["Taken"] == 1).then_some(p)
+    });
+    let next = rfc3339(p["Policies"][0]["NextRunAt"].as_str().unwrap());
+    assert!(
+        next > SystemTime::now() + Duration::from_secs(50 * 60),
+        "the next run is not an hour away: {p}"
+    );
+    assert_eq!(listed(&moto, repo.to_str().unwrap()).len(), 1);
+    // Busy: a backup of its own is running.
+    let (s, v) = server.call("POST", "BackupIndex", Some(json!({"target": "manual"})));
+    assert_eq!(s, 200, "{v}");
+    let (s, v) = server.call(
+        "POST",
+        "ExecuteBackupPolicy",
+        Some(json!({"name": "hourly"})),
+    );
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["State"], "Executing", "{v}");
+    let p = server.policies();
+    assert_eq!(p["Policies"][0]["Stats"]["Skipped"], 1, "{p}");
+    assert_eq!(server.wait_backup()["Current"]["State"], "Finished");
+    let (s, v) = server.call("POST", "ExecuteBackupPolicy", Some(json!({"name": "nope"})));
+    assert_eq!(s, 404, "{v}");
+    // Runs now when asked, and counts it.
+    let (s, v) = server.call(
+        "POST",
+        "ExecuteBackupPolicy",
+        Some(json!({"name": "hourly"})),
+    );
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["State"], "Started", "{v}");
+    wait_until("the second run", Duration::from_secs(60), || {
+        (server.policies()["Policies"][0]["Stats"]["Taken"] == 2).then_some(())
+    });
+    // A run that fails (its bucket does not exist) is Faulted, with the reason, counted.
+    let (s, v) = server.call(
+        "POST",
+        "ExecuteBackupPolicy",
+        Some(json!({"name": "broken"})),
+    );
+    assert_eq!(s, 200, "{v}");
+    let p = wait_until("the broken run fails", Duration::from_secs(60), || {
+        let p = server.policies();
+        (p["Policies"][1]["Stats"]["Failed"] == 1).then_some(p)
+    });
+    let failure = p["Policies"][1]["LastFailure"]["Message"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(failure.contains("does not exist"), "{p}");
+    assert_eq!(p["Policies"][1]["LastSuccess"], Value::Null, "{p}");
+    let metrics = metrics(&server);
+    assert!(
+        metrics.contains("cairn_backups_total{policy=\"broken\",outcome=\"faulted\"} 1"),
+        "{metrics}"
+    );
+    server.stop();
+    assert_eq!(listed(&moto, repo.to_str().unwrap()).len(), 2);
+}
+
+/// Two processes backing up into one S3 repository at once: each succeeds, or is refused
+/// naming the other; whatever is listed verifies.
+#[test]
+fn two_writers_into_one_repository() {
+    let moto = MotoServer::start().unwrap();
+    moto.create_bucket("cairn").unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let items: String = (0..500)
+        .map(|i| format!("{{\"Path\":\"/Root/f{i}\",\"Type\":\"Folder\"}}\n"))
+        .collect();
+    std::fs::write(dir.path().join("items.jsonl"), items).unwrap();
+    let datas: Vec<PathBuf> = (0..2).map(|i| dir.path().join(format!("d{i}"))).collect();
+    for d in &datas {
+        ok(run(
+            &moto,
+            &[
+                "import",
+                "--data",
+                d.to_str().unwrap(),
+                dir.path().join("items.jsonl").to_str().unwrap(),
+            ],
+        ));
+    }
+    for round in 0..3 {
+        let children: Vec<_> = datas
+            .iter()
+            .enumerate()
+            .map(|(i, d)| {
+                cairn()
+                    .args(["backup", "create", "--data"])
+                    .arg(d)
+                    .args(["--to", &format!("s3://cairn/two/r{round}-{i}")])
+                    .envs(moto.env())
+                    .env("FAILPOINTS", "backup::pack=sleep(200)")
+                    .stdout(Stdio::piped())
+                    .stderr(Stdio::piped())
+                    .spawn()
+                    .unwrap()
+            })
+            .collect();
+        for c in children {
+            let o = c.wait_with_output().unwrap();
+            if !o.status.success() {
+                assert!(text(&o).contains("is in use by backup"), "{}", text(&o));
+            }
+        }
+    }
+    let names = listed(&moto, "s3://cairn/two");
+    assert!(!names.is_empty());
+    for n in &names {
+        ok(run(
+            &moto,
+            &["backup", "verify", &format!("s3://cairn/two/{n}")],
+        ));
+    }
 }

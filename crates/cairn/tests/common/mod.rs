@@ -4,6 +4,9 @@
 #![allow(dead_code)]
 
 use std::process::{Command, Output};
+use std::time::Duration;
+
+use serde_json::{json, Value};
 
 /// A `cairn` command with none of Cairn's settings taken from the test's environment.
 pub fn cairn() -> Command {
@@ -36,4 +39,41 @@ pub fn text(o: &Output) -> String {
         String::from_utf8_lossy(&o.stdout),
         String::from_utf8_lossy(&o.stderr)
     )
+}
+
+/// An HTTP client that answers every status (no error for a 4xx or 5xx).
+pub fn agent() -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(Duration::from_secs(60)))
+        .build()
+        .new_agent()
+}
+
+/// One request with the API key `key` (a POST sends `body`, `{}` when none): the status
+/// and the body as JSON (null if none), or the transport error.
+pub fn try_call(
+    key: &str,
+    method: &str,
+    url: &str,
+    body: Option<Value>,
+) -> Result<(u16, Value), ureq::Error> {
+    let a = agent();
+    let auth = format!("Bearer {key}");
+    let mut r = match method {
+        "POST" => a
+            .post(url)
+            .header("Authorization", &auth)
+            .send(body.unwrap_or(json!({})).to_string().as_bytes()),
+        _ => a.get(url).header("Authorization", &auth).call(),
+    }?;
+    let status = r.status().as_u16();
+    let text = r.body_mut().read_to_string().unwrap_or_default();
+    Ok((status, serde_json::from_str(&text).unwrap_or(Value::Null)))
+}
+
+/// [`try_call`] that must reach the server.
+#[track_caller]
+pub fn call(key: &str, method: &str, url: &str, body: Option<Value>) -> (u16, Value) {
+    try_call(key, method, url, body).unwrap_or_else(|e| panic!("{method} {url}: {e}"))
 }
