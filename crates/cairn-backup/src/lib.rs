@@ -39,7 +39,9 @@ pub use manifest::{
     MANIFEST_FORMAT,
 };
 pub use name::{check_name, target_path};
-pub use offline::{backup_stopped, backup_stopped_into, OfflineBackup};
+pub use offline::{
+    backup_stopped, backup_stopped_into, check_folder as check_backup_folder, OfflineBackup,
+};
 pub use restore::{refuse_overlap, restore, RestoreMode, RestoreReport, RestoreTarget};
 pub use retention::clean_activities;
 pub use run::{

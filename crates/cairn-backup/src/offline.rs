@@ -95,7 +95,7 @@ pub fn backup_stopped_into(
 
 /// Refuses a backup folder `to` where Cairn would later delete or overwrite it: inside the
 /// index, or inside the data folder but for `DIR/backups/NAME`.
-fn check_folder(data: &Path, to: &Path) -> Result<()> {
+pub fn check_folder(data: &Path, to: &Path) -> Result<()> {
     let refused = |m: String| Err(BackupError::Refused(m));
     let index_dir = data.join("index");
     if is_within(to, &index_dir) {

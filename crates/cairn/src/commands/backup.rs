@@ -43,6 +43,10 @@ pub fn create_offline(
     index_only: bool,
     encrypt_to: Option<&str>,
 ) -> Result<ExitCode> {
+    if !to.contains("://") {
+        // Where the folder lies is what is wrong with it, before whether its name is plain.
+        cairn_backup::check_backup_folder(&data.root, Path::new(to)).map_err(reason)?;
+    }
     let dest = destination(to, encrypt_to)?;
     let _lock = data.lock_existing("backup create")?;
     let store = Arc::new(Store::open(&data.database).context("open the database")?);
@@ -237,7 +241,7 @@ pub fn create_remote(
         .map(str::to_string)
         .ok_or_else(|| anyhow!("the server named no backup folder"))?;
     println!(
-        "{}; by the server into {}",
+        "{}; on the server in {}",
         summary(
             "backup finished",
             last.copied_bytes,
