@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use cairn_backup::policy::Policies;
+use cairn_backup::replace::IndexReplacer;
 use cairn_backup::{BackupKind, BackupManager};
 use cairn_index::Indexer;
 use cairn_store::ActivityId;
@@ -307,4 +308,51 @@ pub fn execute_policy(p: Option<&Arc<Policies>>, name: &str) -> ApiResult<Value>
         ApiError::not_found(format!("no backup policy {name:?} (see GetBackupPolicies)"))
     })?;
     serde_json::to_value(p.run(name)?).map_err(ApiError::internal)
+}
+
+/// The index replacements a web node offers (`RebuildIndex`, `RestoreIndex`): by this
+/// process on its own index, or by the search service on its.
+pub enum IndexJobs {
+    /// Replacements of this process's index.
+    Local(Arc<IndexReplacer>),
+    /// Replacements by the search service.
+    Remote(RemoteSearch),
+}
+
+impl IndexJobs {
+    /// Starts `RebuildIndex` (or answers the running replacement). Blocking.
+    pub fn rebuild(&self) -> ApiResult<Value> {
+        match self {
+            IndexJobs::Local(r) => to_value(r.rebuild()?),
+            IndexJobs::Remote(r) => r.post("/index/rebuild", &json!({})),
+        }
+    }
+    /// Starts `RestoreIndex` from `backup` (or answers the running replacement). Blocking.
+    pub fn restore(&self, backup: &str, identity: Option<&str>) -> ApiResult<Value> {
+        match self {
+            IndexJobs::Local(r) => to_value(r.restore(backup, identity.map(std::path::Path::new))?),
+            IndexJobs::Remote(r) => r.post(
+                "/index/restore",
+                &json!({"backup": backup, "identity": identity}),
+            ),
+        }
+    }
+    /// `QueryIndexRestore`. Blocking.
+    pub fn query(&self) -> ApiResult<Value> {
+        match self {
+            IndexJobs::Local(r) => to_value(r.query()),
+            IndexJobs::Remote(r) => r.get("/index/replace/query"),
+        }
+    }
+    /// `CancelIndexRestore`. Blocking.
+    pub fn cancel(&self) -> ApiResult<Value> {
+        match self {
+            IndexJobs::Local(r) => to_value(r.cancel()),
+            IndexJobs::Remote(r) => r.post("/index/replace/cancel", &json!({})),
+        }
+    }
+}
+
+fn to_value(v: impl Serialize) -> ApiResult<Value> {
+    serde_json::to_value(v).map_err(ApiError::internal)
 }

@@ -11,6 +11,8 @@
 //! | `POST /backup/start` | `{"kind":"Index"\|"Repository","target":..}` | `BackupResponse` |
 //! | `GET /backup/query`, `POST /backup/cancel` | | `BackupResponse` |
 //! | `GET /backups`, `/backups/{name}/manifest.json`, `/backups/{name}/files/{path}` | | as on a web node |
+//! | `POST /index/rebuild`, `POST /index/restore` `{"backup":..,"identity":..}` | | `ReplaceAnswer` |
+//! | `GET /index/replace/query`, `POST /index/replace/cancel` | | `ReplaceAnswer` |
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -41,6 +43,8 @@ pub struct ServiceState {
     pub backups: Arc<BackupManager>,
     /// Its backup policies.
     pub policies: Option<Arc<cairn_backup::policy::Policies>>,
+    /// Its index rebuilds and restores.
+    pub replacer: Arc<cairn_backup::replace::IndexReplacer>,
     /// The secret web nodes present.
     pub secret: Arc<String>,
 }
@@ -60,6 +64,10 @@ pub fn service_router(state: ServiceState) -> Router {
         .route("/backups", get(backups_list))
         .route("/backups/{name}/manifest.json", get(backup_manifest))
         .route("/backups/{name}/files/{*path}", get(backup_file))
+        .route("/index/rebuild", post(index_rebuild))
+        .route("/index/restore", post(index_restore))
+        .route("/index/replace/query", get(index_replace_query))
+        .route("/index/replace/cancel", post(index_replace_cancel))
         .layer(middleware::from_fn_with_state(state.clone(), authenticate));
     Router::new()
         .route("/health", get(|| async { "ok" }))
@@ -198,4 +206,36 @@ async fn backup_file(
         Body::from_stream(tokio_util::io::ReaderStream::with_capacity(f, 1 << 20)),
     )
         .into_response())
+}
+
+async fn index_rebuild(State(s): State<ServiceState>) -> ApiResult<Response> {
+    let v = blocking(move || Ok(s.replacer.rebuild()?)).await?;
+    Ok(Json(v).into_response())
+}
+
+#[derive(Deserialize)]
+struct RestoreBody {
+    backup: String,
+    #[serde(default)]
+    identity: Option<String>,
+}
+
+async fn index_restore(
+    State(s): State<ServiceState>,
+    Json(b): Json<RestoreBody>,
+) -> ApiResult<Response> {
+    let v = blocking(move || {
+        Ok(s.replacer
+            .restore(&b.backup, b.identity.as_deref().map(std::path::Path::new))?)
+    })
+    .await?;
+    Ok(Json(v).into_response())
+}
+
+async fn index_replace_query(State(s): State<ServiceState>) -> ApiResult<Response> {
+    Ok(Json(s.replacer.query()).into_response())
+}
+
+async fn index_replace_cancel(State(s): State<ServiceState>) -> ApiResult<Response> {
+    Ok(Json(s.replacer.cancel()).into_response())
 }

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use cairn_store::Store;
 
-use crate::backend::{BackupBackend, SearchBackend};
+use crate::backend::{BackupBackend, IndexJobs, SearchBackend};
 use crate::config::ApiConfig;
 use crate::metrics::Metrics;
 
@@ -22,6 +22,8 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     /// The backups (absent: backups are not offered).
     pub backups: Option<Arc<BackupBackend>>,
+    /// Index rebuilds and restores while serving (absent: not offered).
+    pub index_jobs: Option<Arc<IndexJobs>>,
 }
 
 impl AppState {
@@ -33,12 +35,19 @@ impl AppState {
             config: Arc::new(config),
             metrics: Arc::new(Metrics::default()),
             backups: None,
+            index_jobs: None,
         }
     }
 
     /// The same state, offering backups through `backups`.
     pub fn with_backups(mut self, backups: BackupBackend) -> Self {
         self.backups = Some(Arc::new(backups));
+        self
+    }
+
+    /// The same state, offering index rebuilds and restores through `jobs`.
+    pub fn with_index_jobs(mut self, jobs: IndexJobs) -> Self {
+        self.index_jobs = Some(Arc::new(jobs));
         self
     }
 }

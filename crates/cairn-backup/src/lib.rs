@@ -12,6 +12,7 @@
 //!   progress, a history that survives restarts.
 //! - [`verify()`] checks a backup; [`restore()`] puts one back through a staging folder;
 //!   [`download()`] fetches a served backup into a new folder, checked before it counts.
+//! - [`replace::IndexReplacer`] swaps a rebuilt or restored index in for a serving one.
 #![warn(missing_docs)]
 
 mod download;
@@ -23,6 +24,7 @@ mod manifest;
 mod name;
 mod offline;
 pub mod policy;
+pub mod replace;
 pub mod repo;
 mod restore;
 mod retention;

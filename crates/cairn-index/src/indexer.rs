@@ -8,7 +8,7 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::{Arc, Condvar, Mutex, RwLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -152,13 +152,21 @@ pub(crate) enum WriterSlot {
     Closed,
 }
 
+/// The Tantivy index being served and its reader: replaced as one by a swap
+/// ([`Indexer::replace_with`]).
+pub(crate) struct Live {
+    pub(crate) index: Index,
+    pub(crate) reader: IndexReader,
+}
+
 /// The index of one repository and its only writer.
 pub struct Indexer {
     pub(crate) store: Arc<Store>,
     pub(crate) dir: PathBuf,
-    pub(crate) index: Index,
+    pub(crate) live: RwLock<Live>,
     pub(crate) schema: IndexSchema,
-    pub(crate) reader: IndexReader,
+    /// Snapshots alive (a backup copying the index's files): a swap waits for none.
+    pub(crate) pins: Arc<AtomicU64>,
     pub(crate) writer: Mutex<WriterSlot>,
     /// Why the last round of work failed, while the indexer has not yet recovered from it.
     pub(crate) fault: Mutex<Option<String>>,
@@ -305,9 +313,9 @@ impl Indexer {
         let indexer = Arc::new(Indexer {
             store: store.clone(),
             dir: dir.to_path_buf(),
-            index,
+            live: RwLock::new(Live { index, reader }),
             schema,
-            reader,
+            pins: Arc::new(AtomicU64::new(0)),
             writer: Mutex::new(WriterSlot::Open(Box::new(writer))),
             fault: Mutex::new(None),
             published: Mutex::new(state.clone()),
@@ -371,9 +379,13 @@ impl Indexer {
         &self.dir
     }
 
-    /// The Tantivy index (for snapshots and searches).
-    pub fn index(&self) -> &Index {
-        &self.index
+    /// The Tantivy index being served (for snapshots and searches).
+    pub fn index(&self) -> Index {
+        self.live().index.clone()
+    }
+
+    pub(crate) fn live(&self) -> std::sync::RwLockReadGuard<'_, Live> {
+        self.live.read().unwrap_or_else(|p| p.into_inner())
     }
 
     /// The schema and its field handles.
@@ -383,7 +395,7 @@ impl Indexer {
 
     /// A searcher over the last commit.
     pub fn searcher(&self) -> Searcher {
-        self.reader.searcher()
+        self.live().reader.searcher()
     }
 
     /// The committed (and searchable) completion state.

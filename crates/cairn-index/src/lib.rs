@@ -9,6 +9,8 @@
 //!   [`CompletionState`] (`LastActivityId` and gaps) in the same commit. Opening it rebuilds
 //!   an empty index, repairs one that is ahead of the database, and catches up.
 //! - [`Indexer::check_integrity`] compares the index with the database.
+//! - [`Indexer::replace_with`] swaps a new index (rebuilt, or restored) in for the live one
+//!   while it serves.
 //! - [`search::search`] runs a query with sort and paging and returns item ids.
 #![warn(missing_docs)]
 
@@ -22,6 +24,7 @@ mod rebuild;
 mod schema;
 pub mod search;
 mod snapshot;
+mod swap;
 mod writer;
 
 pub use completion::{divergence, judge_divergence, CompletionState, Gap, PAYLOAD_FORMAT};
@@ -34,3 +37,4 @@ pub use integrity::{Difference, DifferenceKind, IntegrityReport};
 pub use schema::{names, IndexSchema, IndexedAs, KEYWORD_TOKENIZER, TEXT_TOKENIZER};
 pub use search::{search, SearchRequest, SearchResult, SortField};
 pub use snapshot::{IndexCopy, IndexSnapshot, INDEX_FORMAT};
+pub use swap::{beside_dir, recover_interrupted_swap, Replaced, SwapStep};

@@ -76,6 +76,12 @@ impl Indexer {
                 done,
                 total: total.max(done),
             });
+            // A short page is the end of the table as it was read: items written since are
+            // indexed by the catch-up that follows. (Paging on until an empty page never
+            // ended while writes filled each next page, on a serving repository.)
+            if page.len() < self.options.batch_size {
+                break;
+            }
         }
         fail::fail_point!("index::rebuild_commit");
         self.commit(writer, &state)?;
@@ -92,7 +98,7 @@ impl Indexer {
 
     fn repair_with(&self, writer: &mut IndexWriter) -> Result<u64> {
         let state = self.database_position()?;
-        let searcher = self.reader.searcher();
+        let searcher = self.searcher();
         let entries = crate::integrity::index_entries(&searcher, &self.schema)?;
         let activity_ids: Vec<ActivityId> = entries
             .iter()

@@ -8,6 +8,8 @@
 //! snapshot's own `IndexMeta` instead.
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
 use tantivy::{Index, IndexMeta};
 
@@ -25,6 +27,17 @@ pub struct IndexSnapshot {
     pub documents: u64,
     /// The segment files (relative names) that exist on disk, sorted.
     pub files: Vec<PathBuf>,
+    /// Keeps a live index from being swapped away while its files are read.
+    _pin: Option<Pin>,
+}
+
+/// One alive snapshot of a live index, counted (see [`Indexer::replace_with`]).
+struct Pin(Arc<AtomicU64>);
+
+impl Drop for Pin {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 impl std::fmt::Debug for IndexSnapshot {
@@ -95,6 +108,7 @@ impl IndexSnapshot {
             state,
             documents,
             files,
+            _pin: None,
         })
     }
 
@@ -119,10 +133,15 @@ impl IndexSnapshot {
 impl Indexer {
     /// A snapshot of the last commit, taken while no commit can run, so that the segments
     /// and the completion state belong to one committed state.
+    /// Until it is dropped, the index is not swapped ([`Indexer::replace_with`] waits).
     pub fn snapshot(&self) -> Result<IndexSnapshot> {
         let guard = self.writer_lock();
+        self.pins.fetch_add(1, Ordering::SeqCst);
+        let pin = Pin(self.pins.clone());
         let meta = self.index().load_metas()?;
         drop(guard);
-        IndexSnapshot::from_meta(self.dir(), meta)
+        let mut snapshot = IndexSnapshot::from_meta(self.dir(), meta)?;
+        snapshot._pin = Some(pin);
+        Ok(snapshot)
     }
 }

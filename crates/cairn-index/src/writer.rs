@@ -33,7 +33,7 @@ impl Indexer {
         let mut guard = self.writer.lock().unwrap_or_else(|p| p.into_inner());
         if matches!(*guard, WriterSlot::Lost) {
             let writer = self
-                .index
+                .index()
                 .writer_with_num_threads(self.options.writer_threads, self.options.writer_memory)
                 .map_err(|e| self.failed(lock(e, &self.dir)))?;
             tracing::warn!("the index writer was opened again after a fault");
@@ -75,7 +75,7 @@ impl Indexer {
         let mut prepared = writer.prepare_commit()?;
         prepared.set_payload(&state.to_payload());
         prepared.commit()?;
-        self.reader.reload()?;
+        self.live().reader.reload()?;
         *self.published.lock().unwrap_or_else(|p| p.into_inner()) = state.clone();
         self.published_cond.notify_all();
         Ok(())

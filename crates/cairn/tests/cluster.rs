@@ -622,3 +622,72 @@ fn the_search_service_answers_errors_in_the_web_apis_shape() {
         );
     }
 }
+
+/// RebuildIndex and RestoreIndex through a web node are the search service's: it swaps its
+/// index while the node goes on writing and querying through it.
+#[test]
+fn index_swaps_through_a_web_node() {
+    let db = database();
+    let dir = tempfile::tempdir().unwrap();
+    let svc_dir = dir.path().join("svc");
+    let svc = service(&svc_dir, &db, "127.0.0.1:0");
+    let a = node(&dir.path().join("a"), &db, &svc.url);
+    let action = |name: &str, body: Value| {
+        call(
+            "POST",
+            &format!("{}/odata.svc/('Root')/{name}", a.url),
+            Some(body),
+        )
+    };
+    let replaced = || {
+        wait_until("the index replacement", Duration::from_secs(60), || {
+            let (s, v) = call(
+                "GET",
+                &format!("{}/odata.svc/('Root')/QueryIndexRestore", a.url),
+                None,
+            );
+            assert_eq!(s, 200, "{v}");
+            (v["State"] != "Executing").then_some(v)
+        })
+    };
+    assert_eq!(
+        call(
+            "POST",
+            &format!("{}/odata.svc/Root", a.url),
+            Some(json!({"__ContentType":"Folder","Name":"S"}))
+        )
+        .0,
+        201
+    );
+    for i in 0..20 {
+        assert_eq!(create(&a, "/Root/S", &format!("s{i}")), 201);
+    }
+    let (s, v) = action("RebuildIndex", json!({}));
+    assert_eq!((s, v["State"].as_str()), (200, Some("Executing")), "{v}");
+    for i in 20..30 {
+        assert_eq!(create(&a, "/Root/S", &format!("s{i}")), 201);
+    }
+    let done = replaced();
+    assert_eq!(done["State"], "Finished", "{done}");
+    let (s, v) = action("BackupIndex", json!({"target": "i1"}));
+    assert_eq!(s, 200, "{v}");
+    wait_until("the index backup", Duration::from_secs(60), || {
+        let (_, v) = call(
+            "GET",
+            &format!("{}/odata.svc/('Root')/QueryIndexBackup", a.url),
+            None,
+        );
+        (v["State"] == "Finished").then_some(())
+    });
+    for i in 30..40 {
+        assert_eq!(create(&a, "/Root/S", &format!("s{i}")), 201);
+    }
+    let backup = svc_dir.join("backups/i1");
+    let (s, v) = action("RestoreIndex", json!({"backup": backup.to_str().unwrap()}));
+    assert_eq!(s, 200, "{v}");
+    let done = replaced();
+    assert_eq!(done["State"], "Finished", "{done}");
+    assert_eq!(done["Current"]["Message"], "caught up", "{done}");
+    assert_eq!(count(&a, "Type:Article"), Some(40));
+    assert_eq!(clean(&a)["Differences"], json!([]));
+}

@@ -40,6 +40,14 @@ pub enum Action {
     GetBackupPolicies,
     /// Run a backup policy now.
     ExecuteBackupPolicy,
+    /// Build a new index from the database beside the live one, then swap it in.
+    RebuildIndex,
+    /// Take a backup's index beside the live one, catch it up, then swap it in.
+    RestoreIndex,
+    /// The running or last index rebuild or restore.
+    QueryIndexRestore,
+    /// Stop the running index rebuild or restore.
+    CancelIndexRestore,
 }
 
 impl Action {
@@ -57,6 +65,10 @@ impl Action {
             "cancelindexbackup" => Action::CancelIndexBackup,
             "getbackuppolicies" => Action::GetBackupPolicies,
             "executebackuppolicy" => Action::ExecuteBackupPolicy,
+            "rebuildindex" => Action::RebuildIndex,
+            "restoreindex" => Action::RestoreIndex,
+            "queryindexrestore" => Action::QueryIndexRestore,
+            "cancelindexrestore" => Action::CancelIndexRestore,
             _ => return None,
         })
     }
@@ -73,6 +85,10 @@ impl Action {
             Action::CancelIndexBackup => "action:CancelIndexBackup",
             Action::GetBackupPolicies => "function:GetBackupPolicies",
             Action::ExecuteBackupPolicy => "action:ExecuteBackupPolicy",
+            Action::RebuildIndex => "action:RebuildIndex",
+            Action::RestoreIndex => "action:RestoreIndex",
+            Action::QueryIndexRestore => "function:QueryIndexRestore",
+            Action::CancelIndexRestore => "action:CancelIndexRestore",
         }
     }
 }
@@ -319,6 +335,61 @@ pub async fn run(
                     blocking(move || manager.execute_policy(&name)).await?
                 }
                 _ => blocking(move || manager.query()).await?,
+            }
+        }
+        Action::RebuildIndex
+        | Action::RestoreIndex
+        | Action::QueryIndexRestore
+        | Action::CancelIndexRestore => {
+            caller.require_admin("index rebuilds and restores")?;
+            at_root(&state, action, &at).await?;
+            let jobs = state.index_jobs.clone().ok_or_else(|| {
+                ApiError::unavailable("index rebuilds and restores are not offered by this server")
+            })?;
+            if action != Action::QueryIndexRestore && method != Method::POST {
+                return Err(ApiError::bad_request(format!(
+                    "{action:?} is called with POST"
+                )));
+            }
+            match action {
+                Action::RebuildIndex => {
+                    if let Some((name, _)) = super::body::object(&body)?.into_iter().next() {
+                        return Err(ApiError::bad_request(format!(
+                            "RebuildIndex has no parameter '{name}'"
+                        )));
+                    }
+                    blocking(move || jobs.rebuild()).await?
+                }
+                Action::RestoreIndex => {
+                    let (mut backup, mut identity) = (None, None);
+                    for (name, value) in super::body::object(&body)? {
+                        let slot = match name.to_ascii_lowercase().as_str() {
+                            "backup" => &mut backup,
+                            "identity" => &mut identity,
+                            _ => {
+                                return Err(ApiError::bad_request(format!(
+                                    "RestoreIndex has no parameter '{name}' (it takes backup: \
+                                     REPO/NAME, and identity for an encrypted one)"
+                                )))
+                            }
+                        };
+                        *slot = match value {
+                            Value::Null => None,
+                            Value::String(t) => Some(t),
+                            _ => {
+                                return Err(ApiError::bad_request(format!(
+                                    "{name} must be a string"
+                                )))
+                            }
+                        };
+                    }
+                    let backup = backup.ok_or_else(|| {
+                        ApiError::bad_request("RestoreIndex takes {\"backup\": \"REPO/NAME\"}")
+                    })?;
+                    blocking(move || jobs.restore(&backup, identity.as_deref())).await?
+                }
+                Action::CancelIndexRestore => blocking(move || jobs.cancel()).await?,
+                _ => blocking(move || jobs.query()).await?,
             }
         }
     };

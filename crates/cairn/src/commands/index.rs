@@ -187,14 +187,9 @@ pub fn rebuild(data: &DataDir) -> Result<ExitCode> {
     // Built beside the live index and swapped in by rename once complete (invariant 12):
     // Ctrl-C, a full disk or a kill leave the old index as it was.
     let dir = data.index_dir();
-    let fresh = data.root.join(".index-rebuild");
+    cairn_index::recover_interrupted_swap(&dir).context("finish an interrupted index swap")?;
+    let fresh = cairn_index::beside_dir(&dir);
     let old = data.root.join(".index-old");
-    for leftover in [&fresh, &old] {
-        if leftover.exists() {
-            std::fs::remove_dir_all(leftover)
-                .with_context(|| format!("remove the leftover {}", leftover.display()))?;
-        }
-    }
     let started = std::time::Instant::now();
     let options_cancel = crate::commands::cancel_on_signal("rebuild");
     let options = IndexerOptions {

@@ -105,6 +105,12 @@ pub fn open_repository_with(
             );
         }
     }
+    // Every caller holds the data folder's lock: no swap of another process is under way.
+    let recovered = cairn_index::recover_interrupted_swap(&data.index_dir())
+        .context("finish an interrupted index swap")?;
+    if let Some(did) = recovered {
+        tracing::warn!("interrupted index swap: {did}");
+    }
     let store = Arc::new(
         Store::open(&data.database)
             .with_context(|| format!("open the database {}", data.database.redacted()))?,

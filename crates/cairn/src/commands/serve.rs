@@ -10,7 +10,7 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use std::sync::Arc;
 
-use cairn_api::backend::{BackupBackend, RemoteSearch, SearchBackend};
+use cairn_api::backend::{BackupBackend, IndexJobs, RemoteSearch, SearchBackend};
 use cairn_api::{router, ApiConfig, AppState, ConnectionLimits};
 use cairn_store::Store;
 
@@ -189,6 +189,8 @@ fn serve_until_signal(
 struct Backups {
     manager: Arc<cairn_backup::BackupManager>,
     policies: Arc<Policies>,
+    /// `RebuildIndex` and `RestoreIndex` while serving.
+    replacer: Arc<cairn_backup::replace::IndexReplacer>,
 }
 
 /// The backup policies of `data` (`DIR/cairn.toml`), read before anything starts: a
@@ -228,7 +230,12 @@ fn open_backups(
             );
         }
     }
-    let backups = Backups { manager, policies };
+    let replacer = cairn_backup::replace::IndexReplacer::new(indexer.clone(), &data.root);
+    let backups = Backups {
+        manager,
+        policies,
+        replacer,
+    };
     spawn_housekeeping(store.clone(), indexer.clone(), &backups, retention)?;
     Ok(backups)
 }
@@ -241,6 +248,8 @@ fn finish(
     served: Result<()>,
 ) -> Result<ExitCode> {
     backups.policies.stop();
+    // An index rebuild or restore is canceled (one past its point of no return finishes).
+    backups.replacer.stop();
     let backups = &backups.manager;
     // A backup the stop interrupts is canceled, not left looking in progress until the
     // next start.
@@ -333,7 +342,8 @@ pub fn run(data: &DataDir, opts: ServeOptions) -> Result<ExitCode> {
     .with_backups(BackupBackend::Local(
         backups.manager.clone(),
         Some(backups.policies.clone()),
-    ));
+    ))
+    .with_index_jobs(IndexJobs::Local(backups.replacer.clone()));
     let served = serve_until_signal(listener, router(state), opts.connections, |addr| {
         println!(
             "cairn: serving {} on http://{addr} (index {})",
@@ -377,7 +387,8 @@ fn run_web_node(data: &DataDir, opts: ServeOptions, service: &str) -> Result<Exi
         SearchBackend::Remote(remote.clone()),
         api_config(key, &opts),
     )
-    .with_backups(BackupBackend::Remote(remote));
+    .with_backups(BackupBackend::Remote(remote.clone()))
+    .with_index_jobs(IndexJobs::Remote(remote));
     serve_until_signal(listener, router(state), opts.connections, |addr| {
         println!(
             "cairn: web node of {} on http://{addr} (search service {service})",
@@ -436,6 +447,7 @@ pub fn run_search_service(
         indexer: indexer.clone(),
         backups: backups.manager.clone(),
         policies: Some(backups.policies.clone()),
+        replacer: backups.replacer.clone(),
         secret: Arc::new(secret),
     };
     let served = serve_until_signal(
