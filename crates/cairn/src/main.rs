@@ -293,10 +293,26 @@ enum IndexCommand {
     Status(InspectArgs),
     /// Compare the database with the index; exits 1 when they differ.
     Check(InspectArgs),
-    /// Drop the index and build it again from the database.
+    /// Build the index again from the database: of a stopped repository (--data), beside
+    /// its index and swapped in; or by a running server (--server), while it serves.
     Rebuild {
         #[command(flatten)]
         data: DataArgs,
+        #[command(flatten)]
+        server: ServerArgs,
+    },
+    /// Replace a running server's index with a backup's, caught up to its database, while
+    /// it serves (RestoreIndex). A stopped repository is restored with `cairn restore`.
+    Restore {
+        #[command(flatten)]
+        server: ServerArgs,
+        /// The backup: REPO/NAME (a folder's, or s3://BUCKET/PREFIX/NAME), as the server
+        /// reads it.
+        #[arg(long)]
+        from: String,
+        /// The identity file of an encrypted backup, a path on the server's machine.
+        #[arg(long)]
+        identity: Option<String>,
     },
 }
 
@@ -359,7 +375,23 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 Some(remote) => commands::index::check_remote(&remote, json),
                 None => commands::index::check(&data.dir()?, json),
             },
-            IndexCommand::Rebuild { data } => commands::index::rebuild(&data.dir()?),
+            IndexCommand::Rebuild { data, server } => match server.remote()? {
+                Some(remote) => commands::index::replace_remote(&remote, None),
+                None => commands::index::rebuild(&data.dir()?),
+            },
+            IndexCommand::Restore {
+                server,
+                from,
+                identity,
+            } => match server.remote()? {
+                Some(remote) => {
+                    commands::index::replace_remote(&remote, Some((&from, identity.as_deref())))
+                }
+                None => anyhow::bail!(
+                    "index restore replaces a running server's index: give --server URL (a \
+                     stopped repository is restored with `cairn restore`)"
+                ),
+            },
         },
         Command::Backup { command } => match command {
             BackupCommand::Create {

@@ -285,6 +285,36 @@ fn rebuild_and_restore_while_serving() {
     assert!(!data.join(".index-rebuild").exists());
     assert!(server.folders().unwrap() >= base);
     assert_eq!(server.differences()["Differences"], json!([]));
+
+    // From the command line: follows the server's replacement to its end.
+    let cli = |args: &[&str]| {
+        cairn()
+            .args(args)
+            .args(["--server", &server.url, "--admin-key", KEY])
+            .output()
+            .unwrap()
+    };
+    let o = cli(&["index", "rebuild"]);
+    assert!(o.status.success(), "{}", common::text(&o));
+    assert!(
+        common::text(&o).contains("index replaced on the server"),
+        "{}",
+        common::text(&o)
+    );
+    let o = cli(&["index", "restore", "--from", missing.to_str().unwrap()]);
+    assert!(!o.status.success(), "{}", common::text(&o));
+    assert!(common::text(&o).contains("nowhere"), "{}", common::text(&o));
+    let o = cairn()
+        .args(["index", "restore", "--from", "x/y"])
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    assert!(
+        common::text(&o).contains("--server"),
+        "{}",
+        common::text(&o)
+    );
+    assert_eq!(server.differences()["Differences"], json!([]));
 }
 
 /// A kill -9 while the new index is built, and one at the swap: each next start serves the

@@ -502,6 +502,44 @@ fn an_encrypted_backup_in_s3_needs_its_identity() {
         &["--identity", key.to_str().unwrap()],
     );
     assert!(names_in(&restored.join("cairn.db")).contains(&"a49".to_string()));
+
+    // Its index into a serving repository (RestoreIndex), which has more since: refused
+    // without the identity, taken and caught up with it.
+    let server = serve(&data, &moto, &[]);
+    for i in 50..60 {
+        let (s, v) = call(
+            "POST",
+            &format!("{}/odata.svc/Root", server.url),
+            Some(json!({"__ContentType": "Article", "Name": format!("a{i}")})),
+        );
+        assert_eq!(s, 201, "{v}");
+    }
+    let index_restore = |more: &[&str]| {
+        cairn()
+            .args(["index", "restore", "--from", "s3://cairn/enc/e1"])
+            .args(["--server", &server.url, "--admin-key", KEY])
+            .args(more)
+            .envs(moto.env())
+            .output()
+            .unwrap()
+    };
+    let o = index_restore(&[]);
+    assert!(!o.status.success(), "{}", text(&o));
+    assert!(text(&o).contains("identity"), "{}", text(&o));
+    let o = ok(index_restore(&["--identity", key.to_str().unwrap()]));
+    assert!(o.contains("caught up"), "{o}");
+    assert!(!data.join(".index-restore-download").exists());
+    let (s, v) = server.call("GET", "CheckIndexIntegrity", None);
+    assert_eq!((s, &v["Differences"]), (200, &json!([])), "{v}");
+    let (s, v) = call(
+        "GET",
+        &format!(
+            "{}/odata.svc/Root?query=Type:Article&$inlinecount=allpages&$top=1",
+            server.url
+        ),
+        None,
+    );
+    assert_eq!((s, v["d"]["__count"].as_u64()), (200, Some(60)), "{v}");
 }
 
 /// A malformed `cairn.toml` is refused at start, naming the line and why; bad S3

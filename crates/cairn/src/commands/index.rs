@@ -1,4 +1,4 @@
-//! `cairn index status|check|rebuild`.
+//! `cairn index status|check|rebuild|restore`.
 
 use std::process::ExitCode;
 
@@ -247,6 +247,79 @@ pub fn rebuild(data: &DataDir) -> Result<ExitCode> {
         "rebuilt: {docs} documents in {secs:.1} s ({:.0} items/s); completion state {}",
         docs as f64 / secs.max(1e-9),
         report.state
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `cairn index rebuild --server URL` (`RebuildIndex`) and `cairn index restore --server
+/// URL --from REPO/NAME` (`RestoreIndex`): the server makes the new index beside its live
+/// one and swaps it in while it serves; this follows with a progress bar. Ctrl-C asks the
+/// server to cancel (it does until the swap begins).
+pub fn replace_remote(remote: &Remote, restore: Option<(&str, Option<&str>)>) -> Result<ExitCode> {
+    const QUERY: &str = "/odata.svc/('Root')/QueryIndexRestore";
+    let running = remote.json("GET", QUERY, None)?;
+    if running["State"] == "Executing" || running["State"] == "CancelRequested" {
+        anyhow::bail!(
+            "an index {} started at {} is running on the server; try again when it has finished",
+            running["Current"]["Kind"]
+                .as_str()
+                .unwrap_or("replacement")
+                .to_lowercase(),
+            running["Current"]["StartedAt"].as_str().unwrap_or("?")
+        );
+    }
+    let cancel = crate::commands::cancel_on_signal("index replacement");
+    let (action, body, label) = match restore {
+        Some((from, identity)) => (
+            "RestoreIndex",
+            json!({"backup": from, "identity": identity}),
+            "restoring the index",
+        ),
+        None => ("RebuildIndex", json!({}), "rebuilding the index"),
+    };
+    let started = std::time::Instant::now();
+    remote.json(
+        "POST",
+        &format!("/odata.svc/('Root')/{action}"),
+        Some(&body.to_string()),
+    )?;
+    let progress = Progress::new(label, "");
+    let mut asked = false;
+    let last = loop {
+        if cancel.is_cancelled() && !asked {
+            remote.json("POST", "/odata.svc/('Root')/CancelIndexRestore", Some("{}"))?;
+            asked = true;
+        }
+        let q = remote.json("GET", QUERY, None)?;
+        let cur = &q["Current"];
+        progress.step(cur["Step"].as_str());
+        let (done, total) = (
+            cur["Done"].as_u64().unwrap_or(0),
+            cur["Total"].as_u64().unwrap_or(0),
+        );
+        progress.set(done, total.max(done));
+        match q["State"].as_str() {
+            Some("Executing" | "CancelRequested") => {
+                std::thread::sleep(std::time::Duration::from_millis(250))
+            }
+            _ => break q,
+        }
+    };
+    progress.finish();
+    let cur = &last["Current"];
+    let message = cur["Message"].as_str().unwrap_or_default();
+    if last["State"] != "Finished" {
+        anyhow::bail!(
+            "the index {} ended {}: {message}",
+            action.trim_end_matches("Index").to_lowercase(),
+            last["State"].as_str().unwrap_or("?")
+        );
+    }
+    println!(
+        "index replaced on the server in {:.1} s: {} documents, completion state {} ({message})",
+        started.elapsed().as_secs_f64(),
+        cur["Documents"],
+        cur["CompletionState"].as_str().unwrap_or("?"),
     );
     Ok(ExitCode::SUCCESS)
 }
