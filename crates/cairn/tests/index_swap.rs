@@ -359,3 +359,65 @@ fn a_kill_during_a_rebuild_leaves_the_old_index_serving() {
         );
     }
 }
+
+/// A backup reading the live index holds the swap back until it is done (its files must
+/// not change names under it); the backup verifies, the new index serves. A server stopped
+/// during a replacement cancels it, exits 0, and the next start serves the old index.
+#[test]
+fn a_running_backup_holds_the_swap_and_a_stop_cancels_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    repository_with(&data, ITEMS);
+    // Every index file of a backup takes 400 ms.
+    let server = serve(&data, Some("backup::index_file=sleep(400)"));
+    let (s, v) = server.action("BackupRepository", Some(json!({"target": "held"})));
+    assert_eq!(s, 200, "{v}");
+    let (s, v) = server.action("RebuildIndex", None);
+    assert_eq!(s, 200, "{v}");
+    wait_until(
+        "the swap waits for the backup",
+        Duration::from_secs(60),
+        || (server.replacement()["Current"]["Step"] == "waiting for a backup").then_some(()),
+    );
+    let (_, q) = call(
+        "GET",
+        &format!("{}/odata.svc/('Root')/QueryIndexBackup", server.url),
+        None,
+    );
+    assert_eq!(
+        q["State"], "Executing",
+        "the backup ended before the wait: {q}"
+    );
+    let done = server.replaced();
+    assert_eq!(done["State"], "Finished", "{done}");
+    let (_, q) = call(
+        "GET",
+        &format!("{}/odata.svc/('Root')/QueryIndexBackup", server.url),
+        None,
+    );
+    assert_eq!(q["State"], "Finished", "{q}");
+    let o = cairn()
+        .args(["backup", "verify"])
+        .arg(data.join("backups/held"))
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", common::text(&o));
+    assert_eq!(server.differences()["Differences"], json!([]));
+    drop(server);
+
+    // Each page of the build takes 5 s: the stop comes during one (a cancel is seen
+    // between pages).
+    let mut server = serve(&data, Some("index::rebuild_page=sleep(5000)"));
+    let before = server.folders().unwrap();
+    let (s, v) = server.action("RebuildIndex", None);
+    assert_eq!(s, 200, "{v}");
+    wait_until("the build runs", Duration::from_secs(60), || {
+        (server.replacement()["Current"]["Step"] == "build").then_some(())
+    });
+    let exit = cairn_testkit::terminate(&mut server.child, Duration::from_secs(90));
+    assert!(exit.success(), "{exit:?}");
+    assert!(!data.join(".index-rebuild").exists());
+    let server = serve(&data, None);
+    assert_eq!(server.folders(), Some(before));
+    assert_eq!(server.differences()["Differences"], json!([]));
+}
