@@ -4,7 +4,7 @@
 mod common;
 
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 use cairn_testkit::wait_until;
@@ -13,28 +13,10 @@ use serde_json::{json, Value};
 const KEY: &str = "cluster-admin-key-0123";
 const SECRET: &str = "cluster-secret-0123";
 
-struct Proc {
-    child: Child,
-    url: String,
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+use common::Running as Proc;
 
 fn spawn(args: &[&str]) -> Proc {
-    let (child, url) = cairn_testkit::spawn_announcing(
-        Command::new(env!("CARGO_BIN_EXE_cairn"))
-            .args(args)
-            .env_remove("CAIRN_DATA")
-            .env_remove("CAIRN_DATABASE")
-            .stderr(Stdio::null()),
-        Duration::from_secs(60),
-    );
-    Proc { child, url }
+    common::spawn(common::cairn().args(args))
 }
 
 fn service(dir: &Path, db: &str, listen: &str) -> Proc {

@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{cairn, text};
+use common::{cairn, text, Running as Server};
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpListener;
@@ -16,35 +16,8 @@ use serde_json::{json, Value};
 
 const KEY: &str = "hardening-test-key";
 
-struct Server {
-    child: Child,
-    url: String,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 fn serve(data: &Path, more: &[&str]) -> Server {
-    let (child, url) = cairn_testkit::spawn_announcing(
-        cairn()
-            .args([
-                "serve",
-                "--listen",
-                "127.0.0.1:0",
-                "--admin-key",
-                KEY,
-                "--data",
-            ])
-            .arg(data)
-            .args(more)
-            .stderr(Stdio::null()),
-        Duration::from_secs(60),
-    );
-    Server { child, url }
+    common::spawn(common::serve_command(data, KEY).args(more))
 }
 
 /// One request with the admin key; the status and the body as JSON (null if none).
@@ -812,18 +785,7 @@ fn interrupt_when(mut child: Child, when: &str) -> Output {
 
 /// Imports `n` folders into a new repository at `data` (stopped), and builds its index.
 fn repository_with(data: &Path, n: usize) {
-    let file = data.with_extension("jsonl");
-    let lines: String = (0..n)
-        .map(|i| format!("{{\"Path\":\"/Root/f{i}\",\"Type\":\"Folder\"}}\n"))
-        .collect();
-    std::fs::write(&file, lines).unwrap();
-    let o = cairn()
-        .args(["import", "--data"])
-        .arg(data)
-        .arg(&file)
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{}", text(&o));
+    common::repository_with(data, n);
     let o = cairn()
         .args(["index", "rebuild", "--data"])
         .arg(data)

@@ -5,10 +5,9 @@
 
 mod common;
 
-use common::cairn;
+use common::{cairn, repository_with, Running as Server};
 
 use std::path::Path;
-use std::process::{Child, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -19,35 +18,12 @@ use serde_json::{json, Value};
 const KEY: &str = "index-swap-test-key";
 const ITEMS: usize = 1500;
 
-struct Server {
-    child: Child,
-    url: String,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 fn serve(data: &Path, failpoints: Option<&str>) -> Server {
-    let mut c = cairn();
-    c.args([
-        "serve",
-        "--listen",
-        "127.0.0.1:0",
-        "--admin-key",
-        KEY,
-        "--data",
-    ])
-    .arg(data)
-    .stderr(Stdio::null());
+    let mut c = common::serve_command(data, KEY);
     if let Some(f) = failpoints {
         c.env("FAILPOINTS", f);
     }
-    let (child, url) = cairn_testkit::spawn_announcing(&mut c, Duration::from_secs(60));
-    Server { child, url }
+    common::spawn(&mut c)
 }
 
 fn call(method: &str, url: &str, body: Option<Value>) -> (u16, Value) {
@@ -106,21 +82,6 @@ fn folders(url: &str) -> Option<u64> {
     )
     .ok()?;
     (s == 200).then(|| v["d"]["__count"].as_u64()).flatten()
-}
-
-fn repository_with(data: &Path, n: usize) {
-    let file = data.with_extension("jsonl");
-    let lines: String = (0..n)
-        .map(|i| format!("{{\"Path\":\"/Root/f{i}\",\"Type\":\"Folder\"}}\n"))
-        .collect();
-    std::fs::write(&file, lines).unwrap();
-    let o = cairn()
-        .args(["import", "--data"])
-        .arg(data)
-        .arg(&file)
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{}", common::text(&o));
 }
 
 /// A writer creating folders and a reader counting them, until `stop`: the names of the

@@ -6,28 +6,16 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Output, Stdio};
+use std::process::{Output, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use cairn_testkit::{wait_until, MotoServer};
-use common::{cairn, text};
+use common::{cairn, text, Running as Server};
 use serde_json::{json, Value};
 
 const KEY: &str = "repository-test-admin-key";
-
-struct Server {
-    child: Child,
-    url: String,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 impl Server {
     /// SIGTERM, and waits for a clean exit.
@@ -65,21 +53,11 @@ impl Server {
 
 /// `cairn serve` on `data`, reaching S3 at `moto`, with `env` more.
 fn serve(data: &Path, moto: &MotoServer, env: &[(&str, &str)]) -> Server {
-    let mut c = cairn();
-    c.args([
-        "serve",
-        "--listen",
-        "127.0.0.1:0",
-        "--admin-key",
-        KEY,
-        "--data",
-    ])
-    .arg(data)
-    .envs(moto.env())
-    .envs(env.iter().copied())
-    .stderr(Stdio::null());
-    let (child, url) = cairn_testkit::spawn_announcing(&mut c, Duration::from_secs(60));
-    Server { child, url }
+    common::spawn(
+        common::serve_command(data, KEY)
+            .envs(moto.env())
+            .envs(env.iter().copied()),
+    )
 }
 
 fn call(method: &str, url: &str, body: Option<Value>) -> (u16, Value) {

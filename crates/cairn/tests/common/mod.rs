@@ -77,3 +77,58 @@ pub fn try_call(
 pub fn call(key: &str, method: &str, url: &str, body: Option<Value>) -> (u16, Value) {
     try_call(key, method, url, body).unwrap_or_else(|e| panic!("{method} {url}: {e}"))
 }
+
+/// A process of the binary that announced its address, killed (SIGKILL) when dropped.
+pub struct Running {
+    /// The process.
+    pub child: std::process::Child,
+    /// `http://127.0.0.1:PORT`.
+    pub url: String,
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts `command` (its stderr dropped) and waits until it announces its address.
+pub fn spawn(command: &mut Command) -> Running {
+    let (child, url) = cairn_testkit::spawn_announcing(
+        command.stderr(std::process::Stdio::null()),
+        Duration::from_secs(60),
+    );
+    Running { child, url }
+}
+
+/// `cairn serve` on `data` with the administrator's `key`, on a free port of 127.0.0.1.
+pub fn serve_command(data: &std::path::Path, key: &str) -> Command {
+    let mut c = cairn();
+    c.args([
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--admin-key",
+        key,
+        "--data",
+    ])
+    .arg(data);
+    c
+}
+
+/// A repository in `data` with `n` folders `/Root/f0`..., made by `cairn import`.
+pub fn repository_with(data: &std::path::Path, n: usize) {
+    let file = data.with_extension("jsonl");
+    let lines: String = (0..n)
+        .map(|i| format!("{{\"Path\":\"/Root/f{i}\",\"Type\":\"Folder\"}}\n"))
+        .collect();
+    std::fs::write(&file, lines).unwrap();
+    let o = cairn()
+        .args(["import", "--data"])
+        .arg(data)
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", text(&o));
+}
