@@ -17,6 +17,9 @@ pub struct DatabaseFacts {
     pub schema_version: i64,
     /// The highest activity id (0 when the log is empty).
     pub last_activity_id: ActivityId,
+    /// How many write transactions it has committed (`meta.archive_seq`, see
+    /// [`crate::archive`]; 0 in a database older than the count).
+    pub archive_seq: i64,
 }
 
 /// The repository id a database already holds, without creating or migrating anything:
@@ -143,7 +146,8 @@ pub(crate) fn read_facts(conn: &Connection) -> Result<DatabaseFacts> {
         .optional()?
         .ok_or_else(|| StoreError::Corrupt(format!("meta.{key} is missing")))
     };
-    facts(last, meta("repository_id")?, &meta("schema_version")?)
+    let seq = meta(crate::archive::ARCHIVE_SEQ_KEY).ok();
+    facts(last, meta("repository_id")?, &meta("schema_version")?, seq)
 }
 
 /// [`read_facts`] on PostgreSQL, in `client`'s transaction (and snapshot).
@@ -162,12 +166,18 @@ pub(crate) fn read_facts_pg(client: &mut impl postgres::GenericClient) -> Result
             .ok_or_else(|| StoreError::Corrupt(format!("meta.{key} is missing")))
     };
     let repository_id = meta("repository_id")?;
-    facts(last, repository_id, &meta("schema_version")?)
+    facts(last, repository_id, &meta("schema_version")?, None)
 }
 
-fn facts(last: i64, repository_id: String, schema_version: &str) -> Result<DatabaseFacts> {
+fn facts(
+    last: i64,
+    repository_id: String,
+    schema_version: &str,
+    archive_seq: Option<String>,
+) -> Result<DatabaseFacts> {
     Ok(DatabaseFacts {
         last_activity_id: ActivityId(last),
+        archive_seq: archive_seq.and_then(|s| s.parse().ok()).unwrap_or(0),
         repository_id,
         schema_version: schema_version
             .parse::<i64>()

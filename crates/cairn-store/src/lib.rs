@@ -18,6 +18,7 @@
 
 mod activity;
 mod activity_log;
+pub mod archive;
 mod backup;
 pub mod cancel;
 pub mod content;

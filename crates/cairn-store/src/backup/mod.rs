@@ -69,6 +69,10 @@ pub struct DatabaseBackup {
     pub repository_id: String,
     /// The schema version of the copied database.
     pub schema_version: i64,
+    /// How many write transactions the copy holds (SQLite: `meta.archive_seq`, where a
+    /// point-in-time restore starts applying archived changes; 0 for PostgreSQL).
+    #[serde(default)]
+    pub archive_seq: i64,
 }
 
 /// Tuning of [`Store::backup_database_with`]; [`Default`] is what
@@ -191,6 +195,7 @@ fn finish(
                 last_activity_id: facts.last_activity_id,
                 repository_id: facts.repository_id,
                 schema_version: facts.schema_version,
+                archive_seq: facts.archive_seq,
             })
         }
         Err(e) => {

@@ -127,6 +127,13 @@ pub(crate) trait Backend: Send + Sync {
     fn write(&self, body: &mut TxBody<'_>) -> Result<()>;
     /// Runs `body` in a read-only snapshot, and returns that snapshot's horizon.
     fn read(&self, body: &mut TxBody<'_>) -> Result<crate::activity::Horizon>;
+    /// Hands every committed write transaction to `sink` (see [`crate::archive`]).
+    fn capture(&self, sink: Option<crate::archive::ChangeSink>) -> Result<()> {
+        let _ = sink;
+        Err(StoreError::NotAllowed(
+            "continuous archiving of changes is for SQLite; PostgreSQL archives its WAL".into(),
+        ))
+    }
 }
 
 impl StoreError {

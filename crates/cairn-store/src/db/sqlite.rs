@@ -3,7 +3,7 @@
 
 use std::borrow::Cow;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::{Arc, Condvar, Mutex, RwLock};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -41,6 +41,8 @@ pub(crate) struct SqliteBackend {
     options: SqliteOptions,
     writer: Mutex<Connection>,
     readers: Mutex<Vec<Connection>>,
+    /// Where committed write transactions go, while archiving ([`crate::archive`]).
+    sink: RwLock<Option<crate::archive::ChangeSink>>,
     _checkpointer: Option<Checkpointer>,
 }
 
@@ -126,6 +128,7 @@ impl SqliteBackend {
             options,
             writer: Mutex::new(writer),
             readers: Mutex::new(Vec::new()),
+            sink: RwLock::new(None),
             _checkpointer: checkpointer,
         })
     }
@@ -218,7 +221,45 @@ impl Backend for SqliteBackend {
 
     fn write(&self, body: &mut TxBody<'_>) -> Result<()> {
         let conn = self.writer.lock().unwrap_or_else(|p| p.into_inner());
-        in_transaction(&conn, "BEGIN IMMEDIATE", body)
+        let sink = self.sink.read().unwrap_or_else(|p| p.into_inner()).clone();
+        let session = match &sink {
+            Some(_) => Some(crate::archive::Session::start(&conn)?),
+            None => None,
+        };
+        let mut record = None;
+        in_transaction(&conn, "BEGIN IMMEDIATE", &mut |c| {
+            body(c)?;
+            // Every write transaction counts itself (see `crate::archive`).
+            let seq: String = conn.query_row(
+                "INSERT INTO meta (key, value) VALUES ('archive_seq', '1') \
+                 ON CONFLICT (key) DO UPDATE SET value = CAST(CAST(value AS INTEGER) + 1 AS TEXT) \
+                 RETURNING value",
+                [],
+                |r| r.get(0),
+            )?;
+            if let Some(s) = &session {
+                let changeset = s.changeset()?;
+                record = Some(crate::archive::ChangeRecord {
+                    seq: seq.parse().unwrap_or(0),
+                    time_ms: now_ms(),
+                    changeset,
+                });
+            }
+            Ok(())
+        })?;
+        drop(session);
+        // Still holding the writer: the sink sees the transactions in commit order.
+        if let (Some(sink), Some(record)) = (sink, record) {
+            sink(&record);
+        }
+        Ok(())
+    }
+
+    fn capture(&self, sink: Option<crate::archive::ChangeSink>) -> Result<()> {
+        // Taken with the writer held, so that no transaction is half seen.
+        let _writer = self.writer.lock().unwrap_or_else(|p| p.into_inner());
+        *self.sink.write().unwrap_or_else(|p| p.into_inner()) = sink;
+        Ok(())
     }
 
     fn read(&self, body: &mut TxBody<'_>) -> Result<Horizon> {
@@ -230,4 +271,11 @@ impl Backend for SqliteBackend {
             .push(conn);
         result.map(|()| Horizon::AllCommitted)
     }
+}
+
+/// Milliseconds since the Unix epoch.
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
