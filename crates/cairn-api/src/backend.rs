@@ -268,22 +268,31 @@ impl BackupBackend {
             }
         }
     }
-    /// The policies' lines of `/metrics`; empty when they cannot be read. Blocking.
+    /// The policies' (and the archive's) lines of `/metrics`; empty when they cannot be
+    /// read. Blocking.
     pub fn policy_metrics(&self) -> String {
-        let views = match self {
-            BackupBackend::Local(_, Some(p)) => p.views(),
-            BackupBackend::Local(_, None) => Vec::new(),
+        let (views, archive) = match self {
+            BackupBackend::Local(_, Some(p)) => (p.views(), p.archive_status()),
+            BackupBackend::Local(_, None) => (Vec::new(), None),
             BackupBackend::Remote(r) => r
                 .get("/backup/policies")
                 .ok()
-                .and_then(|v| serde_json::from_value(v["Policies"].clone()).ok())
+                .map(|v| {
+                    (
+                        serde_json::from_value(v["Policies"].clone()).unwrap_or_default(),
+                        serde_json::from_value(v["Archive"].clone()).ok(),
+                    )
+                })
                 .unwrap_or_default(),
         };
-        if views.is_empty() {
-            String::new()
-        } else {
-            cairn_backup::policy::metrics_text(&views)
+        let mut text = String::new();
+        if !views.is_empty() {
+            text.push_str(&cairn_backup::policy::metrics_text(&views));
         }
+        if let Some(a) = archive {
+            text.push_str(&cairn_backup::archive::Archiver::metrics_text(&a));
+        }
+        text
     }
     /// A finished backup's manifest. Blocking.
     pub fn manifest(&self, name: &str) -> ApiResult<Value> {
@@ -299,7 +308,10 @@ impl BackupBackend {
 
 /// `GetBackupPolicies`' answer for this process's policies.
 pub fn policies_json(p: Option<&Policies>) -> Value {
-    json!({ "Policies": p.map(Policies::views).unwrap_or_default() })
+    json!({
+        "Policies": p.map(Policies::views).unwrap_or_default(),
+        "Archive": p.and_then(Policies::archive_status),
+    })
 }
 
 /// `ExecuteBackupPolicy` on this process's policies.

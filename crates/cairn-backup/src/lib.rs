@@ -15,6 +15,7 @@
 //! - [`replace::IndexReplacer`] swaps a rebuilt or restored index in for a serving one.
 #![warn(missing_docs)]
 
+pub mod archive;
 mod download;
 mod error;
 pub mod files;

@@ -2,8 +2,8 @@
 //! changeset of SQLite's session extension, numbered and timed, handed to a sink (the
 //! archiver ships it), and applied again, in order, onto a base copy to restore a time.
 //!
-//! Every SQLite write transaction, archived or not, counts itself in `meta.archive_seq`
-//! (one row update in the same transaction). A copy of the database (a base backup) so
+//! Every SQLite write transaction that changes a row, archived or not, counts itself in
+//! `meta.archive_seq` (one row update in the same transaction). A copy of the database (a base backup) so
 //! says exactly which changesets it already holds; a changeset applied onto a copy that is
 //! not at its predecessor's position conflicts on that row and is refused, so a gap or a
 //! reordering in an archive is an error, never a silently different database. Writes made
@@ -39,10 +39,28 @@ pub struct ChangeRecord {
 pub type ChangeSink = Arc<dyn Fn(&ChangeRecord) + Send + Sync>;
 
 impl Store {
-    /// Hands every write transaction committed from now on to `sink` (`None` stops it).
-    /// SQLite only: PostgreSQL archives with its own WAL machinery.
-    pub fn capture_changes(&self, sink: Option<ChangeSink>) -> Result<()> {
+    /// Hands every write transaction committed from now on to `sink` (`None` stops it);
+    /// returns the database's position (`meta.archive_seq`) at that moment: the first
+    /// transaction handed over is the next one. SQLite only: PostgreSQL archives with its
+    /// own WAL machinery.
+    pub fn capture_changes(&self, sink: Option<ChangeSink>) -> Result<i64> {
         self.backend.capture(sink)
+    }
+
+    /// Moves the count of write transactions past `n` when it is not already: a database
+    /// put back to an earlier position (a restore) then never numbers a new transaction as
+    /// one an archive already holds from the history it left.
+    pub fn archive_seq_past(&self, n: i64) -> Result<i64> {
+        self.backend.write(&mut |conn| {
+            let now = crate::db::schema::get_meta(conn, ARCHIVE_SEQ_KEY)?
+                .and_then(|v| v.parse::<i64>().ok())
+                .unwrap_or(0);
+            if now < n {
+                crate::db::schema::set_meta(conn, ARCHIVE_SEQ_KEY, &n.to_string())?;
+            }
+            Ok(())
+        })?;
+        self.archive_seq()
     }
 
     /// The count of write transactions the database has committed (`meta.archive_seq`).
@@ -144,7 +162,8 @@ impl Session {
         // SAFETY: `conn.handle()` is a live connection for as long as `conn` is borrowed;
         // the session is deleted (Drop) before the connection is used by another thread
         // (it lives inside one write, under the writer's lock).
-        let rc = unsafe { ffi::sqlite3session_create(conn.handle(), c"main".as_ptr(), &mut session) };
+        let rc =
+            unsafe { ffi::sqlite3session_create(conn.handle(), c"main".as_ptr(), &mut session) };
         check(rc, "start a session")?;
         let session = Session(session);
         // SAFETY: a live session; a null table name attaches every table.

@@ -97,18 +97,17 @@ fn changes_applied_onto_a_base_give_the_database_at_each_of_them() {
         let copy = dir.path().join(format!("copy-{n}.db"));
         std::fs::copy(&base_file, &copy).unwrap();
         let last = records[n - 1].seq;
-        let (applied, at) = apply_changes(
-            &copy,
-            &mut records.iter().cloned().map(Ok),
-            &|r| r.seq <= last,
-        )
+        let (applied, at) = apply_changes(&copy, &mut records.iter().cloned().map(Ok), &|r| {
+            r.seq <= last
+        })
         .unwrap();
         assert_eq!((applied, at), (n as u64, last));
         assert_eq!(&rows(&copy), state, "after {n} changes");
         // Applying again changes nothing: what the copy holds is skipped.
-        let (again, _) =
-            apply_changes(&copy, &mut records.iter().cloned().map(Ok), &|r| r.seq <= last)
-                .unwrap();
+        let (again, _) = apply_changes(&copy, &mut records.iter().cloned().map(Ok), &|r| {
+            r.seq <= last
+        })
+        .unwrap();
         assert_eq!(again, 0);
     }
 
@@ -126,5 +125,9 @@ fn changes_applied_onto_a_base_give_the_database_at_each_of_them() {
     };
     let e = apply_changes(&moved, &mut std::iter::once(Ok(wrong)), &|_| true).unwrap_err();
     assert!(e.to_string().contains("does not apply"), "{e}");
-    assert_eq!(rows(&moved), rows(&base_file), "a refused change left nothing");
+    assert_eq!(
+        rows(&moved),
+        rows(&base_file),
+        "a refused change left nothing"
+    );
 }

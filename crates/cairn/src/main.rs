@@ -180,6 +180,11 @@ enum Command {
         /// Restore a backup of another repository.
         #[arg(long)]
         force: bool,
+        /// Restore the continuous archive --from REPO to this time (RFC 3339, fractions of
+        /// a second kept) or `latest`: the database exactly as committed then, and an index
+        /// not ahead of it (the next start catches it up).
+        #[arg(long, conflicts_with_all = ["index_only", "database_only", "force"])]
+        at: Option<String>,
     },
     /// Bulk import of JSON lines: {"Path":"/Root/...","Type":"Folder",...fields}.
     Import {
@@ -240,6 +245,18 @@ enum BackupCommand {
         /// The data folder whose backups to list, when no repository is given.
         #[arg(long, env = "CAIRN_DATA", default_value = "./cairn-data")]
         data: PathBuf,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// What a continuous archive ([backup.archive]) can restore: its window, its bases, the
+    /// last change archived.
+    Timeline {
+        /// The repository: a folder, or s3://bucket/prefix.
+        repo: String,
+        /// The age identity file, to read encrypted bases.
+        #[arg(long)]
+        identity: Option<PathBuf>,
         /// Print JSON.
         #[arg(long)]
         json: bool,
@@ -451,6 +468,11 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 commands::repository::list(&repo, json)
             }
             BackupCommand::Delete { backup } => commands::repository::delete(&backup),
+            BackupCommand::Timeline {
+                repo,
+                identity,
+                json,
+            } => commands::repository::timeline(&repo, identity.as_deref(), json),
             BackupCommand::Keygen { file } => {
                 let recipient = cairn_backup::repo::crypt::generate_identity(&file)
                     .map_err(commands::repository::reason)?;
@@ -482,7 +504,16 @@ fn run(cli: Cli) -> Result<ExitCode> {
             index_only,
             database_only,
             force,
+            at,
         } => {
+            if let Some(at) = at {
+                return commands::backup::restore_at_cmd(
+                    &from,
+                    &at,
+                    &data.dir()?,
+                    identity.as_deref(),
+                );
+            }
             let mode = match (index_only, database_only) {
                 (true, _) => cairn_backup::RestoreMode::IndexOnly,
                 (_, true) => cairn_backup::RestoreMode::DatabaseOnly,

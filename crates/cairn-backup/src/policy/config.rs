@@ -8,7 +8,15 @@
 //! kind = "repository"             # or "index"
 //! keep_last = 7                   # retention: keep_last, keep_within = "30d", min_count = 1
 //! encrypt_to = "age1..."          # optional
+//!
+//! [backup.archive]                  # continuous archiving (SQLite), see crate::archive
+//! repository = "s3://bucket/cairn"
+//! base_every = "24h"                # a base backup (index and database) this often
+//! index_every = "15m"               # an index backup this often
 //! ```
+//!
+//! The archive's base and index backups are the policies `archive-base` and
+//! `archive-index` (kind repository and index, no retention) of that repository.
 //!
 //! Everything is checked when the file is read (at start): an unknown key, a bad pattern,
 //! an unknown repository scheme or a negative count is refused with its line and why.
@@ -59,7 +67,35 @@ struct File {
 struct Section {
     #[serde(default)]
     policy: Vec<Spanned<RawPolicy>>,
+    #[serde(default)]
+    archive: Option<Spanned<RawArchive>>,
 }
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawArchive {
+    repository: Spanned<String>,
+    #[serde(default)]
+    base_every: Option<Spanned<String>>,
+    #[serde(default)]
+    index_every: Option<Spanned<String>>,
+}
+
+/// `[backup.archive]`: where and how often continuous archiving writes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ArchiveSettings {
+    /// The repository of its base and index backups and of the changes.
+    pub repository: RepoUrl,
+    /// A base backup (index and database) this often (default 24 h).
+    pub base_every: Duration,
+    /// An index backup this often (default 15 min).
+    pub index_every: Duration,
+}
+
+/// The name of the archive's base backup policy.
+pub const ARCHIVE_BASE: &str = "archive-base";
+/// The name of the archive's index backup policy.
+pub const ARCHIVE_INDEX: &str = "archive-index";
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -102,8 +138,27 @@ fn line_of(text: &str, at: usize) -> usize {
         + 1
 }
 
-/// Parses the text of a `cairn.toml` (see the module documentation).
+/// The archive settings of `dir`'s `cairn.toml`; none without a `[backup.archive]`.
+pub fn read_archive(dir: &Path) -> Result<Option<ArchiveSettings>> {
+    let path = dir.join(CONFIG_FILE);
+    let text = match std::fs::read_to_string(&path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(crate::error::io(format!("read {}", path.display()))(e)),
+    };
+    parse_file(&text).map(|(_, a)| a).map_err(|e| match e {
+        BackupError::Refused(why) => BackupError::Refused(format!("{}: {why}", path.display())),
+        other => other,
+    })
+}
+
+/// Parses the text of a `cairn.toml` (see the module documentation): its policies, the
+/// archive's two among them.
 pub fn parse_policies(text: &str) -> Result<Vec<Policy>> {
+    parse_file(text).map(|(p, _)| p)
+}
+
+fn parse_file(text: &str) -> Result<(Vec<Policy>, Option<ArchiveSettings>)> {
     let refused =
         |at: usize, why: String| BackupError::Refused(format!("line {}: {why}", line_of(text, at)));
     let file: File = toml::from_str(text).map_err(|e| {
@@ -111,7 +166,11 @@ pub fn parse_policies(text: &str) -> Result<Vec<Policy>> {
         refused(at, e.message().trim().to_string())
     })?;
     let mut out: Vec<Policy> = Vec::new();
-    for raw in file.backup.map(|b| b.policy).unwrap_or_default() {
+    let (raw_policies, raw_archive) = file
+        .backup
+        .map(|b| (b.policy, b.archive))
+        .unwrap_or_default();
+    for raw in raw_policies {
         let at = raw.span().start;
         let raw = raw.into_inner();
         let name = raw.name.get_ref().trim().to_string();
@@ -196,7 +255,51 @@ pub fn parse_policies(text: &str) -> Result<Vec<Policy>> {
             encrypt_to,
         });
     }
-    Ok(out)
+    let archive = match raw_archive {
+        None => None,
+        Some(raw) => {
+            let at = raw.span().start;
+            let raw = raw.into_inner();
+            let repository = RepoUrl::parse(raw.repository.get_ref().trim()).map_err(|e| {
+                refused(
+                    raw.repository.span().start,
+                    format!("archive repository: {}", plain_reason(e)),
+                )
+            })?;
+            let every = |v: &Option<Spanned<String>>, default: Duration| match v {
+                None => Ok(default),
+                Some(v) => parse_age(v.get_ref()).map_err(|why| refused(v.span().start, why)),
+            };
+            let settings = ArchiveSettings {
+                repository,
+                base_every: every(&raw.base_every, Duration::from_secs(24 * 3600))?,
+                index_every: every(&raw.index_every, Duration::from_secs(15 * 60))?,
+            };
+            for (name, kind, period) in [
+                (ARCHIVE_BASE, BackupKind::Repository, settings.base_every),
+                (ARCHIVE_INDEX, BackupKind::Index, settings.index_every),
+            ] {
+                if out.iter().any(|p| p.name == name) {
+                    return Err(refused(
+                        at,
+                        format!("the policy name {name:?} is the archive's own"),
+                    ));
+                }
+                let text = format!("every {}", humantime::format_duration(period));
+                out.push(Policy {
+                    name: name.to_string(),
+                    schedule: Schedule::parse(&text).map_err(|why| refused(at, why))?,
+                    schedule_text: text,
+                    repository: settings.repository.clone(),
+                    kind,
+                    retention: Retention::default(),
+                    encrypt_to: None,
+                });
+            }
+            Some(settings)
+        }
+    };
+    Ok((out, archive))
 }
 
 /// A retention age (`30d`, `12h`); at least a second.

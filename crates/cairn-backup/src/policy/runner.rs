@@ -116,6 +116,8 @@ pub struct Policies {
     s3: S3Settings,
     state: Mutex<State>,
     wake: Condvar,
+    /// The continuous archiving of `[backup.archive]`, while it runs.
+    archive: Mutex<Option<Arc<crate::archive::Archiver>>>,
 }
 
 fn rfc3339(t: SystemTime) -> String {
@@ -190,7 +192,22 @@ impl Policies {
                 stopping: false,
             }),
             wake: Condvar::new(),
+            archive: Mutex::new(None),
         })
+    }
+
+    /// Reports `archiver`'s status with the policies'.
+    pub fn attach_archiver(&self, archiver: Arc<crate::archive::Archiver>) {
+        *self.archive.lock().unwrap_or_else(|p| p.into_inner()) = Some(archiver);
+    }
+
+    /// The archiver's status, while one runs.
+    pub fn archive_status(&self) -> Option<crate::archive::ArchiveStatus> {
+        self.archive
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+            .map(|a| a.status())
     }
 
     /// Starts the scheduler thread (none without policies).

@@ -8,7 +8,7 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use rusqlite::types::ValueRef;
-use rusqlite::Connection;
+use rusqlite::{Connection, OptionalExtension};
 
 use super::{Backend, Conn, Dialect, Param, Row, TxBody, Value};
 use crate::activity::Horizon;
@@ -227,9 +227,15 @@ impl Backend for SqliteBackend {
             None => None,
         };
         let mut record = None;
+        let before = conn.total_changes();
         in_transaction(&conn, "BEGIN IMMEDIATE", &mut |c| {
             body(c)?;
-            // Every write transaction counts itself (see `crate::archive`).
+            if conn.total_changes() == before {
+                // Changed no row (a start's schema check): nothing to count or archive.
+                return Ok(());
+            }
+            // Every write transaction that changes a row counts itself (see
+            // `crate::archive`).
             let seq: String = conn.query_row(
                 "INSERT INTO meta (key, value) VALUES ('archive_seq', '1') \
                  ON CONFLICT (key) DO UPDATE SET value = CAST(CAST(value AS INTEGER) + 1 AS TEXT) \
@@ -255,11 +261,18 @@ impl Backend for SqliteBackend {
         Ok(())
     }
 
-    fn capture(&self, sink: Option<crate::archive::ChangeSink>) -> Result<()> {
+    fn capture(&self, sink: Option<crate::archive::ChangeSink>) -> Result<i64> {
         // Taken with the writer held, so that no transaction is half seen.
-        let _writer = self.writer.lock().unwrap_or_else(|p| p.into_inner());
+        let writer = self.writer.lock().unwrap_or_else(|p| p.into_inner());
+        let seq: Option<String> = writer
+            .query_row(
+                "SELECT value FROM meta WHERE key = 'archive_seq'",
+                [],
+                |r| r.get(0),
+            )
+            .optional()?;
         *self.sink.write().unwrap_or_else(|p| p.into_inner()) = sink;
-        Ok(())
+        Ok(seq.and_then(|s| s.parse().ok()).unwrap_or(0))
     }
 
     fn read(&self, body: &mut TxBody<'_>) -> Result<Horizon> {

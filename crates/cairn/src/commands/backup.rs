@@ -493,6 +493,52 @@ pub fn restore_cmd(
     Ok(ExitCode::SUCCESS)
 }
 
+/// `cairn restore --from REPO --at T --data DIR [--identity FILE]`: the archive's newest
+/// base at or before `T`, then every change committed at or before it.
+pub fn restore_at_cmd(
+    from: &str,
+    at: &str,
+    data: &DataDir,
+    identity: Option<&Path>,
+) -> Result<ExitCode> {
+    let at = cairn_backup::archive::RestoreAt::parse(at).map_err(|e| anyhow!("{e}"))?;
+    let identities = identities(identity)?;
+    let repo = crate::commands::repository::open(from)?;
+    let created = !data.root.exists();
+    let lock = data.lock("restore")?;
+    let progress = Progress::new("restore", "bytes");
+    let target = RestoreTarget {
+        data_dir: data.root.clone(),
+        database: data.database.clone(),
+    };
+    let cancel = crate::commands::cancel_on_signal("restore");
+    let restored = cairn_backup::archive::restore_at(
+        &repo,
+        at,
+        &target,
+        identities.as_ref(),
+        &|d, t| progress.set(d, t),
+        &cancel,
+    );
+    progress.finish();
+    let r = match restored {
+        Ok(r) => r,
+        Err(e) => {
+            drop(lock);
+            if created {
+                let _ = std::fs::remove_dir_all(&data.root);
+            }
+            return Err(anyhow!("{e}"));
+        }
+    };
+    println!(
+        "restored to {}: base {}, {} changes applied (database at change {}), index from {}; \
+         the next start catches the index up",
+        r.at, r.base, r.changes, r.seq, r.index_from
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
 /// The default backup folder of a data folder.
 pub fn default_dir(data: &Path) -> PathBuf {
     data.join("backups")

@@ -134,3 +134,41 @@ pub fn prune(
     );
     Ok(ExitCode::SUCCESS)
 }
+
+/// `cairn backup timeline REPO [--identity FILE] [--json]`.
+pub fn timeline(text: &str, identity: Option<&std::path::Path>, as_json: bool) -> Result<ExitCode> {
+    let repo = open(text)?;
+    let identities = identity
+        .map(cairn_backup::repo::crypt::Identities::read)
+        .transpose()
+        .map_err(reason)?;
+    let t = cairn_backup::archive::timeline(&repo, identities.as_ref()).map_err(reason)?;
+    if as_json {
+        println!("{}", serde_json::to_string_pretty(&t)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    match (&t.from, &t.to) {
+        (Some(from), Some(to)) => println!(
+            "restorable from {from} to {to} ({:.1} s ago); {} objects of changes, the last \
+             change {}",
+            t.lag_seconds.unwrap_or(0.0),
+            t.change_objects,
+            t.last_seq.unwrap_or(0)
+        ),
+        _ => println!("nothing restorable to a time: {text} has no base backup"),
+    }
+    for b in &t.bases {
+        println!(
+            "  {}: {} .. {} (changes {} to {})",
+            b.name,
+            b.at,
+            b.reaches,
+            b.seq + 1,
+            b.reaches_seq
+        );
+    }
+    for name in &t.unreadable {
+        println!("  {name}: encrypted; give --identity to read it");
+    }
+    Ok(ExitCode::SUCCESS)
+}

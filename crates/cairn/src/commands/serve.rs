@@ -191,6 +191,8 @@ struct Backups {
     policies: Arc<Policies>,
     /// `RebuildIndex` and `RestoreIndex` while serving.
     replacer: Arc<cairn_backup::replace::IndexReplacer>,
+    /// Continuous archiving (`[backup.archive]`), when configured.
+    archive: Option<Arc<cairn_backup::archive::Archiver>>,
 }
 
 /// The backup policies of `data` (`DIR/cairn.toml`), read before anything starts: a
@@ -231,13 +233,81 @@ fn open_backups(
         }
     }
     let replacer = cairn_backup::replace::IndexReplacer::new(indexer.clone(), &data.root);
+    let archive = start_archive(data, store, &manager, &policies)?;
     let backups = Backups {
         manager,
         policies,
         replacer,
+        archive,
     };
     spawn_housekeeping(store.clone(), indexer.clone(), &backups, retention)?;
     Ok(backups)
+}
+
+/// Continuous archiving of `[backup.archive]` (SQLite), if configured: changes shipped from
+/// now on; a base backup (policy `archive-base`) taken at once when the chain needs one.
+fn start_archive(
+    data: &DataDir,
+    store: &Arc<Store>,
+    manager: &Arc<cairn_backup::BackupManager>,
+    policies: &Arc<Policies>,
+) -> Result<Option<Arc<cairn_backup::archive::Archiver>>> {
+    use cairn_backup::policy::ARCHIVE_BASE;
+    let Some(settings) = cairn_backup::policy::read_archive(&data.root)? else {
+        return Ok(None);
+    };
+    if store.dialect() != cairn_store::Dialect::Sqlite {
+        anyhow::bail!(
+            "{}: [backup.archive] archives a SQLite database's changes; for PostgreSQL, archive \
+             its WAL with PostgreSQL's own tools (archive_command, pg_basebackup)",
+            data.root.join(cairn_backup::policy::CONFIG_FILE).display()
+        );
+    }
+    let repo = cairn_backup::repo::Repository::open(
+        &settings.repository,
+        &cairn_backup::repo::s3::S3Settings::default(),
+    )
+    .context("open the archive's repository")?;
+    let has_base = policies
+        .views()
+        .iter()
+        .any(|v| v.name == ARCHIVE_BASE && v.last_success.is_some());
+    let (weak, busy) = (Arc::downgrade(policies), manager.clone());
+    let take_base: cairn_backup::archive::shipper::TakeBase = Box::new(move || {
+        if busy.is_busy() {
+            return false;
+        }
+        weak.upgrade().is_some_and(|p| {
+            p.run(ARCHIVE_BASE)
+                .is_ok_and(|r| r.state == cairn_backup::BackupState::Started)
+        })
+    });
+    let archiver = cairn_backup::archive::Archiver::start(
+        &data.root,
+        store.clone(),
+        repo,
+        has_base,
+        take_base,
+    )
+    .context("start archiving")?;
+    policies.attach_archiver(archiver.clone());
+    eprintln!(
+        "cairn: archiving every change into {} (base every {}, index every {})",
+        settings.repository.display(),
+        humantime_text(settings.base_every),
+        humantime_text(settings.index_every)
+    );
+    Ok(Some(archiver))
+}
+
+fn humantime_text(d: Duration) -> String {
+    let secs = d.as_secs();
+    match secs {
+        s if s % 86_400 == 0 => format!("{}d", s / 86_400),
+        s if s % 3_600 == 0 => format!("{}h", s / 3_600),
+        s if s % 60 == 0 => format!("{}m", s / 60),
+        s => format!("{s}s"),
+    }
 }
 
 /// After serving: the final catch-up and commit, then the lock is released by the caller.
@@ -247,6 +317,10 @@ fn finish(
     backups: &Backups,
     served: Result<()>,
 ) -> Result<ExitCode> {
+    // The last changes shipped (what cannot be now is, at the next start).
+    if let Some(a) = &backups.archive {
+        a.stop();
+    }
     backups.policies.stop();
     // An index rebuild or restore is canceled (one past its point of no return finishes).
     backups.replacer.stop();

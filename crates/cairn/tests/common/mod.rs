@@ -50,7 +50,7 @@ pub fn agent() -> ureq::Agent {
         .new_agent()
 }
 
-/// One request with the API key `key` (a POST sends `body`, `{}` when none): the status
+/// One request with the API key `key` (a POST or PATCH sends `body`, `{}` when none): the status
 /// and the body as JSON (null if none), or the transport error.
 pub fn try_call(
     key: &str,
@@ -60,12 +60,19 @@ pub fn try_call(
 ) -> Result<(u16, Value), ureq::Error> {
     let a = agent();
     let auth = format!("Bearer {key}");
+    let body = body.unwrap_or(json!({})).to_string();
     let mut r = match method {
         "POST" => a
             .post(url)
             .header("Authorization", &auth)
-            .send(body.unwrap_or(json!({})).to_string().as_bytes()),
-        _ => a.get(url).header("Authorization", &auth).call(),
+            .send(body.as_bytes()),
+        "PATCH" => a
+            .patch(url)
+            .header("Authorization", &auth)
+            .send(body.as_bytes()),
+        "DELETE" => a.delete(url).header("Authorization", &auth).call(),
+        "GET" => a.get(url).header("Authorization", &auth).call(),
+        other => panic!("no {other} in the tests' client"),
     }?;
     let status = r.status().as_u16();
     let text = r.body_mut().read_to_string().unwrap_or_default();

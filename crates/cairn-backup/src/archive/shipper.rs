@@ -1,0 +1,388 @@
+//! The archiver of a serving repository: every committed write transaction is appended to
+//! a spool file in the data folder while the writer still holds the database (an append,
+//! no fsync: a kill of the process loses nothing the page cache has), and a shipping thread
+//! closes the spool file every half second and uploads it as one object of changes.
+//!
+//! A slow or unreachable repository never slows or fails a write: the spool grows and the
+//! lag with it (logged, `cairn_archive_lag_seconds`), and shipping catches up, in order,
+//! when the repository answers again. The spool is bounded ([`SPOOL_LIMIT`]): past it,
+//! changes are no longer kept (the chain breaks, and says so); once the spool has drained,
+//! a new base backup starts a new chain. A spool left by a crash is shipped at the next
+//! start, before anything new.
+
+use std::fs::File;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use cairn_store::archive::ChangeRecord;
+use cairn_store::Store;
+use serde::{Deserialize, Serialize};
+
+use super::segment::{decode, encode, SegmentRange, CHANGES_PREFIX};
+use crate::error::{io, Result};
+use crate::repo::Repository;
+
+/// The most the spool may hold before changes are no longer kept: 1 GiB.
+pub const SPOOL_LIMIT: u64 = 1 << 30;
+/// How often the spool is closed and shipped.
+pub const SHIP_EVERY: Duration = Duration::from_millis(500);
+/// The spool's folder in the data folder.
+pub const SPOOL_DIR: &str = "archive-spool";
+
+/// What the archiver has done, for `GetBackupPolicies` and `/metrics`.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct ArchiveStatus {
+    /// The repository changes go to.
+    pub repository: String,
+    /// The last change shipped.
+    pub shipped_seq: i64,
+    /// When that change committed (RFC 3339).
+    pub shipped_until: Option<String>,
+    /// Bytes in the spool, not yet shipped.
+    pub pending_bytes: u64,
+    /// Seconds the oldest change not yet shipped has waited (0 when none waits).
+    pub lag_seconds: f64,
+    /// Why shipping fails now, while it does.
+    pub error: Option<String>,
+    /// Why the chain of changes is broken (until a new base backup), when it is.
+    pub broken: Option<String>,
+}
+
+struct Spool {
+    dir: PathBuf,
+    file: Option<File>,
+    /// The commit time of the oldest change in the spool (ms), while there is one.
+    oldest_ms: Option<i64>,
+}
+
+struct Shared {
+    repo: Repository,
+    spool: Mutex<Spool>,
+    spooled: AtomicU64,
+    /// Changes are dropped (the spool is full) until the spool has drained.
+    dropping: AtomicBool,
+    status: Mutex<ArchiveStatus>,
+    stopping: AtomicBool,
+    /// A base backup is needed (a new chain), and has not been started yet.
+    need_base: AtomicBool,
+}
+
+/// Continuous archiving of one SQLite repository (see the module documentation).
+pub struct Archiver {
+    shared: Arc<Shared>,
+    store: Arc<Store>,
+    thread: Mutex<Option<JoinHandle<()>>>,
+}
+
+/// Starts a base backup now; true when one was started (false: busy, try again later).
+pub type TakeBase = Box<dyn Fn() -> bool + Send + Sync>;
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+/// `ms` since the epoch as RFC 3339.
+pub fn rfc3339_ms(ms: i64) -> String {
+    time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
+        .ok()
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
+        .unwrap_or_default()
+}
+
+impl Shared {
+    fn append(&self, r: &ChangeRecord) {
+        if self.dropping.load(Ordering::SeqCst) {
+            return;
+        }
+        let mut bytes = Vec::with_capacity(r.changeset.len() + 20);
+        encode(r, &mut bytes);
+        let mut spool = self.spool.lock().unwrap_or_else(|p| p.into_inner());
+        let written = self.spooled.load(Ordering::SeqCst);
+        if written + bytes.len() as u64 > SPOOL_LIMIT {
+            self.dropping.store(true, Ordering::SeqCst);
+            let why = format!(
+                "the spool reached {} MiB while the repository did not take it; changes from \
+                 {} on are not archived until the spool has drained and a new base backup is \
+                 taken",
+                SPOOL_LIMIT >> 20,
+                r.seq
+            );
+            tracing::error!("archive: {why}");
+            self.status.lock().unwrap_or_else(|p| p.into_inner()).broken = Some(why);
+            return;
+        }
+        if spool.file.is_none() {
+            let path = spool.dir.join(format!("{:020}.spool", r.seq));
+            match File::create(&path) {
+                Ok(f) => spool.file = Some(f),
+                Err(e) => {
+                    self.break_chain(format!("cannot create {}: {e}", path.display()));
+                    return;
+                }
+            }
+        }
+        let result = spool
+            .file
+            .as_mut()
+            .map(|f| f.write_all(&bytes))
+            .unwrap_or(Ok(()));
+        if let Err(e) = result {
+            // A full disk, say: what was written of this record is cut off by the reader.
+            spool.file = None;
+            self.break_chain(format!("cannot write the archive spool: {e}"));
+            return;
+        }
+        spool.oldest_ms.get_or_insert(r.time_ms);
+        self.spooled.fetch_add(bytes.len() as u64, Ordering::SeqCst);
+    }
+
+    fn break_chain(&self, why: String) {
+        tracing::error!("archive: {why}; the chain of changes is broken until a new base");
+        self.dropping.store(true, Ordering::SeqCst);
+        self.status.lock().unwrap_or_else(|p| p.into_inner()).broken = Some(why);
+    }
+
+    /// Closes the spool file being written, so that it can be shipped.
+    fn rotate(&self) {
+        self.spool.lock().unwrap_or_else(|p| p.into_inner()).file = None;
+    }
+
+    /// Ships every closed spool file, oldest first; stops at the first failure.
+    fn ship(&self) {
+        self.rotate();
+        let dir = self
+            .spool
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .dir
+            .clone();
+        let mut files: Vec<PathBuf> = match std::fs::read_dir(&dir) {
+            Ok(entries) => entries
+                .flatten()
+                .map(|e| e.path())
+                .filter(|p| p.extension().is_some_and(|x| x == "spool"))
+                .collect(),
+            Err(e) => {
+                self.failed(format!("read {}: {e}", dir.display()));
+                return;
+            }
+        };
+        files.sort();
+        for path in files {
+            let bytes = match std::fs::read(&path) {
+                Ok(b) => b,
+                Err(e) => {
+                    self.failed(format!("read {}: {e}", path.display()));
+                    return;
+                }
+            };
+            let (records, used) = decode(&bytes);
+            if let Some(range) = SegmentRange::of(&records) {
+                if let Err(e) = self.repo.objects().put(&range.key(), &bytes[..used]) {
+                    self.failed(e.to_string());
+                    self.update_lag(Some(range.first_ms));
+                    return;
+                }
+                let mut s = self.status.lock().unwrap_or_else(|p| p.into_inner());
+                if s.error.take().is_some() {
+                    tracing::warn!("archive: shipping works again");
+                }
+                s.shipped_seq = range.last;
+                s.shipped_until = Some(rfc3339_ms(range.last_ms));
+            }
+            if let Err(e) = std::fs::remove_file(&path) {
+                self.failed(format!("remove {}: {e}", path.display()));
+                return;
+            }
+            self.spooled.fetch_sub(
+                (bytes.len() as u64).min(self.spooled.load(Ordering::SeqCst)),
+                Ordering::SeqCst,
+            );
+        }
+        // Everything closed is shipped: the spool holds only what came since the rotation.
+        let oldest = {
+            let mut spool = self.spool.lock().unwrap_or_else(|p| p.into_inner());
+            if spool.file.is_none() {
+                spool.oldest_ms = None;
+            }
+            spool.oldest_ms
+        };
+        self.update_lag(oldest);
+        if oldest.is_none() && self.dropping.load(Ordering::SeqCst) {
+            // Drained: keep changes again, and start a new chain with a new base.
+            self.spooled.store(0, Ordering::SeqCst);
+            self.dropping.store(false, Ordering::SeqCst);
+            self.need_base.store(true, Ordering::SeqCst);
+            tracing::warn!("archive: the spool has drained; a new base backup starts a new chain");
+        }
+    }
+
+    fn update_lag(&self, oldest_ms: Option<i64>) {
+        let mut s = self.status.lock().unwrap_or_else(|p| p.into_inner());
+        s.lag_seconds = oldest_ms.map_or(0.0, |t| (now_ms() - t).max(0) as f64 / 1000.0);
+        s.pending_bytes = self.spooled.load(Ordering::SeqCst);
+    }
+
+    fn failed(&self, why: String) {
+        let mut s = self.status.lock().unwrap_or_else(|p| p.into_inner());
+        if s.error.as_deref() != Some(why.as_str()) {
+            tracing::warn!("archive: shipping fails, changes wait in the spool: {why}");
+        }
+        s.error = Some(why);
+    }
+}
+
+impl Archiver {
+    /// Starts archiving `store` (SQLite) into `repo`: changes from now on go to the spool
+    /// in `data_dir`, a leftover spool is shipped first, and `take_base` is called (until
+    /// it starts one) when the chain needs a new base: the repository's last change is not
+    /// the database's position (writes nothing archived, a restore), or `has_base` is false.
+    pub fn start(
+        data_dir: &Path,
+        store: Arc<Store>,
+        repo: Repository,
+        has_base: bool,
+        take_base: TakeBase,
+    ) -> Result<Arc<Archiver>> {
+        let dir = data_dir.join(SPOOL_DIR);
+        std::fs::create_dir_all(&dir).map_err(io(format!("create {}", dir.display())))?;
+        let spooled = std::fs::read_dir(&dir)
+            .map_err(io(format!("read {}", dir.display())))?
+            .flatten()
+            .filter_map(|e| e.metadata().ok())
+            .map(|m| m.len())
+            .sum();
+        let shared = Arc::new(Shared {
+            status: Mutex::new(ArchiveStatus {
+                repository: repo.url().display(),
+                ..ArchiveStatus::default()
+            }),
+            repo,
+            spool: Mutex::new(Spool {
+                dir,
+                file: None,
+                oldest_ms: None,
+            }),
+            spooled: AtomicU64::new(spooled),
+            dropping: AtomicBool::new(false),
+            stopping: AtomicBool::new(false),
+            need_base: AtomicBool::new(false),
+        });
+        // What the repository and the leftover spool hold, then capture from here on.
+        shared.ship();
+        let archived = last_archived(&shared.repo)?;
+        if let Some(last) = archived.filter(|&l| store.archive_seq().is_ok_and(|s| s < l)) {
+            // A database behind its archive (restored to an earlier point) goes on from past
+            // the archive's last change: its new history must not reuse those numbers.
+            store.archive_seq_past(last)?;
+        }
+        let sink = shared.clone();
+        let at = store.capture_changes(Some(Arc::new(move |r: &ChangeRecord| sink.append(r))))?;
+        if archived != Some(at) || !has_base {
+            tracing::info!(
+                database = at,
+                archived = archived.unwrap_or(0),
+                "archive: a new chain of changes starts with a base backup"
+            );
+            shared.need_base.store(true, Ordering::SeqCst);
+        }
+        {
+            let mut s = shared.status.lock().unwrap_or_else(|p| p.into_inner());
+            s.shipped_seq = s.shipped_seq.max(archived.unwrap_or(0));
+        }
+        let me = Arc::new(Archiver {
+            shared: shared.clone(),
+            store,
+            thread: Mutex::new(None),
+        });
+        let thread = std::thread::Builder::new()
+            .name("cairn-archive".into())
+            .spawn(move || {
+                let mut last = Instant::now() - SHIP_EVERY;
+                while !shared.stopping.load(Ordering::SeqCst) {
+                    std::thread::sleep(Duration::from_millis(50));
+                    if last.elapsed() < SHIP_EVERY {
+                        continue;
+                    }
+                    last = Instant::now();
+                    shared.ship();
+                    if shared.need_base.load(Ordering::SeqCst) && take_base() {
+                        shared.need_base.store(false, Ordering::SeqCst);
+                        shared
+                            .status
+                            .lock()
+                            .unwrap_or_else(|p| p.into_inner())
+                            .broken = None;
+                    }
+                }
+            })
+            .map_err(io("start the archive thread"))?;
+        *me.thread.lock().unwrap_or_else(|p| p.into_inner()) = Some(thread);
+        Ok(me)
+    }
+
+    /// What it has done.
+    pub fn status(&self) -> ArchiveStatus {
+        self.shared
+            .status
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Stops capturing, ships what the spool holds (what cannot be shipped now is shipped
+    /// at the next start), and stops the thread.
+    pub fn stop(&self) {
+        if let Err(e) = self.store.capture_changes(None) {
+            tracing::warn!("archive: {e}");
+        }
+        self.shared.stopping.store(true, Ordering::SeqCst);
+        if let Some(t) = self.thread.lock().unwrap_or_else(|p| p.into_inner()).take() {
+            let _ = t.join();
+        }
+        self.shared.ship();
+    }
+
+    /// Its lines of `/metrics`.
+    pub fn metrics_text(status: &ArchiveStatus) -> String {
+        format!(
+            "# HELP cairn_archive_lag_seconds Seconds the oldest change not yet archived has waited.\n\
+             # TYPE cairn_archive_lag_seconds gauge\n\
+             cairn_archive_lag_seconds {}\n\
+             # HELP cairn_archive_shipped_seq The last change archived.\n\
+             # TYPE cairn_archive_shipped_seq gauge\n\
+             cairn_archive_shipped_seq {}\n\
+             # HELP cairn_archive_pending_bytes Changes in the spool, not yet archived.\n\
+             # TYPE cairn_archive_pending_bytes gauge\n\
+             cairn_archive_pending_bytes {}\n\
+             # HELP cairn_archive_broken 1 while the chain of changes is broken (until a new base).\n\
+             # TYPE cairn_archive_broken gauge\n\
+             cairn_archive_broken {}\n",
+            status.lag_seconds,
+            status.shipped_seq,
+            status.pending_bytes,
+            u8::from(status.broken.is_some())
+        )
+    }
+}
+
+/// The last change the repository holds, if any.
+pub fn last_archived(repo: &Repository) -> Result<Option<i64>> {
+    Ok(repo
+        .objects()
+        .list(CHANGES_PREFIX)?
+        .iter()
+        .filter_map(|(k, _)| SegmentRange::parse(k))
+        .map(|r| r.last)
+        .max())
+}

@@ -1,0 +1,352 @@
+//! What an archive can restore, and restoring it to a time.
+//!
+//! A base is any finished repository backup (index and SQLite database) in the repository
+//! whose manifest records its database's position in the count of write transactions
+//! (`archive_seq`). From a base, the archived changes reach as far as they follow each other
+//! without a gap; a time is restorable from the newest base finished at or before it whose
+//! changes reach it. Restoring puts the base back (its index is never ahead of its
+//! database), applies every change committed at or before the time, and leaves the index to
+//! the next start's catch-up; a newer index backup that is not ahead of the database
+//! reached is put in its place first, so that less is caught up.
+
+use cairn_store::archive::{apply_changes, ChangeRecord};
+use cairn_store::{CancelToken, DatabaseUrl};
+use serde::Serialize;
+
+use super::segment::{decode, SegmentRange, CHANGES_PREFIX};
+use super::shipper::rfc3339_ms;
+use crate::error::{BackupError, Result};
+use crate::manifest::{BackupKind, Manifest};
+use crate::repo::crypt::Identities;
+use crate::repo::read::restore_backup;
+use crate::repo::{BackupAddress, Found, Repository};
+use crate::restore::{RestoreMode, RestoreTarget};
+
+/// A base and how far its changes reach.
+#[derive(Clone, Debug, Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct BaseReach {
+    /// The backup's name.
+    pub name: String,
+    /// When it finished (RFC 3339): the earliest time it restores.
+    pub at: String,
+    /// Its database's position.
+    pub seq: i64,
+    /// The last change that follows it without a gap.
+    pub reaches_seq: i64,
+    /// When that change committed (RFC 3339): the latest time it restores.
+    pub reaches: String,
+    #[serde(skip)]
+    at_ms: i64,
+    #[serde(skip)]
+    reaches_ms: i64,
+}
+
+/// `cairn backup timeline REPO`.
+#[derive(Clone, Debug, Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct Timeline {
+    /// The earliest restorable time (RFC 3339), if any.
+    pub from: Option<String>,
+    /// The latest restorable time.
+    pub to: Option<String>,
+    /// Seconds since `to`: on a repository being written to, how far the archive is
+    /// behind (on an idle one it grows while nothing is missing).
+    pub lag_seconds: Option<f64>,
+    /// Every base, oldest first.
+    pub bases: Vec<BaseReach>,
+    /// Objects of changes.
+    pub change_objects: usize,
+    /// The last change archived.
+    pub last_seq: Option<i64>,
+    /// Bases left out: encrypted ones without the identity.
+    pub unreadable: Vec<String>,
+    #[serde(skip)]
+    segments: Vec<SegmentRange>,
+}
+
+fn ms_of(rfc3339: &str) -> Option<i64> {
+    time::OffsetDateTime::parse(rfc3339, &time::format_description::well_known::Rfc3339)
+        .ok()
+        .map(|t| (t.unix_timestamp_nanos() / 1_000_000) as i64)
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+/// The plain manifest of a found backup (`None`: encrypted, no identity to read it).
+fn manifest_of(found: &Found, identities: Option<&Identities>) -> Option<Manifest> {
+    match found {
+        Found::Plain(_, m) => Some(m.clone()),
+        Found::Packed(p) => p.open_content(identities).ok().map(|c| p.plain(&c)),
+    }
+}
+
+/// Reads the timeline of `repo`.
+pub fn timeline(repo: &Repository, identities: Option<&Identities>) -> Result<Timeline> {
+    let mut segments: Vec<SegmentRange> = repo
+        .objects()
+        .list(CHANGES_PREFIX)?
+        .iter()
+        .filter_map(|(k, _)| SegmentRange::parse(k))
+        .collect();
+    segments.sort();
+    let mut bases = Vec::new();
+    let mut unreadable = Vec::new();
+    for (name, found) in repo.find_all()? {
+        let Some(m) = manifest_of(&found, identities) else {
+            unreadable.push(name);
+            continue;
+        };
+        let Some(db) = m.database.as_ref().filter(|d| {
+            m.kind == BackupKind::Repository
+                && d.kind == cairn_store::DatabaseKind::Sqlite
+                && d.archive_seq > 0
+        }) else {
+            continue;
+        };
+        let Some(at_ms) = ms_of(&m.finished_at) else {
+            continue;
+        };
+        let (mut seq, mut t) = (db.archive_seq, at_ms);
+        for s in &segments {
+            if s.last <= seq {
+                continue;
+            }
+            if s.first > seq + 1 {
+                break;
+            }
+            seq = s.last;
+            t = t.max(s.last_ms);
+        }
+        bases.push(BaseReach {
+            name,
+            at: m.finished_at.clone(),
+            seq: db.archive_seq,
+            reaches_seq: seq,
+            reaches: rfc3339_ms(t),
+            at_ms,
+            reaches_ms: t,
+        });
+    }
+    bases.sort_by_key(|b| b.at_ms);
+    let from = bases.iter().map(|b| b.at_ms).min();
+    let to = bases.iter().map(|b| b.reaches_ms).max();
+    Ok(Timeline {
+        from: from.map(rfc3339_ms),
+        to: to.map(rfc3339_ms),
+        lag_seconds: to.map(|t| (now_ms() - t).max(0) as f64 / 1000.0),
+        change_objects: segments.len(),
+        last_seq: segments.iter().map(|s| s.last).max(),
+        bases,
+        unreadable,
+        segments,
+    })
+}
+
+/// When to restore to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RestoreAt {
+    /// The latest restorable time.
+    Latest,
+    /// A time, in milliseconds since the epoch.
+    Time(i64),
+}
+
+impl RestoreAt {
+    /// `latest`, or an RFC 3339 time (fractions of a second kept, to the millisecond).
+    pub fn parse(text: &str) -> Result<RestoreAt> {
+        let text = text.trim();
+        if text.eq_ignore_ascii_case("latest") {
+            return Ok(RestoreAt::Latest);
+        }
+        ms_of(text).map(RestoreAt::Time).ok_or_else(|| {
+            BackupError::Refused(format!(
+                "--at {text:?}: give an RFC 3339 time (2026-12-07T10:15:03.250Z) or latest"
+            ))
+        })
+    }
+}
+
+/// What a restore to a time did.
+#[derive(Clone, Debug)]
+pub struct RestoredAt {
+    /// The time restored to (RFC 3339).
+    pub at: String,
+    /// The base put back.
+    pub base: String,
+    /// Changes applied onto it.
+    pub changes: u64,
+    /// The database's position reached.
+    pub seq: i64,
+    /// The index put back: the base's, or a newer index backup's.
+    pub index_from: String,
+}
+
+/// Restores `repo` to `at` into `target` (a SQLite data folder; see the module).
+pub fn restore_at(
+    repo: &Repository,
+    at: RestoreAt,
+    target: &RestoreTarget,
+    identities: Option<&Identities>,
+    progress: &dyn Fn(u64, u64),
+    cancel: &CancelToken,
+) -> Result<RestoredAt> {
+    let DatabaseUrl::Sqlite(db_path) = &target.database else {
+        return Err(BackupError::Refused(
+            "a restore to a time is for SQLite repositories in this build; PostgreSQL's is \
+             its own (recovery_target_time)"
+                .into(),
+        ));
+    };
+    let line = timeline(repo, identities)?;
+    let window = || {
+        line.bases
+            .iter()
+            .map(|b| format!("{} .. {} (from {})", b.at, b.reaches, b.name))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let (base, t_ms) = match at {
+        RestoreAt::Latest => {
+            let b = line
+                .bases
+                .iter()
+                .max_by_key(|b| (b.reaches_ms, b.at_ms))
+                .ok_or_else(|| {
+                    BackupError::NotFound(format!(
+                        "{} has no base backup to restore from",
+                        repo.url().display()
+                    ))
+                })?;
+            (b, b.reaches_ms)
+        }
+        RestoreAt::Time(t) => {
+            let b = line
+                .bases
+                .iter()
+                .filter(|b| b.at_ms <= t && t <= b.reaches_ms)
+                .max_by_key(|b| b.at_ms)
+                .ok_or_else(|| {
+                    BackupError::Refused(format!(
+                        "{} is outside the restorable window of {}: {}; nothing was changed",
+                        rfc3339_ms(t),
+                        repo.url().display(),
+                        if line.bases.is_empty() {
+                            "it has no base backup".to_string()
+                        } else {
+                            window()
+                        }
+                    ))
+                })?;
+            (b, t)
+        }
+    };
+    let address = BackupAddress {
+        repo: repo.url().clone(),
+        name: base.name.clone(),
+    };
+    restore_backup(
+        &address,
+        repo,
+        target,
+        RestoreMode::Both,
+        false,
+        identities,
+        progress,
+        cancel,
+    )?;
+    // The changes after the base, each object read once, in order.
+    let needed: Vec<SegmentRange> = line
+        .segments
+        .iter()
+        .filter(|s| s.last > base.seq && s.first <= base.reaches_seq && s.first_ms <= t_ms)
+        .copied()
+        .collect();
+    let objects = repo.objects().clone();
+    let mut records = needed.into_iter().flat_map(move |s| {
+        let got: Vec<cairn_store::Result<ChangeRecord>> = match objects.get(&s.key()) {
+            Ok(bytes) => decode(&bytes).0.into_iter().map(Ok).collect(),
+            Err(e) => vec![Err(cairn_store::StoreError::Corrupt(format!(
+                "read the archived changes {}: {e}",
+                s.key()
+            )))],
+        };
+        got
+    });
+    cancel.check()?;
+    let (changes, seq) = apply_changes(db_path, &mut records, &|r| r.time_ms <= t_ms)?;
+    let index_from = newer_index(repo, identities, base, t_ms, target, progress, cancel)
+        .unwrap_or_else(|| base.name.clone());
+    Ok(RestoredAt {
+        at: rfc3339_ms(t_ms),
+        base: base.name.clone(),
+        changes,
+        seq,
+        index_from,
+    })
+}
+
+/// Puts back the newest index backup finished after the base and by the time whose index
+/// is not ahead of the database now in `target` (its last activity is in the database,
+/// with the same fingerprint): less to catch up. `None` when there is none, or it fails
+/// (the base's index stays: it is never ahead).
+fn newer_index(
+    repo: &Repository,
+    identities: Option<&Identities>,
+    base: &BaseReach,
+    t_ms: i64,
+    target: &RestoreTarget,
+    progress: &dyn Fn(u64, u64),
+    cancel: &CancelToken,
+) -> Option<String> {
+    let facts = cairn_store::peek_database(&target.database).ok()??;
+    let mut candidates: Vec<(i64, String, Manifest)> = repo
+        .find_all()
+        .ok()?
+        .into_iter()
+        .filter_map(|(name, found)| {
+            let m = manifest_of(&found, identities)?;
+            let at = ms_of(&m.finished_at)?;
+            (at > base.at_ms && at <= t_ms && m.repository_id == facts.repository_id)
+                .then_some((at, name, m))
+        })
+        .collect();
+    candidates.sort_by_key(|c| std::cmp::Reverse(c.0));
+    for (_, name, m) in candidates {
+        let state = &m.index.completion_state;
+        if state.last_activity_id > facts.last_activity_id {
+            continue;
+        }
+        let same =
+            cairn_store::peek_database_and_activity(&target.database, Some(state.last_activity_id))
+                .ok()
+                .flatten()
+                .and_then(|(_, fp)| fp)
+                == Some(state.fingerprint);
+        if !same && state.last_activity_id.0 > 0 {
+            continue;
+        }
+        let address = BackupAddress {
+            repo: repo.url().clone(),
+            name: name.clone(),
+        };
+        match restore_backup(
+            &address,
+            repo,
+            target,
+            RestoreMode::IndexOnly,
+            false,
+            identities,
+            progress,
+            cancel,
+        ) {
+            Ok(_) => return Some(name),
+            Err(e) => tracing::warn!("the index of {name} was not taken: {e}"),
+        }
+    }
+    None
+}
