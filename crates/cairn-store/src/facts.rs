@@ -146,7 +146,7 @@ pub(crate) fn read_facts(conn: &Connection) -> Result<DatabaseFacts> {
         .optional()?
         .ok_or_else(|| StoreError::Corrupt(format!("meta.{key} is missing")))
     };
-    let seq = meta(crate::archive::ARCHIVE_SEQ_KEY).ok();
+    let seq = meta(crate::db::session::ARCHIVE_SEQ_KEY).ok();
     facts(last, meta("repository_id")?, &meta("schema_version")?, seq)
 }
 

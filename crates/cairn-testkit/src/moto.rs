@@ -160,6 +160,24 @@ impl MotoServer {
         Ok(body)
     }
 
+    /// Freezes the server (SIGSTOP): connections are accepted and never answered, as an
+    /// object store that hangs. [`MotoServer::resume`] lets it answer again, its objects
+    /// kept.
+    pub fn pause(&self) {
+        self.signal("-STOP");
+    }
+
+    /// Undoes [`MotoServer::pause`] (SIGCONT).
+    pub fn resume(&self) {
+        self.signal("-CONT");
+    }
+
+    fn signal(&self, which: &str) {
+        let _ = std::process::Command::new("kill")
+            .args([which, &self.child.id().to_string()])
+            .status();
+    }
+
     /// Stops the server at once (SIGKILL), as a crashed object store would.
     pub fn kill(&mut self) {
         let _ = self.child.kill();

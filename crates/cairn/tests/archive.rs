@@ -25,22 +25,26 @@ fn call(method: &str, url: &str, body: Option<Value>) -> (u16, Value) {
     common::call(KEY, method, url, body)
 }
 
-fn archive_config(data: &Path, repo: &Path) {
+fn archive_config(data: &Path, repo: &str) {
     std::fs::create_dir_all(data).unwrap();
     std::fs::write(
         data.join("cairn.toml"),
         format!(
-            "[backup.archive]\nrepository = \"{}\"\nbase_every = \"1h\"\nindex_every = \"2s\"\n",
-            repo.display()
+            "[backup.archive]\nrepository = \"{repo}\"\nbase_every = \"1h\"\nindex_every = \"2s\"\n"
         ),
     )
     .unwrap();
 }
 
 fn timeline(repo: &Path) -> Value {
+    timeline_with(repo.to_str().unwrap(), &[])
+}
+
+/// `cairn backup timeline --json REPO`, with `env` (S3's settings).
+fn timeline_with(repo: &str, env: &[(&str, String)]) -> Value {
     let o = cairn()
-        .args(["backup", "timeline", "--json"])
-        .arg(repo)
+        .args(["backup", "timeline", "--json", repo])
+        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
         .output()
         .unwrap();
     assert!(o.status.success(), "{}", text(&o));
@@ -55,14 +59,19 @@ fn rfc3339(t: SystemTime) -> String {
 
 /// Waits until the archive reaches `t` (a change committed at or after it is shipped).
 fn shipped_past(repo: &Path, t: SystemTime) {
+    shipped_past_with(repo.to_str().unwrap(), &[], t)
+}
+
+fn shipped_past_with(repo: &str, env: &[(&str, String)], t: SystemTime) {
+    let format = &time::format_description::well_known::Rfc3339;
     wait_until(
         "the archive reaches the time",
-        Duration::from_secs(30),
+        Duration::from_secs(60),
         || {
-            let to = timeline(repo)["To"].as_str().map(str::to_string)?;
-            let to =
-                time::OffsetDateTime::parse(&to, &time::format_description::well_known::Rfc3339)
-                    .ok()?;
+            let to = timeline_with(repo, env)["To"]
+                .as_str()
+                .map(str::to_string)?;
+            let to = time::OffsetDateTime::parse(&to, format).ok()?;
             (SystemTime::from(to) >= t).then_some(())
         },
     );
@@ -129,11 +138,19 @@ fn model(ops: &[Op]) -> BTreeMap<String, (String, String)> {
 
 /// Restores the archive `repo` to `at` into `dir`: the output.
 fn restore_at(repo: &Path, at: &str, dir: &Path) -> std::process::Output {
+    restore_at_with(repo.to_str().unwrap(), &[], at, dir)
+}
+
+fn restore_at_with(
+    repo: &str,
+    env: &[(&str, String)],
+    at: &str,
+    dir: &Path,
+) -> std::process::Output {
     cairn()
-        .args(["restore", "--from"])
-        .arg(repo)
-        .args(["--at", at, "--data"])
+        .args(["restore", "--from", repo, "--at", at, "--data"])
         .arg(dir)
+        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
         .output()
         .unwrap()
 }
@@ -145,7 +162,7 @@ fn restore_at(repo: &Path, at: &str, dir: &Path) -> std::process::Output {
 fn a_restore_to_a_time_gives_exactly_what_was_answered_before_it() {
     let dir = tempfile::tempdir().unwrap();
     let (data, repo) = (dir.path().join("data"), dir.path().join("arch"));
-    archive_config(&data, &repo);
+    archive_config(&data, repo.to_str().unwrap());
     let server = serve(&data);
     for f in ["A", "B"] {
         let (s, v) = call(
@@ -278,7 +295,7 @@ fn a_restore_to_a_time_gives_exactly_what_was_answered_before_it() {
 fn a_kill_under_writes_loses_nothing_that_was_answered() {
     let dir = tempfile::tempdir().unwrap();
     let (data, repo) = (dir.path().join("data"), dir.path().join("arch"));
-    archive_config(&data, &repo);
+    archive_config(&data, repo.to_str().unwrap());
     let mut server = serve(&data);
     let (s, v) = call(
         "POST",
@@ -343,5 +360,80 @@ fn a_kill_under_writes_loses_nothing_that_was_answered() {
     let have = items(&out.join("cairn.db"));
     for (n, _) in &answered {
         assert!(have.contains_key(n), "{n} was answered and is not restored");
+    }
+}
+
+/// The value of the metric `name` in `/metrics`.
+fn metric(server: &Server, name: &str) -> Option<f64> {
+    let mut r = common::agent()
+        .get(format!("{}/metrics", server.url))
+        .call()
+        .ok()?;
+    let text = r.body_mut().read_to_string().ok()?;
+    text.lines()
+        .find_map(|l| l.strip_prefix(&format!("{name} ")))
+        .and_then(|v| v.trim().parse().ok())
+}
+
+/// Archiving into S3 while S3 hangs (moto frozen with SIGSTOP): every write is answered at
+/// its usual speed, the lag grows and is reported; once S3 answers again, shipping catches
+/// up in order and the archive restores every write, with no hole.
+#[test]
+fn a_hanging_s3_delays_the_archive_and_never_a_write() {
+    let moto = cairn_testkit::MotoServer::start().unwrap();
+    moto.create_bucket("arch").unwrap();
+    let env = moto.env();
+    let repo = "s3://arch/cairn";
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    archive_config(&data, repo);
+    let server = common::spawn(
+        common::serve_command(&data, KEY).envs(env.iter().map(|(k, v)| (*k, v.as_str()))),
+    );
+    let (s, v) = call(
+        "POST",
+        &format!("{}/odata.svc/Root", server.url),
+        Some(json!({"__ContentType": "Folder", "Name": "A"})),
+    );
+    assert_eq!(s, 201, "{v}");
+    wait_until("the first base", Duration::from_secs(60), || {
+        (!timeline_with(repo, &env)["Bases"].as_array()?.is_empty()).then_some(())
+    });
+    moto.pause();
+    let mut names = Vec::new();
+    let mut last_began = SystemTime::now();
+    let frozen = std::time::Instant::now();
+    while frozen.elapsed() < Duration::from_secs(3) {
+        let n = format!("s{}", names.len());
+        last_began = SystemTime::now();
+        let began = std::time::Instant::now();
+        let (s, v) = call(
+            "POST",
+            &format!("{}/odata.svc/Root/A", server.url),
+            Some(json!({"__ContentType": "Folder", "Name": n})),
+        );
+        assert_eq!(s, 201, "{v}");
+        assert!(
+            began.elapsed() < Duration::from_secs(2),
+            "a write took {:?} while S3 hung",
+            began.elapsed()
+        );
+        names.push(n);
+    }
+    let lag = metric(&server, "cairn_archive_lag_seconds").unwrap_or(0.0);
+    assert!(lag >= 2.0, "the lag reported while S3 hangs: {lag}");
+    moto.resume();
+    wait_until("shipping catches up", Duration::from_secs(90), || {
+        (metric(&server, "cairn_archive_lag_seconds") == Some(0.0)
+            && metric(&server, "cairn_archive_pending_bytes") == Some(0.0))
+        .then_some(())
+    });
+    shipped_past_with(repo, &env, last_began);
+    let out = dir.path().join("latest");
+    let o = restore_at_with(repo, &env, "latest", &out);
+    assert!(o.status.success(), "{}", text(&o));
+    let have = items(&out.join("cairn.db"));
+    for n in &names {
+        assert!(have.contains_key(n), "{n} is missing after S3 came back");
     }
 }

@@ -331,13 +331,24 @@ impl Archiver {
         Ok(me)
     }
 
-    /// What it has done.
+    /// What it has done; the lag and the spool as they are now (also while a shipment
+    /// hangs on an unresponsive repository).
     pub fn status(&self) -> ArchiveStatus {
-        self.shared
+        let oldest = self
+            .shared
+            .spool
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .oldest_ms;
+        let mut s = self
+            .shared
             .status
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .clone()
+            .clone();
+        s.lag_seconds = oldest.map_or(0.0, |t| (now_ms() - t).max(0) as f64 / 1000.0);
+        s.pending_bytes = self.shared.spooled.load(Ordering::SeqCst);
+        s
     }
 
     /// Stops capturing, ships what the spool holds (what cannot be shipped now is shipped

@@ -4,6 +4,7 @@
 
 pub(crate) mod postgres;
 pub(crate) mod schema;
+pub(crate) mod session;
 pub(crate) mod sqlite;
 
 use crate::error::{Result, StoreError};
@@ -128,7 +129,7 @@ pub(crate) trait Backend: Send + Sync {
     /// Runs `body` in a read-only snapshot, and returns that snapshot's horizon.
     fn read(&self, body: &mut TxBody<'_>) -> Result<crate::activity::Horizon>;
     /// Hands every committed write transaction to `sink` (see [`crate::archive`]).
-    fn capture(&self, sink: Option<crate::archive::ChangeSink>) -> Result<i64> {
+    fn capture(&self, sink: Option<session::ChangeSink>) -> Result<i64> {
         let _ = sink;
         Err(StoreError::NotAllowed(
             "continuous archiving of changes is for SQLite; PostgreSQL archives its WAL".into(),

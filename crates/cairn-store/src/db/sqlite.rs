@@ -42,7 +42,7 @@ pub(crate) struct SqliteBackend {
     writer: Mutex<Connection>,
     readers: Mutex<Vec<Connection>>,
     /// Where committed write transactions go, while archiving ([`crate::archive`]).
-    sink: RwLock<Option<crate::archive::ChangeSink>>,
+    sink: RwLock<Option<super::session::ChangeSink>>,
     _checkpointer: Option<Checkpointer>,
 }
 
@@ -223,7 +223,7 @@ impl Backend for SqliteBackend {
         let conn = self.writer.lock().unwrap_or_else(|p| p.into_inner());
         let sink = self.sink.read().unwrap_or_else(|p| p.into_inner()).clone();
         let session = match &sink {
-            Some(_) => Some(crate::archive::Session::start(&conn)?),
+            Some(_) => Some(super::session::Session::start(&conn)?),
             None => None,
         };
         let mut record = None;
@@ -245,7 +245,7 @@ impl Backend for SqliteBackend {
             )?;
             if let Some(s) = &session {
                 let changeset = s.changeset()?;
-                record = Some(crate::archive::ChangeRecord {
+                record = Some(super::session::ChangeRecord {
                     seq: seq.parse().unwrap_or(0),
                     time_ms: now_ms(),
                     changeset,
@@ -261,7 +261,7 @@ impl Backend for SqliteBackend {
         Ok(())
     }
 
-    fn capture(&self, sink: Option<crate::archive::ChangeSink>) -> Result<i64> {
+    fn capture(&self, sink: Option<super::session::ChangeSink>) -> Result<i64> {
         // Taken with the writer held, so that no transaction is half seen.
         let writer = self.writer.lock().unwrap_or_else(|p| p.into_inner());
         let seq: Option<String> = writer
