@@ -296,7 +296,11 @@ fn a_kill_under_writes_loses_nothing_that_was_answered() {
     let dir = tempfile::tempdir().unwrap();
     let (data, repo) = (dir.path().join("data"), dir.path().join("arch"));
     archive_config(&data, repo.to_str().unwrap());
-    let mut server = serve(&data);
+    // Each shipment pauses after closing the spool file, so that writes land meanwhile:
+    // the file they open must not be shipped (and removed) while it is written.
+    let mut server = common::spawn(
+        common::serve_command(&data, KEY).env("FAILPOINTS", "archive::rotated=sleep(100)"),
+    );
     let (s, v) = call(
         "POST",
         &format!("{}/odata.svc/Root", server.url),
@@ -306,21 +310,37 @@ fn a_kill_under_writes_loses_nothing_that_was_answered() {
     wait_until("the first base", Duration::from_secs(30), || {
         (!timeline(&repo)["Bases"].as_array()?.is_empty()).then_some(())
     });
-    let mut answered: Vec<(String, SystemTime)> = Vec::new();
+    // Four writers at once, so that writes land while the spool is rotated and shipped.
     let start = SystemTime::now();
-    let mut i = 0;
+    let writers: Vec<_> = (0..4)
+        .map(|w| {
+            let url = server.url.clone();
+            std::thread::spawn(move || {
+                let mut mine: Vec<(String, SystemTime)> = Vec::new();
+                let mut last_began = start;
+                let mut i = 0;
+                while start.elapsed().unwrap() < Duration::from_secs(3) {
+                    let n = format!("k{w}-{i}");
+                    i += 1;
+                    last_began = SystemTime::now();
+                    let (s, v) = call(
+                        "POST",
+                        &format!("{url}/odata.svc/Root/A"),
+                        Some(json!({"__ContentType": "Folder", "Name": n})),
+                    );
+                    assert_eq!(s, 201, "{v}");
+                    mine.push((n, SystemTime::now()));
+                }
+                (mine, last_began)
+            })
+        })
+        .collect();
+    let mut answered: Vec<(String, SystemTime)> = Vec::new();
     let mut last_began = start;
-    while start.elapsed().unwrap() < Duration::from_secs(3) {
-        let n = format!("k{i}");
-        i += 1;
-        last_began = SystemTime::now();
-        let (s, v) = call(
-            "POST",
-            &format!("{}/odata.svc/Root/A", server.url),
-            Some(json!({"__ContentType": "Folder", "Name": n})),
-        );
-        assert_eq!(s, 201, "{v}");
-        answered.push((n, SystemTime::now()));
+    for w in writers {
+        let (mine, began) = w.join().unwrap();
+        answered.extend(mine);
+        last_began = last_began.max(began);
     }
     server.child.kill().unwrap();
     server.child.wait().unwrap();
@@ -339,7 +359,9 @@ fn a_kill_under_writes_loses_nothing_that_was_answered() {
         .collect();
     assert!(
         missing.is_empty(),
-        "lost though answered long before the kill: {missing:?}"
+        "{} writes lost though answered long before the kill, the first: {:?}",
+        missing.len(),
+        missing.iter().take(3).collect::<Vec<_>>()
     );
     let lost = answered
         .iter()

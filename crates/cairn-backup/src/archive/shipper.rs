@@ -55,9 +55,22 @@ pub struct ArchiveStatus {
 
 struct Spool {
     dir: PathBuf,
-    file: Option<File>,
-    /// The commit time of the oldest change in the spool (ms), while there is one.
-    oldest_ms: Option<i64>,
+    /// The file being written, and its path: never shipped until closed.
+    file: Option<(File, PathBuf)>,
+    /// The commit time (ms) of the first change of the file being written.
+    open_first_ms: Option<i64>,
+    /// The commit time (ms) of the oldest change in the closed files not yet shipped.
+    closed_first_ms: Option<i64>,
+}
+
+impl Spool {
+    /// The commit time of the oldest change not yet shipped.
+    fn oldest_ms(&self) -> Option<i64> {
+        match (self.open_first_ms, self.closed_first_ms) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
 }
 
 struct Shared {
@@ -124,7 +137,10 @@ impl Shared {
         if spool.file.is_none() {
             let path = spool.dir.join(format!("{:020}.spool", r.seq));
             match File::create(&path) {
-                Ok(f) => spool.file = Some(f),
+                Ok(f) => {
+                    spool.file = Some((f, path));
+                    spool.open_first_ms = Some(r.time_ms);
+                }
                 Err(e) => {
                     self.break_chain(format!("cannot create {}: {e}", path.display()));
                     return;
@@ -134,7 +150,7 @@ impl Shared {
         let result = spool
             .file
             .as_mut()
-            .map(|f| f.write_all(&bytes))
+            .map(|(f, _)| f.write_all(&bytes))
             .unwrap_or(Ok(()));
         if let Err(e) = result {
             // A full disk, say: what was written of this record is cut off by the reader.
@@ -142,7 +158,6 @@ impl Shared {
             self.break_chain(format!("cannot write the archive spool: {e}"));
             return;
         }
-        spool.oldest_ms.get_or_insert(r.time_ms);
         self.spooled.fetch_add(bytes.len() as u64, Ordering::SeqCst);
     }
 
@@ -154,23 +169,44 @@ impl Shared {
 
     /// Closes the spool file being written, so that it can be shipped.
     fn rotate(&self) {
-        self.spool.lock().unwrap_or_else(|p| p.into_inner()).file = None;
+        let mut spool = self.spool.lock().unwrap_or_else(|p| p.into_inner());
+        spool.file = None;
+        let open = spool.open_first_ms.take();
+        spool.closed_first_ms = match (spool.closed_first_ms, open) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
     }
 
     /// Ships every closed spool file, oldest first; stops at the first failure.
     fn ship(&self) {
         self.rotate();
+        // Writes that land from here on open a new spool file.
+        fail::fail_point!("archive::rotated");
         let dir = self
             .spool
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .dir
             .clone();
-        let mut files: Vec<PathBuf> = match std::fs::read_dir(&dir) {
-            Ok(entries) => entries
-                .flatten()
-                .map(|e| e.path())
+        // Listed first (read to the end), then the open file asked for: a file created
+        // after the listing is not in it, and one created before it is the open one.
+        let listed: std::io::Result<Vec<PathBuf>> =
+            std::fs::read_dir(&dir).map(|d| d.flatten().map(|e| e.path()).collect());
+        // A file opened by a write since the rotation is being written: not shipped now
+        // (it was, and removed while written to, before this was so).
+        let open = self
+            .spool
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .file
+            .as_ref()
+            .map(|(_, p)| p.clone());
+        let mut files: Vec<PathBuf> = match listed {
+            Ok(paths) => paths
+                .into_iter()
                 .filter(|p| p.extension().is_some_and(|x| x == "spool"))
+                .filter(|p| Some(p) != open.as_ref())
                 .collect(),
             Err(e) => {
                 self.failed(format!("read {}: {e}", dir.display()));
@@ -190,7 +226,7 @@ impl Shared {
             if let Some(range) = SegmentRange::of(&records) {
                 if let Err(e) = self.repo.objects().put(&range.key(), &bytes[..used]) {
                     self.failed(e.to_string());
-                    self.update_lag(Some(range.first_ms));
+                    self.update_lag();
                     return;
                 }
                 let mut s = self.status.lock().unwrap_or_else(|p| p.into_inner());
@@ -212,12 +248,10 @@ impl Shared {
         // Everything closed is shipped: the spool holds only what came since the rotation.
         let oldest = {
             let mut spool = self.spool.lock().unwrap_or_else(|p| p.into_inner());
-            if spool.file.is_none() {
-                spool.oldest_ms = None;
-            }
-            spool.oldest_ms
+            spool.closed_first_ms = None;
+            spool.oldest_ms()
         };
-        self.update_lag(oldest);
+        self.update_lag();
         if oldest.is_none() && self.dropping.load(Ordering::SeqCst) {
             // Drained: keep changes again, and start a new chain with a new base.
             self.spooled.store(0, Ordering::SeqCst);
@@ -227,7 +261,12 @@ impl Shared {
         }
     }
 
-    fn update_lag(&self, oldest_ms: Option<i64>) {
+    fn update_lag(&self) {
+        let oldest_ms = self
+            .spool
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .oldest_ms();
         let mut s = self.status.lock().unwrap_or_else(|p| p.into_inner());
         s.lag_seconds = oldest_ms.map_or(0.0, |t| (now_ms() - t).max(0) as f64 / 1000.0);
         s.pending_bytes = self.spooled.load(Ordering::SeqCst);
@@ -271,7 +310,8 @@ impl Archiver {
             spool: Mutex::new(Spool {
                 dir,
                 file: None,
-                oldest_ms: None,
+                open_first_ms: None,
+                closed_first_ms: None,
             }),
             spooled: AtomicU64::new(spooled),
             dropping: AtomicBool::new(false),
@@ -339,7 +379,7 @@ impl Archiver {
             .spool
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .oldest_ms;
+            .oldest_ms();
         let mut s = self
             .shared
             .status
