@@ -77,7 +77,8 @@ fn read_seq(conn: &Connection) -> Result<i64> {
 }
 
 /// Applies `records` in order onto the SQLite database at `path` (a stopped copy), each in
-/// a transaction of its own; stops before the first one `keep` refuses. Each must follow
+/// a savepoint of its own (a thousand to a transaction); stops before the first one `keep`
+/// refuses. Each must follow
 /// the database's position (`meta.archive_seq`) exactly. Returns how many were applied and
 /// the position reached.
 pub fn apply_changes(
@@ -85,47 +86,63 @@ pub fn apply_changes(
     records: &mut dyn Iterator<Item = Result<ChangeRecord>>,
     keep: &dyn Fn(&ChangeRecord) -> bool,
 ) -> Result<(u64, i64)> {
+    /// Changes applied per transaction: each is a savepoint of its own, so that one that
+    /// does not apply is undone alone and the ones before it stay.
+    const BATCH: u64 = 1_000;
     let conn = Connection::open(path)?;
     conn.pragma_update(None, "journal_mode", "WAL")?;
+    // No fsync per commit: the final checkpoint writes everything into the file (and a
+    // restore interrupted before it is run again).
+    conn.pragma_update(None, "synchronous", "NORMAL")?;
     let mut at = read_seq(&conn)?;
     let mut applied = 0u64;
-    for record in records {
-        let record = record?;
-        if record.seq <= at {
-            continue; // already in the base copy
-        }
-        if !keep(&record) {
-            break;
-        }
-        if record.seq != at + 1 {
-            return Err(StoreError::Corrupt(format!(
-                "the archive has no change {} (the database is at {at}, the next change in the \
-                 archive is {})",
-                at + 1,
-                record.seq
-            )));
-        }
-        conn.execute_batch("BEGIN IMMEDIATE")?;
-        let applied_ok = apply_changeset(&conn, &record.changeset);
-        let now = read_seq(&conn);
-        match (applied_ok, now) {
-            (Ok(()), Ok(seq)) if seq == record.seq => conn.execute_batch("COMMIT")?,
-            (r, seq) => {
-                let _ = conn.execute_batch("ROLLBACK");
+    conn.execute_batch("BEGIN IMMEDIATE")?;
+    let result = (|| -> Result<()> {
+        for record in records {
+            let record = record?;
+            if record.seq <= at {
+                continue; // already in the base copy
+            }
+            if !keep(&record) {
+                break;
+            }
+            if record.seq != at + 1 {
                 return Err(StoreError::Corrupt(format!(
-                    "change {} does not apply to the database at {at}: {}",
-                    record.seq,
-                    match (r, seq) {
-                        (Err(e), _) => e.to_string(),
-                        (_, Err(e)) => e.to_string(),
-                        (_, Ok(s)) => format!("it moved the position to {s}"),
-                    }
+                    "the archive has no change {} (the database is at {at}, the next change in \
+                     the archive is {})",
+                    at + 1,
+                    record.seq
                 )));
             }
+            conn.execute_batch("SAVEPOINT change")?;
+            let applied_ok = apply_changeset(&conn, &record.changeset);
+            let now = read_seq(&conn);
+            match (applied_ok, now) {
+                (Ok(()), Ok(seq)) if seq == record.seq => conn.execute_batch("RELEASE change")?,
+                (r, seq) => {
+                    conn.execute_batch("ROLLBACK TO change; RELEASE change")?;
+                    return Err(StoreError::Corrupt(format!(
+                        "change {} does not apply to the database at {at}: {}",
+                        record.seq,
+                        match (r, seq) {
+                            (Err(e), _) => e.to_string(),
+                            (_, Err(e)) => e.to_string(),
+                            (_, Ok(s)) => format!("it moved the position to {s}"),
+                        }
+                    )));
+                }
+            }
+            at = record.seq;
+            applied += 1;
+            if applied.is_multiple_of(BATCH) {
+                conn.execute_batch("COMMIT; BEGIN IMMEDIATE")?;
+            }
         }
-        at = record.seq;
-        applied += 1;
-    }
+        Ok(())
+    })();
+    // What applied is kept, also before a change that did not.
+    conn.execute_batch("COMMIT")?;
+    result?;
     conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE)")?;
     Ok((applied, at))
 }
