@@ -358,6 +358,40 @@ kind = "index"
     }
 
     #[test]
+    fn the_archive_is_two_policies_of_its_repository() {
+        let text = "[backup.archive]\nrepository = \"s3://b/arch\"\nindex_every = \"5m\"\n";
+        let (p, a) = parse_file(text).unwrap();
+        let a = a.unwrap();
+        assert_eq!(a.base_every, Duration::from_secs(24 * 3600));
+        assert_eq!(a.index_every, Duration::from_secs(300));
+        let names: Vec<_> = p.iter().map(|p| (p.name.as_str(), p.kind)).collect();
+        assert_eq!(
+            names,
+            [
+                (ARCHIVE_BASE, BackupKind::Repository),
+                (ARCHIVE_INDEX, BackupKind::Index)
+            ]
+        );
+        assert!(matches!(p[1].schedule, Schedule::Every(d) if d == Duration::from_secs(300)));
+        assert!(p.iter().all(|p| p.retention.is_empty()));
+        for (bad, says) in [
+            (text.replace("s3://b/arch", "ftp://x"), "archive repository"),
+            (text.replace("\"5m\"", "\"soon\""), "duration"),
+            (format!("{text}repo = 1\n"), "repo"),
+            (
+                format!(
+                    "[[backup.policy]]\nname = \"archive-base\"\nschedule = \"every 1h\"\n\
+                     repository = \"/x\"\n{text}"
+                ),
+                "the archive's own",
+            ),
+        ] {
+            let e = parse_policies(&bad).unwrap_err().to_string();
+            assert!(e.contains(says), "{bad}: {e}");
+        }
+    }
+
+    #[test]
     fn bad_files_name_the_line_and_the_reason() {
         let cases = [
             (
