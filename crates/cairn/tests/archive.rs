@@ -40,14 +40,18 @@ fn timeline(repo: &Path) -> Value {
     timeline_with(repo.to_str().unwrap(), &[])
 }
 
-/// `cairn backup timeline --json REPO`, with `env` (S3's settings).
+/// `cairn backup timeline --json REPO`, with `env` (S3's settings); null while the
+/// repository does not exist yet (before the first base backup made it).
 fn timeline_with(repo: &str, env: &[(&str, String)]) -> Value {
     let o = cairn()
         .args(["backup", "timeline", "--json", repo])
         .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
         .output()
         .unwrap();
-    assert!(o.status.success(), "{}", text(&o));
+    if !o.status.success() {
+        assert!(text(&o).contains("does not exist"), "{}", text(&o));
+        return Value::Null;
+    }
     serde_json::from_slice(&o.stdout).unwrap()
 }
 
@@ -285,6 +289,14 @@ fn a_restore_to_a_time_gives_exactly_what_was_answered_before_it() {
         text(&o)
     );
     assert!(!out.exists());
+    // A repository that is not there is an error, not an empty timeline.
+    let o = cairn()
+        .args(["backup", "timeline"])
+        .arg(dir.path().join("no-such-repository"))
+        .output()
+        .unwrap();
+    assert!(!o.status.success(), "{}", text(&o));
+    assert!(text(&o).contains("does not exist"), "{}", text(&o));
     drop(server);
 }
 

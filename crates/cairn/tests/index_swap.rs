@@ -168,6 +168,21 @@ fn rebuild_and_restore_while_serving() {
         Some(json!({"backup": missing.to_str().unwrap()})),
     );
     assert!(s == 404 || s == 400, "{s} {v}");
+    // Another repository's backup is refused before anything starts.
+    let other = dir.path().join("other");
+    repository_with(&other, 3);
+    let b = dir.path().join("others/b");
+    let o = cairn()
+        .args(["backup", "create", "--data"])
+        .arg(&other)
+        .arg("--to")
+        .arg(&b)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", common::text(&o));
+    let (s, v) = server.action("RestoreIndex", Some(json!({"backup": b.to_str().unwrap()})));
+    assert_eq!(s, 400, "{v}");
+    assert!(v.to_string().contains("not of this one"), "{v}");
     assert_eq!(server.replacement()["State"], "Initial");
 
     for round in ["rebuild", "restore"] {

@@ -503,7 +503,7 @@ pub fn restore_at_cmd(
 ) -> Result<ExitCode> {
     let at = cairn_backup::archive::RestoreAt::parse(at).map_err(|e| anyhow!("{e}"))?;
     let identities = identities(identity)?;
-    let repo = crate::commands::repository::open(from)?;
+    let repo = crate::commands::repository::open_existing(from)?;
     let created = !data.root.exists();
     let lock = data.lock("restore")?;
     let progress = Progress::new("restore", "bytes");

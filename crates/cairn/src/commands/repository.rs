@@ -25,8 +25,8 @@ pub fn open_backup(text: &str) -> Result<(BackupAddress, Repository)> {
     Ok((address, repo))
 }
 
-/// `cairn backup list [REPO] [--json]`.
-pub fn list(text: &str, as_json: bool) -> Result<ExitCode> {
+/// Opens the repository `text` to read it: a local one must be an existing folder.
+pub fn open_existing(text: &str) -> Result<Repository> {
     let repo = open(text)?;
     if let Some(dir) = repo.local_dir() {
         if !dir.is_dir() {
@@ -41,6 +41,12 @@ pub fn list(text: &str, as_json: bool) -> Result<ExitCode> {
             );
         }
     }
+    Ok(repo)
+}
+
+/// `cairn backup list [REPO] [--json]`.
+pub fn list(text: &str, as_json: bool) -> Result<ExitCode> {
+    let repo = open_existing(text)?;
     let backups = repo.list().map_err(reason)?;
     if as_json {
         println!("{}", serde_json::to_string_pretty(&backups)?);
@@ -137,7 +143,7 @@ pub fn prune(
 
 /// `cairn backup timeline REPO [--identity FILE] [--json]`.
 pub fn timeline(text: &str, identity: Option<&std::path::Path>, as_json: bool) -> Result<ExitCode> {
-    let repo = open(text)?;
+    let repo = open_existing(text)?;
     let identities = identity
         .map(cairn_backup::repo::crypt::Identities::read)
         .transpose()
