@@ -24,7 +24,7 @@ use cairn_testkit::MotoServer;
 use clap::Parser;
 use serde::Serialize;
 
-use common::{Client, Server, WrkSpec};
+use common::{Client, Server};
 
 #[derive(Parser, Debug)]
 #[command(about = "Creates with continuous archiving on (local, S3) against off; archive lag")]
@@ -111,12 +111,7 @@ fn main() -> anyhow::Result<()> {
     }
     let result = run(&args, &cairn, &scripts);
     common::remove_tree(&args.dir)?;
-    let report = result?;
-    println!("{}", serde_json::to_string_pretty(&report)?);
-    if let Some(path) = &args.json {
-        fs::write(path, serde_json::to_string_pretty(&report)? + "\n")?;
-    }
-    Ok(())
+    common::emit(&result?, args.json.as_deref())
 }
 
 fn run(args: &Args, cairn: &Path, scripts: &Path) -> anyhow::Result<Report> {
@@ -242,23 +237,15 @@ fn one_run(
             }
         })
     });
-    let create = scripts.join("create.lua");
-    let wargs = vec![
-        KEY.to_string(),
-        "/odata.svc/Root/Load".to_string(),
-        format!("{mode}{round}"),
-        "archived benchmark article".to_string(),
-    ];
-    let run = common::run_wrk(
-        &WrkSpec {
-            script: &create,
-            url: &server.url("/"),
-            threads: 2,
-            connections: args.connections,
-            secs: args.secs,
-            args: &wargs,
-        },
-        Some(server.pid()),
+    let run = common::run_creates(
+        &server,
+        scripts,
+        KEY,
+        "/odata.svc/Root/Load",
+        &format!("{mode}{round}"),
+        "archived benchmark article",
+        args.connections,
+        args.secs,
     );
     stop.store(true, Ordering::SeqCst);
     if let Some(h) = sampler {

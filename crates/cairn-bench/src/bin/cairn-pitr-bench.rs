@@ -23,11 +23,10 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
-use cairn_bench::corpus;
 use clap::Parser;
 use serde::Serialize;
 
-use common::{Client, Server, WrkSpec};
+use common::{Client, Server};
 
 #[derive(Parser, Debug)]
 #[command(about = "Restore to a time (base + changes + catch-up) against restore + rebuild")]
@@ -65,31 +64,11 @@ fn timed(cmd: &mut Command, log: &Path) -> anyhow::Result<f64> {
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    let common::BenchPaths {
-        cairn,
-        scripts,
-        base,
-    } = args.bench.paths()?;
-    let log = base.join("pitr-run.log");
-    let corpus_path = base.join("corpus.jsonl");
-    corpus::ensure_jsonl(&corpus_path, args.bench.items, args.bench.seed)?;
-    let pristine = base.join("data");
-    if let Some(s) =
-        common::ensure_imported(&cairn, &corpus_path, args.bench.items, &pristine, &log)?
-    {
-        eprintln!("cairn import: {s:.1} s");
-    }
-    let work = base.join("pitr");
-    common::remove_tree(&work)?;
-    fs::create_dir_all(&work)?;
-    let result = run(&args, &cairn, &scripts, &pristine, &work, &log);
-    common::remove_tree(&work)?;
-    let report = result?;
-    println!("{}", serde_json::to_string_pretty(&report)?);
-    if let Some(path) = &args.json {
-        fs::write(path, serde_json::to_string_pretty(&report)? + "\n")?;
-    }
-    Ok(())
+    let (paths, log, pristine) = common::imported(&args.bench, "pitr-run.log")?;
+    let report = common::in_work_dir(&paths.base.join("pitr"), false, |work| {
+        run(&args, &paths.cairn, &paths.scripts, &pristine, work, &log)
+    })?;
+    common::emit(&report, args.json.as_deref())
 }
 
 fn run(
@@ -143,28 +122,20 @@ fn run(
         )?
         .ok()?;
     // About `writes` creates: wrk runs for a duration, so run it in slices.
-    let create = scripts.join("create.lua");
     let t = Instant::now();
     let mut slice = 0;
     while r.writes < args.writes {
-        let wargs = vec![
-            KEY.to_string(),
-            "/odata.svc/Root/Pitr".to_string(),
-            format!("p{slice}"),
-            "point in time".to_string(),
-        ];
-        slice += 1;
-        let run = common::run_wrk(
-            &WrkSpec {
-                script: &create,
-                url: &server.url("/"),
-                threads: 2,
-                connections: 64,
-                secs: 20,
-                args: &wargs,
-            },
-            Some(server.pid()),
+        let run = common::run_creates(
+            &server,
+            scripts,
+            KEY,
+            "/odata.svc/Root/Pitr",
+            &format!("p{slice}"),
+            "point in time",
+            64,
+            20,
         )?;
+        slice += 1;
         r.writes += run.lua.get("created").copied().unwrap_or(0);
         eprintln!("creates so far: {}", r.writes);
     }

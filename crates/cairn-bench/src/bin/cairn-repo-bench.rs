@@ -24,7 +24,6 @@ use std::process::Command;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
-use cairn_bench::corpus;
 use cairn_bench::measure::dir_size;
 use cairn_testkit::MotoServer;
 use clap::Parser;
@@ -75,11 +74,16 @@ struct Report {
     encrypted_ratio: f64,
 }
 
-/// Runs `cairn ARGS` with S3 at `moto`; its wall seconds.
-fn timed(cairn: &Path, moto: &MotoServer, args: &[&str], log: &Path) -> anyhow::Result<f64> {
+/// Runs `cairn ARGS` with `env` (S3's settings); its wall seconds.
+fn timed(
+    cairn: &Path,
+    env: &[(&'static str, String)],
+    args: &[&str],
+    log: &Path,
+) -> anyhow::Result<f64> {
     common::settle_writeback();
     let mut c = Command::new(cairn);
-    c.args(args).envs(moto.env());
+    c.args(args).envs(env.iter().map(|(k, v)| (*k, v.as_str())));
     common::run_logged(&mut c, log)
 }
 
@@ -95,29 +99,11 @@ fn stored(moto: &MotoServer, prefix: &str) -> anyhow::Result<u64> {
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    let common::BenchPaths { cairn, base, .. } = args.bench.paths()?;
-    let log = base.join("repo-run.log");
-    let corpus_path = base.join("corpus.jsonl");
-    corpus::ensure_jsonl(&corpus_path, args.bench.items, args.bench.seed)?;
-    let pristine = base.join("data");
-    if let Some(s) =
-        common::ensure_imported(&cairn, &corpus_path, args.bench.items, &pristine, &log)?
-    {
-        eprintln!("cairn import: {s:.1} s");
-    }
-    let work = base.join("repo");
-    common::remove_tree(&work)?;
-    fs::create_dir_all(&work)?;
-    let result = run(&args, &cairn, &pristine, &work, &log);
-    if !args.keep {
-        common::remove_tree(&work)?;
-    }
-    let report = result?;
-    println!("{}", serde_json::to_string_pretty(&report)?);
-    if let Some(path) = &args.json {
-        fs::write(path, serde_json::to_string_pretty(&report)? + "\n")?;
-    }
-    Ok(())
+    let (paths, log, pristine) = common::imported(&args.bench, "repo-run.log")?;
+    let report = common::in_work_dir(&paths.base.join("repo"), args.keep, |work| {
+        run(&args, &paths.cairn, &pristine, work, &log)
+    })?;
+    common::emit(&report, args.json.as_deref())
 }
 
 fn run(
@@ -141,41 +127,24 @@ fn run(
     let moto = MotoServer::start().map_err(|e| anyhow::anyhow!("{e}"))?;
     moto.create_bucket(BUCKET)
         .map_err(|e| anyhow::anyhow!("{e}"))?;
+    // `cairn backup create --data D --to TO MORE...`, timed (S3 reached at moto; the
+    // local runs after it is stopped do not use it).
+    let env = moto.env();
+    let backup_to = |to: &str, more: &[&str]| {
+        let args = [&["backup", "create", "--data", d, "--to", to][..], more].concat();
+        timed(cairn, &env, &args, log)
+    };
 
     // 1. Plain local (the peer's files), full into S3, the peer.
     let plain = work.join("local");
     let p1 = plain.join("p1");
-    r.plain_local_secs = timed(
-        cairn,
-        &moto,
-        &[
-            "backup",
-            "create",
-            "--data",
-            d,
-            "--to",
-            p1.to_str().context("path")?,
-        ],
-        log,
-    )?;
+    r.plain_local_secs = backup_to(p1.to_str().context("path")?, &[])?;
     r.plain_backup_bytes = dir_size(&p1)?;
     eprintln!(
         "plain local backup: {:.1} s, {} bytes",
         r.plain_local_secs, r.plain_backup_bytes
     );
-    r.s3_full_secs = timed(
-        cairn,
-        &moto,
-        &[
-            "backup",
-            "create",
-            "--data",
-            d,
-            "--to",
-            "s3://bench/cairn/full",
-        ],
-        log,
-    )?;
+    r.s3_full_secs = backup_to("s3://bench/cairn/full", &[])?;
     r.s3_full_stored_bytes = stored(&moto, "cairn/")?;
     eprintln!(
         "full into S3: {:.1} s, {} bytes stored",
@@ -215,19 +184,7 @@ fn run(
     r.changed = done;
     server.stop(Duration::from_secs(600))?;
     let before = stored(&moto, "cairn/")?;
-    r.s3_incremental_secs = timed(
-        cairn,
-        &moto,
-        &[
-            "backup",
-            "create",
-            "--data",
-            d,
-            "--to",
-            "s3://bench/cairn/incr",
-        ],
-        log,
-    )?;
+    r.s3_incremental_secs = backup_to("s3://bench/cairn/incr", &[])?;
     r.s3_incremental_stored_bytes = stored(&moto, "cairn/")? - before;
     r.incremental_bytes_ratio =
         r.s3_incremental_stored_bytes as f64 / r.s3_full_stored_bytes as f64;
@@ -243,18 +200,7 @@ fn run(
 
     // 3. Encrypted against plain, local.
     let p2 = plain.join("p2");
-    r.plain_local_again_secs = timed_local(
-        cairn,
-        &[
-            "backup",
-            "create",
-            "--data",
-            d,
-            "--to",
-            p2.to_str().context("path")?,
-        ],
-        log,
-    )?;
+    r.plain_local_again_secs = backup_to(p2.to_str().context("path")?, &[])?;
     common::remove_tree(&p2)?;
     let key = work.join("key.txt");
     let out = Command::new(cairn)
@@ -263,19 +209,9 @@ fn run(
         .output()?;
     let recipient = String::from_utf8_lossy(&out.stdout).trim().to_string();
     let enc = work.join("encrypted");
-    r.encrypted_local_secs = timed_local(
-        cairn,
-        &[
-            "backup",
-            "create",
-            "--data",
-            d,
-            "--to",
-            enc.join("e1").to_str().context("path")?,
-            "--encrypt-to",
-            &recipient,
-        ],
-        log,
+    r.encrypted_local_secs = backup_to(
+        enc.join("e1").to_str().context("path")?,
+        &["--encrypt-to", &recipient],
     )?;
     r.encrypted_local_stored_bytes = dir_size(&enc)?;
     r.encrypted_ratio = r.plain_local_again_secs / r.encrypted_local_secs;
@@ -284,10 +220,4 @@ fn run(
         r.plain_local_again_secs, r.encrypted_local_secs, r.encrypted_ratio
     );
     Ok(r)
-}
-
-/// Runs `cairn ARGS` (no S3); its wall seconds.
-fn timed_local(cairn: &Path, args: &[&str], log: &Path) -> anyhow::Result<f64> {
-    common::settle_writeback();
-    common::run_logged(Command::new(cairn).args(args), log)
 }

@@ -1007,3 +1007,78 @@ fn gcd(a: u64, b: u64) -> u64 {
         gcd(b, a % b)
     }
 }
+
+/// The corpus of `args` imported into `DIR/N<items>/data` (made once, then reused): the
+/// paths, the run log `DIR/N<items>/<log_name>`, and that data folder.
+pub fn imported(
+    args: &BenchArgs,
+    log_name: &str,
+) -> anyhow::Result<(BenchPaths, PathBuf, PathBuf)> {
+    let paths = args.paths()?;
+    let log = paths.base.join(log_name);
+    let corpus_path = paths.base.join("corpus.jsonl");
+    corpus::ensure_jsonl(&corpus_path, args.items, args.seed)?;
+    let pristine = paths.base.join("data");
+    if let Some(s) = ensure_imported(&paths.cairn, &corpus_path, args.items, &pristine, &log)? {
+        eprintln!("cairn import: {s:.1} s");
+    }
+    Ok((paths, log, pristine))
+}
+
+/// Runs `f` in the empty folder `work` (made afresh), which is removed afterwards unless
+/// `keep`.
+pub fn in_work_dir<T>(
+    work: &Path,
+    keep: bool,
+    f: impl FnOnce(&Path) -> anyhow::Result<T>,
+) -> anyhow::Result<T> {
+    remove_tree(work)?;
+    fs::create_dir_all(work)?;
+    let result = f(work);
+    if !keep {
+        remove_tree(work)?;
+    }
+    result
+}
+
+/// Prints `report` as JSON on stdout, and writes it to `json` when given.
+pub fn emit<T: Serialize>(report: &T, json: Option<&Path>) -> anyhow::Result<()> {
+    let text = serde_json::to_string_pretty(report)?;
+    println!("{text}");
+    if let Some(path) = json {
+        fs::write(path, text + "\n")?;
+    }
+    Ok(())
+}
+
+/// wrk `create.lua` against `server` (2 threads, `connections`, `secs` seconds): articles
+/// in `folder` (`/odata.svc/Root/...`), named with `tag`, their body `text`.
+#[allow(clippy::too_many_arguments)]
+pub fn run_creates(
+    server: &Server,
+    scripts: &Path,
+    key: &str,
+    folder: &str,
+    tag: &str,
+    text: &str,
+    connections: u32,
+    secs: u32,
+) -> anyhow::Result<WrkRun> {
+    let args = [
+        key.to_string(),
+        folder.to_string(),
+        tag.to_string(),
+        text.to_string(),
+    ];
+    run_wrk(
+        &WrkSpec {
+            script: &scripts.join("create.lua"),
+            url: &server.url("/"),
+            threads: 2,
+            connections,
+            secs,
+            args: &args,
+        },
+        Some(server.pid()),
+    )
+}
