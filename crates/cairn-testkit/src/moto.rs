@@ -48,9 +48,19 @@ fn find_moto() -> Option<PathBuf> {
 impl MotoServer {
     /// Starts a server and waits until it answers.
     pub fn start() -> Result<MotoServer, TestkitError> {
+        Self::start_with(false)
+    }
+
+    /// Starts a server that checks credentials as S3 does: it knows no access key, so
+    /// every request is refused (403, `InvalidAccessKeyId`), as with wrong credentials.
+    pub fn start_refusing_every_key() -> Result<MotoServer, TestkitError> {
+        Self::start_with(true)
+    }
+
+    fn start_with(check_keys: bool) -> Result<MotoServer, TestkitError> {
         let moto = find_moto().ok_or_else(missing)?;
         let port = crate::try_free_port().map_err(|e| TestkitError::io("find a free port", e))?;
-        let child = spawn(&moto, port)?;
+        let child = spawn(&moto, port, check_keys)?;
         let mut server = MotoServer { child, port };
         let up = crate::poll_until(Duration::from_secs(60), || {
             TcpStream::connect(("127.0.0.1", port)).ok()
@@ -189,7 +199,7 @@ impl MotoServer {
     pub fn restart(&mut self) -> Result<(), TestkitError> {
         self.kill();
         let moto = find_moto().ok_or_else(missing)?;
-        self.child = spawn(&moto, self.port)?;
+        self.child = spawn(&moto, self.port, false)?;
         let port = self.port;
         crate::poll_until(Duration::from_secs(60), || {
             TcpStream::connect(("127.0.0.1", port)).ok()
@@ -223,9 +233,13 @@ fn timeout(what: String) -> TestkitError {
     }
 }
 
-fn spawn(moto: &Path, port: u16) -> Result<Child, TestkitError> {
-    Command::new(moto)
-        .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+fn spawn(moto: &Path, port: u16, check_keys: bool) -> Result<Child, TestkitError> {
+    let mut c = Command::new(moto);
+    if check_keys {
+        // moto's own switch: authenticate every request from the first one on.
+        c.env("INITIAL_NO_AUTH_ACTION_COUNT", "0");
+    }
+    c.args(["-H", "127.0.0.1", "-p", &port.to_string()])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()

@@ -520,6 +520,43 @@ fn an_encrypted_backup_in_s3_needs_its_identity() {
     assert_eq!((s, v["d"]["__count"].as_u64()), (200, Some(60)), "{v}");
 }
 
+/// Credentials S3 does not accept (moto checking every key, and knowing none): a backup and
+/// a list each say access is denied and name the variables to check;
+/// the refused backup leaves nothing behind in the data folder.
+#[test]
+fn credentials_s3_refuses_say_so() {
+    let moto = MotoServer::start_refusing_every_key().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    common::repository_with(&data, 3);
+    let before: Vec<_> = std::fs::read_dir(data.join("backups"))
+        .map(|d| d.flatten().map(|e| e.file_name()).collect())
+        .unwrap_or_default();
+    for args in [
+        vec![
+            "backup",
+            "create",
+            "--data",
+            data.to_str().unwrap(),
+            "--to",
+            "s3://b/p/n1",
+        ],
+        vec!["backup", "list", "s3://b/p"],
+    ] {
+        let o = run(&moto, &args);
+        assert_eq!(o.status.code(), Some(2), "{args:?}: {}", text(&o));
+        assert!(
+            text(&o).contains("access denied: check AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY"),
+            "{args:?}: {}",
+            text(&o)
+        );
+    }
+    let after: Vec<_> = std::fs::read_dir(data.join("backups"))
+        .map(|d| d.flatten().map(|e| e.file_name()).collect())
+        .unwrap_or_default();
+    assert_eq!(before, after, "a refused backup left something");
+}
+
 /// A malformed `cairn.toml` is refused at start, naming the line and why; bad S3
 /// addresses and an unreachable or missing bucket are one clear error each (exit 2).
 #[test]
