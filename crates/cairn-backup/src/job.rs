@@ -533,8 +533,7 @@ impl BackupManager {
     /// for it to end (recorded Canceled, its folder removed). False if it still runs.
     pub fn stop(&self, deadline: Duration) -> bool {
         self.save_if_unsaved(&mut self.inner.lock().unwrap_or_else(|p| p.into_inner()));
-        let busy =
-            || self.is_running() || self.ending.load(std::sync::atomic::Ordering::SeqCst) > 0;
+        let busy = || self.is_busy();
         if !busy() {
             return true;
         }

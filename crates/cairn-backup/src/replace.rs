@@ -100,6 +100,13 @@ impl IndexReplacer {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    fn running(&self) -> bool {
+        self.lock()
+            .thread
+            .as_ref()
+            .is_some_and(|t| !t.is_finished())
+    }
+
     /// The running or last replacement.
     pub fn query(&self) -> ReplaceAnswer {
         let current = self.lock().current.clone();
@@ -132,15 +139,20 @@ impl IndexReplacer {
         backup: Option<&str>,
         identity: Option<&Path>,
     ) -> Result<ReplaceAnswer> {
+        if self.running() {
+            return Ok(self.query());
+        }
+        // Found and opened (S3, a manifest to decrypt) without holding the state, so that
+        // QueryIndexRestore answers meanwhile.
+        let source = match backup {
+            Some(b) => Some(self.open_source(b, identity)?),
+            None => None,
+        };
         let mut inner = self.lock();
         if inner.thread.as_ref().is_some_and(|t| !t.is_finished()) {
             drop(inner);
             return Ok(self.query());
         }
-        let source = match backup {
-            Some(b) => Some(self.open_source(b, identity)?),
-            None => None,
-        };
         let cancel = CancelToken::new();
         inner.current = Some(ReplaceInfo {
             kind,

@@ -196,7 +196,7 @@ pub(crate) fn lock(e: TantivyError, dir: &Path) -> IndexError {
     }
 }
 
-fn io(context: String) -> impl FnOnce(std::io::Error) -> IndexError {
+pub(crate) fn io(context: String) -> impl FnOnce(std::io::Error) -> IndexError {
     move |cause| IndexError::Io { context, cause }
 }
 

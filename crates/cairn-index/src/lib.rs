@@ -37,4 +37,4 @@ pub use integrity::{Difference, DifferenceKind, IntegrityReport};
 pub use schema::{names, IndexSchema, IndexedAs, KEYWORD_TOKENIZER, TEXT_TOKENIZER};
 pub use search::{search, SearchRequest, SearchResult, SortField};
 pub use snapshot::{IndexCopy, IndexSnapshot, INDEX_FORMAT};
-pub use swap::{beside_dir, recover_interrupted_swap, Replaced, SwapStep};
+pub use swap::{beside_dir, recover_interrupted_swap, replaced_dir, Replaced, SwapStep};

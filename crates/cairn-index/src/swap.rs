@@ -23,8 +23,8 @@ use cairn_store::CancelToken;
 use tantivy::{Index, IndexWriter, ReloadPolicy};
 
 use crate::completion::CompletionState;
-use crate::error::{IndexError, Result};
-use crate::indexer::{index_exists, lock, Indexer, IndexerOptions, Live, RebuildProgress};
+use crate::error::Result;
+use crate::indexer::{index_exists, io, lock, Indexer, IndexerOptions, Live, RebuildProgress};
 use crate::indexer::{StartupAction, WriterSlot};
 use crate::schema::IndexSchema;
 
@@ -45,11 +45,9 @@ pub fn beside_dir(index_dir: &Path) -> PathBuf {
     sibling(index_dir, BESIDE)
 }
 
-fn io(what: String) -> impl FnOnce(std::io::Error) -> IndexError {
-    move |cause| IndexError::Io {
-        context: what,
-        cause,
-    }
+/// The folder a replaced index waits in to be removed.
+pub fn replaced_dir(index_dir: &Path) -> PathBuf {
+    sibling(index_dir, REPLACED)
 }
 
 fn remove(dir: &Path) -> Result<()> {
@@ -65,7 +63,7 @@ fn remove(dir: &Path) -> Result<()> {
 /// the index in `index_dir` is opened: returns what it did, if anything.
 pub fn recover_interrupted_swap(index_dir: &Path) -> Result<Option<String>> {
     let beside = beside_dir(index_dir);
-    let old = sibling(index_dir, REPLACED);
+    let old = replaced_dir(index_dir);
     let mut did = Vec::new();
     if !index_exists(index_dir) && index_exists(&old) {
         // Between the two renames: the live index goes back.
@@ -195,7 +193,7 @@ impl Indexer {
                 tracing::warn!("the live index's merges ended with an error: {e}");
             }
         }
-        let old = sibling(&self.dir, REPLACED);
+        let old = replaced_dir(&self.dir);
         remove(&old)?;
         std::fs::rename(&self.dir, &old).map_err(io(format!(
             "move the live index {} aside",

@@ -12,12 +12,12 @@
 
 use std::path::Path;
 
-use rusqlite::{Connection, OptionalExtension};
+use rusqlite::Connection;
 
 use crate::error::{Result, StoreError};
 use crate::store::Store;
 
-use crate::db::session::apply_changeset;
+use crate::db::session::{apply_changeset, read_seq};
 pub use crate::db::session::{ChangeRecord, ChangeSink, ARCHIVE_SEQ_KEY};
 
 impl Store {
@@ -62,18 +62,6 @@ impl Store {
 pub fn archive_seq_of(path: &Path) -> Result<i64> {
     let conn = Connection::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_WRITE)?;
     read_seq(&conn)
-}
-
-fn read_seq(conn: &Connection) -> Result<i64> {
-    Ok(conn
-        .query_row(
-            "SELECT value FROM meta WHERE key = ?1",
-            [ARCHIVE_SEQ_KEY],
-            |r| r.get::<_, String>(0),
-        )
-        .optional()?
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0))
 }
 
 /// Applies `records` in order onto the SQLite database at `path` (a stopped copy), each in

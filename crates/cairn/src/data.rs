@@ -242,7 +242,8 @@ impl DataLock {
                 Ok(())
             }
             Err(std::fs::TryLockError::WouldBlock) => bail!(
-                "the database {} is in use by another cairn process under another name for                  the same file (a hard link to it); stop that process first",
+                "the database {} is in use by another cairn process under another name for \
+                 the same file (a hard link to it); stop that process first",
                 db.display()
             ),
             Err(std::fs::TryLockError::Error(e)) => {

@@ -93,6 +93,29 @@ impl Action {
     }
 }
 
+/// The string parameters `names` (lower case; a body's names in any case) of a JSON body,
+/// each absent or null as `None`; another name is refused with `unknown(name)` (a mistake
+/// to report, not to drop), and a value that is not a string too.
+fn string_params<const N: usize>(
+    body: &[u8],
+    names: [&str; N],
+    unknown: impl Fn(&str) -> String,
+) -> ApiResult<[Option<String>; N]> {
+    let mut out: [Option<String>; N] = std::array::from_fn(|_| None);
+    for (name, value) in super::body::object(body)? {
+        let slot = names
+            .iter()
+            .position(|n| name.eq_ignore_ascii_case(n))
+            .ok_or_else(|| ApiError::bad_request(unknown(&name)))?;
+        out[slot] = match value {
+            Value::Null => None,
+            Value::String(t) => Some(t),
+            _ => return Err(ApiError::bad_request(format!("{name} must be a string"))),
+        };
+    }
+    Ok(out)
+}
+
 fn target_ref(v: &Value) -> Option<NodeRef> {
     match v {
         Value::String(s) => Some(match s.parse::<i64>() {
@@ -285,29 +308,18 @@ pub async fn run(
                     }
                     // Parameters in any case (`Target` too); another name is a mistake to
                     // report, not to drop (the backup would get a made-up name).
-                    let mut request = cairn_backup::BackupRequest::default();
-                    for (name, value) in super::body::object(&body)? {
-                        let slot = match name.to_ascii_lowercase().as_str() {
-                            "target" => &mut request.target,
-                            "to" => &mut request.to,
-                            "encryptto" => &mut request.encrypt_to,
-                            _ => {
-                                return Err(ApiError::bad_request(format!(
-                                    "{action:?} has no parameter '{name}' (it takes target, or \
-                                     to and encryptTo)"
-                                )))
-                            }
-                        };
-                        *slot = match value {
-                            Value::Null => None,
-                            Value::String(t) => Some(t),
-                            _ => {
-                                return Err(ApiError::bad_request(format!(
-                                    "{name} must be a string"
-                                )))
-                            }
-                        };
-                    }
+                    let [target, to, encrypt_to] =
+                        string_params(&body, ["target", "to", "encryptto"], |name| {
+                            format!(
+                                "{action:?} has no parameter '{name}' (it takes target, or to \
+                                 and encryptTo)"
+                            )
+                        })?;
+                    let request = cairn_backup::BackupRequest {
+                        target,
+                        to,
+                        encrypt_to,
+                    };
                     let kind = if action == Action::BackupIndex {
                         cairn_backup::BackupKind::Index
                     } else {
@@ -353,36 +365,19 @@ pub async fn run(
             }
             match action {
                 Action::RebuildIndex => {
-                    if let Some((name, _)) = super::body::object(&body)?.into_iter().next() {
-                        return Err(ApiError::bad_request(format!(
-                            "RebuildIndex has no parameter '{name}'"
-                        )));
-                    }
+                    let [] = string_params(&body, [], |name| {
+                        format!("RebuildIndex has no parameter '{name}'")
+                    })?;
                     blocking(move || jobs.rebuild()).await?
                 }
                 Action::RestoreIndex => {
-                    let (mut backup, mut identity) = (None, None);
-                    for (name, value) in super::body::object(&body)? {
-                        let slot = match name.to_ascii_lowercase().as_str() {
-                            "backup" => &mut backup,
-                            "identity" => &mut identity,
-                            _ => {
-                                return Err(ApiError::bad_request(format!(
-                                    "RestoreIndex has no parameter '{name}' (it takes backup: \
-                                     REPO/NAME, and identity for an encrypted one)"
-                                )))
-                            }
-                        };
-                        *slot = match value {
-                            Value::Null => None,
-                            Value::String(t) => Some(t),
-                            _ => {
-                                return Err(ApiError::bad_request(format!(
-                                    "{name} must be a string"
-                                )))
-                            }
-                        };
-                    }
+                    let [backup, identity] =
+                        string_params(&body, ["backup", "identity"], |name| {
+                            format!(
+                                "RestoreIndex has no parameter '{name}' (it takes backup: \
+                                 REPO/NAME, and identity for an encrypted one)"
+                            )
+                        })?;
                     let backup = backup.ok_or_else(|| {
                         ApiError::bad_request("RestoreIndex takes {\"backup\": \"REPO/NAME\"}")
                     })?;

@@ -63,13 +63,18 @@ struct Spool {
     closed_first_ms: Option<i64>,
 }
 
+/// The earlier of two optional times.
+fn earliest(a: Option<i64>, b: Option<i64>) -> Option<i64> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
+}
+
 impl Spool {
     /// The commit time of the oldest change not yet shipped.
     fn oldest_ms(&self) -> Option<i64> {
-        match (self.open_first_ms, self.closed_first_ms) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        earliest(self.open_first_ms, self.closed_first_ms)
     }
 }
 
@@ -171,11 +176,7 @@ impl Shared {
     fn rotate(&self) {
         let mut spool = self.spool.lock().unwrap_or_else(|p| p.into_inner());
         spool.file = None;
-        let open = spool.open_first_ms.take();
-        spool.closed_first_ms = match (spool.closed_first_ms, open) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        };
+        spool.closed_first_ms = earliest(spool.closed_first_ms, spool.open_first_ms.take());
     }
 
     /// Ships every closed spool file, oldest first; stops at the first failure.
@@ -226,7 +227,6 @@ impl Shared {
             if let Some(range) = SegmentRange::of(&records) {
                 if let Err(e) = self.repo.objects().put(&range.key(), &bytes[..used]) {
                     self.failed(e.to_string());
-                    self.update_lag();
                     return;
                 }
                 let mut s = self.status.lock().unwrap_or_else(|p| p.into_inner());
@@ -251,7 +251,6 @@ impl Shared {
             spool.closed_first_ms = None;
             spool.oldest_ms()
         };
-        self.update_lag();
         if oldest.is_none() && self.dropping.load(Ordering::SeqCst) {
             // Drained: keep changes again, and start a new chain with a new base.
             self.spooled.store(0, Ordering::SeqCst);
@@ -259,17 +258,6 @@ impl Shared {
             self.need_base.store(true, Ordering::SeqCst);
             tracing::warn!("archive: the spool has drained; a new base backup starts a new chain");
         }
-    }
-
-    fn update_lag(&self) {
-        let oldest_ms = self
-            .spool
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .oldest_ms();
-        let mut s = self.status.lock().unwrap_or_else(|p| p.into_inner());
-        s.lag_seconds = oldest_ms.map_or(0.0, |t| (now_ms() - t).max(0) as f64 / 1000.0);
-        s.pending_bytes = self.spooled.load(Ordering::SeqCst);
     }
 
     fn failed(&self, why: String) {

@@ -268,12 +268,21 @@ pub fn restore_at(
         .collect();
     let objects = repo.objects().clone();
     let mut records = needed.into_iter().flat_map(move |s| {
-        let got: Vec<cairn_store::Result<ChangeRecord>> = match objects.get(&s.key()) {
-            Ok(bytes) => decode(&bytes).0.into_iter().map(Ok).collect(),
-            Err(e) => vec![Err(cairn_store::StoreError::Corrupt(format!(
-                "read the archived changes {}: {e}",
+        let corrupt = |why: String| {
+            vec![Err(cairn_store::StoreError::Corrupt(format!(
+                "the archived changes {}: {why}",
                 s.key()
-            )))],
+            )))]
+        };
+        let got: Vec<cairn_store::Result<ChangeRecord>> = match objects.get(&s.key()) {
+            Ok(bytes) => match decode(&bytes) {
+                // Whole, and what its name says: else the restore would stop short of T.
+                (records, used) if used == bytes.len() && SegmentRange::of(&records) == Some(s) => {
+                    records.into_iter().map(Ok).collect()
+                }
+                _ => corrupt("cut short, or not what their name says".into()),
+            },
+            Err(e) => corrupt(format!("cannot be read: {e}")),
         };
         got
     });

@@ -171,7 +171,6 @@ fn parse_file(text: &str) -> Result<(Vec<Policy>, Option<ArchiveSettings>)> {
         .map(|b| (b.policy, b.archive))
         .unwrap_or_default();
     for raw in raw_policies {
-        let at = raw.span().start;
         let raw = raw.into_inner();
         let name = raw.name.get_ref().trim().to_string();
         let bad = |s: &Spanned<String>| s.span().start;
@@ -244,7 +243,6 @@ fn parse_file(text: &str) -> Result<(Vec<Policy>, Option<ArchiveSettings>)> {
                 refused(r.span().start, format!("encrypt_to: {}", plain_reason(e)))
             })?),
         };
-        let _ = at;
         out.push(Policy {
             name,
             schedule,

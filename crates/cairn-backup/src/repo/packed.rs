@@ -435,7 +435,7 @@ struct Sealed {
 
 /// Packs being filled; full ones are handed to the sealers (encrypt, checksum, write), which
 /// run beside the reading and chunking.
-struct Packer<'a> {
+struct Packer {
     key: String,
     index: ChunkIndex,
     /// The packs this backup names (its manifest's), by position: earlier backups' packs
@@ -453,10 +453,9 @@ struct Packer<'a> {
     in_flight: usize,
     stored_bytes: u64,
     stored_packs: u64,
-    _objects: std::marker::PhantomData<&'a ()>,
 }
 
-impl Packer<'_> {
+impl Packer {
     /// Appends `chunk` to the table, storing it unless it is stored already.
     fn add(&mut self, chunk: &[u8]) -> Result<()> {
         let full = chunk_id(&self.key, chunk);
@@ -640,7 +639,6 @@ pub fn upload_folder(
             in_flight: 0,
             stored_bytes: 0,
             stored_packs: 0,
-            _objects: std::marker::PhantomData,
         };
         pack_files(packer, &plain, folder, progress, cancel)
     })?;
@@ -883,7 +881,7 @@ pub fn check_stored(
 /// `plain`); the packs, the chunk table, the bytes and packs stored, and the files.
 #[allow(clippy::type_complexity)]
 fn pack_files(
-    mut packer: Packer<'_>,
+    mut packer: Packer,
     plain: &Manifest,
     folder: &Path,
     progress: &dyn Fn(u64, u64),
@@ -897,7 +895,7 @@ fn pack_files(
         let first = packer.table.len() as u64;
         let mut hasher = Sha256::new();
         let mut size = 0u64;
-        let mut each = |chunk: &[u8], packer: &mut Packer<'_>| -> Result<()> {
+        let mut each = |chunk: &[u8], packer: &mut Packer| -> Result<()> {
             if cancel.is_cancelled() {
                 return Err(BackupError::Canceled);
             }

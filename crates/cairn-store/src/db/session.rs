@@ -5,12 +5,25 @@
 
 use std::sync::Arc;
 
-use rusqlite::{ffi, Connection};
+use rusqlite::{ffi, Connection, OptionalExtension};
 
 use crate::error::{Result, StoreError};
 
 /// The `meta` key of the count of write transactions.
 pub const ARCHIVE_SEQ_KEY: &str = "archive_seq";
+
+/// The database's count of write transactions (0 before the first).
+pub(crate) fn read_seq(conn: &Connection) -> Result<i64> {
+    Ok(conn
+        .query_row(
+            "SELECT value FROM meta WHERE key = ?1",
+            [ARCHIVE_SEQ_KEY],
+            |r| r.get::<_, String>(0),
+        )
+        .optional()?
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0))
+}
 
 /// One committed write transaction.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -8,7 +8,7 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use rusqlite::types::ValueRef;
-use rusqlite::{Connection, OptionalExtension};
+use rusqlite::Connection;
 
 use super::{Backend, Conn, Dialect, Param, Row, TxBody, Value};
 use crate::activity::Horizon;
@@ -237,10 +237,10 @@ impl Backend for SqliteBackend {
             // Every write transaction that changes a row counts itself (see
             // `crate::archive`).
             let seq: String = conn.query_row(
-                "INSERT INTO meta (key, value) VALUES ('archive_seq', '1') \
+                "INSERT INTO meta (key, value) VALUES (?1, '1') \
                  ON CONFLICT (key) DO UPDATE SET value = CAST(CAST(value AS INTEGER) + 1 AS TEXT) \
                  RETURNING value",
-                [],
+                [super::session::ARCHIVE_SEQ_KEY],
                 |r| r.get(0),
             )?;
             if let Some(s) = &session {
@@ -264,15 +264,9 @@ impl Backend for SqliteBackend {
     fn capture(&self, sink: Option<super::session::ChangeSink>) -> Result<i64> {
         // Taken with the writer held, so that no transaction is half seen.
         let writer = self.writer.lock().unwrap_or_else(|p| p.into_inner());
-        let seq: Option<String> = writer
-            .query_row(
-                "SELECT value FROM meta WHERE key = 'archive_seq'",
-                [],
-                |r| r.get(0),
-            )
-            .optional()?;
+        let seq = super::session::read_seq(&writer)?;
         *self.sink.write().unwrap_or_else(|p| p.into_inner()) = sink;
-        Ok(seq.and_then(|s| s.parse().ok()).unwrap_or(0))
+        Ok(seq)
     }
 
     fn read(&self, body: &mut TxBody<'_>) -> Result<Horizon> {

@@ -189,7 +189,7 @@ pub fn rebuild(data: &DataDir) -> Result<ExitCode> {
     let dir = data.index_dir();
     cairn_index::recover_interrupted_swap(&dir).context("finish an interrupted index swap")?;
     let fresh = cairn_index::beside_dir(&dir);
-    let old = data.root.join(".index-old");
+    let old = cairn_index::replaced_dir(&dir);
     let started = std::time::Instant::now();
     let options_cancel = crate::commands::cancel_on_signal("rebuild");
     let options = IndexerOptions {

@@ -292,22 +292,13 @@ fn start_archive(
     .context("start archiving")?;
     policies.attach_archiver(archiver.clone());
     eprintln!(
-        "cairn: archiving every change into {} (base every {}, index every {})",
+        "cairn: archiving every change into {} (base and index backups: the policies {} and \
+         {})",
         settings.repository.display(),
-        humantime_text(settings.base_every),
-        humantime_text(settings.index_every)
+        ARCHIVE_BASE,
+        cairn_backup::policy::ARCHIVE_INDEX
     );
     Ok(Some(archiver))
-}
-
-fn humantime_text(d: Duration) -> String {
-    let secs = d.as_secs();
-    match secs {
-        s if s % 86_400 == 0 => format!("{}d", s / 86_400),
-        s if s % 3_600 == 0 => format!("{}h", s / 3_600),
-        s if s % 60 == 0 => format!("{}m", s / 60),
-        s => format!("{s}s"),
-    }
 }
 
 /// After serving: the final catch-up and commit, then the lock is released by the caller.
