@@ -297,6 +297,38 @@ fn a_restore_to_a_time_gives_exactly_what_was_answered_before_it() {
         .unwrap();
     assert!(!o.status.success(), "{}", text(&o));
     assert!(text(&o).contains("does not exist"), "{}", text(&o));
+
+    // The served repository itself put back to an earlier time, then written to: its new
+    // history starts a new chain with a new base, and never mixes with the one it left.
+    drop(server);
+    let k = 33;
+    let at = done[k].2 + done[k + 1].1.duration_since(done[k].2).unwrap() / 2;
+    let o = restore_at(&repo, &rfc3339(at), &data);
+    assert!(o.status.success(), "{}", text(&o));
+    let bases_before = timeline(&repo)["Bases"].as_array().unwrap().len();
+    let server = serve(&data);
+    let mut began = SystemTime::now();
+    for n in ["n0", "n1", "n2"] {
+        began = SystemTime::now();
+        let (s, v) = call(
+            "POST",
+            &format!("{}/odata.svc/Root/A", server.url),
+            Some(json!({"__ContentType": "Folder", "Name": n})),
+        );
+        assert_eq!(s, 201, "{v}");
+    }
+    wait_until("a new base", Duration::from_secs(60), || {
+        (timeline(&repo)["Bases"].as_array()?.len() > bases_before).then_some(())
+    });
+    shipped_past(&repo, began);
+    let out = dir.path().join("new-history");
+    let o = restore_at(&repo, "latest", &out);
+    assert!(o.status.success(), "{}", text(&o));
+    let mut expected = model(&done[..=k].iter().map(|d| d.0.clone()).collect::<Vec<_>>());
+    for n in ["n0", "n1", "n2"] {
+        expected.insert(n.to_string(), ("/Root/A".to_string(), n.to_string()));
+    }
+    assert_eq!(items(&out.join("cairn.db")), expected, "{}", text(&o));
     drop(server);
 }
 
@@ -470,4 +502,25 @@ fn a_hanging_s3_delays_the_archive_and_never_a_write() {
     for n in &names {
         assert!(have.contains_key(n), "{n} is missing after S3 came back");
     }
+
+    // A start while S3 hangs: the server serves and takes writes; archiving begins once
+    // S3 answers, and the archive then has them too.
+    drop(server);
+    moto.pause();
+    let server = common::spawn(
+        common::serve_command(&data, KEY).envs(env.iter().map(|(k, v)| (*k, v.as_str()))),
+    );
+    let began = SystemTime::now();
+    let (s, v) = call(
+        "POST",
+        &format!("{}/odata.svc/Root/A", server.url),
+        Some(json!({"__ContentType": "Folder", "Name": "during-the-hang"})),
+    );
+    assert_eq!(s, 201, "{v}");
+    moto.resume();
+    shipped_past_with(repo, &env, began);
+    let out = dir.path().join("after-a-start-in-the-hang");
+    let o = restore_at_with(repo, &env, "latest", &out);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(items(&out.join("cairn.db")).contains_key("during-the-hang"));
 }

@@ -86,8 +86,11 @@ struct Shared {
     dropping: AtomicBool,
     status: Mutex<ArchiveStatus>,
     stopping: AtomicBool,
-    /// A base backup is needed (a new chain), and has not been started yet.
+    /// A base backup is needed (a new chain) until one finishes.
     need_base: AtomicBool,
+    /// The last change handed to the spool (-1: none yet): a next one that does not follow
+    /// it (a write the capture missed) starts a new chain.
+    last_seq: std::sync::atomic::AtomicI64,
 }
 
 /// Continuous archiving of one SQLite repository (see the module documentation).
@@ -97,8 +100,17 @@ pub struct Archiver {
     thread: Mutex<Option<JoinHandle<()>>>,
 }
 
-/// Starts a base backup now; true when one was started (false: busy, try again later).
-pub type TakeBase = Box<dyn Fn() -> bool + Send + Sync>;
+/// How the archiver has base backups taken (the server's `archive-base` policy).
+pub trait BaseTaker: Send + Sync {
+    /// Starts a base backup now; true when one started (false: another backup runs).
+    fn start(&self) -> bool;
+    /// True when a base backup started at or after `t` has finished.
+    fn finished_since(&self, t: std::time::SystemTime) -> bool;
+}
+
+/// How long a base that was started and has not finished (it failed, say) is waited for
+/// before another is started.
+const BASE_RETRY: Duration = Duration::from_secs(60);
 
 fn now_ms() -> i64 {
     std::time::SystemTime::now()
@@ -119,6 +131,15 @@ pub fn rfc3339_ms(ms: i64) -> String {
 
 impl Shared {
     fn append(&self, r: &ChangeRecord) {
+        let before = self.last_seq.swap(r.seq, Ordering::SeqCst);
+        if before >= 0 && r.seq != before + 1 {
+            tracing::warn!(
+                "archive: change {} follows {before}, a write was not recorded; a new base \
+                 backup starts a new chain",
+                r.seq
+            );
+            self.need_base.store(true, Ordering::SeqCst);
+        }
         if self.dropping.load(Ordering::SeqCst) {
             return;
         }
@@ -164,6 +185,35 @@ impl Shared {
             return;
         }
         self.spooled.fetch_add(bytes.len() as u64, Ordering::SeqCst);
+    }
+
+    /// Reads where the repository's changes end (after the leftover spool was shipped) and
+    /// captures the store's changes from here on.
+    fn begin_capture(self: &Arc<Self>, store: &Store) -> Result<()> {
+        let archived = last_archived(&self.repo)?;
+        if let Some(last) = archived.filter(|&l| store.archive_seq().is_ok_and(|s| s < l)) {
+            // A database behind its archive (restored to an earlier point) goes on from past
+            // the archive's last change: its new history must not reuse those numbers.
+            store.archive_seq_past(last)?;
+        }
+        let sink = self.clone();
+        let at = store.capture_changes(Some(Arc::new(move |r: &ChangeRecord| sink.append(r))))?;
+        // Unless a change came in between (it set its own number).
+        let _ = self
+            .last_seq
+            .compare_exchange(-1, at, Ordering::SeqCst, Ordering::SeqCst);
+        if archived != Some(at) {
+            tracing::info!(
+                database = at,
+                archived = archived.unwrap_or(0),
+                "archive: a new chain of changes starts with a base backup"
+            );
+            self.need_base.store(true, Ordering::SeqCst);
+        }
+        let mut s = self.status.lock().unwrap_or_else(|p| p.into_inner());
+        s.shipped_seq = s.shipped_seq.max(archived.unwrap_or(0));
+        s.error = None;
+        Ok(())
     }
 
     fn break_chain(&self, why: String) {
@@ -270,16 +320,19 @@ impl Shared {
 }
 
 impl Archiver {
-    /// Starts archiving `store` (SQLite) into `repo`: changes from now on go to the spool
-    /// in `data_dir`, a leftover spool is shipped first, and `take_base` is called (until
-    /// it starts one) when the chain needs a new base: the repository's last change is not
-    /// the database's position (writes nothing archived, a restore), or `has_base` is false.
+    /// Starts archiving `store` (SQLite) into `repo`. A thread ships a leftover spool
+    /// first, reads where the repository's changes end, and captures every change from
+    /// then on, retrying while the repository cannot be reached (the server serves
+    /// meanwhile; what is written before the capture begins is in the base backup that
+    /// starts the chain). `bases` takes a base when the chain needs one: the repository's
+    /// last change is not the database's position (writes nothing archived, a restore),
+    /// or `has_base` is false, or a change was not recorded.
     pub fn start(
         data_dir: &Path,
         store: Arc<Store>,
         repo: Repository,
         has_base: bool,
-        take_base: TakeBase,
+        bases: Box<dyn BaseTaker>,
     ) -> Result<Arc<Archiver>> {
         let dir = data_dir.join(SPOOL_DIR);
         std::fs::create_dir_all(&dir).map_err(io(format!("create {}", dir.display())))?;
@@ -304,38 +357,20 @@ impl Archiver {
             spooled: AtomicU64::new(spooled),
             dropping: AtomicBool::new(false),
             stopping: AtomicBool::new(false),
-            need_base: AtomicBool::new(false),
+            need_base: AtomicBool::new(!has_base),
+            last_seq: std::sync::atomic::AtomicI64::new(-1),
         });
-        // What the repository and the leftover spool hold, then capture from here on.
-        shared.ship();
-        let archived = last_archived(&shared.repo)?;
-        if let Some(last) = archived.filter(|&l| store.archive_seq().is_ok_and(|s| s < l)) {
-            // A database behind its archive (restored to an earlier point) goes on from past
-            // the archive's last change: its new history must not reuse those numbers.
-            store.archive_seq_past(last)?;
-        }
-        let sink = shared.clone();
-        let at = store.capture_changes(Some(Arc::new(move |r: &ChangeRecord| sink.append(r))))?;
-        if archived != Some(at) || !has_base {
-            tracing::info!(
-                database = at,
-                archived = archived.unwrap_or(0),
-                "archive: a new chain of changes starts with a base backup"
-            );
-            shared.need_base.store(true, Ordering::SeqCst);
-        }
-        {
-            let mut s = shared.status.lock().unwrap_or_else(|p| p.into_inner());
-            s.shipped_seq = s.shipped_seq.max(archived.unwrap_or(0));
-        }
         let me = Arc::new(Archiver {
             shared: shared.clone(),
-            store,
+            store: store.clone(),
             thread: Mutex::new(None),
         });
         let thread = std::thread::Builder::new()
             .name("cairn-archive".into())
             .spawn(move || {
+                let mut capturing = false;
+                // A base started and not yet seen finished: when.
+                let mut base_started: Option<(std::time::SystemTime, Instant)> = None;
                 let mut last = Instant::now() - SHIP_EVERY;
                 while !shared.stopping.load(Ordering::SeqCst) {
                     std::thread::sleep(Duration::from_millis(50));
@@ -344,13 +379,32 @@ impl Archiver {
                     }
                     last = Instant::now();
                     shared.ship();
-                    if shared.need_base.load(Ordering::SeqCst) && take_base() {
-                        shared.need_base.store(false, Ordering::SeqCst);
-                        shared
-                            .status
-                            .lock()
-                            .unwrap_or_else(|p| p.into_inner())
-                            .broken = None;
+                    if !capturing {
+                        match shared.begin_capture(&store) {
+                            Ok(()) => capturing = true,
+                            Err(e) => {
+                                shared.failed(format!("{e} (not archiving yet; retrying)"));
+                                continue;
+                            }
+                        }
+                    }
+                    if !shared.need_base.load(Ordering::SeqCst) {
+                        continue;
+                    }
+                    match base_started {
+                        Some((at, _)) if bases.finished_since(at) => {
+                            shared.need_base.store(false, Ordering::SeqCst);
+                            base_started = None;
+                            let mut s = shared.status.lock().unwrap_or_else(|p| p.into_inner());
+                            s.broken = None;
+                        }
+                        Some((_, when)) if when.elapsed() < BASE_RETRY => {}
+                        _ => {
+                            let at = std::time::SystemTime::now();
+                            if bases.start() {
+                                base_started = Some((at, Instant::now()));
+                            }
+                        }
                     }
                 }
             })

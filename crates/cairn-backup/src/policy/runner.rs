@@ -201,6 +201,12 @@ impl Policies {
         *self.archive.lock().unwrap_or_else(|p| p.into_inner()) = Some(archiver);
     }
 
+    /// The archive's base backups, taken by the policy `archive-base` (see
+    /// [`crate::archive::shipper::BaseTaker`]).
+    pub fn archive_bases(self: &Arc<Self>) -> Box<dyn crate::archive::shipper::BaseTaker> {
+        Box::new(ArchiveBases(Arc::downgrade(self)))
+    }
+
     /// The archiver's status, while one runs.
     pub fn archive_status(&self) -> Option<crate::archive::ArchiveStatus> {
         self.archive
@@ -537,6 +543,33 @@ pub fn metrics_text(views: &[PolicyView]) -> String {
 /// The state file's path in a backup folder (for tests and tools).
 pub fn state_file(backups: &Path) -> PathBuf {
     backups.join(STATE_FILE)
+}
+
+/// Base backups of the archive through the policy `archive-base`.
+struct ArchiveBases(std::sync::Weak<Policies>);
+
+impl crate::archive::shipper::BaseTaker for ArchiveBases {
+    fn start(&self) -> bool {
+        let Some(p) = self.0.upgrade() else {
+            return false;
+        };
+        // A run that would only be skipped is not started (nor counted as skipped).
+        !p.manager.is_busy()
+            && p.run(super::ARCHIVE_BASE)
+                .is_ok_and(|r| r.state == crate::run::BackupState::Started)
+    }
+
+    fn finished_since(&self, t: SystemTime) -> bool {
+        let Some(p) = self.0.upgrade() else {
+            return false;
+        };
+        p.views()
+            .iter()
+            .filter(|v| v.name == super::ARCHIVE_BASE)
+            .filter_map(|v| v.last_success.as_ref())
+            .filter_map(|s| parse_time(&s.finished_at))
+            .any(|finished| finished >= t)
+    }
 }
 
 #[cfg(test)]

@@ -222,10 +222,13 @@ impl Backend for SqliteBackend {
     fn write(&self, body: &mut TxBody<'_>) -> Result<()> {
         let conn = self.writer.lock().unwrap_or_else(|p| p.into_inner());
         let sink = self.sink.read().unwrap_or_else(|p| p.into_inner()).clone();
-        let session = match &sink {
-            Some(_) => Some(super::session::Session::start(&conn)?),
-            None => None,
-        };
+        // Archiving never fails a write: a change it cannot record is a gap in its
+        // numbers, which the archiver sees (and starts a new chain for).
+        let session = sink.as_ref().and_then(|_| {
+            super::session::Session::start(&conn)
+                .map_err(|e| tracing::warn!("archive: this write is not recorded: {e}"))
+                .ok()
+        });
         let mut record = None;
         let before = conn.total_changes();
         in_transaction(&conn, "BEGIN IMMEDIATE", &mut |c| {
@@ -243,13 +246,16 @@ impl Backend for SqliteBackend {
                 [super::session::ARCHIVE_SEQ_KEY],
                 |r| r.get(0),
             )?;
-            if let Some(s) = &session {
-                let changeset = s.changeset()?;
-                record = Some(super::session::ChangeRecord {
-                    seq: seq.parse().unwrap_or(0),
-                    time_ms: now_ms(),
-                    changeset,
-                });
+            match session.as_ref().map(|s| s.changeset()) {
+                Some(Ok(changeset)) => {
+                    record = Some(super::session::ChangeRecord {
+                        seq: seq.parse().unwrap_or(0),
+                        time_ms: now_ms(),
+                        changeset,
+                    })
+                }
+                Some(Err(e)) => tracing::warn!("archive: this write is not recorded: {e}"),
+                None => {}
             }
             Ok(())
         })?;

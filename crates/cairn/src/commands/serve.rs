@@ -233,7 +233,7 @@ fn open_backups(
         }
     }
     let replacer = cairn_backup::replace::IndexReplacer::new(indexer.clone(), &data.root);
-    let archive = start_archive(data, store, &manager, &policies)?;
+    let archive = start_archive(data, store, &policies)?;
     let backups = Backups {
         manager,
         policies,
@@ -249,7 +249,6 @@ fn open_backups(
 fn start_archive(
     data: &DataDir,
     store: &Arc<Store>,
-    manager: &Arc<cairn_backup::BackupManager>,
     policies: &Arc<Policies>,
 ) -> Result<Option<Arc<cairn_backup::archive::Archiver>>> {
     use cairn_backup::policy::ARCHIVE_BASE;
@@ -272,22 +271,12 @@ fn start_archive(
         .views()
         .iter()
         .any(|v| v.name == ARCHIVE_BASE && v.last_success.is_some());
-    let (weak, busy) = (Arc::downgrade(policies), manager.clone());
-    let take_base: cairn_backup::archive::shipper::TakeBase = Box::new(move || {
-        if busy.is_busy() {
-            return false;
-        }
-        weak.upgrade().is_some_and(|p| {
-            p.run(ARCHIVE_BASE)
-                .is_ok_and(|r| r.state == cairn_backup::BackupState::Started)
-        })
-    });
     let archiver = cairn_backup::archive::Archiver::start(
         &data.root,
         store.clone(),
         repo,
         has_base,
-        take_base,
+        policies.archive_bases(),
     )
     .context("start archiving")?;
     policies.attach_archiver(archiver.clone());
