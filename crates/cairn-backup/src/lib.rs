@@ -16,6 +16,7 @@
 #![warn(missing_docs)]
 
 pub mod archive;
+pub mod clock;
 mod download;
 mod error;
 pub mod files;

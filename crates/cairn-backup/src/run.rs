@@ -11,8 +11,6 @@ use std::time::{Duration, Instant};
 use cairn_index::{IndexSnapshot, Indexer};
 use cairn_store::{CancelToken, DatabaseBackup, Store};
 use serde::{Deserialize, Serialize};
-use time::format_description::well_known::Rfc3339;
-use time::OffsetDateTime;
 
 use crate::error::{failure_point, io, BackupError, Result};
 use cairn_store::durable::{sync_dir, sync_files, write_synced};
@@ -90,9 +88,7 @@ pub struct BackupInfo {
 
 /// Now, as RFC 3339.
 pub fn now() -> String {
-    OffsetDateTime::now_utc()
-        .format(&Rfc3339)
-        .unwrap_or_default()
+    crate::clock::now()
 }
 
 impl BackupInfo {

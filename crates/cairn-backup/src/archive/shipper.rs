@@ -23,6 +23,7 @@ use cairn_store::Store;
 use serde::{Deserialize, Serialize};
 
 use super::segment::{decode, encode, SegmentRange, CHANGES_PREFIX};
+use crate::clock::{format_ms, now_ms};
 use crate::error::{io, Result};
 use crate::repo::Repository;
 
@@ -111,23 +112,6 @@ pub trait BaseTaker: Send + Sync {
 /// How long a base that was started and has not finished (it failed, say) is waited for
 /// before another is started.
 const BASE_RETRY: Duration = Duration::from_secs(60);
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
-}
-
-/// `ms` since the epoch as RFC 3339.
-pub fn rfc3339_ms(ms: i64) -> String {
-    time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
-        .ok()
-        .and_then(|t| {
-            t.format(&time::format_description::well_known::Rfc3339)
-                .ok()
-        })
-        .unwrap_or_default()
-}
 
 impl Shared {
     fn append(&self, r: &ChangeRecord) {
@@ -284,7 +268,7 @@ impl Shared {
                     tracing::warn!("archive: shipping works again");
                 }
                 s.shipped_seq = range.last;
-                s.shipped_until = Some(rfc3339_ms(range.last_ms));
+                s.shipped_until = Some(format_ms(range.last_ms));
             }
             if let Err(e) = std::fs::remove_file(&path) {
                 self.failed(format!("remove {}: {e}", path.display()));

@@ -14,7 +14,7 @@ use cairn_store::{CancelToken, DatabaseUrl};
 use serde::Serialize;
 
 use super::segment::{decode, SegmentRange, CHANGES_PREFIX};
-use super::shipper::rfc3339_ms;
+use crate::clock::{format_ms, now_ms, parse_ms};
 use crate::error::{BackupError, Result};
 use crate::manifest::{BackupKind, Manifest};
 use crate::repo::crypt::Identities;
@@ -65,18 +65,6 @@ pub struct Timeline {
     segments: Vec<SegmentRange>,
 }
 
-fn ms_of(rfc3339: &str) -> Option<i64> {
-    time::OffsetDateTime::parse(rfc3339, &time::format_description::well_known::Rfc3339)
-        .ok()
-        .map(|t| (t.unix_timestamp_nanos() / 1_000_000) as i64)
-}
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
-}
-
 /// The plain manifest of a found backup (`None`: encrypted, no identity to read it).
 fn manifest_of(found: &Found, identities: Option<&Identities>) -> Option<Manifest> {
     match found {
@@ -108,7 +96,7 @@ pub fn timeline(repo: &Repository, identities: Option<&Identities>) -> Result<Ti
         }) else {
             continue;
         };
-        let Some(at_ms) = ms_of(&m.finished_at) else {
+        let Some(at_ms) = parse_ms(&m.finished_at) else {
             continue;
         };
         let (mut seq, mut t) = (db.archive_seq, at_ms);
@@ -127,7 +115,7 @@ pub fn timeline(repo: &Repository, identities: Option<&Identities>) -> Result<Ti
             at: m.finished_at.clone(),
             seq: db.archive_seq,
             reaches_seq: seq,
-            reaches: rfc3339_ms(t),
+            reaches: format_ms(t),
             at_ms,
             reaches_ms: t,
         });
@@ -136,8 +124,8 @@ pub fn timeline(repo: &Repository, identities: Option<&Identities>) -> Result<Ti
     let from = bases.iter().map(|b| b.at_ms).min();
     let to = bases.iter().map(|b| b.reaches_ms).max();
     Ok(Timeline {
-        from: from.map(rfc3339_ms),
-        to: to.map(rfc3339_ms),
+        from: from.map(format_ms),
+        to: to.map(format_ms),
         lag_seconds: to.map(|t| (now_ms() - t).max(0) as f64 / 1000.0),
         change_objects: segments.len(),
         last_seq: segments.iter().map(|s| s.last).max(),
@@ -163,7 +151,7 @@ impl RestoreAt {
         if text.eq_ignore_ascii_case("latest") {
             return Ok(RestoreAt::Latest);
         }
-        ms_of(text).map(RestoreAt::Time).ok_or_else(|| {
+        parse_ms(text).map(RestoreAt::Time).ok_or_else(|| {
             BackupError::Refused(format!(
                 "--at {text:?}: give an RFC 3339 time (2026-12-07T10:15:03.250Z) or latest"
             ))
@@ -233,7 +221,7 @@ pub fn restore_at(
                 .ok_or_else(|| {
                     BackupError::Refused(format!(
                         "{} is outside the restorable window of {}: {}; nothing was changed",
-                        rfc3339_ms(t),
+                        format_ms(t),
                         repo.url().display(),
                         if line.bases.is_empty() {
                             "it has no base backup".to_string()
@@ -291,7 +279,7 @@ pub fn restore_at(
     let index_from = newer_index(repo, identities, base, t_ms, target, progress, cancel)
         .unwrap_or_else(|| base.name.clone());
     Ok(RestoredAt {
-        at: rfc3339_ms(t_ms),
+        at: format_ms(t_ms),
         base: base.name.clone(),
         changes,
         seq,
@@ -319,7 +307,7 @@ fn newer_index(
         .into_iter()
         .filter_map(|(name, found)| {
             let m = manifest_of(&found, identities)?;
-            let at = ms_of(&m.finished_at)?;
+            let at = parse_ms(&m.finished_at)?;
             (at > base.at_ms && at <= t_ms && m.repository_id == facts.repository_id)
                 .then_some((at, name, m))
         })

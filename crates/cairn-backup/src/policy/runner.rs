@@ -13,7 +13,6 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, SystemTime};
 
 use serde::{Deserialize, Serialize};
-use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 
 use super::config::Policy;
@@ -120,14 +119,8 @@ pub struct Policies {
     archive: Mutex<Option<Arc<crate::archive::Archiver>>>,
 }
 
-fn rfc3339(t: SystemTime) -> String {
-    OffsetDateTime::from(t).format(&Rfc3339).unwrap_or_default()
-}
-
-fn parse_time(t: &str) -> Option<SystemTime> {
-    OffsetDateTime::parse(t, &Rfc3339)
-        .ok()
-        .map(SystemTime::from)
+fn parse_system_time(t: &str) -> Option<SystemTime> {
+    crate::clock::parse(t).map(SystemTime::from)
 }
 
 /// The name of a backup `policy` starts at `at`: `POLICY-YYYYMMDD-HHMMSS-mmm`, which sorts
@@ -169,7 +162,7 @@ impl Policies {
             .into_iter()
             .map(|policy| {
                 let kept = kept.remove(&policy.name).unwrap_or_default();
-                let last = kept.last_run_at.as_deref().and_then(parse_time);
+                let last = kept.last_run_at.as_deref().and_then(parse_system_time);
                 let next_run = match last.and_then(|l| policy.schedule.next_after(l)) {
                     // Missed while the server was down: once, now.
                     Some(due) if due <= now => Some(now),
@@ -290,7 +283,7 @@ impl Policies {
                 repository: e.policy.repository.display(),
                 kind: e.policy.kind,
                 encrypt_to: e.policy.encrypt_to.as_ref().map(|r| r.as_str().to_string()),
-                next_run_at: e.next_run.map(rfc3339),
+                next_run_at: e.next_run.map(crate::clock::format),
                 last_success: e.kept.last_success.clone(),
                 last_failure: e.kept.last_failure.clone(),
                 stats: e.kept.stats.clone(),
@@ -315,7 +308,7 @@ impl Policies {
                 .iter_mut()
                 .find(|e| e.policy.name == name)
                 .ok_or_else(|| BackupError::NotFound(format!("no backup policy {name:?}")))?;
-            e.kept.last_run_at = Some(rfc3339(now));
+            e.kept.last_run_at = Some(crate::clock::format(now));
             e.policy.clone()
         };
         self.save();
@@ -496,7 +489,7 @@ pub fn metrics_text(views: &[PolicyView]) -> String {
         if let Some(t) = v
             .last_success
             .as_ref()
-            .and_then(|s| OffsetDateTime::parse(&s.finished_at, &Rfc3339).ok())
+            .and_then(|s| crate::clock::parse(&s.finished_at))
         {
             let _ = writeln!(
                 out,
@@ -567,7 +560,7 @@ impl crate::archive::shipper::BaseTaker for ArchiveBases {
             .iter()
             .filter(|v| v.name == super::ARCHIVE_BASE)
             .filter_map(|v| v.last_success.as_ref())
-            .filter_map(|s| parse_time(&s.finished_at))
+            .filter_map(|s| parse_system_time(&s.finished_at))
             .any(|finished| finished >= t)
     }
 }
@@ -578,8 +571,7 @@ mod tests {
 
     #[test]
     fn a_policys_backups_are_told_by_their_names() {
-        let at =
-            SystemTime::from(OffsetDateTime::parse("2026-12-07T02:03:04.5Z", &Rfc3339).unwrap());
+        let at = SystemTime::from(crate::clock::parse("2026-12-07T02:03:04.5Z").unwrap());
         let n = backup_name("nightly", at);
         assert_eq!(n, "nightly-20261207-020304-500");
         assert!(made_by("nightly", &n));

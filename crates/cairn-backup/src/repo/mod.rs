@@ -481,11 +481,11 @@ impl Retention {
     pub fn doomed(&self, backups: &[(String, String)], now: &str) -> Vec<String> {
         let mut newest_first: Vec<&(String, String)> = backups.iter().collect();
         newest_first.sort_by(|a, b| b.1.cmp(&a.1));
-        let now = parse_time(now);
+        let now = crate::clock::parse(now);
         let mut out = Vec::new();
         for (i, (name, at)) in newest_first.iter().enumerate() {
             let beyond_count = self.keep_last.is_some_and(|n| i >= n);
-            let expired = match (self.keep_within, now, parse_time(at)) {
+            let expired = match (self.keep_within, now, crate::clock::parse(at)) {
                 (Some(within), Some(now), Some(at)) => now - at > within,
                 _ => false,
             };
@@ -496,10 +496,6 @@ impl Retention {
         }
         out
     }
-}
-
-fn parse_time(t: &str) -> Option<time::OffsetDateTime> {
-    time::OffsetDateTime::parse(t, &time::format_description::well_known::Rfc3339).ok()
 }
 
 /// What a prune did (or would do, in a dry run).
