@@ -63,6 +63,9 @@ pub struct Timeline {
     pub unreadable: Vec<String>,
     #[serde(skip)]
     segments: Vec<SegmentRange>,
+    /// Every readable backup's manifest, by name (a restore's newer index is among them).
+    #[serde(skip)]
+    manifests: Vec<(String, Manifest)>,
 }
 
 /// The plain manifest of a found backup (`None`: encrypted, no identity to read it).
@@ -84,11 +87,13 @@ pub fn timeline(repo: &Repository, identities: Option<&Identities>) -> Result<Ti
     segments.sort();
     let mut bases = Vec::new();
     let mut unreadable = Vec::new();
+    let mut manifests = Vec::new();
     for (name, found) in repo.find_all()? {
         let Some(m) = manifest_of(&found, identities) else {
             unreadable.push(name);
             continue;
         };
+        manifests.push((name.clone(), m.clone()));
         let Some(db) = m.database.as_ref().filter(|d| {
             m.kind == BackupKind::Repository
                 && d.kind == cairn_store::DatabaseKind::Sqlite
@@ -132,6 +137,7 @@ pub fn timeline(repo: &Repository, identities: Option<&Identities>) -> Result<Ti
         bases,
         unreadable,
         segments,
+        manifests,
     })
 }
 
@@ -276,8 +282,10 @@ pub fn restore_at(
     });
     cancel.check()?;
     let (changes, seq) = apply_changes(db_path, &mut records, &|r| r.time_ms <= t_ms)?;
-    let index_from = newer_index(repo, identities, base, t_ms, target, progress, cancel)
-        .unwrap_or_else(|| base.name.clone());
+    let index_from = newer_index(
+        repo, &line, identities, base, t_ms, target, progress, cancel,
+    )
+    .unwrap_or_else(|| base.name.clone());
     Ok(RestoredAt {
         at: format_ms(t_ms),
         base: base.name.clone(),
@@ -291,8 +299,10 @@ pub fn restore_at(
 /// is not ahead of the database now in `target` (its last activity is in the database,
 /// with the same fingerprint): less to catch up. `None` when there is none, or it fails
 /// (the base's index stays: it is never ahead).
+#[allow(clippy::too_many_arguments)]
 fn newer_index(
     repo: &Repository,
+    line: &Timeline,
     identities: Option<&Identities>,
     base: &BaseReach,
     t_ms: i64,
@@ -301,12 +311,10 @@ fn newer_index(
     cancel: &CancelToken,
 ) -> Option<String> {
     let facts = cairn_store::peek_database(&target.database).ok()??;
-    let mut candidates: Vec<(i64, String, Manifest)> = repo
-        .find_all()
-        .ok()?
-        .into_iter()
-        .filter_map(|(name, found)| {
-            let m = manifest_of(&found, identities)?;
+    let mut candidates: Vec<(i64, &String, &Manifest)> = line
+        .manifests
+        .iter()
+        .filter_map(|(name, m)| {
             let at = parse_ms(&m.finished_at)?;
             (at > base.at_ms && at <= t_ms && m.repository_id == facts.repository_id)
                 .then_some((at, name, m))
@@ -341,7 +349,7 @@ fn newer_index(
             progress,
             cancel,
         ) {
-            Ok(_) => return Some(name),
+            Ok(_) => return Some(name.clone()),
             Err(e) => tracing::warn!("the index of {name} was not taken: {e}"),
         }
     }
