@@ -13,12 +13,13 @@ use cairn_store::CancelToken;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{io, BackupError, Result};
-use crate::files::{copy_checksummed, lower_thread_priority};
+use crate::files::lower_thread_priority;
 use crate::manifest::{Manifest, INDEX_DIR};
 use crate::repo::crypt::Identities;
 use crate::repo::packed::materialize;
 use crate::repo::s3::S3Settings;
 use crate::repo::{BackupAddress, Found, Repository};
+use crate::restore::copy_listed;
 use crate::run::{now, BackupState};
 
 /// Where a packed backup is written out before its index is taken, in the data folder.
@@ -317,30 +318,10 @@ impl IndexReplacer {
         };
         let manifest = Manifest::read(&folder)?;
         std::fs::create_dir_all(beside).map_err(io(format!("create {}", beside.display())))?;
+        let total = manifest.files_in(INDEX_DIR).map(|f| f.size).sum();
         let prefix = format!("{INDEX_DIR}/");
-        let files: Vec<_> = manifest
-            .files
-            .iter()
-            .filter(|f| f.path.starts_with(&prefix))
-            .collect();
-        let total: u64 = files.iter().map(|f| f.size).sum();
-        let mut done = 0u64;
-        let mut copied = Vec::with_capacity(files.len());
-        for f in files {
-            let dst = beside.join(&f.path[prefix.len()..]);
-            let (sha, _) = copy_checksummed(&folder.join(&f.path), &dst, cancel, &mut |n| {
-                done += n;
-                progress(done, total);
-            })?;
-            if sha != f.sha256 {
-                return Err(BackupError::Invalid(format!(
-                    "{} does not match its checksum in the manifest",
-                    f.path
-                )));
-            }
-            copied.push(dst);
-        }
-        cairn_store::durable::sync_files(&copied)?;
+        let files = manifest.files_in(INDEX_DIR);
+        copy_listed(&folder, beside, &prefix, files, total, &progress, cancel)?;
         cairn_store::durable::sync_dir(beside)?;
         Ok(())
     }

@@ -316,32 +316,45 @@ fn stage(
     progress: &dyn Fn(u64, u64),
     cancel: &CancelToken,
 ) -> Result<()> {
-    let mut done = 0u64;
     for dir in [INDEX_DIR, DATABASE_DIR] {
         std::fs::create_dir(staging.join(dir)).map_err(io("create the staging folders"))?;
     }
-    for f in wanted {
+    copy_listed(from, staging, "", wanted.iter(), total, progress, cancel)?;
+    sync_dir(&staging.join(INDEX_DIR))?;
+    sync_dir(&staging.join(DATABASE_DIR))?;
+    Ok(())
+}
+
+/// Copies each of `files` of the backup in `from` to `to` (its path there without the
+/// prefix `strip`), each checked against its manifest checksum, all synced. `total` is
+/// the bytes of them all, for `progress`.
+pub(crate) fn copy_listed<'a>(
+    from: &Path,
+    to: &Path,
+    strip: &str,
+    files: impl Iterator<Item = &'a FileEntry>,
+    total: u64,
+    progress: &dyn Fn(u64, u64),
+    cancel: &CancelToken,
+) -> Result<()> {
+    let mut done = 0u64;
+    let mut copied: Vec<PathBuf> = Vec::new();
+    for f in files {
         fail::fail_point!("restore::stage_file");
-        let (sum, _) = copy_checksummed(
-            &from.join(&f.path),
-            &staging.join(&f.path),
-            cancel,
-            &mut |n| {
-                done += n;
-                progress(done, total);
-            },
-        )?;
+        let dst = to.join(f.path.strip_prefix(strip).unwrap_or(&f.path));
+        let (sum, _) = copy_checksummed(&from.join(&f.path), &dst, cancel, &mut |n| {
+            done += n;
+            progress(done, total);
+        })?;
         if sum != f.sha256 {
             return Err(BackupError::Invalid(format!(
                 "{}: checksum mismatch while copying",
                 f.path
             )));
         }
+        copied.push(dst);
     }
-    let staged: Vec<PathBuf> = wanted.iter().map(|f| staging.join(&f.path)).collect();
-    sync_files(&staged)?;
-    sync_dir(&staging.join(INDEX_DIR))?;
-    sync_dir(&staging.join(DATABASE_DIR))?;
+    sync_files(&copied)?;
     Ok(())
 }
 
