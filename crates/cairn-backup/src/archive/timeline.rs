@@ -281,7 +281,20 @@ pub fn restore_at(
         got
     });
     cancel.check()?;
-    let (changes, seq) = apply_changes(db_path, &mut records, &|r| r.time_ms <= t_ms)?;
+    // Ctrl-C while the changes are applied stops between two of them: the database is
+    // then as it was at an earlier time (consistent, its index not ahead), and says so.
+    let (changes, seq) = apply_changes(db_path, &mut records, &|r| {
+        r.time_ms <= t_ms && !cancel.is_cancelled()
+    })?;
+    if cancel.is_cancelled() {
+        return Err(BackupError::Refused(format!(
+            "canceled while applying the changes: the database holds the base {} and {changes} \
+             changes after it (up to change {seq}), a consistent earlier point; run the \
+             restore again for {}",
+            base.name,
+            format_ms(t_ms)
+        )));
+    }
     let index_from = newer_index(
         repo, &line, identities, base, t_ms, target, progress, cancel,
     )

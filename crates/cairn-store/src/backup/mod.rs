@@ -22,7 +22,7 @@ use crate::ids::ActivityId;
 use crate::store::{DatabaseUrl, Store};
 
 pub use postgres::{restore_postgres, RESTORE_LOCK_TIMEOUT};
-pub use sqlite::checkpoint_sqlite;
+pub use sqlite::{checkpoint_sqlite, sqlite_page_size};
 
 /// The file name of an SQLite backup.
 pub const SQLITE_BACKUP_FILE: &str = "cairn.db";

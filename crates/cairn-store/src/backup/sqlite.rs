@@ -178,3 +178,18 @@ pub fn checkpoint_sqlite(path: &Path) -> Result<()> {
     conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))?;
     Ok(())
 }
+
+/// The page size of the SQLite database file at `path` (its header's bytes 16-17; 1 means
+/// 65536); `None` when it cannot be read or is not a page size.
+pub fn sqlite_page_size(path: &Path) -> Option<usize> {
+    use std::io::Read;
+    let mut header = [0u8; 18];
+    std::fs::File::open(path)
+        .and_then(|mut f| f.read_exact(&mut header))
+        .ok()?;
+    match u16::from_be_bytes([header[16], header[17]]) {
+        1 => Some(65536),
+        n if n >= 512 && n.is_power_of_two() => Some(usize::from(n)),
+        _ => None,
+    }
+}
