@@ -38,8 +38,8 @@ mod users;
 
 pub use activity::{Activity, ActivityBatch, ActivityKind, Horizon};
 pub use backup::{
-    checkpoint_sqlite, restore_postgres, sqlite_page_size, verify_database_file, BackupOptions,
-    DatabaseBackup, DatabaseKind, VerifiedDatabase, PG_DUMP_ENV, PG_RESTORE_ENV,
+    checkpoint_sqlite, pg_physical, restore_postgres, sqlite_page_size, verify_database_file,
+    BackupOptions, DatabaseBackup, DatabaseKind, VerifiedDatabase, PG_DUMP_ENV, PG_RESTORE_ENV,
     POSTGRES_BACKUP_FILE, RESTORE_LOCK_TIMEOUT, SQLITE_BACKUP_FILE,
 };
 pub use cancel::CancelToken;

@@ -41,7 +41,9 @@ const MAX_IDENTIFIER_LEN: usize = 63;
 /// `data/` (the cluster), `sock/` (its Unix socket) and `log` (the server log).
 /// Durability is switched off (`fsync`, `synchronous_commit` and
 /// `full_page_writes` are off) because nothing here needs to survive a
-/// machine crash.
+/// machine crash. WAL for archiving is on: `wal_level=replica`, replication
+/// connections (`pg_receivewal`, `pg_basebackup`) allowed, and a replication
+/// slot may hold back at most 1 GB of WAL (`max_slot_wal_keep_size`).
 ///
 /// When the tests run as root, `initdb` and `pg_ctl` run as the `postgres`
 /// user (PostgreSQL refuses to run as root) and the directory is owned by it.
@@ -90,6 +92,50 @@ impl PgCluster {
     /// root without a `postgres` user; otherwise the failing command with its
     /// exit status, output and the tail of the server log.
     pub fn start() -> Result<PgCluster, TestkitError> {
+        let mut cluster = PgCluster::prepare()?;
+        cluster.initdb()?;
+
+        let mut last_error = None;
+        for _ in 0..START_ATTEMPTS {
+            cluster.port = sys_free_port()?;
+            match cluster.start_server() {
+                Ok(()) => return Ok(cluster),
+                Err(e) => {
+                    // pg_ctl may have given up on a server that is still
+                    // coming up; make sure it is gone before the next try.
+                    let _ = cluster.pg_ctl_stop("immediate");
+                    cluster.running = false;
+                    last_error = Some(e);
+                }
+            }
+        }
+        Err(last_error.expect("START_ATTEMPTS > 0"))
+    }
+
+    /// A cluster whose data directory is empty (mode 0700, owned by the
+    /// server user) and not started, for a restore to fill: then
+    /// [`start_again`](Self::start_again) starts it on [`port`](Self::port).
+    ///
+    /// # Errors
+    ///
+    /// As [`start`](Self::start), for the directories.
+    pub fn empty() -> Result<PgCluster, TestkitError> {
+        let mut cluster = PgCluster::prepare()?;
+        fs::create_dir(&cluster.data_dir).map_err(|e| {
+            TestkitError::io(format!("cannot create {}", cluster.data_dir.display()), e)
+        })?;
+        fs::set_permissions(&cluster.data_dir, fs::Permissions::from_mode(0o700))
+            .map_err(|e| TestkitError::io("cannot chmod the data directory", e))?;
+        if let Some((uid, gid)) = cluster.host.run_as.owner() {
+            std::os::unix::fs::chown(&cluster.data_dir, Some(uid), Some(gid))
+                .map_err(|e| TestkitError::io("cannot chown the data directory", e))?;
+        }
+        cluster.port = sys_free_port()?;
+        Ok(cluster)
+    }
+
+    /// The directories and the watchdog of a new cluster, nothing in `data/`.
+    fn prepare() -> Result<PgCluster, TestkitError> {
         let host = sys::host()?;
         let dir = tempfile::Builder::new()
             .prefix("cairn-pg-")
@@ -119,23 +165,7 @@ impl PgCluster {
             dir,
         };
         cluster.watchdog = Some(cluster.spawn_watchdog()?);
-        cluster.initdb()?;
-
-        let mut last_error = None;
-        for _ in 0..START_ATTEMPTS {
-            cluster.port = sys_free_port()?;
-            match cluster.start_server() {
-                Ok(()) => return Ok(cluster),
-                Err(e) => {
-                    // pg_ctl may have given up on a server that is still
-                    // coming up; make sure it is gone before the next try.
-                    let _ = cluster.pg_ctl_stop("immediate");
-                    cluster.running = false;
-                    last_error = Some(e);
-                }
-            }
-        }
-        Err(last_error.expect("START_ATTEMPTS > 0"))
+        Ok(cluster)
     }
 
     /// The server's TCP port on 127.0.0.1.
@@ -322,7 +352,8 @@ impl PgCluster {
     fn start_server(&mut self) -> Result<(), TestkitError> {
         let options = format!(
             "-c listen_addresses=127.0.0.1 -p {} -k {} -c fsync=off -c synchronous_commit=off \
-             -c full_page_writes=off -c max_connections=200",
+             -c full_page_writes=off -c max_connections=200 -c wal_level=replica \
+             -c max_wal_senders=10 -c max_slot_wal_keep_size=1GB",
             self.port,
             sys::shell_quote(self.socket_dir.as_os_str()),
         );

@@ -185,6 +185,11 @@ enum Command {
         /// not ahead of it (the next start catches it up).
         #[arg(long, conflicts_with_all = ["index_only", "database_only", "force"])]
         at: Option<String>,
+        /// With --at and a PostgreSQL --database: the new PostgreSQL data folder (absent or
+        /// empty; as root, owned by the user PostgreSQL runs as) that PostgreSQL's recovery
+        /// makes the cluster as it was at that time. It is left stopped, ready to start.
+        #[arg(long, requires = "at")]
+        pg_data: Option<PathBuf>,
     },
     /// Bulk import of JSON lines: {"Path":"/Root/...","Type":"Folder",...fields}.
     Import {
@@ -505,12 +510,14 @@ fn run(cli: Cli) -> Result<ExitCode> {
             database_only,
             force,
             at,
+            pg_data,
         } => {
             if let Some(at) = at {
                 return commands::backup::restore_at_cmd(
                     &from,
                     &at,
                     &data.dir()?,
+                    pg_data.as_deref(),
                     identity.as_deref(),
                 );
             }

@@ -44,6 +44,9 @@ pub struct ArchiveStatus {
     pub shipped_seq: i64,
     /// When that change committed (RFC 3339).
     pub shipped_until: Option<String>,
+    /// PostgreSQL: the WAL position archived (`X/Y`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shipped_lsn: Option<String>,
     /// Bytes in the spool, not yet shipped.
     pub pending_bytes: u64,
     /// Seconds the oldest change not yet shipped has waited (0 when none waits).

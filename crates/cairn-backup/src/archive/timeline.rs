@@ -28,6 +28,9 @@ use crate::restore::{RestoreMode, RestoreTarget};
 pub struct BaseReach {
     /// The backup's name.
     pub name: String,
+    /// Its database engine: `sqlite` (a Cairn backup and changesets) or `postgres` (a
+    /// `pg_basebackup` and the WAL).
+    pub engine: &'static str,
     /// When it finished (RFC 3339): the earliest time it restores.
     pub at: String,
     /// Its database's position.
@@ -65,7 +68,7 @@ pub struct Timeline {
     segments: Vec<SegmentRange>,
     /// Every readable backup's manifest, by name (a restore's newer index is among them).
     #[serde(skip)]
-    manifests: Vec<(String, Manifest)>,
+    pub(super) manifests: Vec<(String, Manifest)>,
 }
 
 /// The plain manifest of a found backup (`None`: encrypted, no identity to read it).
@@ -117,12 +120,32 @@ pub fn timeline(repo: &Repository, identities: Option<&Identities>) -> Result<Ti
         }
         bases.push(BaseReach {
             name,
+            engine: "sqlite",
             at: m.finished_at.clone(),
             seq: db.archive_seq,
             reaches_seq: seq,
             reaches: format_ms(t),
             at_ms,
             reaches_ms: t,
+        });
+    }
+    for r in super::postgres::reaches(repo)? {
+        let Some(at_ms) = parse_ms(&r.base.finished_at) else {
+            continue;
+        };
+        // A base whose WAL does not reach its own end restores nothing yet.
+        let Some(reach) = r.reach.filter(|x| x.at_ms >= at_ms) else {
+            continue;
+        };
+        bases.push(BaseReach {
+            name: r.base.name.clone(),
+            engine: "postgres",
+            at: r.base.finished_at.clone(),
+            seq: 0,
+            reaches_seq: 0,
+            reaches: format_ms(reach.at_ms),
+            at_ms,
+            reaches_ms: reach.at_ms,
         });
     }
     bases.sort_by_key(|b| b.at_ms);
@@ -196,7 +219,8 @@ pub fn restore_at(
                 .into(),
         ));
     };
-    let line = timeline(repo, identities)?;
+    let mut line = timeline(repo, identities)?;
+    line.bases.retain(|b| b.engine == "sqlite");
     let window = || {
         line.bases
             .iter()
@@ -296,7 +320,14 @@ pub fn restore_at(
         )));
     }
     let index_from = newer_index(
-        repo, &line, identities, base, t_ms, target, progress, cancel,
+        repo,
+        &line.manifests,
+        identities,
+        base.at_ms,
+        t_ms,
+        target,
+        progress,
+        cancel,
     )
     .unwrap_or_else(|| base.name.clone());
     Ok(RestoredAt {
@@ -308,28 +339,27 @@ pub fn restore_at(
     })
 }
 
-/// Puts back the newest index backup finished after the base and by the time whose index
+/// Puts back the newest index backup finished after `after_ms` and by `t_ms` whose index
 /// is not ahead of the database now in `target` (its last activity is in the database,
 /// with the same fingerprint): less to catch up. `None` when there is none, or it fails
 /// (the base's index stays: it is never ahead).
 #[allow(clippy::too_many_arguments)]
-fn newer_index(
+pub(super) fn newer_index(
     repo: &Repository,
-    line: &Timeline,
+    manifests: &[(String, Manifest)],
     identities: Option<&Identities>,
-    base: &BaseReach,
+    after_ms: i64,
     t_ms: i64,
     target: &RestoreTarget,
     progress: &dyn Fn(u64, u64),
     cancel: &CancelToken,
 ) -> Option<String> {
     let facts = cairn_store::peek_database(&target.database).ok()??;
-    let mut candidates: Vec<(i64, &String, &Manifest)> = line
-        .manifests
+    let mut candidates: Vec<(i64, &String, &Manifest)> = manifests
         .iter()
         .filter_map(|(name, m)| {
             let at = parse_ms(&m.finished_at)?;
-            (at > base.at_ms && at <= t_ms && m.repository_id == facts.repository_id)
+            (at > after_ms && at <= t_ms && m.repository_id == facts.repository_id)
                 .then_some((at, name, m))
         })
         .collect();

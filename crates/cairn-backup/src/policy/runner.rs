@@ -116,7 +116,7 @@ pub struct Policies {
     state: Mutex<State>,
     wake: Condvar,
     /// The continuous archiving of `[backup.archive]`, while it runs.
-    archive: Mutex<Option<Arc<crate::archive::Archiver>>>,
+    archive: Mutex<Option<Arc<dyn crate::archive::Archiving>>>,
 }
 
 fn parse_system_time(t: &str) -> Option<SystemTime> {
@@ -125,7 +125,7 @@ fn parse_system_time(t: &str) -> Option<SystemTime> {
 
 /// The name of a backup `policy` starts at `at`: `POLICY-YYYYMMDD-HHMMSS-mmm`, which sorts
 /// by time and tells the policy's backups from others in the same repository.
-fn backup_name(policy: &str, at: SystemTime) -> String {
+pub(crate) fn backup_name(policy: &str, at: SystemTime) -> String {
     let t = OffsetDateTime::from(at);
     format!(
         "{policy}-{:04}{:02}{:02}-{:02}{:02}{:02}-{:03}",
@@ -190,7 +190,7 @@ impl Policies {
     }
 
     /// Reports `archiver`'s status with the policies'.
-    pub fn attach_archiver(&self, archiver: Arc<crate::archive::Archiver>) {
+    pub fn attach_archiver(&self, archiver: Arc<dyn crate::archive::Archiving>) {
         *self.archive.lock().unwrap_or_else(|p| p.into_inner()) = Some(archiver);
     }
 

@@ -7,6 +7,7 @@
 //! snapshot; [`postgres`] dumps and restores with PostgreSQL's own `pg_dump` and
 //! `pg_restore`, which [`tools`] finds and runs.
 
+pub mod pg_physical;
 mod postgres;
 mod sqlite;
 mod tools;

@@ -499,11 +499,24 @@ pub fn restore_at_cmd(
     from: &str,
     at: &str,
     data: &DataDir,
+    pg_data: Option<&Path>,
     identity: Option<&Path>,
 ) -> Result<ExitCode> {
     let at = cairn_backup::archive::RestoreAt::parse(at).map_err(|e| anyhow!("{e}"))?;
     let identities = identities(identity)?;
     let repo = crate::commands::repository::open_existing(from)?;
+    if let cairn_store::DatabaseUrl::Postgres(_) = &data.database {
+        let pg_data = pg_data.ok_or_else(|| {
+            anyhow!(
+                "a restore to a time on PostgreSQL makes a new cluster: give --pg-data DIR \
+                 (absent or empty) for PostgreSQL's data folder"
+            )
+        })?;
+        return restore_at_postgres(&repo, at, data, pg_data, identities.as_ref());
+    }
+    if pg_data.is_some() {
+        anyhow::bail!("--pg-data is for a PostgreSQL --database; this data folder's is SQLite");
+    }
     let created = !data.root.exists();
     let lock = data.lock("restore")?;
     let progress = Progress::new("restore", "bytes");
@@ -535,6 +548,80 @@ pub fn restore_at_cmd(
         "restored to {}: base {}, {} changes applied (database at change {}), index from {}; \
          the next start catches the index up",
         r.at, r.base, r.changes, r.seq, r.index_from
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `restore --at` on PostgreSQL: a new cluster in `pg_data` recovered to the time, and the
+/// index of the data folder.
+fn restore_at_postgres(
+    repo: &cairn_backup::repo::Repository,
+    at: cairn_backup::archive::RestoreAt,
+    data: &DataDir,
+    pg_data: &Path,
+    identities: Option<&cairn_backup::repo::crypt::Identities>,
+) -> Result<ExitCode> {
+    let pg_created = !pg_data.exists();
+    let created = !data.root.exists();
+    let lock = data.lock("restore")?;
+    let progress = Progress::new("restore", "bytes");
+    let target = RestoreTarget {
+        data_dir: data.root.clone(),
+        database: data.database.clone(),
+    };
+    let cancel = crate::commands::cancel_on_signal("restore");
+    let restored = cairn_backup::archive::postgres::restore_at_postgres(
+        repo,
+        at,
+        &target,
+        pg_data,
+        identities,
+        &|d, t| progress.set(d, t),
+        &cancel,
+    );
+    progress.finish();
+    let r = match restored {
+        Ok(r) => r,
+        Err(e) => {
+            drop(lock);
+            if created {
+                let _ = std::fs::remove_dir_all(&data.root);
+            }
+            // What was written of the new cluster goes: it was absent or empty.
+            if pg_created {
+                let _ = std::fs::remove_dir_all(pg_data);
+            } else if let Ok(entries) = std::fs::read_dir(pg_data) {
+                for e in entries.flatten() {
+                    let p = e.path();
+                    let _ = if p.is_dir() {
+                        std::fs::remove_dir_all(&p)
+                    } else {
+                        std::fs::remove_file(&p)
+                    };
+                }
+            }
+            return Err(anyhow!("{e}"));
+        }
+    };
+    println!(
+        "restored to {}{}: base {}, {} MB of WAL replayed by PostgreSQL (now on timeline {}; \
+         database at activity {}), index from {}; start PostgreSQL on {} (pg_ctl -D {} start) \
+         and the next start of Cairn catches the index up",
+        r.at,
+        if r.replayed_all {
+            " (after the last commit archived: all of the WAL replayed)"
+        } else {
+            ""
+        },
+        r.base,
+        r.wal_bytes >> 20,
+        r.timeline,
+        r.last_activity_id,
+        r.index_from
+            .as_deref()
+            .unwrap_or("none (not one was behind the database: the next start rebuilds it)"),
+        pg_data.display(),
+        pg_data.display()
     );
     Ok(ExitCode::SUCCESS)
 }

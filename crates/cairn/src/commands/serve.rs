@@ -192,7 +192,7 @@ struct Backups {
     /// `RebuildIndex` and `RestoreIndex` while serving.
     replacer: Arc<cairn_backup::replace::IndexReplacer>,
     /// Continuous archiving (`[backup.archive]`), when configured.
-    archive: Option<Arc<cairn_backup::archive::Archiver>>,
+    archive: Option<Arc<dyn cairn_backup::archive::Archiving>>,
 }
 
 /// The backup policies of `data` (`DIR/cairn.toml`), read before anything starts: a
@@ -218,6 +218,14 @@ fn open_backups(
     });
     let manager = cairn_backup::BackupManager::open(&data.root.join("backups"), source)
         .context("open the backup folder")?;
+    // On PostgreSQL the archive's bases are pg_basebackup's, taken by the archiver itself.
+    let policies: Vec<_> = policies
+        .into_iter()
+        .filter(|p| {
+            store.dialect() == cairn_store::Dialect::Sqlite
+                || p.name != cairn_backup::policy::ARCHIVE_BASE
+        })
+        .collect();
     let count = policies.len();
     let policies = Policies::new(manager.clone(), policies);
     policies.start().context("start the backup policies")?;
@@ -244,23 +252,42 @@ fn open_backups(
     Ok(backups)
 }
 
-/// Continuous archiving of `[backup.archive]` (SQLite), if configured: changes shipped from
-/// now on; a base backup (policy `archive-base`) taken at once when the chain needs one.
+/// Continuous archiving of `[backup.archive]`, if configured: on SQLite, changes shipped from
+/// now on and a base backup (policy `archive-base`) taken at once when the chain needs one;
+/// on PostgreSQL, its WAL received and shipped, and `pg_basebackup` bases.
 fn start_archive(
     data: &DataDir,
     store: &Arc<Store>,
     policies: &Arc<Policies>,
-) -> Result<Option<Arc<cairn_backup::archive::Archiver>>> {
+) -> Result<Option<Arc<dyn cairn_backup::archive::Archiving>>> {
     use cairn_backup::policy::ARCHIVE_BASE;
     let Some(settings) = cairn_backup::policy::read_archive(&data.root)? else {
         return Ok(None);
     };
-    if store.dialect() != cairn_store::Dialect::Sqlite {
-        anyhow::bail!(
-            "{}: [backup.archive] archives a SQLite database's changes; for PostgreSQL, archive \
-             its WAL with PostgreSQL's own tools (archive_command, pg_basebackup)",
-            data.root.join(cairn_backup::policy::CONFIG_FILE).display()
+    if let cairn_store::DatabaseUrl::Postgres(url) = store.url() {
+        let repo = cairn_backup::repo::Repository::open(
+            &settings.repository,
+            &cairn_backup::repo::s3::S3Settings::default(),
+        )
+        .context("open the archive's repository")?;
+        let archiver = cairn_backup::archive::postgres::PgArchiver::start(
+            &data.root,
+            url,
+            &store.repository_id().to_string(),
+            repo,
+            settings.base_every,
+        )
+        .context("start archiving the WAL")?;
+        policies.attach_archiver(archiver.clone());
+        eprintln!(
+            "cairn: archiving PostgreSQL's WAL into {} (pg_receivewal through the replication \
+             slot {}; bases by pg_basebackup every {} s; index backups: the policy {})",
+            settings.repository.display(),
+            cairn_store::pg_physical::SLOT,
+            settings.base_every.as_secs(),
+            cairn_backup::policy::ARCHIVE_INDEX
         );
+        return Ok(Some(archiver));
     }
     let repo = cairn_backup::repo::Repository::open(
         &settings.repository,
