@@ -1,8 +1,9 @@
-//! Continuous archiving and restore to a point in time (SQLite), as real processes: a
-//! server archiving into a local repository while a writer creates, changes, moves and
-//! deletes; `cairn restore --at T` for several T gives every write answered before T and
-//! none begun after it, with an index that agrees; a kill -9 loses nothing once the server
-//! has shipped its spool.
+//! Continuous archiving and restore to a point in time, as real processes, on SQLite and on
+//! PostgreSQL (a cluster of its own per test, its WAL received by pg_receivewal): a server
+//! archiving into a local repository while a writer creates, changes, moves and deletes;
+//! `cairn restore --at T` for several T gives every write answered before T and none begun
+//! after it, with an index that agrees; a kill -9 loses nothing once the server has shipped
+//! what it had; a hanging S3 (moto stopped with SIGSTOP) delays the archive, never a write.
 
 mod common;
 
@@ -554,7 +555,10 @@ fn finished_before(repo: &Path, name: &str, t: SystemTime) -> bool {
             .unwrap();
     let f = time::OffsetDateTime::parse(
         // A packed backup's manifest, or a plain one's.
-        m["finished_at"].as_str().or(m["FinishedAt"].as_str()).unwrap(),
+        m["finished_at"]
+            .as_str()
+            .or(m["FinishedAt"].as_str())
+            .unwrap(),
         &time::format_description::well_known::Rfc3339,
     )
     .unwrap();
@@ -831,5 +835,85 @@ fn postgres_a_kill_under_writes_loses_nothing_that_was_answered() {
     let have = restore_latest("after-restart");
     for (n, _) in &answered {
         assert!(have.contains(n), "{n} was answered and is not restored");
+    }
+}
+
+/// PostgreSQL, archiving into S3 while S3 hangs (moto frozen with SIGSTOP): every write is
+/// answered at its usual speed, the lag grows and is reported; once S3 answers again the
+/// WAL is shipped in order and a restore `--at latest` has every write, with no hole.
+#[test]
+fn postgres_a_hanging_s3_delays_the_archive_and_never_a_write() {
+    const DB: &str = "hang";
+    let moto = cairn_testkit::MotoServer::start().unwrap();
+    moto.create_bucket("arch").unwrap();
+    let env = moto.env();
+    let repo = "s3://arch/cairn";
+    let pg = cairn_testkit::PgCluster::start().unwrap();
+    let url = pg.create_database(DB).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    archive_config(&data, repo);
+    let server = common::spawn(
+        common::serve_command(&data, KEY)
+            .args(["--database", &url])
+            .envs(env.iter().map(|(k, v)| (*k, v.as_str()))),
+    );
+    let (s, v) = call(
+        "POST",
+        &format!("{}/odata.svc/Root", server.url),
+        Some(json!({"__ContentType": "Folder", "Name": "A"})),
+    );
+    assert_eq!(s, 201, "{v}");
+    wait_until("the first base", Duration::from_secs(60), || {
+        (!timeline_with(repo, &env)["Bases"].as_array()?.is_empty()).then_some(())
+    });
+    moto.pause();
+    let mut names = Vec::new();
+    let mut last_began = SystemTime::now();
+    let frozen = std::time::Instant::now();
+    while frozen.elapsed() < Duration::from_secs(3) {
+        let n = format!("s{}", names.len());
+        last_began = SystemTime::now();
+        let began = std::time::Instant::now();
+        let (s, v) = call(
+            "POST",
+            &format!("{}/odata.svc/Root/A", server.url),
+            Some(json!({"__ContentType": "Folder", "Name": n})),
+        );
+        assert_eq!(s, 201, "{v}");
+        assert!(
+            began.elapsed() < Duration::from_secs(2),
+            "a write took {:?} while S3 hung",
+            began.elapsed()
+        );
+        names.push(n);
+    }
+    let lag = metric(&server, "cairn_archive_lag_seconds").unwrap_or(0.0);
+    assert!(lag >= 2.0, "the lag reported while S3 hangs: {lag}");
+    moto.resume();
+    wait_until("shipping catches up", Duration::from_secs(90), || {
+        (metric(&server, "cairn_archive_lag_seconds") == Some(0.0)).then_some(())
+    });
+    shipped_past_with(repo, &env, last_began);
+    let mut target = cairn_testkit::PgCluster::empty().unwrap();
+    let o = cairn()
+        .args(["restore", "--from", repo, "--at", "latest", "--data"])
+        .arg(dir.path().join("restored"))
+        .args(["--database", &target.database_url(DB), "--pg-data"])
+        .arg(target.data_dir())
+        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", text(&o));
+    target.start_again().unwrap();
+    let have = target
+        .psql(DB, "SELECT name FROM nodes WHERE path LIKE '/Root/A/%'")
+        .unwrap();
+    let have: std::collections::BTreeSet<&str> = have.lines().collect();
+    for n in &names {
+        assert!(
+            have.contains(n.as_str()),
+            "{n} is missing after S3 came back"
+        );
     }
 }

@@ -8,13 +8,15 @@
 //! second ([`shipper`]). [`timeline`] says what can be restored; [`restore_at`] restores the
 //! database exactly as committed at a time, with an index that is not ahead of it.
 
+pub mod pick;
 pub mod postgres;
 pub mod segment;
 pub mod shipper;
 pub mod timeline;
 
+pub use pick::RestoreAt;
 pub use shipper::{ArchiveStatus, Archiver};
-pub use timeline::{restore_at, timeline, RestoreAt, RestoredAt, Timeline};
+pub use timeline::{restore_at, timeline, RestoredAt, Timeline};
 
 /// A running archiver, of either engine.
 pub trait Archiving: Send + Sync {

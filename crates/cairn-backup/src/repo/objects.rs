@@ -159,7 +159,12 @@ impl Objects for LocalObjects {
 
     fn list(&self, prefix: &str) -> Result<Vec<(String, u64)>> {
         let mut out = Vec::new();
-        let mut stack = vec![self.root.clone()];
+        // Only the folder the prefix is inside is walked, not the whole repository.
+        let start = match prefix.rsplit_once('/') {
+            Some((dir, _)) if !dir.is_empty() => self.root.join(dir),
+            _ => self.root.clone(),
+        };
+        let mut stack = vec![start];
         while let Some(dir) = stack.pop() {
             let entries = match std::fs::read_dir(&dir) {
                 Ok(e) => e,
@@ -195,6 +200,8 @@ impl Objects for LocalObjects {
                 }
             }
         }
+        // In key order, as S3 lists.
+        out.sort();
         Ok(out)
     }
 
