@@ -268,6 +268,21 @@ impl BackupBackend {
             }
         }
     }
+    /// The continuous archive's status (`Archive` of `GetBackupPolicies`), if one runs;
+    /// `None` also when the search service cannot be asked. Blocking.
+    pub fn archive_status(&self) -> Option<Value> {
+        match self {
+            BackupBackend::Local(_, p) => p
+                .as_ref()
+                .and_then(|p| p.archive_status())
+                .and_then(|a| serde_json::to_value(a).ok()),
+            BackupBackend::Remote(r) => r
+                .get("/backup/policies")
+                .ok()
+                .map(|v| v["Archive"].clone())
+                .filter(|a| !a.is_null()),
+        }
+    }
     /// The policies' (and the archive's) lines of `/metrics`; empty when they cannot be
     /// read. Blocking.
     pub fn policy_metrics(&self) -> String {

@@ -623,6 +623,14 @@ fn postgres_a_restore_to_a_time_gives_exactly_what_was_answered_before_it() {
     );
     assert_eq!(s, 200, "{v}");
     assert!(v["Archive"]["ShippedLsn"].is_string(), "{v}");
+    let (s, v) = call(
+        "GET",
+        &format!("{}/odata.svc/('Root')/GetIndexProperties", server.url),
+        None,
+    );
+    assert_eq!(s, 200, "{v}");
+    assert!(v["Archive"]["LagSeconds"].is_number(), "{v}");
+    assert!(v["Archive"]["ShippedUntil"].is_string(), "{v}");
 
     let restore = |at: &str, name: &str| {
         let target = cairn_testkit::PgCluster::empty().unwrap();
@@ -916,4 +924,114 @@ fn postgres_a_hanging_s3_delays_the_archive_and_never_a_write() {
             "{n} is missing after S3 came back"
         );
     }
+}
+
+/// The spool's bound (`spool_limit`), reached while S3 hangs: writes go on, the archive says
+/// its chain is broken (`Archive.Broken`, `cairn_archive_broken`); once S3 answers, the
+/// spool drains, a new base starts a new chain, and a time in the break is refused, naming
+/// the window, while `latest` has every write.
+#[test]
+fn a_full_spool_breaks_the_chain_and_a_new_base_mends_it() {
+    let moto = cairn_testkit::MotoServer::start().unwrap();
+    moto.create_bucket("arch").unwrap();
+    let env = moto.env();
+    let repo = "s3://arch/cairn";
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    std::fs::write(
+        data.join("cairn.toml"),
+        format!(
+            "[backup.archive]\nrepository = \"{repo}\"\nbase_every = \"1h\"\nindex_every = \
+             \"1h\"\nspool_limit = \"16KiB\"\n"
+        ),
+    )
+    .unwrap();
+    let server = common::spawn(
+        common::serve_command(&data, KEY).envs(env.iter().map(|(k, v)| (*k, v.as_str()))),
+    );
+    let (s, v) = call(
+        "POST",
+        &format!("{}/odata.svc/Root", server.url),
+        Some(json!({"__ContentType": "Folder", "Name": "A"})),
+    );
+    assert_eq!(s, 201, "{v}");
+    wait_until("the first base", Duration::from_secs(60), || {
+        (timeline_with(repo, &env)["Bases"].as_array()?.len() == 1).then_some(())
+    });
+    moto.pause();
+    let mut answered = Vec::new();
+    for i in 0..60 {
+        let n = format!("p{i}");
+        let (s, v) = call(
+            "POST",
+            &format!("{}/odata.svc/Root/A", server.url),
+            Some(json!({"__ContentType": "Folder", "Name": n, "Description": "x".repeat(400)})),
+        );
+        assert_eq!(s, 201, "{v}");
+        answered.push((n, SystemTime::now()));
+    }
+    let (s, v) = call(
+        "GET",
+        &format!("{}/odata.svc/('Root')/GetBackupPolicies", server.url),
+        None,
+    );
+    assert_eq!(s, 200, "{v}");
+    let broken = v["Archive"]["Broken"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert!(broken.contains("spool_limit"), "{v}");
+    assert_eq!(metric(&server, "cairn_archive_broken"), Some(1.0));
+    // The spool stayed within its bound (and what it dropped was never written).
+    let spooled: u64 = std::fs::read_dir(data.join("archive-spool"))
+        .unwrap()
+        .map(|e| e.unwrap().metadata().unwrap().len())
+        .sum();
+    assert!(spooled <= 16 << 10, "the spool holds {spooled} bytes");
+    moto.resume();
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    loop {
+        let (_, v) = call(
+            "GET",
+            &format!("{}/odata.svc/('Root')/GetBackupPolicies", server.url),
+            None,
+        );
+        let t = timeline_with(repo, &env);
+        let bases = t["Bases"].as_array().map_or(0, Vec::len);
+        if v["Archive"]["Broken"].is_null() && bases == 2 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no new base mended the chain: {v}\n{t}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let began = SystemTime::now();
+    let (s, v) = call(
+        "POST",
+        &format!("{}/odata.svc/Root/A", server.url),
+        Some(json!({"__ContentType": "Folder", "Name": "after"})),
+    );
+    assert_eq!(s, 201, "{v}");
+    shipped_past_with(repo, &env, began);
+    // In the break: the last write before S3 answered was never archived as a change, and
+    // the new base came after it.
+    let in_break = answered.last().unwrap().1;
+    let o = restore_at_with(repo, &env, &rfc3339(in_break), &dir.path().join("in-break"));
+    assert!(!o.status.success(), "{}", text(&o));
+    assert!(
+        text(&o).contains("outside the restorable window"),
+        "{}",
+        text(&o)
+    );
+    let out = dir.path().join("latest");
+    let o = restore_at_with(repo, &env, "latest", &out);
+    assert!(o.status.success(), "{}", text(&o));
+    let have = items(&out.join("cairn.db"));
+    for (n, _) in &answered {
+        assert!(have.contains_key(n), "{n} is missing");
+    }
+    assert!(have.contains_key("after"));
 }

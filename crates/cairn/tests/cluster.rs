@@ -644,10 +644,40 @@ fn index_swaps_through_a_web_node() {
     for i in 0..20 {
         assert_eq!(create(&a, "/Root/S", &format!("s{i}")), 201);
     }
+    // A reader through a second web node all along: every query answers, and never from a
+    // half-built index (it finds at least every create answered before it began).
+    let b = node(&dir.path().join("b"), &db, &svc.url);
+    let answered = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(20));
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let reader = {
+        let (answered, stop, url) = (answered.clone(), stop.clone(), b.url.clone());
+        std::thread::spawn(move || {
+            let mut queries = 0u64;
+            while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                let before = answered.load(std::sync::atomic::Ordering::SeqCst);
+                let (s, v) = call(
+                    "GET",
+                    &format!(
+                        "{url}/odata.svc/Root?query=Type:Article&$inlinecount=allpages&$top=1"
+                    ),
+                    None,
+                );
+                assert_eq!(s, 200, "a query during a swap: {v}");
+                let n = v["d"]["__count"].as_u64().unwrap_or(0);
+                assert!(
+                    n >= before,
+                    "a query found {n} articles, {before} were answered"
+                );
+                queries += 1;
+            }
+            queries
+        })
+    };
     let (s, v) = action("RebuildIndex", json!({}));
     assert_eq!((s, v["State"].as_str()), (200, Some("Executing")), "{v}");
     for i in 20..30 {
         assert_eq!(create(&a, "/Root/S", &format!("s{i}")), 201);
+        answered.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
     }
     let done = replaced();
     assert_eq!(done["State"], "Finished", "{done}");
@@ -663,6 +693,7 @@ fn index_swaps_through_a_web_node() {
     });
     for i in 30..40 {
         assert_eq!(create(&a, "/Root/S", &format!("s{i}")), 201);
+        answered.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
     }
     let backup = svc_dir.join("backups/i1");
     let (s, v) = action("RestoreIndex", json!({"backup": backup.to_str().unwrap()}));
@@ -670,6 +701,9 @@ fn index_swaps_through_a_web_node() {
     let done = replaced();
     assert_eq!(done["State"], "Finished", "{done}");
     assert_eq!(done["Current"]["Message"], "caught up", "{done}");
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    let queries = reader.join().unwrap();
+    assert!(queries > 10, "only {queries} queries during the swaps");
     assert_eq!(count(&a, "Type:Article"), Some(40));
     assert_eq!(clean(&a)["Differences"], json!([]));
 }

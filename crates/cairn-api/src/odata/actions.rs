@@ -220,6 +220,8 @@ fn index_properties(state: &AppState) -> ApiResult<Value> {
         "DocumentCount": p.document_count,
         "IndexingFault": p.fault,
         "RepositoryId": state.store.repository_id().to_string(),
+        // Continuous archiving's shipped position and lag, when it runs.
+        "Archive": state.backups.as_ref().and_then(|b| b.archive_status()),
     }))
 }
 

@@ -5,7 +5,7 @@
 //!
 //! A slow or unreachable repository never slows or fails a write: the spool grows and the
 //! lag with it (logged, `cairn_archive_lag_seconds`), and shipping catches up, in order,
-//! when the repository answers again. The spool is bounded ([`SPOOL_LIMIT`]): past it,
+//! when the repository answers again. The spool is bounded (`spool_limit`, by default [`SPOOL_LIMIT`]): past it,
 //! changes are no longer kept (the chain breaks, and says so); once the spool has drained,
 //! a new base backup starts a new chain. A spool left by a crash is shipped at the next
 //! start, before anything new.
@@ -27,7 +27,8 @@ use crate::clock::{format_ms, now_ms};
 use crate::error::{io, Result};
 use crate::repo::Repository;
 
-/// The most the spool may hold before changes are no longer kept: 1 GiB.
+/// The most the spool may hold before changes are no longer kept, unless `[backup.archive]`
+/// says otherwise (`spool_limit`): 1 GiB.
 pub const SPOOL_LIMIT: u64 = 1 << 30;
 /// How often the spool is closed and shipped.
 pub const SHIP_EVERY: Duration = Duration::from_millis(500);
@@ -88,10 +89,14 @@ struct Shared {
     spooled: AtomicU64,
     /// Changes are dropped (the spool is full) until the spool has drained.
     dropping: AtomicBool,
+    /// The spool's bound in bytes.
+    limit: u64,
     status: Mutex<ArchiveStatus>,
     stopping: AtomicBool,
     /// A base backup is needed (a new chain) until one finishes.
     need_base: AtomicBool,
+    /// Counts the breaks of the chain: a base counts only for the breaks before it started.
+    breaks: AtomicU64,
     /// The last change handed to the spool (-1: none yet): a next one that does not follow
     /// it (a write the capture missed) starts a new chain.
     last_seq: std::sync::atomic::AtomicI64,
@@ -125,7 +130,7 @@ impl Shared {
                  backup starts a new chain",
                 r.seq
             );
-            self.need_base.store(true, Ordering::SeqCst);
+            self.want_base();
         }
         if self.dropping.load(Ordering::SeqCst) {
             return;
@@ -134,14 +139,14 @@ impl Shared {
         encode(r, &mut bytes);
         let mut spool = self.spool.lock().unwrap_or_else(|p| p.into_inner());
         let written = self.spooled.load(Ordering::SeqCst);
-        if written + bytes.len() as u64 > SPOOL_LIMIT {
+        if written + bytes.len() as u64 > self.limit {
+            self.breaks.fetch_add(1, Ordering::SeqCst);
             self.dropping.store(true, Ordering::SeqCst);
             let why = format!(
-                "the spool reached {} MiB while the repository did not take it; changes from \
-                 {} on are not archived until the spool has drained and a new base backup is \
-                 taken",
-                SPOOL_LIMIT >> 20,
-                r.seq
+                "the spool reached its bound of {} bytes (spool_limit) while the repository did \
+                 not take it; changes from {} on are not archived until the spool has drained \
+                 and a new base backup is taken",
+                self.limit, r.seq
             );
             tracing::error!("archive: {why}");
             self.status.lock().unwrap_or_else(|p| p.into_inner()).broken = Some(why);
@@ -195,7 +200,7 @@ impl Shared {
                 archived = archived.unwrap_or(0),
                 "archive: a new chain of changes starts with a base backup"
             );
-            self.need_base.store(true, Ordering::SeqCst);
+            self.want_base();
         }
         let mut s = self.status.lock().unwrap_or_else(|p| p.into_inner());
         s.shipped_seq = s.shipped_seq.max(archived.unwrap_or(0));
@@ -203,8 +208,15 @@ impl Shared {
         Ok(())
     }
 
+    /// The chain needs a new base (one started before now does not do).
+    fn want_base(&self) {
+        self.breaks.fetch_add(1, Ordering::SeqCst);
+        self.need_base.store(true, Ordering::SeqCst);
+    }
+
     fn break_chain(&self, why: String) {
         tracing::error!("archive: {why}; the chain of changes is broken until a new base");
+        self.breaks.fetch_add(1, Ordering::SeqCst);
         self.dropping.store(true, Ordering::SeqCst);
         self.status.lock().unwrap_or_else(|p| p.into_inner()).broken = Some(why);
     }
@@ -292,7 +304,7 @@ impl Shared {
             // Drained: keep changes again, and start a new chain with a new base.
             self.spooled.store(0, Ordering::SeqCst);
             self.dropping.store(false, Ordering::SeqCst);
-            self.need_base.store(true, Ordering::SeqCst);
+            self.want_base();
             tracing::warn!("archive: the spool has drained; a new base backup starts a new chain");
         }
     }
@@ -320,6 +332,7 @@ impl Archiver {
         repo: Repository,
         has_base: bool,
         bases: Box<dyn BaseTaker>,
+        spool_limit: u64,
     ) -> Result<Arc<Archiver>> {
         let dir = data_dir.join(SPOOL_DIR);
         std::fs::create_dir_all(&dir).map_err(io(format!("create {}", dir.display())))?;
@@ -343,8 +356,10 @@ impl Archiver {
             }),
             spooled: AtomicU64::new(spooled),
             dropping: AtomicBool::new(false),
+            limit: spool_limit,
             stopping: AtomicBool::new(false),
             need_base: AtomicBool::new(!has_base),
+            breaks: AtomicU64::new(0),
             last_seq: std::sync::atomic::AtomicI64::new(-1),
         });
         let me = Arc::new(Archiver {
@@ -357,7 +372,7 @@ impl Archiver {
             .spawn(move || {
                 let mut capturing = false;
                 // A base started and not yet seen finished: when.
-                let mut base_started: Option<(std::time::SystemTime, Instant)> = None;
+                let mut base_started: Option<(std::time::SystemTime, Instant, u64)> = None;
                 let mut last = Instant::now() - SHIP_EVERY;
                 while !shared.stopping.load(Ordering::SeqCst) {
                     std::thread::sleep(Duration::from_millis(50));
@@ -375,21 +390,28 @@ impl Archiver {
                             }
                         }
                     }
-                    if !shared.need_base.load(Ordering::SeqCst) {
+                    // No base while changes are dropped: the chain after it would have holes.
+                    if !shared.need_base.load(Ordering::SeqCst)
+                        || shared.dropping.load(Ordering::SeqCst)
+                    {
                         continue;
                     }
                     match base_started {
-                        Some((at, _)) if bases.finished_since(at) => {
-                            shared.need_base.store(false, Ordering::SeqCst);
+                        Some((at, _, breaks)) if bases.finished_since(at) => {
                             base_started = None;
-                            let mut s = shared.status.lock().unwrap_or_else(|p| p.into_inner());
-                            s.broken = None;
+                            // A break since it started needs a base after it: the next round.
+                            if shared.breaks.load(Ordering::SeqCst) == breaks {
+                                shared.need_base.store(false, Ordering::SeqCst);
+                                let mut s = shared.status.lock().unwrap_or_else(|p| p.into_inner());
+                                s.broken = None;
+                            }
                         }
-                        Some((_, when)) if when.elapsed() < BASE_RETRY => {}
+                        Some((_, when, _)) if when.elapsed() < BASE_RETRY => {}
                         _ => {
+                            let breaks = shared.breaks.load(Ordering::SeqCst);
                             let at = std::time::SystemTime::now();
                             if bases.start() {
-                                base_started = Some((at, Instant::now()));
+                                base_started = Some((at, Instant::now(), breaks));
                             }
                         }
                     }

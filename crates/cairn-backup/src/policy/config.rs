@@ -13,6 +13,8 @@
 //! repository = "s3://bucket/cairn"
 //! base_every = "24h"                # a base backup (index and database) this often
 //! index_every = "15m"               # an index backup this often
+//! spool_limit = "1GiB"               # SQLite: changes kept locally while the repository
+//!                                    # does not take them
 //! ```
 //!
 //! The archive's base and index backups are the policies `archive-base` and
@@ -79,6 +81,8 @@ struct RawArchive {
     base_every: Option<Spanned<String>>,
     #[serde(default)]
     index_every: Option<Spanned<String>>,
+    #[serde(default)]
+    spool_limit: Option<Spanned<String>>,
 }
 
 /// `[backup.archive]`: where and how often continuous archiving writes.
@@ -90,6 +94,9 @@ pub struct ArchiveSettings {
     pub base_every: Duration,
     /// An index backup this often (default 15 min).
     pub index_every: Duration,
+    /// SQLite: the most bytes of changes the local spool keeps while the repository does
+    /// not take them (default 1 GiB).
+    pub spool_limit: u64,
 }
 
 /// The name of the archive's base backup policy.
@@ -272,6 +279,11 @@ fn parse_file(text: &str) -> Result<(Vec<Policy>, Option<ArchiveSettings>)> {
                 repository,
                 base_every: every(&raw.base_every, Duration::from_secs(24 * 3600))?,
                 index_every: every(&raw.index_every, Duration::from_secs(15 * 60))?,
+                spool_limit: match &raw.spool_limit {
+                    None => crate::archive::shipper::SPOOL_LIMIT,
+                    Some(v) => parse_size(v.get_ref())
+                        .map_err(|why| refused(v.span().start, format!("spool_limit: {why}")))?,
+                },
             };
             for (name, kind, period) in [
                 (ARCHIVE_BASE, BackupKind::Repository, settings.base_every),
@@ -318,6 +330,31 @@ fn plain_reason(e: BackupError) -> String {
     }
 }
 
+/// A size: bytes, or a number with `KiB`, `MiB` or `GiB` (`64KiB`, `1 GiB`). Written here:
+/// three units do not need a crate.
+fn parse_size(text: &str) -> std::result::Result<u64, String> {
+    let t = text.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (digits, unit) = t.split_at(split);
+    let n: u64 = digits
+        .parse()
+        .map_err(|_| format!("{text:?}: give bytes, or a number of KiB, MiB or GiB"))?;
+    let factor: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "kib" => 1 << 10,
+        "mib" => 1 << 20,
+        "gib" => 1 << 30,
+        _ => {
+            return Err(format!(
+                "{text:?}: give bytes, or a number of KiB, MiB or GiB"
+            ))
+        }
+    };
+    n.checked_mul(factor)
+        .filter(|&b| b > 0)
+        .ok_or_else(|| format!("{text:?}: more than 0 and less than 16 EiB"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -362,6 +399,14 @@ kind = "index"
         let a = a.unwrap();
         assert_eq!(a.base_every, Duration::from_secs(24 * 3600));
         assert_eq!(a.index_every, Duration::from_secs(300));
+        assert_eq!(a.spool_limit, crate::archive::shipper::SPOOL_LIMIT);
+        assert_eq!(parse_size("64KiB"), Ok(64 << 10));
+        assert_eq!(parse_size(" 2 GiB"), Ok(2 << 30));
+        assert_eq!(parse_size("4096"), Ok(4096));
+        assert!(parse_size("1.5GiB").is_err());
+        assert!(parse_size("0").is_err());
+        assert!(parse_size("99999999999999GiB").is_err());
+        assert!(parse_size("lots").is_err());
         let names: Vec<_> = p.iter().map(|p| (p.name.as_str(), p.kind)).collect();
         assert_eq!(
             names,

@@ -9,6 +9,9 @@
 //!
 //! Each run starts on an empty data folder; an archiving run waits for its first base
 //! backup before the load starts, so that only the shipping of changes is measured.
+//!
+//! With `--postgres`, each run serves a new database of a throwaway PostgreSQL cluster
+//! (started here, as the tests start theirs): archiving is then pg_receivewal's WAL.
 
 mod common;
 
@@ -49,6 +52,9 @@ struct Args {
     rounds: u32,
     #[arg(long)]
     json: Option<PathBuf>,
+    /// On PostgreSQL (a cluster started here) instead of SQLite.
+    #[arg(long)]
+    postgres: bool,
 }
 
 const KEY: &str = "cairn-archive-bench-key-0123456789";
@@ -109,12 +115,22 @@ fn main() -> anyhow::Result<()> {
     for (k, v) in moto.env() {
         std::env::set_var(k, v);
     }
-    let result = run(&args, &cairn, &scripts);
+    let pg = if args.postgres {
+        Some(cairn_testkit::PgCluster::start().context("start PostgreSQL")?)
+    } else {
+        None
+    };
+    let result = run(&args, &cairn, &scripts, pg.as_ref());
     common::remove_tree(&args.dir)?;
     common::emit(&result?, args.json.as_deref())
 }
 
-fn run(args: &Args, cairn: &Path, scripts: &Path) -> anyhow::Result<Report> {
+fn run(
+    args: &Args,
+    cairn: &Path,
+    scripts: &Path,
+    pg: Option<&cairn_testkit::PgCluster>,
+) -> anyhow::Result<Report> {
     let log = args.dir.join("run.log");
     let mut report = Report {
         connections: args.connections,
@@ -123,7 +139,7 @@ fn run(args: &Args, cairn: &Path, scripts: &Path) -> anyhow::Result<Report> {
     };
     for round in 0..args.rounds {
         for mode in ["off", "local", "s3"] {
-            let r = one_run(args, cairn, scripts, &log, mode, round)?;
+            let r = one_run(args, cairn, scripts, &log, mode, round, pg)?;
             eprintln!(
                 "round {round} {mode}: {:.0} creates/s (p99 {:.1} ms), archive lag p99 {:.2} s, \
                  max {:.2} s ({} samples), drained {:.2} s after the load, others' CPU {:.0}%",
@@ -176,7 +192,17 @@ fn one_run(
     log: &Path,
     mode: &str,
     round: u32,
+    pg: Option<&cairn_testkit::PgCluster>,
 ) -> anyhow::Result<RunResult> {
+    if let Some(pg) = pg {
+        // A database of its own; the archive's slot of an earlier run would hold WAL.
+        pg.psql(
+            "postgres",
+            "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots",
+        )?;
+        let url = pg.create_database(&format!("bench_{mode}_{round}"))?;
+        std::env::set_var("CAIRN_DATABASE", url);
+    }
     let data = args.dir.join(format!("{mode}-{round}"));
     common::remove_tree(&data)?;
     fs::create_dir_all(&data)?;
@@ -202,7 +228,23 @@ fn one_run(
             r#"{"__ContentType":"Folder","Name":"Load"}"#,
         )?
         .ok()?;
-    if repo.is_some() {
+    if let (Some(repo), Some(_)) = (&repo, pg) {
+        // The first base backup (pg_basebackup's), before the load.
+        let deadline = Instant::now() + Duration::from_secs(120);
+        loop {
+            let out = std::process::Command::new(cairn)
+                .args(["backup", "timeline", "--json", repo])
+                .output()?;
+            let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+            if v["Bases"].as_array().is_some_and(|b| !b.is_empty()) {
+                break;
+            }
+            if Instant::now() >= deadline {
+                bail!("no base backup within 2 minutes: {v}");
+            }
+            thread::sleep(Duration::from_millis(200));
+        }
+    } else if repo.is_some() {
         // The first base backup, before the load.
         let deadline = Instant::now() + Duration::from_secs(120);
         loop {

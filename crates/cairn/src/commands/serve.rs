@@ -304,6 +304,7 @@ fn start_archive(
         repo,
         has_base,
         policies.archive_bases(),
+        settings.spool_limit,
     )
     .context("start archiving")?;
     policies.attach_archiver(archiver.clone());

@@ -37,6 +37,8 @@ struct Shared {
     status: Mutex<ArchiveStatus>,
     receiver_error: Mutex<Option<String>>,
     need_base: AtomicBool,
+    /// Counts the breaks of the chain: a base counts only for the breaks before it started.
+    breaks: std::sync::atomic::AtomicU64,
     /// Probes of the server's position, oldest first, not yet known shipped (the probe
     /// thread adds them, also while a shipment hangs, so the lag is known then too).
     probes: Mutex<std::collections::VecDeque<Probe>>,
@@ -98,6 +100,7 @@ impl PgArchiver {
             stopping: AtomicBool::new(false),
             receiver_error: Mutex::new(None),
             need_base: AtomicBool::new(false),
+            breaks: std::sync::atomic::AtomicU64::new(0),
             probes: Mutex::new(std::collections::VecDeque::new()),
             probe_error: Mutex::new(None),
             reach: Mutex::new(None),
@@ -112,6 +115,7 @@ impl PgArchiver {
                     ReceiverEvent::Failed(why) => Some(why),
                     ReceiverEvent::Lost(why) => {
                         tracing::error!("archive: {why}");
+                        told.breaks.fetch_add(1, Ordering::SeqCst);
                         told.need_base.store(true, Ordering::SeqCst);
                         told.status.lock().unwrap_or_else(|p| p.into_inner()).broken =
                             Some(why.clone());
@@ -474,6 +478,7 @@ impl Shared {
                 );
                 tracing::error!("archive: {why}");
                 self.status.lock().unwrap_or_else(|p| p.into_inner()).broken = Some(why);
+                self.breaks.fetch_add(1, Ordering::SeqCst);
                 self.need_base.store(true, Ordering::SeqCst);
             }
         }
@@ -521,13 +526,17 @@ impl Shared {
                 continue;
             }
             last_try = Some(Instant::now());
+            let breaks = self.breaks.load(Ordering::SeqCst);
             match self.take_base() {
                 Ok(info) => {
                     tracing::info!(name = %info.name, "archive: base backup taken");
                     last_base = Some(Instant::now());
                     last_try = None;
-                    self.need_base.store(false, Ordering::SeqCst);
-                    self.status.lock().unwrap_or_else(|p| p.into_inner()).broken = None;
+                    // A break while it was taken needs a base after it.
+                    if self.breaks.load(Ordering::SeqCst) == breaks {
+                        self.need_base.store(false, Ordering::SeqCst);
+                        self.status.lock().unwrap_or_else(|p| p.into_inner()).broken = None;
+                    }
                 }
                 Err(BackupError::Canceled) => return,
                 Err(e) => self.set_error(Some(format!("the base backup failed: {e}"))),
