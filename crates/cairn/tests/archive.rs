@@ -727,6 +727,14 @@ fn postgres_a_restore_to_a_time_gives_exactly_what_was_answered_before_it() {
         text(&o)
     );
     assert_eq!(std::fs::read_dir(target.data_dir()).unwrap().count(), 0);
+    // Into an SQLite data folder: refused, saying how it restores.
+    let o = restore_at(&repo, "latest", &dir.path().join("as-sqlite"));
+    assert!(!o.status.success());
+    assert!(
+        text(&o).contains("archives a PostgreSQL cluster"),
+        "{}",
+        text(&o)
+    );
     drop(server);
 }
 

@@ -184,7 +184,15 @@ pub fn restore_at(
         ));
     };
     let mut line = timeline(repo, identities)?;
+    let postgres = line.bases.iter().any(|b| b.engine == "postgres");
     line.bases.retain(|b| b.engine == "sqlite");
+    if line.bases.is_empty() && postgres {
+        return Err(BackupError::Refused(format!(
+            "{} archives a PostgreSQL cluster: restore it with --database postgres://... and \
+             --pg-data DIR (a new cluster); nothing was changed",
+            repo.url().display()
+        )));
+    }
     let window = || {
         line.bases
             .iter()
