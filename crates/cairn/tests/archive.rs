@@ -848,6 +848,12 @@ fn postgres_a_kill_under_writes_loses_nothing_that_was_answered() {
     let server = serve_pg();
     shipped_past(&repo, killed);
     drop(server);
+    // A prune without limits deletes only what no base needs (here: nothing it restores).
+    let o = cairn()
+        .args(["backup", "prune", repo.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", text(&o));
     let have = restore_latest("after-restart");
     for (n, _) in &answered {
         assert!(have.contains(n), "{n} was answered and is not restored");
@@ -1042,4 +1048,137 @@ fn a_full_spool_breaks_the_chain_and_a_new_base_mends_it() {
         assert!(have.contains_key(n), "{n} is missing");
     }
     assert!(have.contains_key("after"));
+
+    // A prune keeping the newest backup (the new base) deletes the old base and the
+    // changes it alone needed; the newest restores as before, the old window is gone.
+    let before = timeline_with(repo, &env);
+    let o = cairn()
+        .args(["backup", "prune", repo, "--keep-last", "1"])
+        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(text(&o).contains("archive: deleted"), "{}", text(&o));
+    let after = timeline_with(repo, &env);
+    assert_eq!(after["Bases"].as_array().unwrap().len(), 1, "{after}");
+    assert!(
+        after["ChangeObjects"].as_u64() < before["ChangeObjects"].as_u64(),
+        "{before}\n{after}"
+    );
+    let out = dir.path().join("latest-after-prune");
+    let o = restore_at_with(repo, &env, "latest", &out);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(items(&out.join("cairn.db")).contains_key("after"));
+    let o = restore_at_with(
+        repo,
+        &env,
+        &rfc3339(answered[0].1),
+        &dir.path().join("pruned-window"),
+    );
+    assert!(!o.status.success(), "{}", text(&o));
+}
+
+/// PostgreSQL: `cairn backup prune --keep-last 1` on an archive with several bases deletes
+/// the older bases and the WAL before the kept one; `--at latest` restores as before, and a
+/// time before the kept base is refused.
+#[test]
+fn postgres_a_prune_keeps_what_the_kept_base_needs() {
+    const DB: &str = "pruned";
+    let pg = cairn_testkit::PgCluster::start().unwrap();
+    let url = pg.create_database(DB).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (data, repo) = (dir.path().join("data"), dir.path().join("arch"));
+    std::fs::create_dir_all(&data).unwrap();
+    std::fs::write(
+        data.join("cairn.toml"),
+        format!(
+            "[backup.archive]\nrepository = \"{}\"\nbase_every = \"2s\"\nindex_every = \"1h\"\n",
+            repo.display()
+        ),
+    )
+    .unwrap();
+    let server = common::spawn(common::serve_command(&data, KEY).args(["--database", &url]));
+    let early = SystemTime::now();
+    let (s, v) = call(
+        "POST",
+        &format!("{}/odata.svc/Root", server.url),
+        Some(json!({"__ContentType": "Folder", "Name": "A"})),
+    );
+    assert_eq!(s, 201, "{v}");
+    wait_until("three bases", Duration::from_secs(90), || {
+        (timeline(&repo)["Bases"].as_array()?.len() >= 3).then_some(())
+    });
+    let mut began = SystemTime::now();
+    for i in 0..5 {
+        began = SystemTime::now();
+        let (s, v) = call(
+            "POST",
+            &format!("{}/odata.svc/Root/A", server.url),
+            Some(json!({"__ContentType": "Folder", "Name": format!("q{i}")})),
+        );
+        assert_eq!(s, 201, "{v}");
+    }
+    shipped_past(&repo, began);
+    drop(server);
+    let o = cairn()
+        .args([
+            "backup",
+            "prune",
+            repo.to_str().unwrap(),
+            "--keep-last",
+            "1",
+        ])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(text(&o).contains("deleted archive-base-"), "{}", text(&o));
+    assert!(text(&o).contains("archive: deleted"), "{}", text(&o));
+    let t = timeline(&repo);
+    assert_eq!(t["Bases"].as_array().unwrap().len(), 1, "{t}");
+
+    let mut target = cairn_testkit::PgCluster::empty().unwrap();
+    let o = cairn()
+        .args([
+            "restore",
+            "--from",
+            repo.to_str().unwrap(),
+            "--at",
+            "latest",
+        ])
+        .arg("--data")
+        .arg(dir.path().join("latest"))
+        .args(["--database", &target.database_url(DB), "--pg-data"])
+        .arg(target.data_dir())
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", text(&o));
+    target.start_again().unwrap();
+    let names = target
+        .psql(
+            DB,
+            "SELECT count(*) FROM nodes WHERE path LIKE '/Root/A/q%'",
+        )
+        .unwrap();
+    assert_eq!(names, "5");
+    let gone = cairn_testkit::PgCluster::empty().unwrap();
+    let o = cairn()
+        .args([
+            "restore",
+            "--from",
+            repo.to_str().unwrap(),
+            "--at",
+            &rfc3339(early),
+        ])
+        .arg("--data")
+        .arg(dir.path().join("early"))
+        .args(["--database", &gone.database_url(DB), "--pg-data"])
+        .arg(gone.data_dir())
+        .output()
+        .unwrap();
+    assert!(!o.status.success(), "{}", text(&o));
+    assert!(
+        text(&o).contains("outside the restorable window"),
+        "{}",
+        text(&o)
+    );
 }

@@ -10,6 +10,7 @@
 
 pub mod pick;
 pub mod postgres;
+pub mod prune;
 pub mod segment;
 pub mod shipper;
 pub mod timeline;

@@ -124,18 +124,30 @@ pub fn prune(
     }
     // Without a limit a prune keeps every backup: it only collects what nothing needs.
     let report = repo.prune(&keep, dry_run).map_err(reason)?;
+    // Then the continuous archive's history that no kept base needs.
+    let archive = cairn_backup::archive::prune::prune(&repo, &keep, dry_run).map_err(reason)?;
     let verb = if dry_run { "would delete" } else { "deleted" };
-    for name in &report.deleted {
+    for name in report.deleted.iter().chain(&archive.bases_deleted) {
         println!("{verb} {name}");
+    }
+    if archive.objects_deleted > 0 {
+        println!(
+            "archive: {verb} {} objects of history no kept base needs ({:.1} MB)",
+            archive.objects_deleted,
+            archive.freed as f64 / 1e6
+        );
     }
     println!(
         "{} kept, {} {verb}{}",
         report.kept.len(),
-        report.deleted.len(),
+        report.deleted.len() + archive.bases_deleted.len(),
         if dry_run {
             String::new()
         } else {
-            format!(", {:.1} MB freed", report.freed as f64 / 1e6)
+            format!(
+                ", {:.1} MB freed",
+                (report.freed + archive.freed) as f64 / 1e6
+            )
         }
     );
     Ok(ExitCode::SUCCESS)
