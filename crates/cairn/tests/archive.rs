@@ -727,6 +727,30 @@ fn postgres_a_restore_to_a_time_gives_exactly_what_was_answered_before_it() {
         text(&o)
     );
     assert_eq!(std::fs::read_dir(target.data_dir()).unwrap().count(), 0);
+    // Into a folder that is not empty (a cluster given by mistake): refused, and nothing in
+    // it touched.
+    let busy = cairn_testkit::PgCluster::empty().unwrap();
+    std::fs::write(busy.data_dir().join("PG_VERSION"), "15\n").unwrap();
+    let o = cairn()
+        .args([
+            "restore",
+            "--from",
+            repo.to_str().unwrap(),
+            "--at",
+            "latest",
+        ])
+        .arg("--data")
+        .arg(dir.path().join("into-busy"))
+        .args(["--database", &busy.database_url(DB), "--pg-data"])
+        .arg(busy.data_dir())
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    assert!(text(&o).contains("is not empty"), "{}", text(&o));
+    assert_eq!(
+        std::fs::read_to_string(busy.data_dir().join("PG_VERSION")).unwrap(),
+        "15\n"
+    );
     // Into an SQLite data folder: refused, saying how it restores.
     let o = restore_at(&repo, "latest", &dir.path().join("as-sqlite"));
     assert!(!o.status.success());

@@ -562,6 +562,19 @@ fn restore_at_postgres(
     identities: Option<&cairn_backup::repo::crypt::Identities>,
 ) -> Result<ExitCode> {
     let pg_created = !pg_data.exists();
+    // Never written into, nor cleaned after a failure, unless it was empty: a cluster's
+    // folder given by mistake is left exactly as it is.
+    if !pg_created {
+        let mut entries =
+            std::fs::read_dir(pg_data).with_context(|| format!("read {}", pg_data.display()))?;
+        if entries.next().is_some() {
+            bail!(
+                "{} is not empty: a restore to a time makes a new PostgreSQL cluster in an \
+                 empty folder (or one it creates); nothing was changed",
+                pg_data.display()
+            );
+        }
+    }
     let created = !data.root.exists();
     let lock = data.lock("restore")?;
     let progress = Progress::new("restore", "bytes");
