@@ -1102,6 +1102,23 @@ fn a_full_spool_breaks_the_chain_and_a_new_base_mends_it() {
     assert!(!o.status.success(), "{}", text(&o));
 }
 
+/// Every file under `dir`.
+fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else {
+                out.push(p);
+            }
+        }
+    }
+    out
+}
+
 /// PostgreSQL: `cairn backup prune --keep-last 1` on an archive with several bases deletes
 /// the older bases and the WAL before the kept one; `--at latest` restores as before, and a
 /// time before the kept base is refused.
@@ -1184,6 +1201,40 @@ fn postgres_a_prune_keeps_what_the_kept_base_needs() {
         )
         .unwrap();
     assert_eq!(names, "5");
+
+    // The last piece of WAL made unreadable (zeroed, as a torn write would leave it):
+    // PostgreSQL takes it for the end of the WAL; the restore says the recovery ended short
+    // of the archive instead of giving an older database for the latest.
+    let mut pieces: Vec<std::path::PathBuf> = walk(&repo)
+        .into_iter()
+        .filter(|p| p.to_string_lossy().contains(".partial-"))
+        .collect();
+    pieces.sort_by_key(|p| p.file_name().map(|n| n.to_os_string()));
+    let last = pieces.last().expect("a piece of the segment being written");
+    let len = std::fs::metadata(last).unwrap().len() as usize;
+    std::fs::write(last, vec![0u8; len]).unwrap();
+    let torn = cairn_testkit::PgCluster::empty().unwrap();
+    let o = cairn()
+        .args([
+            "restore",
+            "--from",
+            repo.to_str().unwrap(),
+            "--at",
+            "latest",
+        ])
+        .arg("--data")
+        .arg(dir.path().join("torn"))
+        .args(["--database", &torn.database_url(DB), "--pg-data"])
+        .arg(torn.data_dir())
+        .output()
+        .unwrap();
+    assert!(!o.status.success(), "{}", text(&o));
+    assert!(
+        text(&o).contains("short of the archived WAL"),
+        "{}",
+        text(&o)
+    );
+
     let gone = cairn_testkit::PgCluster::empty().unwrap();
     let o = cairn()
         .args([

@@ -499,6 +499,9 @@ pub struct Recovered {
     pub replayed_all: bool,
     /// The timeline the promoted cluster goes on with.
     pub timeline: u32,
+    /// Where the recovery ended (the new timeline's switch point), when its history file
+    /// says so.
+    pub end_lsn: Option<Lsn>,
     running: bool,
 }
 
@@ -629,6 +632,7 @@ pub fn recover(
         url: with_host_port(url, "127.0.0.1", port),
         replayed_all,
         timeline,
+        end_lsn: None,
         running: false,
     };
     match start(target) {
@@ -655,6 +659,7 @@ pub fn recover(
                 let (in_recovery, tli): (bool, i64) = (row.get(0), row.get(1));
                 if !in_recovery {
                     recovered.timeline = u32::try_from(tli).unwrap_or(timeline);
+                    recovered.end_lsn = switch_point(data_dir, recovered.timeline);
                     return Ok(recovered);
                 }
             }
@@ -670,6 +675,18 @@ pub fn recover(
         }
         std::thread::sleep(Duration::from_millis(200));
     }
+}
+
+/// Where timeline `tli` branched off its parent: the last line of its history file in
+/// `pg_wal` (`PARENT_TLI<TAB>X/Y<TAB>reason`).
+fn switch_point(data_dir: &Path, tli: u32) -> Option<Lsn> {
+    let text =
+        std::fs::read_to_string(data_dir.join("pg_wal").join(format!("{tli:08X}.history"))).ok()?;
+    let line = text
+        .lines()
+        .rev()
+        .find(|l| !l.trim().is_empty() && !l.starts_with('#'))?;
+    parse_lsn(line.split_whitespace().nth(1)?)
 }
 
 /// An error with the end of the server's log.
@@ -778,6 +795,19 @@ mod tests {
         assert_eq!(wal_range(m), Some((1, 0x2000028, 0x2000100)));
         assert_eq!(wal_range(b"{}"), None);
         assert_eq!(wal_range(b"not json"), None);
+    }
+
+    #[test]
+    fn reads_the_switch_point_of_a_timeline() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("pg_wal")).unwrap();
+        std::fs::write(
+            dir.path().join("pg_wal/00000003.history"),
+            "1\t0/3019670\tno recovery target specified\n\n2\t0/5000000\tat restore point\n",
+        )
+        .unwrap();
+        assert_eq!(switch_point(dir.path(), 3), Some(0x5000000));
+        assert_eq!(switch_point(dir.path(), 4), None);
     }
 
     #[test]

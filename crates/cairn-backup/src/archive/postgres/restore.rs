@@ -119,6 +119,9 @@ pub fn restore_at_postgres(
             at_ms: 0,
         }),
     );
+    // PostgreSQL runs in the folder: a relative path would name another place for it.
+    let pg_data = &std::path::absolute(pg_data)
+        .map_err(io(format!("the absolute path of {}", pg_data.display())))?;
     // Before anything is written: PostgreSQL will run as the folder's owner.
     let user = pg_physical::server_user(pg_data)?;
     cancel.check()?;
@@ -128,6 +131,15 @@ pub fn restore_at_postgres(
     cancel.check()?;
     let wal_dir = pg_data.join("cairn-restore-wal");
     let wal_bytes = fetch_wal(repo, base, &reach, &wal_dir)?;
+    // The server's `cp` reads them as its own user.
+    if let Some((uid, gid)) = user {
+        let entries =
+            std::fs::read_dir(&wal_dir).map_err(io(format!("read {}", wal_dir.display())))?;
+        for p in std::iter::once(wal_dir.clone()).chain(entries.flatten().map(|e| e.path())) {
+            std::os::unix::fs::chown(&p, Some(uid), Some(gid))
+                .map_err(io(format!("chown {}", p.display())))?;
+        }
+    }
     let port = std::net::TcpListener::bind(("127.0.0.1", 0))
         .and_then(|l| l.local_addr())
         .map_err(io("find a free port for the recovery"))?
@@ -143,6 +155,22 @@ pub fn restore_at_postgres(
         port,
         cancel,
     )?;
+    // All of the WAL replayed: it must have reached as far as the archive does, or some of
+    // it was unreadable (PostgreSQL takes a WAL it cannot read for its end).
+    if recovered.replayed_all {
+        // (An insert position read at a page's start is past that page's header, up to 40
+        // bytes beyond the end of the record before it.)
+        if let Some(end) = recovered.end_lsn.filter(|&e| e + 40 < reach.lsn) {
+            return Err(BackupError::Invalid(format!(
+                "the recovery ended at {} short of the archived WAL's {}: a segment was \
+                 missing or unreadable (see {}); nothing is usable in {}",
+                pg_physical::format_lsn(end),
+                pg_physical::format_lsn(reach.lsn),
+                pg_data.join("cairn-restore.log").display(),
+                pg_data.display()
+            )));
+        }
+    }
     let during = crate::restore::RestoreTarget {
         data_dir: target.data_dir.clone(),
         database: cairn_store::DatabaseUrl::Postgres(recovered.url.clone()),
