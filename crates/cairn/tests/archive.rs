@@ -1257,3 +1257,64 @@ fn postgres_a_prune_keeps_what_the_kept_base_needs() {
         text(&o)
     );
 }
+
+/// PostgreSQL restarted under an archiving server: the receiver and the probe connect
+/// again by themselves, and what is written after the restart is archived too.
+#[test]
+fn postgres_a_database_restart_does_not_stop_the_archive() {
+    const DB: &str = "restarted";
+    let mut pg = cairn_testkit::PgCluster::start().unwrap();
+    let url = pg.create_database(DB).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (data, repo) = (dir.path().join("data"), dir.path().join("arch"));
+    archive_config(&data, repo.to_str().unwrap());
+    let server = common::spawn(common::serve_command(&data, KEY).args(["--database", &url]));
+    let create = |n: &str| {
+        common::try_call(
+            KEY,
+            "POST",
+            &format!("{}/odata.svc/Root", server.url),
+            Some(json!({"__ContentType": "Folder", "Name": n})),
+        )
+        .map(|(s, _)| s)
+        .unwrap_or(0)
+    };
+    assert_eq!(create("before"), 201);
+    wait_until("the first base", Duration::from_secs(60), || {
+        (!timeline(&repo)["Bases"].as_array()?.is_empty()).then_some(())
+    });
+    pg.stop().unwrap();
+    pg.start_again().unwrap();
+    wait_until("writes after the restart", Duration::from_secs(60), || {
+        (create("after") == 201).then_some(())
+    });
+    let began = SystemTime::now();
+    assert_eq!(create("later"), 201);
+    shipped_past(&repo, began);
+    drop(server);
+    let mut target = cairn_testkit::PgCluster::empty().unwrap();
+    let o = cairn()
+        .args([
+            "restore",
+            "--from",
+            repo.to_str().unwrap(),
+            "--at",
+            "latest",
+        ])
+        .arg("--data")
+        .arg(dir.path().join("latest"))
+        .args(["--database", &target.database_url(DB), "--pg-data"])
+        .arg(target.data_dir())
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", text(&o));
+    target.start_again().unwrap();
+    let names = target
+        .psql(
+            DB,
+            "SELECT string_agg(name, ',' ORDER BY name) FROM nodes WHERE path IN \
+             ('/Root/before', '/Root/after', '/Root/later')",
+        )
+        .unwrap();
+    assert_eq!(names, "after,before,later");
+}

@@ -140,6 +140,15 @@ impl WalWatch {
     /// `wal_status` is `lost`) is dropped and made again; true then: the WAL between is
     /// gone from the archive.
     pub fn ensure_slot(&mut self) -> Result<bool> {
+        let made = self.make_slot();
+        if made.is_err() {
+            // A connection the server dropped (a restart): a new one next time.
+            self.client = None;
+        }
+        made
+    }
+
+    fn make_slot(&mut self) -> Result<bool> {
         let client = match &mut self.client {
             Some(c) => c,
             None => self.client.insert(crate::db::postgres::connect(&self.url)?),
