@@ -1176,6 +1176,14 @@ fn postgres_a_prune_keeps_what_the_kept_base_needs() {
     assert!(text(&o).contains("archive: deleted"), "{}", text(&o));
     let t = timeline(&repo);
     assert_eq!(t["Bases"].as_array().unwrap().len(), 1, "{t}");
+    let o = cairn()
+        .args(["backup", "timeline", repo.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(text(&o).contains("restorable from"), "{}", text(&o));
+    assert!(text(&o).contains("(PostgreSQL, its WAL)"), "{}", text(&o));
+    assert!(!text(&o).contains("objects of changes"), "{}", text(&o));
 
     let mut target = cairn_testkit::PgCluster::empty().unwrap();
     let o = cairn()

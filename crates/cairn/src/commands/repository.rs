@@ -166,24 +166,35 @@ pub fn timeline(text: &str, identity: Option<&std::path::Path>, as_json: bool) -
         return Ok(ExitCode::SUCCESS);
     }
     match (&t.from, &t.to) {
-        (Some(from), Some(to)) => println!(
+        (Some(from), Some(to)) if t.change_objects > 0 => println!(
             "restorable from {from} to {to} ({:.1} s ago); {} objects of changes, the last \
              change {}",
             t.lag_seconds.unwrap_or(0.0),
             t.change_objects,
             t.last_seq.unwrap_or(0)
         ),
+        (Some(from), Some(to)) => println!(
+            "restorable from {from} to {to} ({:.1} s ago)",
+            t.lag_seconds.unwrap_or(0.0)
+        ),
         _ => println!("nothing restorable to a time: {text} has no base backup"),
     }
     for b in &t.bases {
-        println!(
-            "  {}: {} .. {} (changes {} to {})",
-            b.name,
-            b.at,
-            b.reaches,
-            b.seq + 1,
-            b.reaches_seq
-        );
+        if b.engine == "postgres" {
+            println!(
+                "  {}: {} .. {} (PostgreSQL, its WAL)",
+                b.name, b.at, b.reaches
+            );
+        } else {
+            println!(
+                "  {}: {} .. {} (changes {} to {})",
+                b.name,
+                b.at,
+                b.reaches,
+                b.seq + 1,
+                b.reaches_seq
+            );
+        }
     }
     for name in &t.unreadable {
         println!("  {name}: encrypted; give --identity to read it");
