@@ -302,7 +302,9 @@ impl Shared {
             }
         }
         let Some(received) = pos.received_lsn else {
-            self.set_error(Some("the receiver has not started yet".into()));
+            // Said in the status, not logged: the slot is made as the archiver starts.
+            self.status.lock().unwrap_or_else(|p| p.into_inner()).error =
+                Some("the receiver has not started yet".into());
             return;
         };
         match self.ship_files(&system_id, pos.segment_size, received, st) {
