@@ -45,6 +45,20 @@ fn find_moto() -> Option<PathBuf> {
     venv.is_file().then_some(venv)
 }
 
+/// Whether an HTTP server answers on `port` of 127.0.0.1 (any status).
+fn answers_http(port: u16) -> bool {
+    use std::io::{Read, Write};
+    let Ok(mut stream) = TcpStream::connect(("127.0.0.1", port)) else {
+        return false;
+    };
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
+    if stream.write_all(b"GET / HTTP/1.0\r\n\r\n").is_err() {
+        return false;
+    }
+    let mut head = [0u8; 5];
+    stream.read_exact(&mut head).is_ok() && &head == b"HTTP/"
+}
+
 impl MotoServer {
     /// Starts a server and waits until it answers.
     pub fn start() -> Result<MotoServer, TestkitError> {
@@ -59,18 +73,30 @@ impl MotoServer {
 
     fn start_with(check_keys: bool) -> Result<MotoServer, TestkitError> {
         let moto = find_moto().ok_or_else(missing)?;
-        let port = crate::try_free_port().map_err(|e| TestkitError::io("find a free port", e))?;
-        let child = spawn(&moto, port, check_keys)?;
-        let mut server = MotoServer { child, port };
-        let up = crate::poll_until(Duration::from_secs(60), || {
-            TcpStream::connect(("127.0.0.1", port)).ok()
-        });
-        let exited = server.child.try_wait().ok().flatten();
-        if up.is_none() || exited.is_some() {
+        // The free port may be taken meanwhile by another test's listener (tests of one
+        // process pick ports at once): moto then exits, and it is tried on another port.
+        let mut last = None;
+        for _ in 0..3 {
+            let port =
+                crate::try_free_port().map_err(|e| TestkitError::io("find a free port", e))?;
+            let child = spawn(&moto, port, check_keys)?;
+            let mut server = MotoServer { child, port };
+            // Up once it answers HTTP (a bare connect could reach another listener) and
+            // is still running.
+            let up = crate::poll_until(Duration::from_secs(60), || {
+                if server.child.try_wait().ok().flatten().is_some() {
+                    return Some(false);
+                }
+                answers_http(port).then_some(true)
+            });
+            if up == Some(true) && server.child.try_wait().ok().flatten().is_none() {
+                return Ok(server);
+            }
             let _ = server.child.kill();
-            return Err(timeout(format!("moto_server on port {port} to answer")));
+            let _ = server.child.wait();
+            last = Some(timeout(format!("moto_server on port {port} to answer")));
         }
-        Ok(server)
+        Err(last.unwrap_or_else(|| timeout("moto_server to answer".into())))
     }
 
     /// `http://127.0.0.1:PORT`.
