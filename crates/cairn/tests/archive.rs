@@ -141,6 +141,17 @@ fn model(ops: &[Op]) -> BTreeMap<String, (String, String)> {
     m
 }
 
+/// Creates folder `name` in `parent` (`/Root/...`) through the server at `base`; it must
+/// answer 201.
+fn folder(base: &str, parent: &str, name: &str) {
+    let (s, v) = call(
+        "POST",
+        &format!("{base}/odata.svc{parent}"),
+        Some(json!({"__ContentType": "Folder", "Name": name})),
+    );
+    assert_eq!(s, 201, "{v}");
+}
+
 /// A writer's operations on /Root/A and /Root/B (which exist), one at a time, each answered
 /// before the next begins: creates, changes, moves and deletes, as (operation, began,
 /// answered).
@@ -156,12 +167,7 @@ fn write_ops(base: &str, n: usize) -> Vec<(Op, SystemTime, SystemTime)> {
         let op = match i % 5 {
             0 | 1 => {
                 let n = format!("c{i}");
-                let (s, v) = call(
-                    "POST",
-                    &format!("{}/odata.svc/Root/A", base),
-                    Some(json!({"__ContentType": "Folder", "Name": n})),
-                );
-                assert_eq!(s, 201, "{v}");
+                folder(base, "/Root/A", &n);
                 live.push(n.clone());
                 Op::Create(n)
             }
@@ -233,12 +239,7 @@ fn a_restore_to_a_time_gives_exactly_what_was_answered_before_it() {
     archive_config(&data, repo.to_str().unwrap());
     let server = serve(&data);
     for f in ["A", "B"] {
-        let (s, v) = call(
-            "POST",
-            &format!("{}/odata.svc/Root", server.url),
-            Some(json!({"__ContentType": "Folder", "Name": f})),
-        );
-        assert_eq!(s, 201, "{v}");
+        folder(&server.url, "/Root", f);
     }
     wait_until("the first base", Duration::from_secs(30), || {
         (!timeline(&repo)["Bases"].as_array()?.is_empty()).then_some(())
@@ -318,12 +319,7 @@ fn a_restore_to_a_time_gives_exactly_what_was_answered_before_it() {
     let mut began = SystemTime::now();
     for n in ["n0", "n1", "n2"] {
         began = SystemTime::now();
-        let (s, v) = call(
-            "POST",
-            &format!("{}/odata.svc/Root/A", server.url),
-            Some(json!({"__ContentType": "Folder", "Name": n})),
-        );
-        assert_eq!(s, 201, "{v}");
+        folder(&server.url, "/Root/A", n);
     }
     wait_until("a new base", Duration::from_secs(60), || {
         (timeline(&repo)["Bases"].as_array()?.len() > bases_before).then_some(())
@@ -353,12 +349,7 @@ fn a_kill_under_writes_loses_nothing_that_was_answered() {
     let mut server = common::spawn(
         common::serve_command(&data, KEY).env("FAILPOINTS", "archive::rotated=sleep(100)"),
     );
-    let (s, v) = call(
-        "POST",
-        &format!("{}/odata.svc/Root", server.url),
-        Some(json!({"__ContentType": "Folder", "Name": "A"})),
-    );
-    assert_eq!(s, 201, "{v}");
+    folder(&server.url, "/Root", "A");
     wait_until("the first base", Duration::from_secs(30), || {
         (!timeline(&repo)["Bases"].as_array()?.is_empty()).then_some(())
     });
@@ -464,12 +455,7 @@ fn a_hanging_s3_delays_the_archive_and_never_a_write() {
     let server = common::spawn(
         common::serve_command(&data, KEY).envs(env.iter().map(|(k, v)| (*k, v.as_str()))),
     );
-    let (s, v) = call(
-        "POST",
-        &format!("{}/odata.svc/Root", server.url),
-        Some(json!({"__ContentType": "Folder", "Name": "A"})),
-    );
-    assert_eq!(s, 201, "{v}");
+    folder(&server.url, "/Root", "A");
     wait_until("the first base", Duration::from_secs(60), || {
         (!timeline_with(repo, &env)["Bases"].as_array()?.is_empty()).then_some(())
     });
@@ -481,12 +467,7 @@ fn a_hanging_s3_delays_the_archive_and_never_a_write() {
         let n = format!("s{}", names.len());
         last_began = SystemTime::now();
         let began = std::time::Instant::now();
-        let (s, v) = call(
-            "POST",
-            &format!("{}/odata.svc/Root/A", server.url),
-            Some(json!({"__ContentType": "Folder", "Name": n})),
-        );
-        assert_eq!(s, 201, "{v}");
+        folder(&server.url, "/Root/A", &n);
         assert!(
             began.elapsed() < Duration::from_secs(2),
             "a write took {:?} while S3 hung",
@@ -519,12 +500,7 @@ fn a_hanging_s3_delays_the_archive_and_never_a_write() {
         common::serve_command(&data, KEY).envs(env.iter().map(|(k, v)| (*k, v.as_str()))),
     );
     let began = SystemTime::now();
-    let (s, v) = call(
-        "POST",
-        &format!("{}/odata.svc/Root/A", server.url),
-        Some(json!({"__ContentType": "Folder", "Name": "during-the-hang"})),
-    );
-    assert_eq!(s, 201, "{v}");
+    folder(&server.url, "/Root/A", "during-the-hang");
     moto.resume();
     shipped_past_with(repo, &env, began);
     let out = dir.path().join("after-a-start-in-the-hang");
@@ -533,19 +509,9 @@ fn a_hanging_s3_delays_the_archive_and_never_a_write() {
     assert!(items(&out.join("cairn.db")).contains_key("during-the-hang"));
 }
 
-/// A time as a policy's backup names carry it: `20261207-101503-250`.
+/// The name the `archive-index` policy gives a backup started at `t`.
 fn stamp(t: SystemTime) -> String {
-    let t = time::OffsetDateTime::from(t);
-    format!(
-        "archive-index-{:04}{:02}{:02}-{:02}{:02}{:02}-{:03}",
-        t.year(),
-        u8::from(t.month()),
-        t.day(),
-        t.hour(),
-        t.minute(),
-        t.second(),
-        t.millisecond()
-    )
+    cairn_backup::policy::runner::backup_name(cairn_backup::policy::ARCHIVE_INDEX, t)
 }
 
 /// Whether backup `name` of the local repository `repo` finished before `t`.
@@ -563,6 +529,26 @@ fn finished_before(repo: &Path, name: &str, t: SystemTime) -> bool {
     )
     .unwrap();
     SystemTime::from(f) <= t
+}
+
+/// `cairn restore --from REPO --at AT --data OUT`, with `env` (S3's settings), into a new
+/// cluster in `target`'s (empty) data folder, for its database `db`.
+fn restore_pg(
+    repo: &str,
+    env: &[(&str, String)],
+    at: &str,
+    out: &Path,
+    target: &cairn_testkit::PgCluster,
+    db: &str,
+) -> std::process::Output {
+    cairn()
+        .args(["restore", "--from", repo, "--at", at, "--data"])
+        .arg(out)
+        .args(["--database", &target.database_url(db), "--pg-data"])
+        .arg(target.data_dir())
+        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+        .output()
+        .unwrap()
 }
 
 /// Every item under /Root/A and /Root/B of database `db` of a PostgreSQL cluster.
@@ -599,12 +585,7 @@ fn postgres_a_restore_to_a_time_gives_exactly_what_was_answered_before_it() {
     archive_config(&data, repo.to_str().unwrap());
     let server = common::spawn(common::serve_command(&data, KEY).args(["--database", &url]));
     for f in ["A", "B"] {
-        let (s, v) = call(
-            "POST",
-            &format!("{}/odata.svc/Root", server.url),
-            Some(json!({"__ContentType": "Folder", "Name": f})),
-        );
-        assert_eq!(s, 201, "{v}");
+        folder(&server.url, "/Root", f);
     }
     wait_until("the first base", Duration::from_secs(60), || {
         let t = timeline(&repo);
@@ -635,14 +616,7 @@ fn postgres_a_restore_to_a_time_gives_exactly_what_was_answered_before_it() {
     let restore = |at: &str, name: &str| {
         let target = cairn_testkit::PgCluster::empty().unwrap();
         let out = dir.path().join(name);
-        let o = cairn()
-            .args(["restore", "--from", repo.to_str().unwrap(), "--at", at])
-            .arg("--data")
-            .arg(&out)
-            .args(["--database", &target.database_url(DB), "--pg-data"])
-            .arg(target.data_dir())
-            .output()
-            .unwrap();
+        let o = restore_pg(repo.to_str().unwrap(), &[], at, &out, &target, DB);
         (target, out, o)
     };
     for k in [9usize, 31] {
@@ -731,20 +705,14 @@ fn postgres_a_restore_to_a_time_gives_exactly_what_was_answered_before_it() {
     // it touched.
     let busy = cairn_testkit::PgCluster::empty().unwrap();
     std::fs::write(busy.data_dir().join("PG_VERSION"), "15\n").unwrap();
-    let o = cairn()
-        .args([
-            "restore",
-            "--from",
-            repo.to_str().unwrap(),
-            "--at",
-            "latest",
-        ])
-        .arg("--data")
-        .arg(dir.path().join("into-busy"))
-        .args(["--database", &busy.database_url(DB), "--pg-data"])
-        .arg(busy.data_dir())
-        .output()
-        .unwrap();
+    let o = restore_pg(
+        repo.to_str().unwrap(),
+        &[],
+        "latest",
+        &dir.path().join("into-busy"),
+        &busy,
+        DB,
+    );
     assert!(!o.status.success());
     assert!(text(&o).contains("is not empty"), "{}", text(&o));
     assert_eq!(
@@ -776,12 +744,7 @@ fn postgres_a_kill_under_writes_loses_nothing_that_was_answered() {
     archive_config(&data, repo.to_str().unwrap());
     let serve_pg = || common::spawn(common::serve_command(&data, KEY).args(["--database", &url]));
     let mut server = serve_pg();
-    let (s, v) = call(
-        "POST",
-        &format!("{}/odata.svc/Root", server.url),
-        Some(json!({"__ContentType": "Folder", "Name": "A"})),
-    );
-    assert_eq!(s, 201, "{v}");
+    folder(&server.url, "/Root", "A");
     wait_until("the first base", Duration::from_secs(60), || {
         (!timeline(&repo)["Bases"].as_array()?.is_empty()).then_some(())
     });
@@ -824,20 +787,7 @@ fn postgres_a_kill_under_writes_loses_nothing_that_was_answered() {
     let restore_latest = |name: &str| {
         let mut target = cairn_testkit::PgCluster::empty().unwrap();
         let out = dir.path().join(name);
-        let o = cairn()
-            .args([
-                "restore",
-                "--from",
-                repo.to_str().unwrap(),
-                "--at",
-                "latest",
-            ])
-            .arg("--data")
-            .arg(&out)
-            .args(["--database", &target.database_url(DB), "--pg-data"])
-            .arg(target.data_dir())
-            .output()
-            .unwrap();
+        let o = restore_pg(repo.to_str().unwrap(), &[], "latest", &out, &target, DB);
         assert!(o.status.success(), "{}", text(&o));
         target.start_again().unwrap();
         let names: std::collections::BTreeSet<String> = target
@@ -904,12 +854,7 @@ fn postgres_a_hanging_s3_delays_the_archive_and_never_a_write() {
             .args(["--database", &url])
             .envs(env.iter().map(|(k, v)| (*k, v.as_str()))),
     );
-    let (s, v) = call(
-        "POST",
-        &format!("{}/odata.svc/Root", server.url),
-        Some(json!({"__ContentType": "Folder", "Name": "A"})),
-    );
-    assert_eq!(s, 201, "{v}");
+    folder(&server.url, "/Root", "A");
     wait_until("the first base", Duration::from_secs(60), || {
         (!timeline_with(repo, &env)["Bases"].as_array()?.is_empty()).then_some(())
     });
@@ -921,12 +866,7 @@ fn postgres_a_hanging_s3_delays_the_archive_and_never_a_write() {
         let n = format!("s{}", names.len());
         last_began = SystemTime::now();
         let began = std::time::Instant::now();
-        let (s, v) = call(
-            "POST",
-            &format!("{}/odata.svc/Root/A", server.url),
-            Some(json!({"__ContentType": "Folder", "Name": n})),
-        );
-        assert_eq!(s, 201, "{v}");
+        folder(&server.url, "/Root/A", &n);
         assert!(
             began.elapsed() < Duration::from_secs(2),
             "a write took {:?} while S3 hung",
@@ -942,14 +882,14 @@ fn postgres_a_hanging_s3_delays_the_archive_and_never_a_write() {
     });
     shipped_past_with(repo, &env, last_began);
     let mut target = cairn_testkit::PgCluster::empty().unwrap();
-    let o = cairn()
-        .args(["restore", "--from", repo, "--at", "latest", "--data"])
-        .arg(dir.path().join("restored"))
-        .args(["--database", &target.database_url(DB), "--pg-data"])
-        .arg(target.data_dir())
-        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
-        .output()
-        .unwrap();
+    let o = restore_pg(
+        repo,
+        &env,
+        "latest",
+        &dir.path().join("restored"),
+        &target,
+        DB,
+    );
     assert!(o.status.success(), "{}", text(&o));
     target.start_again().unwrap();
     let have = target
@@ -988,12 +928,7 @@ fn a_full_spool_breaks_the_chain_and_a_new_base_mends_it() {
     let server = common::spawn(
         common::serve_command(&data, KEY).envs(env.iter().map(|(k, v)| (*k, v.as_str()))),
     );
-    let (s, v) = call(
-        "POST",
-        &format!("{}/odata.svc/Root", server.url),
-        Some(json!({"__ContentType": "Folder", "Name": "A"})),
-    );
-    assert_eq!(s, 201, "{v}");
+    folder(&server.url, "/Root", "A");
     wait_until("the first base", Duration::from_secs(60), || {
         (timeline_with(repo, &env)["Bases"].as_array()?.len() == 1).then_some(())
     });
@@ -1047,12 +982,7 @@ fn a_full_spool_breaks_the_chain_and_a_new_base_mends_it() {
         std::thread::sleep(Duration::from_millis(200));
     }
     let began = SystemTime::now();
-    let (s, v) = call(
-        "POST",
-        &format!("{}/odata.svc/Root/A", server.url),
-        Some(json!({"__ContentType": "Folder", "Name": "after"})),
-    );
-    assert_eq!(s, 201, "{v}");
+    folder(&server.url, "/Root/A", "after");
     shipped_past_with(repo, &env, began);
     // In the break: the last write before S3 answered was never archived as a change, and
     // the new base came after it.
@@ -1140,12 +1070,7 @@ fn postgres_a_prune_keeps_what_the_kept_base_needs() {
     .unwrap();
     let server = common::spawn(common::serve_command(&data, KEY).args(["--database", &url]));
     let early = SystemTime::now();
-    let (s, v) = call(
-        "POST",
-        &format!("{}/odata.svc/Root", server.url),
-        Some(json!({"__ContentType": "Folder", "Name": "A"})),
-    );
-    assert_eq!(s, 201, "{v}");
+    folder(&server.url, "/Root", "A");
     wait_until("three bases", Duration::from_secs(90), || {
         (timeline(&repo)["Bases"].as_array()?.len() >= 3).then_some(())
     });
@@ -1186,20 +1111,14 @@ fn postgres_a_prune_keeps_what_the_kept_base_needs() {
     assert!(!text(&o).contains("objects of changes"), "{}", text(&o));
 
     let mut target = cairn_testkit::PgCluster::empty().unwrap();
-    let o = cairn()
-        .args([
-            "restore",
-            "--from",
-            repo.to_str().unwrap(),
-            "--at",
-            "latest",
-        ])
-        .arg("--data")
-        .arg(dir.path().join("latest"))
-        .args(["--database", &target.database_url(DB), "--pg-data"])
-        .arg(target.data_dir())
-        .output()
-        .unwrap();
+    let o = restore_pg(
+        repo.to_str().unwrap(),
+        &[],
+        "latest",
+        &dir.path().join("latest"),
+        &target,
+        DB,
+    );
     assert!(o.status.success(), "{}", text(&o));
     target.start_again().unwrap();
     let names = target
@@ -1222,20 +1141,14 @@ fn postgres_a_prune_keeps_what_the_kept_base_needs() {
     let len = std::fs::metadata(last).unwrap().len() as usize;
     std::fs::write(last, vec![0u8; len]).unwrap();
     let torn = cairn_testkit::PgCluster::empty().unwrap();
-    let o = cairn()
-        .args([
-            "restore",
-            "--from",
-            repo.to_str().unwrap(),
-            "--at",
-            "latest",
-        ])
-        .arg("--data")
-        .arg(dir.path().join("torn"))
-        .args(["--database", &torn.database_url(DB), "--pg-data"])
-        .arg(torn.data_dir())
-        .output()
-        .unwrap();
+    let o = restore_pg(
+        repo.to_str().unwrap(),
+        &[],
+        "latest",
+        &dir.path().join("torn"),
+        &torn,
+        DB,
+    );
     assert!(!o.status.success(), "{}", text(&o));
     assert!(
         text(&o).contains("short of the archived WAL"),
@@ -1244,20 +1157,14 @@ fn postgres_a_prune_keeps_what_the_kept_base_needs() {
     );
 
     let gone = cairn_testkit::PgCluster::empty().unwrap();
-    let o = cairn()
-        .args([
-            "restore",
-            "--from",
-            repo.to_str().unwrap(),
-            "--at",
-            &rfc3339(early),
-        ])
-        .arg("--data")
-        .arg(dir.path().join("early"))
-        .args(["--database", &gone.database_url(DB), "--pg-data"])
-        .arg(gone.data_dir())
-        .output()
-        .unwrap();
+    let o = restore_pg(
+        repo.to_str().unwrap(),
+        &[],
+        &rfc3339(early),
+        &dir.path().join("early"),
+        &gone,
+        DB,
+    );
     assert!(!o.status.success(), "{}", text(&o));
     assert!(
         text(&o).contains("outside the restorable window"),
@@ -1301,20 +1208,14 @@ fn postgres_a_database_restart_does_not_stop_the_archive() {
     shipped_past(&repo, began);
     drop(server);
     let mut target = cairn_testkit::PgCluster::empty().unwrap();
-    let o = cairn()
-        .args([
-            "restore",
-            "--from",
-            repo.to_str().unwrap(),
-            "--at",
-            "latest",
-        ])
-        .arg("--data")
-        .arg(dir.path().join("latest"))
-        .args(["--database", &target.database_url(DB), "--pg-data"])
-        .arg(target.data_dir())
-        .output()
-        .unwrap();
+    let o = restore_pg(
+        repo.to_str().unwrap(),
+        &[],
+        "latest",
+        &dir.path().join("latest"),
+        &target,
+        DB,
+    );
     assert!(o.status.success(), "{}", text(&o));
     target.start_again().unwrap();
     let names = target

@@ -125,7 +125,7 @@ fn parse_system_time(t: &str) -> Option<SystemTime> {
 
 /// The name of a backup `policy` starts at `at`: `POLICY-YYYYMMDD-HHMMSS-mmm`, which sorts
 /// by time and tells the policy's backups from others in the same repository.
-pub(crate) fn backup_name(policy: &str, at: SystemTime) -> String {
+pub fn backup_name(policy: &str, at: SystemTime) -> String {
     let t = OffsetDateTime::from(at);
     format!(
         "{policy}-{:04}{:02}{:02}-{:02}{:02}{:02}-{:03}",

@@ -99,13 +99,18 @@ impl WalWatch {
         }
     }
 
+    /// The connection (made on first use, and again after an error).
+    fn client(&mut self) -> Result<&mut postgres::Client> {
+        let client = match self.client.take() {
+            Some(c) => c,
+            None => crate::db::postgres::connect(&self.url)?,
+        };
+        Ok(self.client.insert(client))
+    }
+
     /// Reads the position now.
     pub fn position(&mut self) -> Result<WalPosition> {
-        let client = match &mut self.client {
-            Some(c) => c,
-            None => self.client.insert(crate::db::postgres::connect(&self.url)?),
-        };
-        let row = client.query_one(
+        let row = self.client()?.query_one(
             "SELECT (extract(epoch FROM clock_timestamp()) * 1000)::int8, \
                     (SELECT timeline_id FROM pg_control_checkpoint())::int8, \
                     pg_current_wal_insert_lsn()::text, \
@@ -149,10 +154,7 @@ impl WalWatch {
     }
 
     fn make_slot(&mut self) -> Result<bool> {
-        let client = match &mut self.client {
-            Some(c) => c,
-            None => self.client.insert(crate::db::postgres::connect(&self.url)?),
-        };
+        let client = self.client()?;
         let lost = client
             .query_opt(
                 "SELECT wal_status = 'lost' FROM pg_replication_slots WHERE slot_name = $1",

@@ -429,51 +429,37 @@ pub fn restore_cmd(
         cairn_backup::refuse_overlap(from, &data.root, &data.database)
             .map_err(|e| anyhow!("{e}"))?;
     }
-    let created = !data.root.exists();
-    let lock = data.lock("restore")?;
-    let progress = Progress::new("restore", "bytes");
-    let target = RestoreTarget {
-        data_dir: data.root.clone(),
-        database: data.database.clone(),
-    };
-    let cancel = crate::commands::cancel_on_signal("restore");
-    let on_progress = |d: u64, t: u64| {
-        progress.set(d, t);
-        if d >= t {
-            progress.step(Some("swapping in"));
-        }
-    };
-    let restored = match &packed {
-        Some((address, repo)) => restore_backup(
-            address,
-            repo,
-            &target,
-            mode,
-            force,
-            identities.as_ref(),
-            &on_progress,
-            &cancel,
-        ),
-        None => restore(from, &target, mode, force, &on_progress, &cancel),
-    };
-    let report = match restored {
-        Ok(r) => r,
-        Err(e) => {
-            // A refused or failed restore leaves no trace: a data folder made for it
-            // (holding only the lock and any staging) goes again.
-            drop(lock);
-            if created {
-                let _ = std::fs::remove_dir_all(&data.root);
-            }
-            return Err(match e {
+    let report = restoring(
+        data,
+        || {},
+        |target, progress, cancel| {
+            let on_progress = |d: u64, t: u64| {
+                progress.set(d, t);
+                if d >= t {
+                    progress.step(Some("swapping in"));
+                }
+            };
+            let restored = match &packed {
+                Some((address, repo)) => restore_backup(
+                    address,
+                    repo,
+                    target,
+                    mode,
+                    force,
+                    identities.as_ref(),
+                    &on_progress,
+                    cancel,
+                ),
+                None => restore(from, target, mode, force, &on_progress, cancel),
+            };
+            restored.map_err(|e| match e {
                 BackupError::Canceled | BackupError::Store(cairn_store::StoreError::Cancelled) => {
                     anyhow!("canceled before anything was swapped in: the repository is as it was")
                 }
                 other => anyhow!("{other}"),
-            });
-        }
-    };
-    progress.finish();
+            })
+        },
+    )?;
     for w in &report.warnings {
         eprintln!("warning: {w}");
     }
@@ -517,6 +503,37 @@ pub fn restore_at_cmd(
     if pg_data.is_some() {
         anyhow::bail!("--pg-data is for a PostgreSQL --database; this data folder's is SQLite");
     }
+    let r = restoring(
+        data,
+        || {},
+        |target, progress, cancel| {
+            cairn_backup::archive::restore_at(
+                &repo,
+                at,
+                target,
+                identities.as_ref(),
+                &|d, t| progress.set(d, t),
+                cancel,
+            )
+            .map_err(|e| anyhow!("{e}"))
+        },
+    )?;
+    println!(
+        "restored to {}: base {}, {} changes applied (database at change {}), index from {}; \
+         the next start catches the index up",
+        r.at, r.base, r.changes, r.seq, r.index_from
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Runs a restore into `data`: its lock held, progress shown, Ctrl-C to cancel. A refused
+/// or failed restore leaves no trace: a data folder made for it (holding only the lock and
+/// any staging) goes again, and `undo` runs.
+fn restoring<T>(
+    data: &DataDir,
+    undo: impl FnOnce(),
+    restore: impl FnOnce(&RestoreTarget, &Progress, &cairn_store::CancelToken) -> Result<T>,
+) -> Result<T> {
     let created = !data.root.exists();
     let lock = data.lock("restore")?;
     let progress = Progress::new("restore", "bytes");
@@ -525,31 +542,15 @@ pub fn restore_at_cmd(
         database: data.database.clone(),
     };
     let cancel = crate::commands::cancel_on_signal("restore");
-    let restored = cairn_backup::archive::restore_at(
-        &repo,
-        at,
-        &target,
-        identities.as_ref(),
-        &|d, t| progress.set(d, t),
-        &cancel,
-    );
+    let restored = restore(&target, &progress, &cancel);
     progress.finish();
-    let r = match restored {
-        Ok(r) => r,
-        Err(e) => {
-            drop(lock);
-            if created {
-                let _ = std::fs::remove_dir_all(&data.root);
-            }
-            return Err(anyhow!("{e}"));
+    restored.inspect_err(|_| {
+        drop(lock);
+        if created {
+            let _ = std::fs::remove_dir_all(&data.root);
         }
-    };
-    println!(
-        "restored to {}: base {}, {} changes applied (database at change {}), index from {}; \
-         the next start catches the index up",
-        r.at, r.base, r.changes, r.seq, r.index_from
-    );
-    Ok(ExitCode::SUCCESS)
+        undo();
+    })
 }
 
 /// `restore --at` on PostgreSQL: a new cluster in `pg_data` recovered to the time, and the
@@ -575,47 +576,33 @@ fn restore_at_postgres(
             );
         }
     }
-    let created = !data.root.exists();
-    let lock = data.lock("restore")?;
-    let progress = Progress::new("restore", "bytes");
-    let target = RestoreTarget {
-        data_dir: data.root.clone(),
-        database: data.database.clone(),
-    };
-    let cancel = crate::commands::cancel_on_signal("restore");
-    let restored = cairn_backup::archive::postgres::restore_at_postgres(
-        repo,
-        at,
-        &target,
-        pg_data,
-        identities,
-        &|d, t| progress.set(d, t),
-        &cancel,
-    );
-    progress.finish();
-    let r = match restored {
-        Ok(r) => r,
-        Err(e) => {
-            drop(lock);
-            if created {
-                let _ = std::fs::remove_dir_all(&data.root);
+    // What was written of the new cluster goes after a failure: it was absent or empty.
+    let undo = || {
+        if pg_created {
+            let _ = std::fs::remove_dir_all(pg_data);
+        } else if let Ok(entries) = std::fs::read_dir(pg_data) {
+            for e in entries.flatten() {
+                let p = e.path();
+                let _ = if p.is_dir() {
+                    std::fs::remove_dir_all(&p)
+                } else {
+                    std::fs::remove_file(&p)
+                };
             }
-            // What was written of the new cluster goes: it was absent or empty.
-            if pg_created {
-                let _ = std::fs::remove_dir_all(pg_data);
-            } else if let Ok(entries) = std::fs::read_dir(pg_data) {
-                for e in entries.flatten() {
-                    let p = e.path();
-                    let _ = if p.is_dir() {
-                        std::fs::remove_dir_all(&p)
-                    } else {
-                        std::fs::remove_file(&p)
-                    };
-                }
-            }
-            return Err(anyhow!("{e}"));
         }
     };
+    let r = restoring(data, undo, |target, progress, cancel| {
+        cairn_backup::archive::postgres::restore_at_postgres(
+            repo,
+            at,
+            target,
+            pg_data,
+            identities,
+            &|d, t| progress.set(d, t),
+            cancel,
+        )
+        .map_err(|e| anyhow!("{e}"))
+    })?;
     println!(
         "restored to {}{}: base {}, {} MB of WAL replayed by PostgreSQL (now on timeline {}; \
          database at activity {}), index from {}; start PostgreSQL on {} (pg_ctl -D {} start) \

@@ -33,7 +33,7 @@ struct Shared {
     dir: PathBuf,
     repository_id: String,
     base_every: Duration,
-    stopping: AtomicBool,
+    stopping: CancelToken,
     status: Mutex<ArchiveStatus>,
     receiver_error: Mutex<Option<String>>,
     need_base: AtomicBool,
@@ -97,7 +97,7 @@ impl PgArchiver {
             dir: dir.clone(),
             repository_id: repository_id.to_string(),
             base_every,
-            stopping: AtomicBool::new(false),
+            stopping: CancelToken::new(),
             receiver_error: Mutex::new(None),
             need_base: AtomicBool::new(false),
             breaks: std::sync::atomic::AtomicU64::new(0),
@@ -139,7 +139,7 @@ impl PgArchiver {
             .spawn(move || {
                 let mut state = Shipping::default();
                 let mut last = Instant::now() - SHIP_EVERY;
-                while !s.stopping.load(Ordering::SeqCst) {
+                while !s.stopping.is_cancelled() {
                     std::thread::sleep(Duration::from_millis(50));
                     if last.elapsed() >= SHIP_EVERY {
                         last = Instant::now();
@@ -156,10 +156,10 @@ impl PgArchiver {
             .name("cairn-archive-probe".into())
             .spawn(move || {
                 let mut watch = WalWatch::new(&s.url);
-                while !s.stopping.load(Ordering::SeqCst) {
+                while !s.stopping.is_cancelled() {
                     s.probe(&mut watch);
                     let slept = Instant::now();
-                    while slept.elapsed() < SHIP_EVERY / 2 && !s.stopping.load(Ordering::SeqCst) {
+                    while slept.elapsed() < SHIP_EVERY / 2 && !s.stopping.is_cancelled() {
                         std::thread::sleep(Duration::from_millis(50));
                     }
                 }
@@ -219,7 +219,7 @@ impl PgArchiver {
         {
             r.stop();
         }
-        self.shared.stopping.store(true, Ordering::SeqCst);
+        self.shared.stopping.cancel();
         for t in self
             .threads
             .lock()
@@ -507,7 +507,7 @@ impl Shared {
     fn base_loop(self: Arc<Self>) {
         let mut last_base: Option<Instant> = None;
         let mut last_try: Option<Instant> = None;
-        while !self.stopping.load(Ordering::SeqCst) {
+        while !self.stopping.is_cancelled() {
             std::thread::sleep(Duration::from_millis(200));
             let due = self.need_base.load(Ordering::SeqCst)
                 || last_base.is_some_and(|t| t.elapsed() >= self.base_every);
@@ -567,26 +567,11 @@ impl Shared {
     fn take_base(&self) -> Result<PgBaseInfo> {
         let staging = self.dir.with_file_name(BASE_STAGING);
         let _ = std::fs::remove_dir_all(&staging);
-        let cancel = CancelToken::new();
-        let stopping = &self.stopping;
         let started_ms = now_ms();
         // The cluster's identity and segment size, before the copy.
         let pos = WalWatch::new(&self.url).position()?;
-        let taken = std::thread::scope(|s| {
-            let c = cancel.clone();
-            let watcher = s.spawn(move || {
-                while !c.is_cancelled() {
-                    if stopping.load(Ordering::SeqCst) {
-                        c.cancel();
-                    }
-                    std::thread::sleep(Duration::from_millis(100));
-                }
-            });
-            let r = base_backup(&self.url, &staging, &cancel);
-            cancel.cancel();
-            let _ = watcher.join();
-            r
-        });
+        // The archiver's stop cancels it.
+        let taken = base_backup(&self.url, &staging, &self.stopping);
         let base = match taken {
             Ok(b) => b,
             Err(cairn_store::StoreError::Cancelled) => {
@@ -610,7 +595,7 @@ impl Shared {
             let (mut parts, mut bytes) = (0u32, 0u64);
             let mut buf = vec![0u8; PART_BYTES];
             loop {
-                if self.stopping.load(Ordering::SeqCst) {
+                if self.stopping.is_cancelled() {
                     return Err(BackupError::Canceled);
                 }
                 let n = read_full(&mut file, &mut buf)

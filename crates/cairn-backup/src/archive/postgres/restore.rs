@@ -6,8 +6,8 @@ use std::path::Path;
 use cairn_store::pg_physical;
 use cairn_store::CancelToken;
 
-use super::reach::{base_reader, fetch_wal, reaches, PgReach};
-use super::Reach;
+use super::reach::{base_reader, fetch_wal, reaches};
+use super::{PgBaseInfo, Reach};
 use crate::archive::pick::{newer_index, readable_manifests, RestoreAt};
 use crate::clock::format_ms;
 use crate::error::{io, BackupError, Result};
@@ -55,51 +55,50 @@ pub fn restore_at_postgres(
         ));
     };
     let (manifests, _) = readable_manifests(repo, identities)?;
-    let reaches: Vec<PgReach> = reaches(repo)?
+    // Every base whose WAL reaches its own end: (base, its reach, when it finished).
+    let restorable: Vec<(PgBaseInfo, Reach, i64)> = reaches(repo)?
         .into_iter()
-        .filter(|r| {
-            r.reach.is_some_and(|x| {
-                crate::clock::parse_ms(&r.base.finished_at).is_some_and(|f| x.at_ms >= f)
-            })
+        .filter_map(|r| {
+            let finished = crate::clock::parse_ms(&r.base.finished_at)?;
+            let reach = r.reach.filter(|x| x.at_ms >= finished)?;
+            Some((r.base, reach, finished))
         })
         .collect();
-    let finished = |r: &PgReach| crate::clock::parse_ms(&r.base.finished_at).unwrap_or(i64::MAX);
-    let reach_ms = |r: &PgReach| r.reach.map_or(i64::MIN, |x| x.at_ms);
     let window = || {
-        if reaches.is_empty() {
+        if restorable.is_empty() {
             return "it has no PostgreSQL base backup whose WAL reaches its end".to_string();
         }
-        reaches
+        restorable
             .iter()
-            .map(|r| {
+            .map(|(b, r, _)| {
                 format!(
                     "{} .. {} (from {})",
-                    r.base.finished_at,
-                    format_ms(reach_ms(r)),
-                    r.base.name
+                    b.finished_at,
+                    format_ms(r.at_ms),
+                    b.name
                 )
             })
             .collect::<Vec<_>>()
             .join(", ")
     };
-    let (chosen, target_time) = match at {
+    let ((base, reach, _), target_time) = match at {
         RestoreAt::Latest => {
-            let r = reaches
+            let chosen = restorable
                 .iter()
-                .max_by_key(|r| (reach_ms(r), finished(r)))
+                .max_by_key(|(_, r, finished)| (r.at_ms, *finished))
                 .ok_or_else(|| {
                     BackupError::NotFound(format!(
                         "{} has no PostgreSQL base backup to restore from",
                         repo.url().display()
                     ))
                 })?;
-            (r, None)
+            (chosen, None)
         }
         RestoreAt::Time(t) => {
-            let r = reaches
+            let chosen = restorable
                 .iter()
-                .filter(|r| finished(r) <= t && t <= reach_ms(r))
-                .max_by_key(|r| finished(r))
+                .filter(|(_, r, finished)| *finished <= t && t <= r.at_ms)
+                .max_by_key(|(_, _, finished)| *finished)
                 .ok_or_else(|| {
                     BackupError::Refused(format!(
                         "{} is outside the restorable window of {}: {}; nothing was changed",
@@ -108,17 +107,9 @@ pub fn restore_at_postgres(
                         window()
                     ))
                 })?;
-            (r, Some(t))
+            (chosen, Some(t))
         }
     };
-    let (base, reach) = (
-        &chosen.base,
-        chosen.reach.unwrap_or(Reach {
-            timeline: chosen.base.timeline,
-            lsn: 0,
-            at_ms: 0,
-        }),
-    );
     // PostgreSQL runs in the folder: a relative path would name another place for it.
     let pg_data = &std::path::absolute(pg_data)
         .map_err(io(format!("the absolute path of {}", pg_data.display())))?;
@@ -130,7 +121,7 @@ pub fn restore_at_postgres(
     progress(base.bytes, base.bytes);
     cancel.check()?;
     let wal_dir = pg_data.join("cairn-restore-wal");
-    let wal_bytes = fetch_wal(repo, base, &reach, &wal_dir)?;
+    let wal_bytes = fetch_wal(repo, base, reach, &wal_dir)?;
     // The server's `cp` reads them as its own user.
     if let Some((uid, gid)) = user {
         let entries =
