@@ -9,8 +9,14 @@ pub struct ApiConfig {
     pub admin_key: String,
     /// The most items one collection or query answer holds; a larger `$top` is clamped.
     pub max_top: usize,
-    /// The largest request body, in bytes (413 above).
+    /// The largest request body, in bytes (413 above); also the largest chunk of a
+    /// chunked upload.
     pub max_body_bytes: usize,
+    /// The largest file uploaded whole (in one request, not in chunks), in bytes.
+    pub max_upload_bytes: u64,
+    /// How long a chunked upload may wait for its next chunk before it is abandoned and
+    /// its bytes removed.
+    pub upload_timeout: Duration,
     /// The longest `query` / `$filter` text, in bytes (400 above).
     pub max_query_bytes: usize,
     /// How long a request may take before it is answered 408.
@@ -29,6 +35,8 @@ impl ApiConfig {
             admin_key,
             max_top: 10_000,
             max_body_bytes: 10 << 20,
+            max_upload_bytes: 1 << 30,
+            upload_timeout: Duration::from_secs(3600),
             max_query_bytes: 16 << 10,
             request_timeout: Duration::from_secs(60),
             searchable_timeout: Duration::from_secs(10),

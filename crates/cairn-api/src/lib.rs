@@ -12,6 +12,7 @@ mod blocking;
 pub mod client;
 pub mod config;
 pub mod error;
+pub mod files;
 pub mod metrics;
 pub mod odata;
 pub mod server;
@@ -43,6 +44,7 @@ use metrics::RouteLabel;
 /// The whole HTTP service over `state`.
 pub fn router(state: AppState) -> Router {
     let config = state.config.clone();
+    files::upload::start_sweeper(&state);
     Router::new()
         .route("/health", get(health))
         .route("/metrics", get(metrics_text))
@@ -54,7 +56,7 @@ pub fn router(state: AppState) -> Router {
             config.request_timeout,
         ))
         .layer(middleware::from_fn_with_state(
-            config.max_body_bytes,
+            (config.max_body_bytes, config.max_upload_bytes),
             refuse_declared_oversize,
         ))
         .layer(middleware::from_fn_with_state(state.clone(), observe))
@@ -64,18 +66,35 @@ pub fn router(state: AppState) -> Router {
 /// A body whose declared `Content-Length` is over the limit is refused (413) at once,
 /// before a byte of it is read: waiting for it would hold the connection until the
 /// request timeout. (A body without a declared length is cut at the limit as it is read.)
+/// The limit is the body limit, or the whole-file upload limit for a multipart body sent
+/// without `Content-Range` (a chunk is bounded as any body).
 pub async fn refuse_declared_oversize(
-    State(limit): State<usize>,
+    State((body_limit, upload_limit)): State<(usize, u64)>,
     req: Request,
     next: Next,
 ) -> Response {
+    let whole_upload = req.headers().get(header::CONTENT_RANGE).is_none()
+        && req
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| {
+                v.trim_start()
+                    .to_ascii_lowercase()
+                    .starts_with("multipart/")
+            });
+    let limit = if whole_upload {
+        upload_limit.saturating_add(1 << 20) as u128
+    } else {
+        body_limit as u128
+    };
     let declared = req
         .headers()
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.trim().parse::<u128>().ok());
     match declared {
-        Some(n) if n > limit as u128 => ApiError::new(
+        Some(n) if n > limit => ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
             "RequestTooLarge",
             "Exception",
@@ -140,6 +159,33 @@ async fn metrics_text(State(state): State<AppState>, req: Request) -> Response {
 /// `/odata.svc` is case-insensitive.
 async fn odata_entry(state: State<AppState>, req: Request) -> Response {
     let (mut parts, body) = req.into_parts();
+    let file = files::route(
+        &parts.method,
+        &parts.uri,
+        &parts.headers,
+        state.0.store.types(),
+    );
+    if let Some(file) = file {
+        use axum::extract::FromRequestParts;
+        let caller = match auth::Caller::from_request_parts(&mut parts, &state.0).await {
+            Ok(c) => c,
+            Err(e) => return e.into_response(),
+        };
+        let answered = match file {
+            Ok(files::FileRoute::Upload(parent)) => {
+                files::upload(state.0, caller, parent, parts.headers, body).await
+            }
+            Ok(files::FileRoute::Download(at, property)) => {
+                files::download(state.0, caller, at, property, parts.method, parts.headers).await
+            }
+            Err(e) => Err(e),
+        };
+        return answered.unwrap_or_else(|e| {
+            let mut r = e.into_response();
+            r.extensions_mut().insert(RouteLabel("files-error"));
+            r
+        });
+    }
     let is_odata = parts
         .uri
         .path()

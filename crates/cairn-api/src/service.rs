@@ -77,7 +77,8 @@ pub fn service_router(state: ServiceState) -> Router {
         })
         .layer(DefaultBodyLimit::max(SERVICE_MAX_BODY))
         .layer(middleware::from_fn_with_state(
-            SERVICE_MAX_BODY,
+            // The service takes no uploads: one limit for every body.
+            (SERVICE_MAX_BODY, SERVICE_MAX_BODY as u64),
             crate::refuse_declared_oversize,
         ))
         .layer(middleware::from_fn(error_bodies))

@@ -7,6 +7,7 @@ use cairn_store::Store;
 
 use crate::backend::{BackupBackend, IndexJobs, SearchBackend};
 use crate::config::ApiConfig;
+use crate::files::Uploads;
 use crate::metrics::Metrics;
 
 /// Shared state of the API.
@@ -24,6 +25,8 @@ pub struct AppState {
     pub backups: Option<Arc<BackupBackend>>,
     /// Index rebuilds and restores while serving (absent: not offered).
     pub index_jobs: Option<Arc<IndexJobs>>,
+    /// Chunked uploads in progress.
+    pub uploads: Arc<Uploads>,
 }
 
 impl AppState {
@@ -36,6 +39,7 @@ impl AppState {
             metrics: Arc::new(Metrics::default()),
             backups: None,
             index_jobs: None,
+            uploads: Arc::new(Uploads::default()),
         }
     }
 

@@ -65,6 +65,15 @@ pub fn build(
     let mut all_text = String::new();
     if let Ok(t) = types.get(&node.type_name) {
         for def in &t.fields {
+            // A file's extracted text is the item's text: `query=apple` finds a document
+            // that contains it.
+            if let Some(FieldValue::Binary(b)) = node.fields.get(def.name) {
+                if !b.text.is_empty() {
+                    all_text.push_str(&b.text);
+                    all_text.push('\n');
+                }
+                continue;
+            }
             let Some((field, as_)) = schema.field(def.name) else {
                 continue;
             };

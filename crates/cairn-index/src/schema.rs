@@ -67,6 +67,9 @@ impl IndexedAs {
             FieldKind::Number => IndexedAs::F64,
             FieldKind::Boolean => IndexedAs::Bool,
             FieldKind::DateTime => IndexedAs::Date,
+            // Never asked of the schema (binaries have no field of their own, see
+            // `FieldDef::is_indexed`); their text is indexed as the item's text.
+            FieldKind::Binary => IndexedAs::Text,
         }
     }
     /// True when the field can sort results.
@@ -133,7 +136,7 @@ impl IndexSchema {
     pub fn new(types: &ContentTypes) -> IndexSchema {
         let mut b = Schema::builder();
         let mut fields = HashMap::new();
-        for def in types.all_fields().into_iter().filter(|d| !d.is_hidden()) {
+        for def in types.all_fields().into_iter().filter(|d| d.is_indexed()) {
             let as_ = if def.name == "Id" {
                 IndexedAs::I64
             } else {

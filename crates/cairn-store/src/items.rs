@@ -83,6 +83,10 @@ pub(crate) fn unchanged(def: &FieldDef, current: &Node, sent: &Json) -> bool {
     if def.kind == FieldKind::Reference && sent.is_null() {
         return true;
     }
+    // A binary as the API shows it, sent back: the media resource names no bytes.
+    if def.kind == FieldKind::Binary && sent.get("__mediaresource").is_some() {
+        return true;
+    }
     let current = current
         .value(def.name)
         .filter(|v| !matches!(v, FieldValue::Reference(ids) if ids.is_empty()));

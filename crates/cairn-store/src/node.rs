@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use serde_json::{Map, Value};
 use time::OffsetDateTime;
 
-use crate::content::{format_date, ContentTypes, FieldValue};
+use crate::content::{format_date, ContentTypes, FieldDef, FieldValue};
 use crate::ids::NodeId;
 
 /// A content item: the columns of `nodes` plus its typed field values.
@@ -92,17 +92,39 @@ impl Node {
         Some(v)
     }
 
+    /// The API's JSON of the field `def`, null when absent. A binary is sensenet's media
+    /// resource: where to download it, its media type and its ETag (the blob's hash).
+    pub fn field_json(&self, def: &FieldDef) -> Value {
+        match self.value(def.name) {
+            None => Value::Null,
+            Some(FieldValue::Binary(b)) => {
+                let mut m = Map::new();
+                m.insert("edit_media".into(), Value::Null);
+                m.insert(
+                    "media_src".into(),
+                    format!(
+                        "/binaryhandler.ashx?nodeid={}&propertyname={}",
+                        self.id.0, def.name
+                    )
+                    .into(),
+                );
+                m.insert("content_type".into(), b.content_type.into());
+                m.insert("media_etag".into(), format!("\"{}\"", b.hash).into());
+                let mut outer = Map::new();
+                outer.insert("__mediaresource".into(), Value::Object(m));
+                Value::Object(outer)
+            }
+            Some(v) => v.to_json(def),
+        }
+    }
+
     /// Every field of the item's type as JSON, null for absent values.
     pub fn to_json(&self, types: &ContentTypes) -> Map<String, Value> {
         let mut out = Map::new();
         match types.get(&self.type_name) {
             Ok(t) => {
                 for def in t.fields.iter().filter(|d| !d.is_hidden()) {
-                    let v = self
-                        .value(def.name)
-                        .map(|v| v.to_json(def))
-                        .unwrap_or(Value::Null);
-                    out.insert(def.name.to_string(), v);
+                    out.insert(def.name.to_string(), self.field_json(def));
                 }
             }
             Err(_) => {

@@ -13,6 +13,7 @@ use crate::db::postgres::PostgresBackend;
 use crate::db::sqlite::{SqliteBackend, SqliteOptions};
 use crate::db::{query_in, schema, Backend, Conn, Dialect, Param};
 use crate::error::{Result, StoreError};
+use crate::files::{BlobStore, FsBlobs};
 use crate::ids::{ActivityId, NodeId};
 use crate::node::{Node, NodeDetail, NodeRef, NodeStamp};
 use crate::rows::{
@@ -85,6 +86,7 @@ pub struct Store {
     repository_id: Uuid,
     admin_id: NodeId,
     listeners: RwLock<Vec<WriteListener>>,
+    blobs: Option<Arc<dyn BlobStore>>,
 }
 
 impl std::fmt::Debug for Store {
@@ -93,6 +95,17 @@ impl std::fmt::Debug for Store {
             .field("url", &self.url.redacted())
             .field("repository_id", &self.repository_id)
             .finish()
+    }
+}
+
+/// The blobs of the database at `url`: `blobs/` beside an SQLite file.
+fn blob_store_for(url: &DatabaseUrl) -> Option<Arc<dyn BlobStore>> {
+    match url {
+        DatabaseUrl::Sqlite(path) => {
+            let dir = path.parent().unwrap_or(std::path::Path::new("."));
+            Some(Arc::new(FsBlobs::new(&dir.join("blobs"))))
+        }
+        DatabaseUrl::Postgres(_) => None,
     }
 }
 
@@ -131,6 +144,16 @@ impl Store {
             repository_id,
             admin_id,
             listeners: RwLock::new(Vec::new()),
+            blobs: blob_store_for(url),
+        })
+    }
+
+    /// Where this repository keeps the bytes of its files.
+    pub fn blobs(&self) -> Result<Arc<dyn BlobStore>> {
+        self.blobs.clone().ok_or_else(|| {
+            StoreError::NotAllowed(
+                "files (binary fields) are not kept on PostgreSQL yet; use SQLite".into(),
+            )
         })
     }
 

@@ -106,6 +106,14 @@ enum Command {
         /// The longest `query` or `$filter`, in bytes.
         #[arg(long, env = "CAIRN_MAX_QUERY", default_value_t = 16 << 10)]
         max_query: usize,
+        /// The largest file uploaded in one request (not in chunks), in bytes. A chunk of
+        /// a chunked upload is bounded by --max-body.
+        #[arg(long, env = "CAIRN_MAX_UPLOAD", default_value_t = 1 << 30)]
+        max_upload: u64,
+        /// Seconds a chunked upload may wait for its next chunk before it is abandoned
+        /// and its bytes removed.
+        #[arg(long, env = "CAIRN_UPLOAD_TIMEOUT", default_value_t = 3600)]
+        upload_timeout: u64,
         /// Seconds a request may take before it is answered 408.
         #[arg(long, env = "CAIRN_REQUEST_TIMEOUT", default_value_t = 60)]
         request_timeout: u64,
@@ -347,6 +355,8 @@ fn run(cli: Cli) -> Result<ExitCode> {
             max_top,
             max_body,
             max_query,
+            max_upload,
+            upload_timeout,
             request_timeout,
             activity_retention_days,
             backup_busy_rate,
@@ -362,6 +372,8 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 max_top: max_top.max(1),
                 max_body_bytes: max_body,
                 max_query_bytes: max_query.max(16),
+                max_upload_bytes: max_upload,
+                upload_timeout: std::time::Duration::from_secs(upload_timeout.max(1)),
                 request_timeout: std::time::Duration::from_secs(request_timeout.max(1)),
                 activity_retention: std::time::Duration::from_secs(
                     activity_retention_days * 86_400,

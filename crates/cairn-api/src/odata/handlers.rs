@@ -27,7 +27,7 @@ fn labeled(route: &'static str, resp: impl IntoResponse) -> Response {
 }
 
 /// Waits until `activity` is searchable (bounded by the configured timeout).
-fn searchable(state: &AppState, activity: ActivityId) {
+pub(crate) fn searchable(state: &AppState, activity: ActivityId) {
     if !state
         .search
         .wait_for(activity, state.config.searchable_timeout)
@@ -128,11 +128,7 @@ async fn dispatch(
 
 /// The part of the path after the service token `/odata.svc` (case-insensitive).
 fn strip_service(path: &str) -> Option<&str> {
-    let token = "/odata.svc";
-    (path.len() >= token.len()
-        && path.is_char_boundary(token.len())
-        && path[..token.len()].eq_ignore_ascii_case(token))
-    .then(|| &path[token.len()..])
+    path::strip_prefix_ci(path, "/odata.svc")
 }
 
 async fn read(

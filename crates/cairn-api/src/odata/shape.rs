@@ -128,8 +128,7 @@ impl<'a> Shaper<'a> {
         names
             .filter_map(|n| {
                 let def = t.field(n).filter(|d| !d.is_hidden())?;
-                let v = node.value(def.name).map_or(Value::Null, |v| v.to_json(def));
-                Some((n.to_string(), v))
+                Some((n.to_string(), node.field_json(def)))
             })
             .collect()
     }

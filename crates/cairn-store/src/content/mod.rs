@@ -8,4 +8,4 @@ pub use path::{
     parent_path, path_key, validate_name, validate_path, MAX_NAME_CHARS, MAX_PATH_CHARS,
 };
 pub use types::{ContentType, ContentTypes, FieldDef, FieldKind, Storage};
-pub use value::{format_date, parse_date, FieldValue};
+pub use value::{format_date, parse_date, BinaryValue, FieldValue};

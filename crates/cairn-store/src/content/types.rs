@@ -31,6 +31,9 @@ pub enum FieldKind {
     Reference,
     /// One or more values out of a fixed list.
     Choice,
+    /// A file's bytes: a content-addressed blob named by its SHA-256, with its size, media
+    /// type, file name and the text extracted for the index ([`crate::files`]).
+    Binary,
 }
 
 /// Where a field's value lives.
@@ -45,6 +48,10 @@ pub enum Storage {
     /// A typed value that is never indexed nor shown (a password hash). Only the API writes
     /// it, after hashing; clients cannot name it.
     Hidden,
+    /// A binary value ([`FieldKind::Binary`]) in `nodes.fields`: written only by an upload
+    /// ([`crate::Store::save_binary`]), shown as a media resource, its extracted text
+    /// indexed as the item's text.
+    Binary,
 }
 
 /// One field of a content type.
@@ -75,9 +82,15 @@ impl FieldDef {
     const fn typed(name: &'static str, kind: FieldKind) -> Self {
         Self::new(name, kind, Storage::Typed)
     }
-    /// True when clients cannot write this field.
+    /// True when clients cannot write this field through the fields of a create or an
+    /// update.
     pub fn is_read_only(&self) -> bool {
-        self.storage == Storage::System
+        matches!(self.storage, Storage::System | Storage::Binary)
+    }
+    /// True when the index has a field of this name (hidden values and binaries have none;
+    /// a binary's extracted text goes into the item's text).
+    pub fn is_indexed(&self) -> bool {
+        !matches!(self.storage, Storage::Hidden | Storage::Binary)
     }
     /// True when the field is never indexed nor shown.
     pub fn is_hidden(&self) -> bool {
@@ -165,6 +178,7 @@ const ARTICLE_FIELDS: &[FieldDef] = &[
 ];
 
 const FILE_FIELDS: &[FieldDef] = &[
+    FieldDef::new("Binary", FieldKind::Binary, Storage::Binary),
     FieldDef::typed("MimeType", FieldKind::ShortText),
     FieldDef::typed("Size", FieldKind::Integer),
 ];

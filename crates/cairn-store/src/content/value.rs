@@ -31,6 +31,64 @@ pub enum FieldValue {
     Reference(Vec<NodeId>),
     /// Choice: canonical spellings of the chosen options.
     Choice(Vec<String>),
+    /// Binary: a file's bytes, by their blob.
+    Binary(BinaryValue),
+}
+
+/// A binary field's value: the blob that holds the bytes and what is known of them. Stored
+/// as one JSON object in `nodes.fields`; the bytes themselves are in the blob store
+/// ([`crate::files`]), written and synced before the row that names them commits.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BinaryValue {
+    /// The SHA-256 of the bytes, 64 lower-case hex digits: the blob's name.
+    pub hash: String,
+    /// The number of bytes.
+    pub size: i64,
+    /// The media type (`application/pdf`).
+    pub content_type: String,
+    /// The file name it was uploaded with.
+    pub file_name: String,
+    /// The text extracted for the index (empty when the type has none, or extraction
+    /// failed or was cut off: `extract_note` says why).
+    pub text: String,
+    /// Why the text is missing or partial, if it is.
+    pub extract_note: Option<String>,
+}
+
+impl BinaryValue {
+    /// The stored JSON object.
+    pub fn to_stored_json(&self) -> Value {
+        let mut o = serde_json::Map::new();
+        o.insert("Hash".into(), self.hash.clone().into());
+        o.insert("Size".into(), self.size.into());
+        o.insert("ContentType".into(), self.content_type.clone().into());
+        o.insert("FileName".into(), self.file_name.clone().into());
+        if !self.text.is_empty() {
+            o.insert("Text".into(), self.text.clone().into());
+        }
+        if let Some(n) = &self.extract_note {
+            o.insert("ExtractNote".into(), n.clone().into());
+        }
+        Value::Object(o)
+    }
+
+    /// The value stored as `v`, checked.
+    pub fn from_stored_json(v: &Value) -> Option<BinaryValue> {
+        let o = v.as_object()?;
+        let hash = o.get("Hash")?.as_str()?;
+        if !crate::files::is_blob_hash(hash) {
+            return None;
+        }
+        let text = |k: &str| o.get(k).and_then(Value::as_str).map(str::to_string);
+        Some(BinaryValue {
+            hash: hash.to_string(),
+            size: o.get("Size")?.as_i64().filter(|n| *n >= 0)?,
+            content_type: text("ContentType").unwrap_or_default(),
+            file_name: text("FileName").unwrap_or_default(),
+            text: text("Text").unwrap_or_default(),
+            extract_note: text("ExtractNote"),
+        })
+    }
 }
 
 fn invalid(def: &FieldDef, reason: impl Into<String>) -> StoreError {
@@ -193,11 +251,18 @@ impl FieldValue {
                 }
                 FieldValue::Choice(chosen)
             }
+            // Only the stored form: clients cannot write a binary field (it is read-only;
+            // an upload writes it).
+            FieldKind::Binary => match BinaryValue::from_stored_json(v) {
+                Some(b) => FieldValue::Binary(b),
+                None => return Err(invalid(def, "not a stored binary value")),
+            },
         };
         Ok(Some(value))
     }
 
-    /// The JSON form, as stored in `nodes.fields` and returned by the API.
+    /// The JSON form, as stored in `nodes.fields` and returned by the API (a binary is
+    /// shown otherwise: [`crate::Node::to_json`]).
     pub fn to_json(&self, def: &FieldDef) -> Value {
         match self {
             FieldValue::Text(s) => Value::String(s.clone()),
@@ -211,6 +276,7 @@ impl FieldValue {
             }
             FieldValue::Reference(ids) => ids.iter().map(|i| Value::from(i.0)).collect(),
             FieldValue::Choice(c) => c.iter().map(|s| Value::String(s.clone())).collect(),
+            FieldValue::Binary(b) => b.to_stored_json(),
         }
     }
 }

@@ -3,7 +3,10 @@
 //! Creates, updates, renames and imports are here; moves, copies and deletes of whole
 //! subtrees in [`moves`].
 
+mod files;
 mod moves;
+
+pub use files::SaveBinary;
 
 use std::collections::HashMap;
 
@@ -11,7 +14,7 @@ use serde_json::{Map, Value as Json};
 
 use crate::activity::ActivityKind;
 use crate::activity_log::insert_activity;
-use crate::content::{path_key, validate_name, validate_path};
+use crate::content::{path_key, validate_name, validate_path, Storage};
 use crate::db::Conn;
 use crate::error::{Result, StoreError};
 use crate::ids::{ActivityId, NodeId};
@@ -170,10 +173,13 @@ impl Store {
                 node.description.clear();
                 node.index = 0;
                 // A replace resets what a client can see and did not send; a hidden field
-                // (a password hash) is kept unless given. Decided here, on the locked row:
+                // (a password hash) is kept unless given, and a binary (only an upload
+                // writes it). Decided here, on the locked row:
                 // a copy taken before the transaction would undo a concurrent change.
-                node.fields
-                    .retain(|k, _| t.field(k).is_some_and(|f| f.is_hidden()));
+                node.fields.retain(|k, _| {
+                    t.field(k)
+                        .is_some_and(|f| matches!(f.storage, Storage::Hidden | Storage::Binary))
+                });
             }
             apply_fields(t, &mut node, Some(&old), fields)?;
             // A login is checked when it is written: one from an older version stays usable.

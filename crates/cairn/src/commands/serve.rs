@@ -31,6 +31,10 @@ pub struct ServeOptions {
     pub max_body_bytes: usize,
     /// Longest `query` / `$filter` in bytes.
     pub max_query_bytes: usize,
+    /// Largest file uploaded whole, in bytes.
+    pub max_upload_bytes: u64,
+    /// How long a chunked upload waits for its next chunk.
+    pub upload_timeout: Duration,
     /// Request timeout.
     pub request_timeout: Duration,
     /// Activities younger than this are never deleted.
@@ -150,6 +154,8 @@ fn api_config(key: String, opts: &ServeOptions) -> ApiConfig {
     config.max_top = opts.max_top;
     config.max_body_bytes = opts.max_body_bytes;
     config.max_query_bytes = opts.max_query_bytes;
+    config.max_upload_bytes = opts.max_upload_bytes;
+    config.upload_timeout = opts.upload_timeout;
     config.request_timeout = opts.request_timeout;
     config.metrics_need_key = opts.metrics_need_key;
     config

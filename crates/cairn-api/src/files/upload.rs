@@ -1,0 +1,659 @@
+//! sensenet's `Upload` action: `POST .../Root('Folder')/upload` (or `.../Root/Folder/Upload`)
+//! with `multipart/form-data`.
+//!
+//! - **Whole**: the form fields (`FileName`, `Overwrite`, `PropertyName`, `FileLength`,
+//!   `ContentType` — the content type's name, `File` by default) and one file part. The
+//!   file is streamed to the blob store's staging folder, hashed as it arrives, made a
+//!   blob, its text extracted, and the item saved: it appears only then.
+//! - **Chunked** (`UseChunk=true`): a first request with `create=1` answers a chunk token
+//!   and stores nothing (its file part, the first chunk, is sent again). Then each chunk
+//!   with `ChunkToken` (before the file part) and `Content-Range: bytes a-b/total`, in order
+//!   from 0: a gap, an overlap, a range past the total or a total other than `FileLength`
+//!   is a 400 and leaves the upload where it was. When the last byte is in, the file is
+//!   saved as above; an empty chunk at the end (the client sends one when the size is a
+//!   multiple of its chunk size) answers the saved item again.
+//! - A chunked upload that receives nothing for `upload_timeout` is abandoned: its staged
+//!   bytes are removed.
+//!
+//! The answer is sensenet's: `{"Url", "Thumbnail_url", "Name", "Length", "Type", "Id"}`.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::body::Body;
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use cairn_store::content::{validate_name, BinaryValue};
+use cairn_store::files::{extract_text, guess_content_type, ExtractLimits, StagedFile};
+use cairn_store::{NodeId, NodeRef, SaveBinary};
+use serde_json::{json, Value};
+
+use crate::auth::Caller;
+use crate::blocking::blocking;
+use crate::error::{ApiError, ApiResult};
+use crate::state::AppState;
+
+/// What the published client sends as the chunk token of a request that has none.
+const NO_TOKEN: &str = "0*0*False*False";
+/// The longest form field other than the file (a name, a number, a token).
+const MAX_FIELD: u64 = 64 << 10;
+
+/// A chunked upload in progress, or just finished.
+#[derive(Debug)]
+struct Session {
+    owner: NodeId,
+    /// The folder's path, as it was when the upload began.
+    parent: String,
+    name: String,
+    type_name: String,
+    property: String,
+    overwrite: bool,
+    total: u64,
+    media_type: Option<String>,
+    staged: Option<StagedFile>,
+    touched: Instant,
+    /// The answer once the last byte was in (kept for the client's empty last chunk).
+    done: Option<Value>,
+}
+
+/// The chunked uploads of this server.
+#[derive(Debug, Default)]
+pub struct Uploads {
+    sessions: Mutex<HashMap<String, Arc<tokio::sync::Mutex<Session>>>>,
+}
+
+impl Uploads {
+    fn get(&self, token: &str) -> Option<Arc<tokio::sync::Mutex<Session>>> {
+        self.sessions.lock().ok()?.get(token).cloned()
+    }
+
+    fn insert(&self, token: String, s: Session) {
+        if let Ok(mut m) = self.sessions.lock() {
+            m.insert(token, Arc::new(tokio::sync::Mutex::new(s)));
+        }
+    }
+
+    fn remove(&self, token: &str) {
+        if let Ok(mut m) = self.sessions.lock() {
+            m.remove(token);
+        }
+    }
+
+    /// Drops the uploads that received nothing for `timeout` (their staged bytes are
+    /// removed with them); returns how many.
+    pub fn sweep(&self, timeout: Duration) -> usize {
+        let Ok(mut m) = self.sessions.lock() else {
+            return 0;
+        };
+        let before = m.len();
+        m.retain(|_, s| match s.try_lock() {
+            Ok(s) => s.touched.elapsed() < timeout,
+            Err(_) => true, // receiving a chunk right now
+        });
+        before - m.len()
+    }
+
+    /// Uploads in progress.
+    pub fn len(&self) -> usize {
+        self.sessions.lock().map(|m| m.len()).unwrap_or(0)
+    }
+
+    /// True when none is in progress.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// Removes abandoned uploads (see [`Uploads::sweep`]) and staged files left by a crash,
+/// now and then, for as long as `state` is alive; a no-op outside a Tokio runtime.
+pub fn start_sweeper(state: &AppState) {
+    let Ok(rt) = tokio::runtime::Handle::try_current() else {
+        return;
+    };
+    let uploads = Arc::downgrade(&state.uploads);
+    let store = Arc::downgrade(&state.store);
+    let timeout = state.config.upload_timeout;
+    let every = (timeout / 4).clamp(Duration::from_millis(100), Duration::from_secs(60));
+    rt.spawn(async move {
+        loop {
+            tokio::time::sleep(every).await;
+            let (Some(uploads), Some(store)) = (uploads.upgrade(), store.upgrade()) else {
+                return;
+            };
+            let swept = uploads.sweep(timeout);
+            let staged = tokio::task::spawn_blocking(move || {
+                store.blobs().and_then(|b| b.sweep_staging(timeout))
+            })
+            .await;
+            match staged {
+                Ok(Ok(n)) if n + swept > 0 => {
+                    tracing::info!(uploads = swept, files = n, "abandoned uploads removed")
+                }
+                Ok(Err(e)) if !matches!(e, cairn_store::StoreError::NotAllowed(_)) => {
+                    tracing::warn!("removing abandoned uploads: {e}")
+                }
+                _ => {}
+            }
+        }
+    });
+}
+
+/// `Content-Range: bytes a-b/total`; an empty range is `bytes total-(total-1)/total`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct ChunkRange {
+    start: u64,
+    /// One past the last byte.
+    end: u64,
+    total: u64,
+}
+
+fn parse_content_range(v: &str) -> Option<ChunkRange> {
+    let rest = v.trim().strip_prefix("bytes")?.trim_start();
+    let (range, total) = rest.split_once('/')?;
+    let (a, b) = range.split_once('-')?;
+    let start: u64 = a.trim().parse().ok()?;
+    let last: i128 = b.trim().parse().ok()?;
+    let total: u64 = total.trim().parse().ok()?;
+    let end = u64::try_from(last + 1).ok()?;
+    (end >= start).then_some(ChunkRange { start, end, total })
+}
+
+fn bad(msg: impl Into<String>) -> ApiError {
+    ApiError::bad_request(msg)
+}
+
+/// The form's text fields, by lower-cased name.
+#[derive(Debug, Default)]
+struct Form(HashMap<String, String>);
+
+impl Form {
+    fn get(&self, name: &str) -> Option<&str> {
+        self.0.get(&name.to_ascii_lowercase()).map(String::as_str)
+    }
+    fn flag(&self, name: &str) -> bool {
+        self.get(name)
+            .is_some_and(|v| v.eq_ignore_ascii_case("true") || v == "1")
+    }
+    fn length(&self) -> ApiResult<Option<u64>> {
+        self.get("FileLength")
+            .map(|v| {
+                v.trim()
+                    .parse::<u64>()
+                    .map_err(|_| bad(format!("FileLength {v:?} is not a number of bytes")))
+            })
+            .transpose()
+    }
+}
+
+/// The file part as received.
+struct Part {
+    file_name: Option<String>,
+    media_type: Option<String>,
+    /// Staged here unless it went straight into a chunked upload.
+    staged: Option<StagedFile>,
+    len: u64,
+}
+
+/// Writes the file part to `staged` on a blocking thread while the network is read.
+async fn receive(
+    field: &mut multer::Field<'_>,
+    mut staged: StagedFile,
+    at_most: u64,
+) -> ApiResult<(StagedFile, u64)> {
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<bytes::Bytes>(8);
+    let writer = tokio::task::spawn_blocking(move || {
+        let mut n = 0u64;
+        while let Some(b) = rx.blocking_recv() {
+            staged.write(&b)?;
+            n += b.len() as u64;
+        }
+        Ok::<_, cairn_store::StoreError>((staged, n))
+    });
+    let mut sent = 0u64;
+    let mut failed = None;
+    loop {
+        match field.chunk().await {
+            Ok(Some(b)) => {
+                sent += b.len() as u64;
+                if sent > at_most {
+                    failed = Some(ApiError::new(
+                        StatusCode::PAYLOAD_TOO_LARGE,
+                        "RequestTooLarge",
+                        "Exception",
+                        format!("the file part is larger than {at_most} bytes"),
+                    ));
+                    break;
+                }
+                if tx.send(b).await.is_err() {
+                    break; // the writer failed; its error is below
+                }
+            }
+            Ok(None) => break,
+            Err(e) => {
+                failed = Some(multipart_error(e));
+                break;
+            }
+        }
+    }
+    drop(tx);
+    let written = writer.await.map_err(ApiError::internal)?;
+    if let Some(e) = failed {
+        return Err(e);
+    }
+    Ok(written?)
+}
+
+fn multipart_error(e: multer::Error) -> ApiError {
+    match e {
+        multer::Error::StreamSizeExceeded { limit }
+        | multer::Error::FieldSizeExceeded { limit, .. } => ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "RequestTooLarge",
+            "Exception",
+            format!("the upload is larger than its limit of {limit} bytes"),
+        ),
+        other => bad(format!(
+            "the upload is not valid multipart/form-data: {other}"
+        )),
+    }
+}
+
+/// `POST` of an upload into the folder at `parent`.
+pub async fn upload(
+    state: AppState,
+    caller: Caller,
+    parent: NodeRef,
+    headers: HeaderMap,
+    body: Body,
+) -> ApiResult<Response> {
+    let timeout = state.config.upload_timeout;
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let boundary = multer::parse_boundary(content_type).map_err(|_| {
+        bad("an upload is multipart/form-data (fields FileName, FileLength, ... and the file)")
+    })?;
+    let range = match headers.get(header::CONTENT_RANGE) {
+        None => None,
+        Some(v) => Some(
+            v.to_str()
+                .ok()
+                .and_then(parse_content_range)
+                .ok_or_else(|| bad("Content-Range is not `bytes first-last/total`"))?,
+        ),
+    };
+    // A chunk is bounded as any request body; a whole file by its own limit.
+    let limit = if range.is_some() {
+        state.config.max_body_bytes as u64
+    } else {
+        state.config.max_upload_bytes
+    };
+    let constraints = multer::Constraints::new().size_limit(
+        multer::SizeLimit::new()
+            .whole_stream(limit.saturating_add(MAX_FIELD * 16))
+            .per_field(limit),
+    );
+    let mut multipart =
+        multer::Multipart::with_constraints(body.into_data_stream(), boundary, constraints);
+    let blobs = state.store.blobs()?;
+    let mut form = Form::default();
+    let mut part: Option<Part> = None;
+    let mut session: Option<(String, Arc<tokio::sync::Mutex<Session>>)> = None;
+    while let Some(mut field) = multipart.next_field().await.map_err(multipart_error)? {
+        let file_name = field.file_name().map(str::to_string);
+        let Some(file_name) = file_name else {
+            let name = field.name().unwrap_or("").to_ascii_lowercase();
+            let mut value = Vec::new();
+            while let Some(b) = field.chunk().await.map_err(multipart_error)? {
+                value.extend_from_slice(&b);
+                if value.len() as u64 > MAX_FIELD {
+                    return Err(bad(format!("the form field {name:?} is too long")));
+                }
+            }
+            let value = String::from_utf8(value)
+                .map_err(|_| bad(format!("the form field {name:?} is not UTF-8")))?;
+            if name == "chunktoken" && value != NO_TOKEN && session.is_none() {
+                let s = state.uploads.get(&value).ok_or_else(|| {
+                    ApiError::not_found(format!(
+                        "no chunked upload with token {value:?} (finished, abandoned after \
+                         {timeout:?} without a chunk, or begun on another server)"
+                    ))
+                })?;
+                session = Some((value.clone(), s));
+            }
+            form.0.insert(name, value);
+            continue;
+        };
+        if part.is_some() {
+            return Err(bad("an upload holds one file part"));
+        }
+        let media_type = field.content_type().map(|m| m.essence_str().to_string());
+        let staged = match &session {
+            Some((_, s)) => {
+                // A chunk goes straight into its upload, checked first.
+                let mut s = s.clone().lock_owned().await;
+                if s.owner != caller.user {
+                    return Err(ApiError::forbidden("this chunked upload is another user's"));
+                }
+                let Some(range) = range else {
+                    return Err(bad("a chunk needs Content-Range: bytes first-last/total"));
+                };
+                s.touched = Instant::now();
+                if s.done.is_some() {
+                    if range.start == s.total && range.end == s.total {
+                        part = Some(Part {
+                            file_name: Some(file_name),
+                            media_type,
+                            staged: None,
+                            len: 0,
+                        });
+                        continue;
+                    }
+                    return Err(bad("this upload is complete; it takes no more bytes"));
+                }
+                check_chunk(&s, range, form.length()?)?;
+                let Some(staged) = s.staged.take() else {
+                    return Err(ApiError::conflict("the upload is receiving another chunk"));
+                };
+                let mark = staged.mark();
+                let at_most = range.end - range.start;
+                let got = receive(&mut field, staged, at_most).await;
+                let (mut staged, len) = match got {
+                    Ok(x) => x,
+                    Err(e) => {
+                        // The staged file went with the failed writer: the upload is lost.
+                        state.uploads.remove(&session_token(&session));
+                        return Err(e);
+                    }
+                };
+                if len != at_most {
+                    let rewound = blocking({
+                        let mut st = staged;
+                        move || {
+                            st.rewind(mark)?;
+                            Ok(st)
+                        }
+                    })
+                    .await?;
+                    staged = rewound;
+                    s.staged = Some(staged);
+                    return Err(bad(format!(
+                        "Content-Range announced {at_most} bytes; the chunk held {len}; the \
+                         upload stays at byte {}",
+                        range.start
+                    )));
+                }
+                s.staged = Some(staged);
+                part = Some(Part {
+                    file_name: Some(file_name),
+                    media_type,
+                    staged: None,
+                    len,
+                });
+                continue;
+            }
+            None => StagedFile::create(&*blobs)?,
+        };
+        let (staged, len) = receive(&mut field, staged, limit).await?;
+        part = Some(Part {
+            file_name: Some(file_name),
+            media_type,
+            staged: Some(staged),
+            len,
+        });
+    }
+    let caller_id = caller.user;
+    if let Some((token, s)) = session {
+        let part = part.ok_or_else(|| bad("the chunk has no file part"))?;
+        if part.staged.is_some() {
+            return Err(bad("ChunkToken comes before the file part of a chunk"));
+        }
+        let mut s = s.lock_owned().await;
+        if let Some(done) = &s.done {
+            return Ok(Json(done.clone()).into_response());
+        }
+        let written = s.staged.as_ref().map_or(0, StagedFile::len);
+        if written < s.total {
+            return Ok(Json(progress(&s, written, part.len)).into_response());
+        }
+        let staged = s
+            .staged
+            .take()
+            .ok_or_else(|| ApiError::internal("a complete upload without its file"))?;
+        let save = SaveBinary {
+            parent: NodeRef::Path(s.parent.clone()),
+            name: s.name.clone(),
+            type_name: s.type_name.clone(),
+            property: s.property.clone(),
+            value: empty_value(&s.name, s.media_type.as_deref()),
+            overwrite: s.overwrite,
+        };
+        match finish(&state, staged, save, caller_id).await {
+            Ok(answer) => {
+                s.done = Some(answer.clone());
+                Ok(Json(answer).into_response())
+            }
+            Err(e) => {
+                drop(s);
+                state.uploads.remove(&token);
+                Err(e)
+            }
+        }
+    } else {
+        let part = part.ok_or_else(|| bad("the upload has no file part"))?;
+        let name = form
+            .get("FileName")
+            .map(str::to_string)
+            .or(part.file_name.clone())
+            .filter(|n| !n.is_empty())
+            .ok_or_else(|| bad("the upload names no file (FileName)"))?;
+        validate_name(&name).map_err(ApiError::from)?;
+        let type_name = form.get("ContentType").unwrap_or("File").to_string();
+        let property = form
+            .get("PropertyName")
+            .filter(|p| !p.is_empty())
+            .unwrap_or(super::DEFAULT_PROPERTY)
+            .to_string();
+        let declared = form.length()?;
+        if form.flag("UseChunk") && form.get("create").is_some_and(|c| c == "1") {
+            // The first request of a chunked upload: checked, remembered, nothing stored.
+            let total = declared
+                .or(range.map(|r| r.total))
+                .ok_or_else(|| bad("a chunked upload declares its FileLength"))?;
+            if let Some(r) = range {
+                if r.total != total {
+                    return Err(bad(format!(
+                        "Content-Range says {} bytes in all, FileLength {total}",
+                        r.total
+                    )));
+                }
+            }
+            let st = state.clone();
+            let (staged, parent) = blocking(move || {
+                let folder = st
+                    .store
+                    .node(&parent)?
+                    .ok_or_else(|| ApiError::not_found(format!("content not found: {parent}")))?;
+                let t = st.store.types().get(&folder.type_name)?;
+                if !t.is("Folder") {
+                    return Err(bad(format!(
+                        "files are uploaded into folders; {} is a {}",
+                        folder.path, folder.type_name
+                    )));
+                }
+                Ok((StagedFile::create(&*st.store.blobs()?)?, folder.path))
+            })
+            .await?;
+            let token = uuid::Uuid::new_v4().simple().to_string();
+            state.uploads.insert(
+                token.clone(),
+                Session {
+                    owner: caller_id,
+                    parent,
+                    name,
+                    type_name,
+                    property,
+                    overwrite: form.flag("Overwrite"),
+                    total,
+                    media_type: part.media_type,
+                    staged: Some(staged),
+                    touched: Instant::now(),
+                    done: None,
+                },
+            );
+            return Ok(token.into_response());
+        }
+        let staged = part
+            .staged
+            .ok_or_else(|| ApiError::internal("a whole upload without its file"))?;
+        if let Some(d) = declared {
+            if d != part.len {
+                return Err(bad(format!(
+                    "FileLength says {d} bytes; the file part held {}; nothing was stored",
+                    part.len
+                )));
+            }
+        }
+        let save = SaveBinary {
+            parent,
+            name: name.clone(),
+            type_name,
+            property,
+            value: empty_value(&name, part.media_type.as_deref()),
+            overwrite: form.flag("Overwrite"),
+        };
+        Ok(Json(finish(&state, staged, save, caller_id).await?).into_response())
+    }
+}
+
+fn session_token(s: &Option<(String, Arc<tokio::sync::Mutex<Session>>)>) -> String {
+    s.as_ref().map(|(t, _)| t.clone()).unwrap_or_default()
+}
+
+/// A chunk must continue the upload exactly: from the next byte, within the total.
+fn check_chunk(s: &Session, r: ChunkRange, declared: Option<u64>) -> ApiResult<()> {
+    let written = s.staged.as_ref().map_or(0, StagedFile::len);
+    if r.total != s.total || declared.is_some_and(|d| d != s.total) {
+        return Err(bad(format!(
+            "the upload was declared {} bytes long; this chunk says {}",
+            s.total,
+            declared.filter(|d| *d != s.total).unwrap_or(r.total)
+        )));
+    }
+    if r.end > s.total {
+        return Err(bad(format!(
+            "Content-Range ends at byte {} past the declared length {}",
+            r.end, s.total
+        )));
+    }
+    if r.start != written {
+        return Err(bad(format!(
+            "the next chunk starts at byte {written}; this one at {} (a gap or an overlap)",
+            r.start
+        )));
+    }
+    Ok(())
+}
+
+fn progress(s: &Session, written: u64, chunk: u64) -> Value {
+    json!({
+        "Url": format!("{}/{}", s.parent, s.name),
+        "Name": s.name,
+        "Length": written,
+        "ChunkLength": chunk,
+        "Type": s.type_name,
+        "Id": Value::Null,
+        "Finished": false,
+    })
+}
+
+/// The value of a file before its blob and text are known.
+fn empty_value(name: &str, media_type: Option<&str>) -> BinaryValue {
+    let content_type = media_type
+        .filter(|m| !m.is_empty() && *m != "application/octet-stream")
+        .unwrap_or_else(|| guess_content_type(name))
+        .to_string();
+    BinaryValue {
+        hash: String::new(),
+        size: 0,
+        content_type,
+        file_name: name.to_string(),
+        text: String::new(),
+        extract_note: None,
+    }
+}
+
+/// Extracts the text, makes the staged file a blob and saves the item; answers when the
+/// item is searchable, in sensenet's shape.
+async fn finish(
+    state: &AppState,
+    staged: StagedFile,
+    mut save: SaveBinary,
+    by: NodeId,
+) -> ApiResult<Value> {
+    let st = state.clone();
+    let written = blocking(move || {
+        let blobs = st.store.blobs()?;
+        let x = extract_text(
+            staged.path(),
+            &save.value.content_type,
+            &save.value.file_name,
+            ExtractLimits::default(),
+        );
+        if let Some(note) = &x.note {
+            tracing::warn!(file = %save.value.file_name, "{note}");
+        }
+        let id = staged.into_blob(&*blobs)?;
+        save.value.hash = id.hash;
+        save.value.size = i64::try_from(id.size).unwrap_or(i64::MAX);
+        save.value.text = x.text;
+        save.value.extract_note = x.note;
+        let size = save.value.size;
+        Ok((st.store.save_binary(&save, by)?, size))
+    })
+    .await?;
+    let (written, length) = written;
+    let s = state.clone();
+    let activity = written.activity;
+    blocking(move || {
+        crate::odata::handlers::searchable(&s, activity);
+        Ok(())
+    })
+    .await?;
+    let node = written.value;
+    Ok(json!({
+        "Url": node.path,
+        "Thumbnail_url": node.path,
+        "Name": node.name,
+        "Length": length,
+        "Type": node.type_name,
+        "Id": node.id.0,
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn content_ranges_as_the_client_sends_them() {
+        let r = parse_content_range("bytes 0-999999/2500000").unwrap();
+        assert_eq!((r.start, r.end, r.total), (0, 1_000_000, 2_500_000));
+        // The empty last chunk of a file whose size is a multiple of the chunk size.
+        let r = parse_content_range("bytes 1000000-999999/1000000").unwrap();
+        assert_eq!((r.start, r.end), (1_000_000, 1_000_000));
+        for bad in [
+            "",
+            "bytes",
+            "bytes 5-3/10",
+            "bytes a-b/c",
+            "items 0-1/2",
+            "bytes 0-1",
+        ] {
+            assert_eq!(parse_content_range(bad), None, "{bad}");
+        }
+    }
+}

@@ -1,0 +1,71 @@
+//! Files: the bytes of binary fields, kept as immutable, content-addressed blobs named by
+//! their SHA-256, and the text extracted from them for the index.
+//!
+//! - A blob is written and synced before the transaction that names it commits
+//!   ([`BlobStore::put_file`], then [`crate::Store::save_binary`]): a crash between the two
+//!   leaves an orphan blob, never a row naming bytes that are not there.
+//! - The same bytes uploaded twice are stored once.
+//! - Where blobs live: [`FsBlobs`], a folder beside the SQLite database (`DIR/blobs`).
+//!   Collecting unreferenced blobs is not done yet (they only cost space).
+
+mod extract;
+mod fs;
+mod staged;
+
+use std::io::{Read, Seek};
+use std::path::{Path, PathBuf};
+
+pub use extract::{extract_text, guess_content_type, ExtractLimits, Extracted};
+pub use fs::FsBlobs;
+pub use staged::{StageMark, StagedFile};
+
+use crate::error::Result;
+
+/// A blob's name and length.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BlobId {
+    /// SHA-256 of the bytes, 64 lower-case hex digits.
+    pub hash: String,
+    /// Length in bytes.
+    pub size: u64,
+}
+
+/// True when `s` can name a blob: 64 lower-case hex digits.
+pub fn is_blob_hash(s: &str) -> bool {
+    s.len() == 64
+        && s.bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+}
+
+/// The lower-case hex form of a digest.
+pub fn hex(bytes: &[u8]) -> String {
+    use std::fmt::Write;
+    bytes
+        .iter()
+        .fold(String::with_capacity(bytes.len() * 2), |mut s, b| {
+            let _ = write!(s, "{b:02x}");
+            s
+        })
+}
+
+/// A blob opened for reading, from any position.
+pub trait BlobReader: Read + Seek + Send {}
+impl<T: Read + Seek + Send> BlobReader for T {}
+
+/// Where blobs are kept. Every method blocks; call it from a blocking thread.
+pub trait BlobStore: Send + Sync + std::fmt::Debug {
+    /// Makes the file at `staged` (already complete, `id` its hash and length, computed
+    /// while it was written) a durable blob, and removes `staged`. When the blob exists
+    /// already the file is only removed.
+    fn put_file(&self, staged: &Path, id: &BlobId) -> Result<()>;
+    /// The blob `hash` with its length, or `None` when there is no such blob.
+    fn open(&self, hash: &str) -> Result<Option<(Box<dyn BlobReader>, u64)>>;
+    /// Every blob's hash (for checks and backups).
+    fn list(&self) -> Result<Vec<String>>;
+    /// A folder on the same file system as the blobs (made if missing), where uploads are
+    /// staged so that [`BlobStore::put_file`] can rename rather than copy.
+    fn staging_dir(&self) -> Result<PathBuf>;
+    /// Removes staged files not written to for `older_than` (uploads abandoned, or cut
+    /// short by a crash); returns how many.
+    fn sweep_staging(&self, older_than: std::time::Duration) -> Result<usize>;
+}
