@@ -142,11 +142,17 @@ fn fill(
         written.push(dst);
     }
     sync_files(&written)?;
-    for dir in [crate::manifest::INDEX_DIR, crate::manifest::DATABASE_DIR] {
-        let d = staging.join(dir);
-        if d.is_dir() {
-            sync_dir(&d)?;
+    // Every folder a file was written into, and the folders above them (`blobs/ab`).
+    let mut dirs: std::collections::BTreeSet<&Path> = std::collections::BTreeSet::new();
+    for f in &written {
+        let mut d = f.parent();
+        while let Some(p) = d.filter(|p| p.starts_with(staging) && *p != staging) {
+            dirs.insert(p);
+            d = p.parent();
         }
+    }
+    for d in dirs.into_iter().rev() {
+        sync_dir(d)?;
     }
     manifest.write(staging)?;
     debug_assert!(staging.join(MANIFEST_FILE).is_file());

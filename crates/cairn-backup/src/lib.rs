@@ -16,6 +16,7 @@
 #![warn(missing_docs)]
 
 pub mod archive;
+mod blobs;
 pub mod clock;
 mod download;
 mod error;
@@ -39,8 +40,8 @@ pub use job::{
     default_name, list_backups, BackupManager, BackupRequest, BackupResponse, BackupSummary,
 };
 pub use manifest::{
-    BackupKind, FileEntry, IndexPart, Manifest, SourceFile, DATABASE_DIR, INDEX_DIR, MANIFEST_FILE,
-    MANIFEST_FORMAT,
+    blob_path, BackupKind, FileEntry, IndexPart, Manifest, SourceFile, BLOBS_DIR, DATABASE_DIR,
+    INDEX_DIR, MANIFEST_FILE, MANIFEST_FORMAT,
 };
 pub use name::{check_name, target_path};
 pub use offline::{

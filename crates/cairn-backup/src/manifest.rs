@@ -23,6 +23,14 @@ pub use cairn_index::INDEX_FORMAT;
 pub const INDEX_DIR: &str = "index";
 /// The database folder inside a backup.
 pub const DATABASE_DIR: &str = "database";
+/// The folder of the files' blobs inside a repository backup: `blobs/ab/abcdef…`, each
+/// named by its SHA-256, as in the blob store.
+pub const BLOBS_DIR: &str = "blobs";
+
+/// The path in a backup of the blob `hash`.
+pub fn blob_path(hash: &str) -> String {
+    format!("{BLOBS_DIR}/{}/{hash}", &hash[..2.min(hash.len())])
+}
 
 /// What a backup holds.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -130,7 +138,8 @@ impl Manifest {
     }
 
     /// The one rule of a backup's layout: the manifest names a repository, and only files
-    /// inside the backup's `index/` and `database/` folders, each once, plain relative
+    /// inside the backup's `index/` and `database/` folders, and blobs (`blobs/ab/HASH`
+    /// whose checksum is their name, in repository backups), each once, plain relative
     /// paths (no `..`, no absolute path); its database file is one of them. Whatever a
     /// tampered manifest or a hostile server says, Cairn reads and writes nothing else.
     pub fn check_layout(&self) -> Result<()> {
@@ -140,9 +149,21 @@ impl Manifest {
         }
         let mut seen = HashSet::new();
         for f in &self.files {
-            let inside = [INDEX_DIR, DATABASE_DIR]
-                .iter()
-                .any(|d| f.path.strip_prefix(d).is_some_and(|r| r.starts_with('/')));
+            let blob = f.path.starts_with(&format!("{BLOBS_DIR}/"));
+            if blob
+                && (self.kind != BackupKind::Repository
+                    || !cairn_store::files::is_blob_hash(&f.sha256)
+                    || f.path != blob_path(&f.sha256))
+            {
+                return invalid(format!(
+                    "{}: a blob is at blobs/ab/HASH, named by its checksum, in a repository backup",
+                    f.path
+                ));
+            }
+            let inside = blob
+                || [INDEX_DIR, DATABASE_DIR]
+                    .iter()
+                    .any(|d| f.path.strip_prefix(d).is_some_and(|r| r.starts_with('/')));
             if !is_plain_relative(&f.path) || !inside {
                 return invalid(format!(
                     "{}: a path outside the backup's {INDEX_DIR} and {DATABASE_DIR} folders",
@@ -211,7 +232,12 @@ impl Manifest {
         Ok(cairn_store::durable::sync_dir(dir)?)
     }
 
-    /// The files under `prefix/` (`index` or `database`).
+    /// The blobs' entries.
+    pub fn blobs(&self) -> impl Iterator<Item = &FileEntry> + '_ {
+        self.files_in(BLOBS_DIR)
+    }
+
+    /// The files under `prefix/` (`index`, `database` or `blobs`).
     pub fn files_in<'a>(&'a self, prefix: &'a str) -> impl Iterator<Item = &'a FileEntry> + 'a {
         self.files
             .iter()

@@ -12,7 +12,7 @@ use cairn_store::{CancelToken, DatabaseKind, DatabaseUrl};
 
 use crate::error::{failure_point, io, BackupError, Result};
 use crate::files::copy_checksummed;
-use crate::manifest::{FileEntry, Manifest, DATABASE_DIR, INDEX_DIR};
+use crate::manifest::{FileEntry, Manifest, BLOBS_DIR, DATABASE_DIR, INDEX_DIR};
 
 /// What to restore.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -221,14 +221,41 @@ pub fn restore(
         .files
         .iter()
         .filter(|f| match mode {
-            RestoreMode::Both => true,
+            RestoreMode::Both => !f.path.starts_with(&format!("{BLOBS_DIR}/")),
             RestoreMode::IndexOnly => f.path.starts_with(&format!("{INDEX_DIR}/")),
             RestoreMode::DatabaseOnly => f.path.starts_with(&format!("{DATABASE_DIR}/")),
         })
         .cloned()
         .collect();
-    let total: u64 = wanted.iter().map(|f| f.size).sum();
-    if let Err(e) = stage(from, &staging, &wanted, total, progress, cancel) {
+    let blob_bytes: u64 = if mode == RestoreMode::IndexOnly {
+        0
+    } else {
+        manifest.blobs().map(|f| f.size).sum()
+    };
+    let total: u64 = wanted.iter().map(|f| f.size).sum::<u64>() + blob_bytes;
+    // The files' blobs go straight into the target's blob store (those it lacks), before
+    // the database that names them: blobs are immutable and named by their bytes, so one
+    // already there is the same, and one added for a restore that then fails is only an
+    // unreferenced blob.
+    let staged = stage(from, &staging, &wanted, total, progress, cancel).and_then(|()| {
+        if mode == RestoreMode::IndexOnly {
+            return Ok(());
+        }
+        let base: u64 = wanted.iter().map(|f| f.size).sum();
+        let mut done = base;
+        crate::blobs::restore(
+            from,
+            &manifest,
+            &target.database,
+            &mut |n| {
+                done += n;
+                progress(done, total);
+            },
+            cancel,
+        )
+        .map(|_| ())
+    });
+    if let Err(e) = staged {
         // Nothing was swapped yet: leave no staging behind (`old` is still empty).
         let _ = std::fs::remove_dir_all(&staging);
         let _ = std::fs::remove_dir_all(&old);
@@ -297,9 +324,14 @@ pub fn restore(
     sync_dir(data)?;
     let _ = std::fs::remove_dir_all(&old);
     let _ = std::fs::remove_dir_all(&staging);
+    let blob_files = if mode == RestoreMode::IndexOnly {
+        0
+    } else {
+        manifest.blobs().count() as u64
+    };
     Ok(RestoreReport {
         manifest,
-        files: wanted.len() as u64,
+        files: wanted.len() as u64 + blob_files,
         bytes: total,
         seconds: started.elapsed().as_secs_f64(),
         warnings,

@@ -10,7 +10,7 @@ use cairn_store::CancelToken;
 
 use crate::error::{BackupError, Result};
 use crate::files::sha256_file;
-use crate::manifest::{Manifest, DATABASE_DIR, INDEX_DIR, INDEX_FORMAT};
+use crate::manifest::{Manifest, BLOBS_DIR, DATABASE_DIR, INDEX_DIR, INDEX_FORMAT};
 
 /// What a successful verify checked.
 #[derive(Debug, Clone)]
@@ -48,7 +48,11 @@ pub fn verify_parts(
     let checked: Vec<_> = manifest
         .files
         .iter()
-        .filter(|f| database || !f.path.starts_with(&format!("{DATABASE_DIR}/")))
+        .filter(|f| {
+            database
+                || !(f.path.starts_with(&format!("{DATABASE_DIR}/"))
+                    || f.path.starts_with(&format!("{BLOBS_DIR}/")))
+        })
         .collect();
     let total: u64 = checked.iter().map(|f| f.size).sum();
     let mut done = 0u64;
@@ -109,6 +113,8 @@ pub fn verify_parts(
                 )));
             }
         }
+        // Every blob the database names is in the backup (its bytes were checked above).
+        crate::blobs::check_complete(dir, &manifest)?;
         if state.last_activity_id > db.last_activity_id {
             return Err(invalid(format!(
                 "positions inconsistent: the index ({}) is ahead of the database ({}); \

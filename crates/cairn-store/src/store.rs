@@ -13,7 +13,7 @@ use crate::db::postgres::PostgresBackend;
 use crate::db::sqlite::{SqliteBackend, SqliteOptions};
 use crate::db::{query_in, schema, Backend, Conn, Dialect, Param};
 use crate::error::{Result, StoreError};
-use crate::files::{BlobStore, FsBlobs};
+use crate::files::BlobStore;
 use crate::ids::{ActivityId, NodeId};
 use crate::node::{Node, NodeDetail, NodeRef, NodeStamp};
 use crate::rows::{
@@ -98,17 +98,6 @@ impl std::fmt::Debug for Store {
     }
 }
 
-/// The blobs of the database at `url`: `blobs/` beside an SQLite file.
-fn blob_store_for(url: &DatabaseUrl) -> Option<Arc<dyn BlobStore>> {
-    match url {
-        DatabaseUrl::Sqlite(path) => {
-            let dir = path.parent().unwrap_or(std::path::Path::new("."));
-            Some(Arc::new(FsBlobs::new(&dir.join("blobs"))))
-        }
-        DatabaseUrl::Postgres(_) => None,
-    }
-}
-
 impl Store {
     /// Opens (and creates, migrates, bootstraps) the database at `url`.
     pub fn open(url: &DatabaseUrl) -> Result<Store> {
@@ -144,7 +133,7 @@ impl Store {
             repository_id,
             admin_id,
             listeners: RwLock::new(Vec::new()),
-            blobs: blob_store_for(url),
+            blobs: crate::files::blob_store_for(url),
         })
     }
 

@@ -164,6 +164,11 @@ enum Command {
         #[command(subcommand)]
         command: IndexCommand,
     },
+    /// Files: check that every blob the database names is in the blob store, intact.
+    Blob {
+        #[command(subcommand)]
+        command: BlobCommand,
+    },
     /// Backups: create (online through a server, or of a stopped repository), verify, list.
     Backup {
         #[command(subcommand)]
@@ -318,6 +323,19 @@ struct InspectArgs {
 }
 
 #[derive(Subcommand, Debug)]
+enum BlobCommand {
+    /// Read every blob the database names: each must be in the blob store with the bytes
+    /// its name (SHA-256) says. Read only; exits 1 when one is missing or damaged.
+    Check {
+        #[command(flatten)]
+        data: DataArgs,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand, Debug)]
 enum IndexCommand {
     /// The completion state against the database's last activity.
     Status(InspectArgs),
@@ -400,6 +418,9 @@ fn run(cli: Cli) -> Result<ExitCode> {
             backup_busy_rate.saturating_mul(1 << 20),
             connections.limits(),
         ),
+        Command::Blob {
+            command: BlobCommand::Check { data, json },
+        } => commands::files::check(&data.dir()?, json),
         Command::Index { command } => match command {
             IndexCommand::Status(InspectArgs { data, server, json }) => match server.remote()? {
                 Some(remote) => commands::index::status_remote(&remote, json),

@@ -10,6 +10,7 @@
 
 mod extract;
 mod fs;
+mod referenced;
 mod staged;
 
 use std::io::{Read, Seek};
@@ -17,9 +18,22 @@ use std::path::{Path, PathBuf};
 
 pub use extract::{extract_text, guess_content_type, ExtractLimits, Extracted};
 pub use fs::FsBlobs;
+pub use referenced::{check_blobs, referenced_blobs_in_backup, BlobCheck};
 pub use staged::{StageMark, StagedFile};
 
 use crate::error::Result;
+
+/// The blob store of the database at `url`: `blobs/` beside an SQLite file; none yet for
+/// PostgreSQL.
+pub fn blob_store_for(url: &crate::DatabaseUrl) -> Option<std::sync::Arc<dyn BlobStore>> {
+    match url {
+        crate::DatabaseUrl::Sqlite(path) => {
+            let dir = path.parent().unwrap_or(Path::new("."));
+            Some(std::sync::Arc::new(FsBlobs::new(&dir.join("blobs"))))
+        }
+        crate::DatabaseUrl::Postgres(_) => None,
+    }
+}
 
 /// A blob's name and length.
 #[derive(Clone, Debug, PartialEq, Eq)]

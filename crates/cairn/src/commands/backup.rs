@@ -131,6 +131,7 @@ fn step_name(step: BackupStep) -> &'static str {
     match step {
         BackupStep::IndexFiles => "index files",
         BackupStep::Database => "database",
+        BackupStep::Blobs => "files (blobs)",
         BackupStep::Manifest => "manifest",
         BackupStep::Upload => "upload",
     }

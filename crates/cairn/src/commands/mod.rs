@@ -1,6 +1,7 @@
 //! The command line's commands.
 
 pub mod backup;
+pub mod files;
 pub mod import;
 pub mod index;
 pub mod repository;
