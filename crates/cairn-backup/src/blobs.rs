@@ -75,8 +75,7 @@ pub(crate) fn back_up(
                          from the blob store: run `cairn blob check`"
                     ))
                 })?;
-                let (sha256, n) =
-                    copy_stream_checksummed(&mut reader, &rel, &dst, cancel, copied)?;
+                let (sha256, n) = copy_stream_checksummed(&mut reader, &rel, &dst, cancel, copied)?;
                 if sha256 != hash {
                     let _ = std::fs::remove_file(&dst);
                     return Err(BackupError::Invalid(format!(
@@ -114,7 +113,10 @@ pub(crate) fn check_complete(dir: &Path, manifest: &Manifest) -> Result<usize> {
     let named = named_by(dir, db)?;
     let held: std::collections::HashSet<&str> =
         manifest.blobs().map(|f| f.sha256.as_str()).collect();
-    let missing: Vec<&String> = named.keys().filter(|h| !held.contains(h.as_str())).collect();
+    let missing: Vec<&String> = named
+        .keys()
+        .filter(|h| !held.contains(h.as_str()))
+        .collect();
     if let Some(first) = missing.first() {
         return Err(BackupError::Invalid(format!(
             "the database names {} blob(s) the backup does not hold (the first: {first})",
@@ -153,7 +155,8 @@ pub(crate) fn restore(
             continue;
         }
         let src = from.join(&f.path);
-        let mut reader = std::fs::File::open(&src).map_err(io(format!("open {}", src.display())))?;
+        let mut reader =
+            std::fs::File::open(&src).map_err(io(format!("open {}", src.display())))?;
         let mut staged = StagedFile::create(&*store)?;
         let mut buf = vec![0u8; 1 << 20];
         loop {

@@ -515,9 +515,9 @@ fn run_into(run: Run<'_>) -> Result<Manifest> {
         sync_dir(&db_dir)?;
         // 2b. The blobs that copy names: the bytes of its files.
         update(info, |i| i.step = Some(BackupStep::Blobs));
-        let earlier = previous.as_ref().and_then(|(dir, m)| {
-            earlier_written.map(|at| (dir.as_path(), m, at))
-        });
+        let earlier = previous
+            .as_ref()
+            .and_then(|(dir, m)| earlier_written.map(|at| (dir.as_path(), m, at)));
         failure_point("backup::blobs", "copy the blobs")?;
         let blobs = match source.store().blobs() {
             Ok(b) => Some(b),
@@ -537,10 +537,12 @@ fn run_into(run: Run<'_>) -> Result<Manifest> {
                     });
                     pacer.copied(n);
                 },
-                &mut || update(info, |i| {
-                    i.copied_files += 1;
-                    i.count_of_files += 1;
-                }),
+                &mut || {
+                    update(info, |i| {
+                        i.copied_files += 1;
+                        i.count_of_files += 1;
+                    })
+                },
                 cancel,
             )?;
             files.extend(entries);

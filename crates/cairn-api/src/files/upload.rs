@@ -107,37 +107,33 @@ impl Uploads {
 }
 
 /// Removes abandoned uploads (see [`Uploads::sweep`]) and staged files left by a crash,
-/// now and then, for as long as `state` is alive; a no-op outside a Tokio runtime.
+/// now and then, on a thread of its own, for as long as `state` is alive.
 pub fn start_sweeper(state: &AppState) {
-    let Ok(rt) = tokio::runtime::Handle::try_current() else {
-        return;
-    };
     let uploads = Arc::downgrade(&state.uploads);
     let store = Arc::downgrade(&state.store);
     let timeout = state.config.upload_timeout;
     let every = (timeout / 4).clamp(Duration::from_millis(100), Duration::from_secs(60));
-    rt.spawn(async move {
-        loop {
-            tokio::time::sleep(every).await;
+    let spawned = std::thread::Builder::new()
+        .name("upload-sweeper".into())
+        .spawn(move || loop {
+            std::thread::sleep(every);
             let (Some(uploads), Some(store)) = (uploads.upgrade(), store.upgrade()) else {
                 return;
             };
             let swept = uploads.sweep(timeout);
-            let staged = tokio::task::spawn_blocking(move || {
-                store.blobs().and_then(|b| b.sweep_staging(timeout))
-            })
-            .await;
-            match staged {
-                Ok(Ok(n)) if n + swept > 0 => {
+            match store.blobs().and_then(|b| b.sweep_staging(timeout)) {
+                Ok(n) if n + swept > 0 => {
                     tracing::info!(uploads = swept, files = n, "abandoned uploads removed")
                 }
-                Ok(Err(e)) if !matches!(e, cairn_store::StoreError::NotAllowed(_)) => {
+                Err(e) if !matches!(e, cairn_store::StoreError::NotAllowed(_)) => {
                     tracing::warn!("removing abandoned uploads: {e}")
                 }
                 _ => {}
             }
-        }
-    });
+        });
+    if let Err(e) = spawned {
+        tracing::warn!("no thread to remove abandoned uploads: {e}");
+    }
 }
 
 /// `Content-Range: bytes a-b/total`; an empty range is `bytes total-(total-1)/total`.

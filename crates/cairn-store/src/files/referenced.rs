@@ -51,16 +51,16 @@ impl Store {
 /// Every blob named by the database backup at `path`, with its size. An SQLite copy is
 /// opened read-only and immutable (no side file is made beside it); a PostgreSQL dump
 /// names none (files are kept on SQLite only, for now).
-pub fn referenced_blobs_in_backup(kind: DatabaseKind, path: &Path) -> Result<BTreeMap<String, u64>> {
+pub fn referenced_blobs_in_backup(
+    kind: DatabaseKind,
+    path: &Path,
+) -> Result<BTreeMap<String, u64>> {
     if kind == DatabaseKind::Postgres {
         return Ok(BTreeMap::new());
     }
     let uri = format!(
         "file:{}?immutable=1",
-        percent_encoding::utf8_percent_encode(
-            &path.to_string_lossy(),
-            URI_PATH
-        )
+        percent_encoding::utf8_percent_encode(&path.to_string_lossy(), URI_PATH)
     );
     let conn = rusqlite::Connection::open_with_flags(
         uri,

@@ -1,0 +1,574 @@
+//! Files end to end, over real HTTP against a real `cairn serve`: uploads as sensenet's
+//! client sends them (whole, and in chunks), bad uploads refused with nothing stored,
+//! abandoned uploads removed, a kill -9 among uploads, and files in repository backups and
+//! their restore. (The published JS client's own uploads are in compat/test/files.test.mjs.)
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use cairn_testkit::wait_until;
+use common::{agent, cairn, call, serve_command, spawn, text, Running};
+use serde_json::{json, Value};
+use sha2::{Digest, Sha256};
+
+const KEY: &str = "files-test-key-0123456789";
+
+fn sha(bytes: &[u8]) -> String {
+    Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// `n` bytes that differ with `seed` (SHA-256 in counter mode).
+fn bytes(seed: u64, n: usize) -> Vec<u8> {
+    let mut out = Vec::with_capacity(n + 32);
+    let mut i = 0u64;
+    while out.len() < n {
+        out.extend_from_slice(&Sha256::digest(
+            [seed.to_le_bytes(), i.to_le_bytes()].concat(),
+        ));
+        i += 1;
+    }
+    out.truncate(n);
+    out
+}
+
+/// A multipart/form-data body: the text fields, then the file part (if any).
+fn multipart(fields: &[(&str, &str)], file: Option<(&str, &[u8])>) -> (String, Vec<u8>) {
+    let boundary = "----cairn-test-boundary-7d1f";
+    let mut body = Vec::new();
+    for (k, v) in fields {
+        body.extend_from_slice(
+            format!("--{boundary}\r\nContent-Disposition: form-data; name=\"{k}\"\r\n\r\n{v}\r\n")
+                .as_bytes(),
+        );
+    }
+    if let Some((name, data)) = file {
+        body.extend_from_slice(
+            format!(
+                "--{boundary}\r\nContent-Disposition: form-data; name=\"{name}\"; \
+                 filename=\"{name}\"\r\nContent-Type: application/octet-stream\r\n\r\n"
+            )
+            .as_bytes(),
+        );
+        body.extend_from_slice(data);
+        body.extend_from_slice(b"\r\n");
+    }
+    body.extend_from_slice(format!("--{boundary}--\r\n").as_bytes());
+    (format!("multipart/form-data; boundary={boundary}"), body)
+}
+
+/// POSTs `body` to `url`: (status, answer text).
+fn post(url: &str, content_type: &str, body: &[u8], range: Option<&str>) -> (u16, String) {
+    let mut req = agent()
+        .post(url)
+        .header("Authorization", &format!("Bearer {KEY}"))
+        .header("Content-Type", content_type);
+    if let Some(r) = range {
+        req = req.header("Content-Range", r);
+    }
+    let mut r = req.send(body).unwrap_or_else(|e| panic!("POST {url}: {e}"));
+    (
+        r.status().as_u16(),
+        r.body_mut().read_to_string().unwrap_or_default(),
+    )
+}
+
+/// A whole upload of `data` as `name` into `folder` (`/Root/x`): (status, answer).
+fn upload_whole(
+    base: &str,
+    folder: &str,
+    name: &str,
+    data: &[u8],
+    extra: &[(&str, &str)],
+) -> (u16, Value) {
+    let len = data.len().to_string();
+    let mut fields = vec![
+        ("ChunkToken", "0*0*False*False"),
+        ("FileName", name),
+        ("Overwrite", "true"),
+        ("PropertyName", "Binary"),
+        ("FileLength", len.as_str()),
+    ];
+    fields.extend_from_slice(extra);
+    let (ct, body) = multipart(&fields, Some((name, data)));
+    let (status, text) = post(
+        &format!("{base}/odata.svc{folder}/Upload"),
+        &ct,
+        &body,
+        None,
+    );
+    (
+        status,
+        serde_json::from_str(&text).unwrap_or(Value::String(text)),
+    )
+}
+
+/// The first request of a chunked upload: the token.
+fn begin_chunked(base: &str, folder: &str, name: &str, total: usize, first: &[u8]) -> String {
+    let len = total.to_string();
+    let (ct, body) = multipart(
+        &[
+            ("ChunkToken", "0*0*False*False"),
+            ("FileName", name),
+            ("Overwrite", "true"),
+            ("PropertyName", "Binary"),
+            ("FileLength", &len),
+            ("UseChunk", "true"),
+            ("create", "1"),
+        ],
+        Some((name, first)),
+    );
+    let range = format!("bytes 0-{}/{total}", first.len().max(1) - 1);
+    let (status, token) = post(
+        &format!("{base}/odata.svc{folder}/Upload"),
+        &ct,
+        &body,
+        Some(&range),
+    );
+    assert_eq!(status, 200, "{token}");
+    assert!(
+        !token.is_empty() && !token.contains('{'),
+        "a bare token: {token}"
+    );
+    token
+}
+
+/// One chunk: (status, answer).
+fn chunk(
+    base: &str,
+    folder: &str,
+    token: &str,
+    total: usize,
+    start: usize,
+    data: &[u8],
+) -> (u16, String) {
+    let len = total.to_string();
+    let (ct, body) = multipart(
+        &[
+            ("FileLength", &len),
+            ("ChunkToken", token),
+            ("PropertyName", "Binary"),
+        ],
+        Some(("f", data)),
+    );
+    let range = format!("bytes {start}-{}/{total}", (start + data.len()) as i64 - 1);
+    post(
+        &format!("{base}/odata.svc{folder}/Upload"),
+        &ct,
+        &body,
+        Some(&range),
+    )
+}
+
+/// GET `path` with extra headers: (status, bytes).
+fn download(base: &str, path: &str) -> (u16, Vec<u8>) {
+    let mut r = agent()
+        .get(&format!("{base}{path}"))
+        .header("Authorization", &format!("Bearer {KEY}"))
+        .call()
+        .unwrap_or_else(|e| panic!("GET {path}: {e}"));
+    let status = r.status().as_u16();
+    let mut out = Vec::new();
+    std::io::Read::read_to_end(&mut r.body_mut().as_reader(), &mut out).unwrap();
+    (status, out)
+}
+
+fn folder(base: &str, name: &str) {
+    let (s, v) = call(
+        KEY,
+        "POST",
+        &format!("{base}/odata.svc/Root"),
+        Some(json!({"__ContentType": "Folder", "Name": name})),
+    );
+    assert_eq!(s, 201, "{v}");
+}
+
+/// The names of the children of `folder`.
+fn children(base: &str, folder: &str) -> Vec<String> {
+    let (s, v) = call(
+        KEY,
+        "GET",
+        &format!("{base}/odata.svc{folder}?$select=Name"),
+        None,
+    );
+    assert_eq!(s, 200, "{v}");
+    let mut names: Vec<String> = v["d"]["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["Name"].as_str().unwrap().to_string())
+        .collect();
+    names.sort();
+    names
+}
+
+fn staged_files(data: &Path) -> usize {
+    std::fs::read_dir(data.join("blobs/.staging")).map_or(0, |d| d.count())
+}
+
+fn blob_check(data: &Path) -> (bool, String) {
+    let o = cairn()
+        .args(["blob", "check", "--data"])
+        .arg(data)
+        .output()
+        .unwrap();
+    (o.status.success(), text(&o))
+}
+
+#[test]
+fn bad_uploads_are_clear_4xx_and_store_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let server = spawn(&mut serve_command(&data, KEY));
+    let base = server.url.as_str();
+    folder(base, "up");
+    let (s, v) = call(
+        KEY,
+        "POST",
+        &format!("{base}/odata.svc/Root/up"),
+        Some(json!({"__ContentType": "Article", "Name": "art"})),
+    );
+    assert_eq!(s, 201, "{v}");
+
+    // A lying FileLength, names that are not names, an upload into an article.
+    let (s, v) = upload_whole(base, "/Root/up", "a.txt", b"12345", &[("FileLength", "6")]);
+    assert_eq!(s, 400, "{v}");
+    assert!(v.to_string().contains("FileLength"), "{v}");
+    for bad in ["..", "a/b", "x\\y"] {
+        let (s, v) = upload_whole(base, "/Root/up", bad, b"x", &[]);
+        assert!(s == 400, "{bad}: {s} {v}");
+    }
+    let (s, v) = upload_whole(base, "/Root/up/art", "a.txt", b"x", &[]);
+    assert_eq!(s, 400, "{v}");
+    assert!(v.to_string().contains("folder"), "{v}");
+    // Not multipart at all; multipart without a file; a JSON POST to .../upload.
+    let (s, t) = post(
+        &format!("{base}/odata.svc/Root('up')/upload"),
+        "multipart/form-data",
+        b"junk",
+        None,
+    );
+    assert_eq!(s, 400, "{t}");
+    let (ct, body) = multipart(&[("FileName", "n.txt")], None);
+    let (s, t) = post(
+        &format!("{base}/odata.svc/Root/up/Upload"),
+        &ct,
+        &body,
+        None,
+    );
+    assert_eq!(s, 400, "{t}");
+    assert!(t.contains("no file part"), "{t}");
+    let (s, t) = post(
+        &format!("{base}/odata.svc/Root('up')/upload"),
+        "application/json",
+        b"{}",
+        None,
+    );
+    assert!((400..500).contains(&s), "{s} {t}");
+
+    // Chunks: a gap, a range past the declared length, another total: refused, and the
+    // upload stays where it was; then the right chunks finish it.
+    let whole = bytes(1, 30);
+    let token = begin_chunked(base, "/Root/up", "c.bin", 30, &whole[..10]);
+    let (s, t) = chunk(base, "/Root/up", &token, 30, 0, &whole[..10]);
+    assert_eq!(s, 200, "{t}");
+    let (s, t) = chunk(base, "/Root/up", &token, 30, 20, &whole[20..]);
+    assert_eq!(s, 400, "a gap: {t}");
+    assert!(t.contains("gap"), "{t}");
+    let (s, t) = chunk(base, "/Root/up", &token, 30, 10, &bytes(2, 25));
+    assert_eq!(s, 400, "past the end: {t}");
+    let (s, t) = chunk(base, "/Root/up", &token, 31, 10, &whole[10..20]);
+    assert_eq!(s, 400, "another total: {t}");
+    // A Content-Range that says more than the chunk holds.
+    let (ct, body) = multipart(&[("ChunkToken", &token)], Some(("f", &whole[10..15])));
+    let (s, t) = post(
+        &format!("{base}/odata.svc/Root/up/Upload"),
+        &ct,
+        &body,
+        Some("bytes 10-19/30"),
+    );
+    assert_eq!(s, 400, "a short chunk: {t}");
+    let (s, t) = chunk(base, "/Root/up", &token, 30, 10, &whole[10..20]);
+    assert_eq!(s, 200, "{t}");
+    assert!(
+        children(base, "/Root/up") == ["art"],
+        "no item before the last chunk"
+    );
+    let (s, t) = chunk(base, "/Root/up", &token, 30, 20, &whole[20..]);
+    assert_eq!(s, 200, "{t}");
+    let done: Value = serde_json::from_str(&t).unwrap();
+    assert_eq!(done["Length"], 30);
+    let (s, got) = download(base, "/Root/up/c.bin");
+    assert_eq!((s, sha(&got)), (200, sha(&whole)));
+    // An unknown token.
+    let (s, t) = chunk(base, "/Root/up", "nosuchtoken", 30, 0, &whole[..10]);
+    assert_eq!(s, 404, "{t}");
+
+    // Downloads of what has no bytes.
+    assert_eq!(download(base, "/Root/up/art").0, 404);
+    assert_eq!(download(base, "/Root/up/nothing.txt").0, 404);
+    assert_eq!(download(base, "/binaryhandler.ashx?nodeid=abc").0, 400);
+    assert_eq!(download(base, "/binaryhandler.ashx?nodeid=999999").0, 404);
+    // Without credentials: 401, as the API.
+    let r = agent()
+        .get(&format!("{base}/Root/up/c.bin"))
+        .call()
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 401);
+
+    assert_eq!(
+        children(base, "/Root/up"),
+        ["art", "c.bin"],
+        "nothing else was stored"
+    );
+    assert_eq!(staged_files(&data), 0, "no staged bytes left");
+    drop(server);
+    let (ok, out) = blob_check(&data);
+    assert!(ok, "{out}");
+    assert!(
+        out.contains("1 blob(s) named by the database: 0 missing, 0 damaged"),
+        "{out}"
+    );
+}
+
+#[test]
+fn an_abandoned_chunked_upload_is_removed_after_its_timeout() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let server = spawn(serve_command(&data, KEY).args(["--upload-timeout", "1"]));
+    let base = server.url.as_str();
+    folder(base, "up");
+    let whole = bytes(3, 100);
+    let token = begin_chunked(base, "/Root/up", "left.bin", 100, &whole[..50]);
+    let (s, t) = chunk(base, "/Root/up", &token, 100, 0, &whole[..50]);
+    assert_eq!(s, 200, "{t}");
+    assert_eq!(staged_files(&data), 1, "the first chunk is staged");
+    wait_until(
+        "the abandoned upload's bytes removed",
+        Duration::from_secs(30),
+        || (staged_files(&data) == 0).then_some(()),
+    );
+    let (s, t) = chunk(base, "/Root/up", &token, 100, 50, &whole[50..]);
+    assert_eq!(s, 404, "{t}");
+    assert!(t.contains("abandoned"), "{t}");
+    assert!(children(base, "/Root/up").is_empty());
+}
+
+/// Uploads files of varied sizes (whole, and in chunks) into `/Root/up` until `stop`,
+/// recording (name, SHA-256, when answered) of every upload that was answered.
+fn uploader(
+    base: String,
+    stop: Arc<AtomicBool>,
+    answered: Arc<Mutex<Vec<(String, String, std::time::Instant)>>>,
+    seed: u64,
+) {
+    let mut i = 0u64;
+    while !stop.load(Ordering::Relaxed) {
+        i += 1;
+        let name = format!("f{seed}-{i}.bin");
+        let data = bytes(seed * 1_000_000 + i, 1000 + (i as usize * 7919) % 150_000);
+        let ok = if i.is_multiple_of(3) {
+            // In chunks of 40 kB.
+            let token = begin_chunked(
+                &base,
+                "/Root/up",
+                &name,
+                data.len(),
+                &data[..40_000.min(data.len())],
+            );
+            let mut ok = true;
+            for start in (0..data.len()).step_by(40_000) {
+                let end = (start + 40_000).min(data.len());
+                match chunk(
+                    &base,
+                    "/Root/up",
+                    &token,
+                    data.len(),
+                    start,
+                    &data[start..end],
+                ) {
+                    (200, _) => {}
+                    _ => {
+                        ok = false;
+                        break;
+                    }
+                }
+            }
+            ok
+        } else {
+            upload_whole(&base, "/Root/up", &name, &data, &[]).0 == 200
+        };
+        if ok {
+            answered
+                .lock()
+                .unwrap()
+                .push((name, sha(&data), std::time::Instant::now()));
+        }
+    }
+}
+
+#[test]
+fn a_backup_under_upload_load_restores_every_answered_file_and_verify_refuses_a_bad_blob() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let server = spawn(&mut serve_command(&data, KEY));
+    let base = server.url.clone();
+    folder(&base, "up");
+    let stop = Arc::new(AtomicBool::new(false));
+    let answered = Arc::new(Mutex::new(Vec::new()));
+    let workers: Vec<_> = (1..=2)
+        .map(|seed| {
+            let (b, s, a) = (base.clone(), stop.clone(), answered.clone());
+            std::thread::spawn(move || uploader(b, s, a, seed))
+        })
+        .collect();
+    wait_until("uploads under way", Duration::from_secs(60), || {
+        (answered.lock().unwrap().len() >= 10).then_some(())
+    });
+    let began = std::time::Instant::now();
+    let o = cairn()
+        .args([
+            "backup",
+            "create",
+            "--server",
+            &base,
+            "--admin-key",
+            KEY,
+            "--target",
+            "b1",
+        ])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", text(&o));
+    // A few more while nothing is backed up, then a second, incremental backup.
+    let after_first = answered.lock().unwrap().len();
+    wait_until("more uploads", Duration::from_secs(60), || {
+        (answered.lock().unwrap().len() >= after_first + 3).then_some(())
+    });
+    stop.store(true, Ordering::Relaxed);
+    for w in workers {
+        w.join().unwrap();
+    }
+    drop(server);
+    let backup = data.join("backups/b1");
+    let before: Vec<(String, String)> = answered
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|(_, _, at)| *at < began)
+        .map(|(n, h, _)| (n.clone(), h.clone()))
+        .collect();
+    assert!(before.len() >= 10);
+    let o = cairn()
+        .args(["backup", "verify"])
+        .arg(&backup)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", text(&o));
+
+    // Restored into a new folder: every file answered before the backup began.
+    let restored = dir.path().join("restored");
+    let o = cairn()
+        .args(["restore", "--from"])
+        .arg(&backup)
+        .arg("--data")
+        .arg(&restored)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", text(&o));
+    let (ok, out) = blob_check(&restored);
+    assert!(ok, "{out}");
+    let again = spawn(&mut serve_command(&restored, KEY));
+    for (name, hash) in &before {
+        let (s, got) = download(&again.url, &format!("/Root/up/{name}"));
+        assert_eq!(s, 200, "{name}");
+        assert_eq!(&sha(&got), hash, "{name}");
+    }
+    drop(again);
+    let o = cairn()
+        .args(["index", "check", "--data"])
+        .arg(&restored)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", text(&o));
+
+    // The backup holds exactly the blobs its database names; an altered one and a missing
+    // one are refused by verify.
+    let blobs: Vec<PathBuf> = walk(&backup.join("blobs"));
+    assert!(
+        blobs.len() >= before.len(),
+        "{} blobs for {} files",
+        blobs.len(),
+        before.len()
+    );
+    let victim = &blobs[0];
+    let mut b = std::fs::read(victim).unwrap();
+    b[0] ^= 1;
+    std::fs::write(victim, &b).unwrap();
+    let o = cairn()
+        .args(["backup", "verify"])
+        .arg(&backup)
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    assert!(text(&o).contains("blobs/"), "{}", text(&o));
+    std::fs::remove_file(victim).unwrap();
+    let o = cairn()
+        .args(["backup", "verify"])
+        .arg(&backup)
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    assert!(text(&o).contains("missing"), "{}", text(&o));
+}
+
+fn walk(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap().flatten() {
+        if e.path().is_dir() {
+            out.extend(walk(&e.path()));
+        } else {
+            out.push(e.path());
+        }
+    }
+    out.sort();
+    out
+}
+
+#[test]
+fn a_kill_among_uploads_leaves_no_reference_to_missing_bytes() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let mut server: Running = spawn(&mut serve_command(&data, KEY));
+    let base = server.url.clone();
+    folder(&base, "up");
+    let stop = Arc::new(AtomicBool::new(false));
+    let answered = Arc::new(Mutex::new(Vec::new()));
+    let worker = {
+        let (b, s, a) = (base.clone(), stop.clone(), answered.clone());
+        // Requests fail once the server is gone: the uploader panics on a transport
+        // error, which ends it.
+        std::thread::spawn(move || std::panic::catch_unwind(|| uploader(b, s, a, 7)))
+    };
+    wait_until("uploads under way", Duration::from_secs(60), || {
+        (answered.lock().unwrap().len() >= 15).then_some(())
+    });
+    server.child.kill().unwrap(); // SIGKILL, in the middle of an upload
+    server.child.wait().unwrap();
+    stop.store(true, Ordering::Relaxed);
+    let _ = worker.join();
+    let (ok, out) = blob_check(&data);
+    assert!(ok, "no row names bytes that are not there: {out}");
+    let again = spawn(&mut serve_command(&data, KEY));
+    for (name, hash, _) in answered.lock().unwrap().iter() {
+        let (s, got) = download(&again.url, &format!("/Root/up/{name}"));
+        assert_eq!(s, 200, "{name}");
+        assert_eq!(&sha(&got), hash, "{name}");
+    }
+}
