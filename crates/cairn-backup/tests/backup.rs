@@ -132,6 +132,7 @@ fn item(path: &str, type_name: &str, fields: Value) -> ImportItem {
             Value::Object(m) => m,
             _ => Map::new(),
         },
+        binaries: Vec::new(),
     }
 }
 

@@ -172,6 +172,7 @@ fn s3_round_trip_and_incremental() {
             path: format!("/Root/a{i}"),
             type_name: "Article".into(),
             fields: serde_json::from_value(json!({ "Body": body(i), "Rating": i % 5 })).unwrap(),
+            binaries: Vec::new(),
         })
         .collect();
     let outcome = live.store.import(&items, live.store.admin_id()).unwrap();

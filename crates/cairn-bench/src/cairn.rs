@@ -325,6 +325,7 @@ pub fn store_import(file: &Path, db: &Path, batch: usize) -> anyhow::Result<Stat
             path: item.path,
             type_name: item.type_name,
             fields: item.json,
+            binaries: Vec::new(),
         });
         if pending.len() >= batch {
             commit(&mut pending)?;

@@ -34,6 +34,7 @@ fn fill(store: &Store, n: usize) -> TestResult {
                     path: format!("/Root/Bulk/item-{i}"),
                     type_name: "Folder".into(),
                     fields,
+                    binaries: Vec::new(),
                 }
             })
             .collect();

@@ -572,3 +572,51 @@ fn a_kill_among_uploads_leaves_no_reference_to_missing_bytes() {
         assert_eq!(&sha(&got), hash, "{name}");
     }
 }
+
+#[test]
+fn import_takes_a_binary_from_a_file_path() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    std::fs::create_dir_all(dir.path().join("files")).unwrap();
+    std::fs::write(
+        dir.path().join("files/notes.md"),
+        "# Notes\nthe quokkaword is here",
+    )
+    .unwrap();
+    let lines = dir.path().join("import.jsonl");
+    std::fs::write(
+        &lines,
+        concat!(
+            "{\"Path\":\"/Root/Docs\",\"Type\":\"Folder\"}\n",
+            "{\"Path\":\"/Root/Docs/notes.md\",\"Type\":\"File\",\"Binary\":\"files/notes.md\"}\n",
+            "{\"Path\":\"/Root/Docs/gone.txt\",\"Type\":\"File\",\"Binary\":\"files/gone.txt\"}\n",
+        ),
+    )
+    .unwrap();
+    let o = cairn()
+        .args(["import", "--data"])
+        .arg(&data)
+        .arg(&lines)
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    let out = text(&o);
+    assert!(out.contains("line 3") && out.contains("gone.txt"), "{out}");
+    let server = spawn(&mut serve_command(&data, KEY));
+    let (s, got) = download(&server.url, "/Root/Docs/notes.md");
+    assert_eq!(s, 200);
+    assert_eq!(got, b"# Notes\nthe quokkaword is here");
+    let (s, v) = call(
+        KEY,
+        "GET",
+        &format!(
+            "{}/odata.svc/Root?query=quokkaword&$select=Name,MimeType,Size",
+            server.url
+        ),
+        None,
+    );
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["d"]["results"][0]["Name"], "notes.md", "{v}");
+    assert_eq!(v["d"]["results"][0]["MimeType"], "text/markdown", "{v}");
+    assert_eq!(v["d"]["results"][0]["Size"], 30, "{v}");
+}

@@ -25,8 +25,8 @@ use axum::body::Body;
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use cairn_store::content::{validate_name, BinaryValue};
-use cairn_store::files::{extract_text, guess_content_type, ExtractLimits, StagedFile};
+use cairn_store::content::validate_name;
+use cairn_store::files::{into_binary, StagedFile};
 use cairn_store::{NodeId, NodeRef, SaveBinary};
 use serde_json::{json, Value};
 
@@ -419,15 +419,15 @@ pub async fn upload(
             .staged
             .take()
             .ok_or_else(|| ApiError::internal("a complete upload without its file"))?;
-        let save = SaveBinary {
+        let pending = Pending {
             parent: NodeRef::Path(s.parent.clone()),
             name: s.name.clone(),
             type_name: s.type_name.clone(),
             property: s.property.clone(),
-            value: empty_value(&s.name, s.media_type.as_deref()),
+            media_type: s.media_type.clone(),
             overwrite: s.overwrite,
         };
-        match finish(&state, staged, save, caller_id).await {
+        match finish(&state, staged, pending, caller_id).await {
             Ok(answer) => {
                 s.done = Some(answer.clone());
                 Ok(Json(answer).into_response())
@@ -513,15 +513,15 @@ pub async fn upload(
                 )));
             }
         }
-        let save = SaveBinary {
+        let pending = Pending {
             parent,
-            name: name.clone(),
+            name,
             type_name,
             property,
-            value: empty_value(&name, part.media_type.as_deref()),
+            media_type: part.media_type,
             overwrite: form.flag("Overwrite"),
         };
-        Ok(Json(finish(&state, staged, save, caller_id).await?).into_response())
+        Ok(Json(finish(&state, staged, pending, caller_id).await?).into_response())
     }
 }
 
@@ -566,52 +566,30 @@ fn progress(s: &Session, written: u64, chunk: u64) -> Value {
     })
 }
 
-/// The value of a file before its blob and text are known.
-fn empty_value(name: &str, media_type: Option<&str>) -> BinaryValue {
-    let content_type = media_type
-        .filter(|m| !m.is_empty() && *m != "application/octet-stream")
-        .unwrap_or_else(|| guess_content_type(name))
-        .to_string();
-    BinaryValue {
-        hash: String::new(),
-        size: 0,
-        content_type,
-        file_name: name.to_string(),
-        text: String::new(),
-        extract_note: None,
-    }
-}
-
-/// Extracts the text, makes the staged file a blob and saves the item; answers when the
-/// item is searchable, in sensenet's shape.
+/// Makes the staged file a blob (its text extracted) and saves the item; answers when
+/// the item is searchable, in sensenet's shape.
 async fn finish(
     state: &AppState,
     staged: StagedFile,
-    mut save: SaveBinary,
+    upload: Pending,
     by: NodeId,
 ) -> ApiResult<Value> {
     let st = state.clone();
-    let written = blocking(move || {
+    let (written, length) = blocking(move || {
         let blobs = st.store.blobs()?;
-        let x = extract_text(
-            staged.path(),
-            &save.value.content_type,
-            &save.value.file_name,
-            ExtractLimits::default(),
-        );
-        if let Some(note) = &x.note {
-            tracing::warn!(file = %save.value.file_name, "{note}");
-        }
-        let id = staged.into_blob(&*blobs)?;
-        save.value.hash = id.hash;
-        save.value.size = i64::try_from(id.size).unwrap_or(i64::MAX);
-        save.value.text = x.text;
-        save.value.extract_note = x.note;
-        let size = save.value.size;
+        let value = into_binary(&*blobs, staged, &upload.name, upload.media_type.as_deref())?;
+        let size = value.size;
+        let save = SaveBinary {
+            parent: upload.parent,
+            name: upload.name,
+            type_name: upload.type_name,
+            property: upload.property,
+            value,
+            overwrite: upload.overwrite,
+        };
         Ok((st.store.save_binary(&save, by)?, size))
     })
     .await?;
-    let (written, length) = written;
     let s = state.clone();
     let activity = written.activity;
     blocking(move || {
@@ -628,6 +606,16 @@ async fn finish(
         "Type": node.type_name,
         "Id": node.id.0,
     }))
+}
+
+/// What is known of an upload before its bytes are a blob.
+struct Pending {
+    parent: NodeRef,
+    name: String,
+    type_name: String,
+    property: String,
+    media_type: Option<String>,
+    overwrite: bool,
 }
 
 #[cfg(test)]

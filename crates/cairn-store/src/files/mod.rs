@@ -83,3 +83,60 @@ pub trait BlobStore: Send + Sync + std::fmt::Debug {
     /// short by a crash); returns how many.
     fn sweep_staging(&self, older_than: std::time::Duration) -> Result<usize>;
 }
+
+/// The binary value of the complete file `staged`, named `file_name`: its text extracted
+/// (within the default limits; a failure is a note, never an error), then made a durable
+/// blob. `content_type` is the media type given, else guessed from the name.
+pub fn into_binary(
+    blobs: &dyn BlobStore,
+    staged: StagedFile,
+    file_name: &str,
+    content_type: Option<&str>,
+) -> Result<crate::content::BinaryValue> {
+    let content_type = content_type
+        .filter(|m| !m.is_empty() && *m != "application/octet-stream")
+        .unwrap_or_else(|| guess_content_type(file_name))
+        .to_string();
+    let x = extract_text(
+        staged.path(),
+        &content_type,
+        file_name,
+        ExtractLimits::default(),
+    );
+    if let Some(note) = &x.note {
+        tracing::warn!(file = %file_name, "{note}");
+    }
+    let id = staged.into_blob(blobs)?;
+    Ok(crate::content::BinaryValue {
+        hash: id.hash,
+        size: i64::try_from(id.size).unwrap_or(i64::MAX),
+        content_type,
+        file_name: file_name.to_string(),
+        text: x.text,
+        extract_note: x.note,
+    })
+}
+
+/// Stores the file at `src` as a blob of `blobs` (read once: copied while hashed) and
+/// returns its binary value, as [`into_binary`].
+pub fn store_file(
+    blobs: &dyn BlobStore,
+    src: &Path,
+    file_name: &str,
+    content_type: Option<&str>,
+) -> Result<crate::content::BinaryValue> {
+    use std::io::Read;
+    let mut f = std::fs::File::open(src).map_err(|e| crate::StoreError::io(src, e))?;
+    let mut staged = StagedFile::create(blobs)?;
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = f
+            .read(&mut buf)
+            .map_err(|e| crate::StoreError::io(src, e))?;
+        if n == 0 {
+            break;
+        }
+        staged.write(&buf[..n])?;
+    }
+    into_binary(blobs, staged, file_name, content_type)
+}

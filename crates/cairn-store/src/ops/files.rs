@@ -54,6 +54,19 @@ fn binary_field<'t>(t: &'t ContentType, property: &str) -> Result<&'t crate::Fie
         })
 }
 
+/// Writes `value` into the binary field `property` of `node` (whose type is `t`), as
+/// [`set_binary`]; an error when the type has no such field.
+pub(crate) fn set_binary_field(
+    t: &ContentType,
+    node: &mut Node,
+    property: &str,
+    value: &BinaryValue,
+) -> Result<()> {
+    let field = binary_field(t, property)?;
+    set_binary(t, node, field.name, value);
+    Ok(())
+}
+
 /// Writes `value` into `node` (whose type is `t`): the binary field, and `MimeType` and
 /// `Size` where the type has them.
 fn set_binary(t: &ContentType, node: &mut Node, field: &str, value: &BinaryValue) {

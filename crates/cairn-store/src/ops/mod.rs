@@ -48,6 +48,8 @@ pub struct ImportItem {
     pub type_name: String,
     /// Writable fields.
     pub fields: Map<String, Json>,
+    /// Binary fields (a file's bytes, already a blob): field name and value.
+    pub binaries: Vec<(String, crate::content::BinaryValue)>,
 }
 
 /// What a bulk import batch did.
@@ -258,6 +260,12 @@ impl Store {
                             fields: item.fields.clone(),
                         };
                         let mut node = new_node(&self.types, parent, &content, Some(by))?;
+                        if !item.binaries.is_empty() {
+                            let t = self.types.get(&node.type_name)?;
+                            for (field, value) in &item.binaries {
+                                files::set_binary_field(t, &mut node, field, value)?;
+                            }
+                        }
                         check_login(&node)?;
                         check_references(conn, &node, None)?;
                         let a = insert_node(conn, &self.types, &mut node)?;

@@ -13,7 +13,7 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, Context, Result};
-use cairn_store::{ImportItem, Store};
+use cairn_store::{FieldKind, ImportItem, Store};
 use serde_json::{Map, Value};
 
 use crate::commands::open_repository;
@@ -52,7 +52,40 @@ pub fn parse_line(line: &str) -> Result<ImportItem, String> {
         path,
         type_name,
         fields: Map::from_iter(fields),
+        binaries: Vec::new(),
     })
+}
+
+/// Stores the files a line names in its binary fields (`"Binary": "files/report.pdf"`, a
+/// path relative to the import file's folder) as blobs, and puts their values on `item`.
+/// The blobs are durable before the batch that names them commits.
+fn attach_binaries(store: &Store, base: &Path, item: &mut ImportItem) -> Result<(), String> {
+    let Ok(t) = store.types().get(&item.type_name) else {
+        return Ok(()); // the store names the unknown type
+    };
+    for def in t.fields.iter().filter(|f| f.kind == FieldKind::Binary) {
+        let Some(v) = item.fields.remove(def.name) else {
+            continue;
+        };
+        let Value::String(rel) = v else {
+            return Err(format!(
+                "{} is the path of the file to import (relative to the import file)",
+                def.name
+            ));
+        };
+        let src = base.join(&rel);
+        let name = item.path.rsplit('/').next().unwrap_or_default().to_string();
+        let media = item
+            .fields
+            .get("MimeType")
+            .and_then(Value::as_str)
+            .map(str::to_string);
+        let blobs = store.blobs().map_err(|e| e.to_string())?;
+        let value = cairn_store::files::store_file(&*blobs, &src, &name, media.as_deref())
+            .map_err(|e| format!("{}: {e}", def.name))?;
+        item.binaries.push((def.name.to_string(), value));
+    }
+    Ok(())
 }
 
 /// Reads `file` and imports it into `data`.
@@ -96,6 +129,11 @@ pub fn run(data: &DataDir, file: &Path, batch: usize) -> Result<ExitCode> {
                         parse_line(s).map(Some)
                     }
                 });
+            let base = file.parent().unwrap_or(Path::new("."));
+            let parsed = parsed.and_then(|item| match item {
+                Some(mut item) => attach_binaries(&store, base, &mut item).map(|()| Some(item)),
+                None => Ok(None),
+            });
             match parsed {
                 Ok(Some(item)) => pending.push((line_no, item)),
                 Ok(None) => {}
