@@ -4,6 +4,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { createHash, randomBytes } from 'node:crypto';
+import { readFileSync } from 'node:fs';
 import { repository, testFolder, CAIRN_URL, CAIRN_ADMIN_KEY, clientError } from '../lib/cairn.mjs';
 
 const repo = repository();
@@ -93,6 +94,18 @@ test('textAsFile: a name with spaces and non-ASCII letters, found by a word insi
   assert.equal(got.res.status, 200);
   assert.equal(got.body.toString('utf8'), `a note about ${word} and more`);
   assert.match(got.res.headers.get('content-disposition'), /filename\*=UTF-8''/);
+});
+
+test('a word inside an uploaded PDF finds it', async (t) => {
+  const root = await testFolder(t, repo, 'files-pdf');
+  const pdf = readFileSync(new URL('../fixtures/quokkafruit.pdf', import.meta.url));
+  const answer = await upload(root, pdf, 'report.pdf');
+  assert.equal(answer.Length, pdf.length);
+  const found = await repo.loadCollection({
+    path: root,
+    oDataOptions: { query: 'quokkafruit', select: ['Name', 'MimeType'] },
+  });
+  assert.deepEqual(found.d.results.map((r) => [r.Name, r.MimeType]), [['report.pdf', 'application/pdf']]);
 });
 
 test('overwrite gives the item new bytes under a new ETag; without it the new file takes a free name', async (t) => {
