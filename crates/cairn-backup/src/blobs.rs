@@ -140,12 +140,7 @@ pub(crate) fn restore(
     if entries.peek().is_none() {
         return Ok(0);
     }
-    let store = cairn_store::files::blob_store_for(database).ok_or_else(|| {
-        BackupError::Refused(format!(
-            "the backup holds files, and {} keeps none (files are kept on SQLite)",
-            database.redacted()
-        ))
-    })?;
+    let store = cairn_store::files::blob_store_for(database);
     let mut bytes = 0;
     for f in entries {
         if cancel.is_cancelled() {

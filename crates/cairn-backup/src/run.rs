@@ -519,34 +519,27 @@ fn run_into(run: Run<'_>) -> Result<Manifest> {
             .as_ref()
             .and_then(|(dir, m)| earlier_written.map(|at| (dir.as_path(), m, at)));
         failure_point("backup::blobs", "copy the blobs")?;
-        let blobs = match source.store().blobs() {
-            Ok(b) => Some(b),
-            Err(cairn_store::StoreError::NotAllowed(_)) => None,
-            Err(e) => return Err(e.into()),
-        };
-        if let Some(blobs) = blobs {
-            let entries = crate::blobs::back_up(
-                &*blobs,
-                target,
-                &db,
-                earlier,
-                &mut |n| {
-                    update(info, |i| {
-                        i.copied_bytes += n;
-                        i.total_bytes = i.total_bytes.max(i.copied_bytes);
-                    });
-                    pacer.copied(n);
-                },
-                &mut || {
-                    update(info, |i| {
-                        i.copied_files += 1;
-                        i.count_of_files += 1;
-                    })
-                },
-                cancel,
-            )?;
-            files.extend(entries);
-        }
+        let entries = crate::blobs::back_up(
+            &*source.store().blobs(),
+            target,
+            &db,
+            earlier,
+            &mut |n| {
+                update(info, |i| {
+                    i.copied_bytes += n;
+                    i.total_bytes = i.total_bytes.max(i.copied_bytes);
+                });
+                pacer.copied(n);
+            },
+            &mut || {
+                update(info, |i| {
+                    i.copied_files += 1;
+                    i.count_of_files += 1;
+                })
+            },
+            cancel,
+        )?;
+        files.extend(entries);
         Some(db)
     } else {
         None

@@ -86,7 +86,7 @@ pub struct Store {
     repository_id: Uuid,
     admin_id: NodeId,
     listeners: RwLock<Vec<WriteListener>>,
-    blobs: Option<Arc<dyn BlobStore>>,
+    blobs: Arc<dyn BlobStore>,
 }
 
 impl std::fmt::Debug for Store {
@@ -138,12 +138,8 @@ impl Store {
     }
 
     /// Where this repository keeps the bytes of its files.
-    pub fn blobs(&self) -> Result<Arc<dyn BlobStore>> {
-        self.blobs.clone().ok_or_else(|| {
-            StoreError::NotAllowed(
-                "files (binary fields) are not kept on PostgreSQL yet; use SQLite".into(),
-            )
-        })
+    pub fn blobs(&self) -> Arc<dyn BlobStore> {
+        self.blobs.clone()
     }
 
     /// The database's URL.

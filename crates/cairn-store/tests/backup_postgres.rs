@@ -125,7 +125,7 @@ fn postgres_backup_under_writes_verifies_and_restores() -> TestResult {
     assert_eq!(backup.kind, DatabaseKind::Postgres);
     assert_eq!(backup.file_name, "cairn.pgdump");
     assert_eq!(backup.repository_id, store.repository_id().to_string());
-    assert_eq!(backup.schema_version, 2);
+    assert_eq!(backup.schema_version, 3);
     let file = dir.path().join("cairn.pgdump");
     assert_eq!(std::fs::metadata(&file)?.len(), backup.bytes);
     assert!(!dir.path().join("cairn.pgdump.partial").exists());

@@ -177,7 +177,7 @@ fn sqlite_backup_is_a_consistent_snapshot_under_continuous_writes() -> TestResul
     assert_eq!(backup.kind, DatabaseKind::Sqlite);
     assert_eq!(backup.file_name, "cairn.db");
     assert_eq!(backup.repository_id, store.repository_id().to_string());
-    assert_eq!(backup.schema_version, 2);
+    assert_eq!(backup.schema_version, 3);
     let file = backup_dir.join("cairn.db");
     assert_eq!(std::fs::metadata(&file)?.len(), backup.bytes);
     assert!(!backup_dir.join("cairn.db.partial").exists());
@@ -189,7 +189,7 @@ fn sqlite_backup_is_a_consistent_snapshot_under_continuous_writes() -> TestResul
         verified.repository_id.as_deref(),
         Some(&*backup.repository_id)
     );
-    assert_eq!(verified.schema_version, Some(2));
+    assert_eq!(verified.schema_version, Some(3));
     assert_eq!(verified.bytes, backup.bytes);
     let copy = copy_conn(&file)?;
     assert_eq!(max_activity(&copy)?, backup.last_activity_id.0);

@@ -620,3 +620,109 @@ fn import_takes_a_binary_from_a_file_path() {
     assert_eq!(v["d"]["results"][0]["MimeType"], "text/markdown", "{v}");
     assert_eq!(v["d"]["results"][0]["Size"], 30, "{v}");
 }
+
+/// GET `path` with a `Range`: (status, Content-Range, bytes).
+fn download_range(base: &str, path: &str, range: &str) -> (u16, String, Vec<u8>) {
+    let mut r = agent()
+        .get(&format!("{base}{path}"))
+        .header("Authorization", &format!("Bearer {KEY}"))
+        .header("Range", range)
+        .call()
+        .unwrap();
+    let status = r.status().as_u16();
+    let cr = r
+        .headers()
+        .get("content-range")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_string();
+    let mut out = Vec::new();
+    std::io::Read::read_to_end(&mut r.body_mut().as_reader(), &mut out).unwrap();
+    (status, cr, out)
+}
+
+/// The same files on PostgreSQL, whose blobs are rows of the database itself: uploads,
+/// ranges across the rows' boundaries, then a repository backup (its dump carries the
+/// blobs) restored into another database, file for file.
+#[test]
+fn files_on_postgresql_are_rows_of_the_database_and_come_back_with_its_backup() {
+    let cluster = cairn_testkit::shared_cluster().expect("start PostgreSQL");
+    let url = cluster
+        .create_database(&cairn_testkit::unique_name("files"))
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let server = spawn(serve_command(&data, KEY).args(["--database", &url]));
+    let base = server.url.as_str();
+    folder(base, "up");
+    let big = bytes(11, 2_500_000); // three rows of 1 MiB
+    let (s, v) = upload_whole(base, "/Root/up", "big.bin", &big, &[]);
+    assert_eq!(s, 200, "{v}");
+    let chunked = bytes(12, 90_000);
+    let token = begin_chunked(base, "/Root/up", "c.bin", chunked.len(), &chunked[..40_000]);
+    for start in (0..chunked.len()).step_by(40_000) {
+        let end = (start + 40_000).min(chunked.len());
+        let (s, t) = chunk(
+            base,
+            "/Root/up",
+            &token,
+            chunked.len(),
+            start,
+            &chunked[start..end],
+        );
+        assert_eq!(s, 200, "{t}");
+    }
+    let (s, got) = download(base, "/Root/up/big.bin");
+    assert_eq!((s, sha(&got)), (200, sha(&big)));
+    let (s, cr, got) = download_range(base, "/Root/up/big.bin", "bytes=1048570-1048589");
+    assert_eq!((s, cr.as_str()), (206, "bytes 1048570-1048589/2500000"));
+    assert_eq!(got, &big[1_048_570..1_048_590]);
+    assert_eq!(download(base, "/Root/up/c.bin").1, chunked);
+    assert!(
+        !data.join("blobs").exists(),
+        "no blob folder: the blobs are in PostgreSQL"
+    );
+    let o = cairn()
+        .args([
+            "backup",
+            "create",
+            "--server",
+            base,
+            "--admin-key",
+            KEY,
+            "--target",
+            "b",
+        ])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", text(&o));
+    drop(server);
+
+    let url2 = cluster
+        .create_database(&cairn_testkit::unique_name("files_restored"))
+        .unwrap();
+    let data2 = dir.path().join("restored");
+    let o = cairn()
+        .args(["restore", "--from"])
+        .arg(data.join("backups/b"))
+        .arg("--data")
+        .arg(&data2)
+        .args(["--database", &url2])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", text(&o));
+    let o = cairn()
+        .args(["blob", "check", "--database", &url2, "--data"])
+        .arg(&data2)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(
+        text(&o).contains("2 blob(s) named by the database: 0 missing"),
+        "{}",
+        text(&o)
+    );
+    let again = spawn(serve_command(&data2, KEY).args(["--database", &url2]));
+    assert_eq!(sha(&download(&again.url, "/Root/up/big.bin").1), sha(&big));
+    assert_eq!(download(&again.url, "/Root/up/c.bin").1, chunked);
+}

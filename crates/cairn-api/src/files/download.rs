@@ -117,7 +117,7 @@ pub async fn download(
                 node.path, def.name
             )));
         };
-        let (reader, len) = st.store.blobs()?.open(&value.hash)?.ok_or_else(|| {
+        let (reader, len) = st.store.blobs().open(&value.hash)?.ok_or_else(|| {
             ApiError::internal(format!(
                 "the blob {} of {} is missing from the blob store",
                 value.hash, node.path

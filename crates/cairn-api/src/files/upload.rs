@@ -121,13 +121,11 @@ pub fn start_sweeper(state: &AppState) {
                 return;
             };
             let swept = uploads.sweep(timeout);
-            match store.blobs().and_then(|b| b.sweep_staging(timeout)) {
+            match store.blobs().sweep_staging(timeout) {
                 Ok(n) if n + swept > 0 => {
                     tracing::info!(uploads = swept, files = n, "abandoned uploads removed")
                 }
-                Err(e) if !matches!(e, cairn_store::StoreError::NotAllowed(_)) => {
-                    tracing::warn!("removing abandoned uploads: {e}")
-                }
+                Err(e) => tracing::warn!("removing abandoned uploads: {e}"),
                 _ => {}
             }
         });
@@ -294,7 +292,7 @@ pub async fn upload(
     );
     let mut multipart =
         multer::Multipart::with_constraints(body.into_data_stream(), boundary, constraints);
-    let blobs = state.store.blobs()?;
+    let blobs = state.store.blobs();
     let mut form = Form::default();
     let mut part: Option<Part> = None;
     let mut session: Option<(String, Arc<tokio::sync::Mutex<Session>>)> = None;
@@ -480,7 +478,7 @@ pub async fn upload(
                         folder.path, folder.type_name
                     )));
                 }
-                Ok((StagedFile::create(&*st.store.blobs()?)?, folder.path))
+                Ok((StagedFile::create(&*st.store.blobs())?, folder.path))
             })
             .await?;
             let token = uuid::Uuid::new_v4().simple().to_string();
@@ -576,7 +574,7 @@ async fn finish(
 ) -> ApiResult<Value> {
     let st = state.clone();
     let (written, length) = blocking(move || {
-        let blobs = st.store.blobs()?;
+        let blobs = st.store.blobs();
         let value = into_binary(&*blobs, staged, &upload.name, upload.media_type.as_deref())?;
         let size = value.size;
         let save = SaveBinary {

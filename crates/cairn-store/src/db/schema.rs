@@ -5,7 +5,7 @@ use super::{Conn, Dialect, Param};
 use crate::error::{Result, StoreError};
 
 /// The newest schema version this build writes.
-pub(crate) const SCHEMA_VERSION: i64 = 2;
+pub(crate) const SCHEMA_VERSION: i64 = 3;
 
 const SQLITE_V1: &str = "
 CREATE TABLE nodes (
@@ -74,6 +74,23 @@ CREATE TABLE indexing_activities (
 const SQLITE_V2: &str = "ALTER TABLE nodes ADD COLUMN login_key TEXT";
 const POSTGRES_V2: &str = "ALTER TABLE nodes ADD COLUMN login_key TEXT";
 
+/// Version 3: the blob store of a PostgreSQL database ([`crate::files`]): each blob's
+/// length, and its bytes in rows of at most 1 MiB. SQLite keeps blobs as files beside the
+/// database, and gets no table.
+const SQLITE_V3: &str = "";
+const POSTGRES_V3: &str = "
+CREATE TABLE blobs (
+    hash TEXT PRIMARY KEY,
+    size BIGINT NOT NULL,
+    created TIMESTAMPTZ NOT NULL DEFAULT now()
+);
+CREATE TABLE blob_chunks (
+    hash TEXT NOT NULL REFERENCES blobs(hash) ON DELETE CASCADE,
+    seq INTEGER NOT NULL,
+    data BYTEA NOT NULL,
+    PRIMARY KEY (hash, seq)
+)";
+
 /// Fills `login_key` for every user, oldest first, then makes it unique. A login that
 /// several users shared (possible before version 2) stays with the oldest; the others lose
 /// it (none of them could log in reliably): their `LoginName` is cleared, with an activity
@@ -127,8 +144,8 @@ fn fill_login_keys(conn: &mut dyn Conn) -> Result<()> {
 
 fn migrations(dialect: Dialect) -> &'static [&'static str] {
     match dialect {
-        Dialect::Sqlite => &[SQLITE_V1, SQLITE_V2],
-        Dialect::Postgres => &[POSTGRES_V1, POSTGRES_V2],
+        Dialect::Sqlite => &[SQLITE_V1, SQLITE_V2, SQLITE_V3],
+        Dialect::Postgres => &[POSTGRES_V1, POSTGRES_V2, POSTGRES_V3],
     }
 }
 

@@ -95,28 +95,32 @@ impl BlobStore for FsBlobs {
     }
 
     fn sweep_staging(&self, older_than: std::time::Duration) -> Result<usize> {
-        let entries = match std::fs::read_dir(&self.staging) {
-            Ok(e) => e,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
-            Err(e) => return Err(StoreError::io(&self.staging, e)),
-        };
-        let mut removed = 0;
-        for e in entries.flatten() {
-            let idle = e
-                .metadata()
-                .and_then(|m| m.modified())
-                .ok()
-                .and_then(|t| t.elapsed().ok());
-            if idle.is_some_and(|idle| idle >= older_than) && std::fs::remove_file(e.path()).is_ok()
-            {
-                removed += 1;
-            }
-        }
-        Ok(removed)
+        sweep_folder(&self.staging, older_than)
     }
 
     fn staging_dir(&self) -> Result<PathBuf> {
         std::fs::create_dir_all(&self.staging).map_err(|e| StoreError::io(&self.staging, e))?;
         Ok(self.staging.clone())
     }
+}
+
+/// Removes the files of `dir` not written to for `older_than`; returns how many.
+pub(crate) fn sweep_folder(dir: &Path, older_than: std::time::Duration) -> Result<usize> {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
+        Err(e) => return Err(StoreError::io(dir, e)),
+    };
+    let mut removed = 0;
+    for e in entries.flatten() {
+        let idle = e
+            .metadata()
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|t| t.elapsed().ok());
+        if idle.is_some_and(|idle| idle >= older_than) && std::fs::remove_file(e.path()).is_ok() {
+            removed += 1;
+        }
+    }
+    Ok(removed)
 }

@@ -5,11 +5,13 @@
 //!   ([`BlobStore::put_file`], then [`crate::Store::save_binary`]): a crash between the two
 //!   leaves an orphan blob, never a row naming bytes that are not there.
 //! - The same bytes uploaded twice are stored once.
-//! - Where blobs live: [`FsBlobs`], a folder beside the SQLite database (`DIR/blobs`).
+//! - Where blobs live: [`FsBlobs`], a folder beside the SQLite database (`DIR/blobs`);
+//!   [`PgBlobs`], tables of the PostgreSQL database (so that every web node sees them).
 //!   Collecting unreferenced blobs is not done yet (they only cost space).
 
 mod extract;
 mod fs;
+mod postgres;
 mod referenced;
 mod staged;
 
@@ -18,20 +20,21 @@ use std::path::{Path, PathBuf};
 
 pub use extract::{extract_text, guess_content_type, ExtractLimits, Extracted};
 pub use fs::FsBlobs;
+pub use postgres::PgBlobs;
 pub use referenced::{check_blobs, referenced_blobs_in_backup, BlobCheck};
 pub use staged::{StageMark, StagedFile};
 
 use crate::error::Result;
 
-/// The blob store of the database at `url`: `blobs/` beside an SQLite file; none yet for
-/// PostgreSQL.
-pub fn blob_store_for(url: &crate::DatabaseUrl) -> Option<std::sync::Arc<dyn BlobStore>> {
+/// The blob store of the database at `url`: `blobs/` beside an SQLite file, tables of a
+/// PostgreSQL database.
+pub fn blob_store_for(url: &crate::DatabaseUrl) -> std::sync::Arc<dyn BlobStore> {
     match url {
         crate::DatabaseUrl::Sqlite(path) => {
             let dir = path.parent().unwrap_or(Path::new("."));
-            Some(std::sync::Arc::new(FsBlobs::new(&dir.join("blobs"))))
+            std::sync::Arc::new(FsBlobs::new(&dir.join("blobs")))
         }
-        crate::DatabaseUrl::Postgres(_) => None,
+        crate::DatabaseUrl::Postgres(u) => std::sync::Arc::new(PgBlobs::new(u)),
     }
 }
 

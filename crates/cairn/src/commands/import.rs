@@ -80,7 +80,7 @@ fn attach_binaries(store: &Store, base: &Path, item: &mut ImportItem) -> Result<
             .get("MimeType")
             .and_then(Value::as_str)
             .map(str::to_string);
-        let blobs = store.blobs().map_err(|e| e.to_string())?;
+        let blobs = store.blobs();
         let value = cairn_store::files::store_file(&*blobs, &src, &name, media.as_deref())
             .map_err(|e| format!("{}: {e}", def.name))?;
         item.binaries.push((def.name.to_string(), value));
