@@ -726,3 +726,94 @@ fn files_on_postgresql_are_rows_of_the_database_and_come_back_with_its_backup() 
     assert_eq!(sha(&download(&again.url, "/Root/up/big.bin").1), sha(&big));
     assert_eq!(download(&again.url, "/Root/up/c.bin").1, chunked);
 }
+
+/// `cairn backup timeline --json REPO`'s `To` (null before the first base).
+fn archived_to(repo: &Path) -> Option<std::time::SystemTime> {
+    let o = cairn()
+        .args(["backup", "timeline", "--json"])
+        .arg(repo)
+        .output()
+        .unwrap();
+    let v: Value = serde_json::from_slice(&o.stdout).ok()?;
+    let to = time::OffsetDateTime::parse(
+        v["To"].as_str()?,
+        &time::format_description::well_known::Rfc3339,
+    )
+    .ok()?;
+    Some(to.into())
+}
+
+/// Files under continuous archiving (SQLite): a restore to a time between two uploads
+/// brings the file answered before it, byte for byte, and not the one after; `latest`
+/// brings both. The second file's blob exists only in the archive's shipped blobs (no base
+/// was taken after it).
+#[test]
+fn a_restore_to_a_time_brings_exactly_the_files_uploaded_before_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let repo = dir.path().join("archive");
+    std::fs::create_dir_all(&data).unwrap();
+    std::fs::write(
+        data.join("cairn.toml"),
+        format!(
+            "[backup.archive]\nrepository = \"{}\"\nbase_every = \"1h\"\nindex_every = \"1h\"\n",
+            repo.display()
+        ),
+    )
+    .unwrap();
+    let server = spawn(&mut serve_command(&data, KEY));
+    let base = server.url.as_str();
+    folder(base, "up");
+    wait_until("the first base", Duration::from_secs(60), || {
+        archived_to(&repo)
+    });
+    let first = bytes(21, 300_000);
+    assert_eq!(
+        upload_whole(base, "/Root/up", "first.bin", &first, &[]).0,
+        200
+    );
+    let t = std::time::SystemTime::now();
+    std::thread::sleep(Duration::from_millis(20));
+    let second = bytes(22, 9_000_000); // more than one archived part
+    let began = std::time::SystemTime::now();
+    assert_eq!(
+        upload_whole(base, "/Root/up", "second.bin", &second, &[]).0,
+        200
+    );
+    wait_until(
+        "the archive reaches the second upload",
+        Duration::from_secs(60),
+        // Its commit came after it began.
+        || archived_to(&repo).filter(|to| *to >= began),
+    );
+    drop(server);
+    let restore = |at: &str, out: &Path| {
+        let o = cairn()
+            .args(["restore", "--from"])
+            .arg(&repo)
+            .args(["--at", at, "--data"])
+            .arg(out)
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", text(&o));
+        let (ok, report) = blob_check(out);
+        assert!(ok, "{report}");
+    };
+    let at = time::OffsetDateTime::from(t)
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap();
+    let then = dir.path().join("then");
+    restore(&at, &then);
+    let s = spawn(&mut serve_command(&then, KEY));
+    assert_eq!(sha(&download(&s.url, "/Root/up/first.bin").1), sha(&first));
+    assert_eq!(download(&s.url, "/Root/up/second.bin").0, 404);
+    drop(s);
+    let latest = dir.path().join("latest");
+    restore("latest", &latest);
+    let s = spawn(&mut serve_command(&latest, KEY));
+    assert_eq!(sha(&download(&s.url, "/Root/up/first.bin").1), sha(&first));
+    assert_eq!(
+        sha(&download(&s.url, "/Root/up/second.bin").1),
+        sha(&second)
+    );
+}

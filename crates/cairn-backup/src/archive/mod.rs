@@ -8,6 +8,7 @@
 //! second ([`shipper`]). [`timeline`] says what can be restored; [`restore_at`] restores the
 //! database exactly as committed at a time, with an index that is not ahead of it.
 
+pub mod blobs;
 pub mod pick;
 pub mod postgres;
 pub mod prune;

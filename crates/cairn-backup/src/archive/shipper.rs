@@ -18,7 +18,10 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use std::collections::HashSet;
+
 use cairn_store::archive::ChangeRecord;
+use cairn_store::files::BlobStore;
 use cairn_store::Store;
 use serde::{Deserialize, Serialize};
 
@@ -100,6 +103,11 @@ struct Shared {
     /// The last change handed to the spool (-1: none yet): a next one that does not follow
     /// it (a write the capture missed) starts a new chain.
     last_seq: std::sync::atomic::AtomicI64,
+    /// The repository's blob store, whose blobs are shipped before the changes that name
+    /// them ([`super::blobs`]).
+    blobs: Arc<dyn BlobStore>,
+    /// The blobs the archive holds (read from it at the first shipment).
+    shipped_blobs: Mutex<Option<HashSet<String>>>,
 }
 
 /// Continuous archiving of one SQLite repository (see the module documentation).
@@ -228,11 +236,41 @@ impl Shared {
         spool.closed_first_ms = earliest(spool.closed_first_ms, spool.open_first_ms.take());
     }
 
-    /// Ships every closed spool file, oldest first; stops at the first failure.
+    /// Ships the blobs the archive lacks: every blob in the store now, which includes every
+    /// blob named by a change closed before now (a blob is durable before the transaction
+    /// that names it commits). False when it failed (no change may be shipped then).
+    fn ship_blobs(&self) -> bool {
+        let mut shipped = self.shipped_blobs.lock().unwrap_or_else(|p| p.into_inner());
+        if shipped.is_none() {
+            match super::blobs::archived(&**self.repo.objects()) {
+                Ok(held) => *shipped = Some(held),
+                Err(e) => {
+                    self.failed(e.to_string());
+                    return false;
+                }
+            }
+        }
+        let Some(held) = shipped.as_mut() else {
+            return false;
+        };
+        match super::blobs::ship_new(&*self.blobs, &**self.repo.objects(), held) {
+            Ok(_) => true,
+            Err(e) => {
+                self.failed(format!("ship the files' blobs: {e}"));
+                false
+            }
+        }
+    }
+
+    /// Ships every closed spool file, oldest first, after the blobs they may name; stops at
+    /// the first failure.
     fn ship(&self) {
         self.rotate();
         // Writes that land from here on open a new spool file.
         fail::fail_point!("archive::rotated");
+        if !self.ship_blobs() {
+            return;
+        }
         let dir = self
             .spool
             .lock()
@@ -361,6 +399,8 @@ impl Archiver {
             need_base: AtomicBool::new(!has_base),
             breaks: AtomicU64::new(0),
             last_seq: std::sync::atomic::AtomicI64::new(-1),
+            blobs: store.blobs(),
+            shipped_blobs: Mutex::new(None),
         });
         let me = Arc::new(Archiver {
             shared: shared.clone(),

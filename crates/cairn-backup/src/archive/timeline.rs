@@ -291,6 +291,13 @@ pub fn restore_at(
             format_ms(t_ms)
         )));
     }
+    // The files' blobs the database names now and the base did not hold.
+    super::blobs::restore_named(
+        &**repo.objects(),
+        db_path,
+        &*cairn_store::files::blob_store_for(&target.database),
+        cancel,
+    )?;
     let index_from = newer_index(
         repo,
         &line.manifests,

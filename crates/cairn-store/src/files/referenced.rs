@@ -58,9 +58,13 @@ pub fn referenced_blobs_in_backup(
     if kind == DatabaseKind::Postgres {
         return Ok(BTreeMap::new());
     }
+    // Immutable (no lock, no side file made) unless a write-ahead log is beside it (a
+    // database just restored and written to): then a plain read-only open reads it.
+    let wal = Path::new(&format!("{}-wal", path.display())).exists();
     let uri = format!(
-        "file:{}?immutable=1",
-        percent_encoding::utf8_percent_encode(&path.to_string_lossy(), URI_PATH)
+        "file:{}{}",
+        percent_encoding::utf8_percent_encode(&path.to_string_lossy(), URI_PATH),
+        if wal { "" } else { "?immutable=1" },
     );
     let conn = rusqlite::Connection::open_with_flags(
         uri,
