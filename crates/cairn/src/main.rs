@@ -333,6 +333,19 @@ enum BlobCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Remove the blobs the database no longer names (an overwritten file's old bytes, an
+    /// upload cut short). Offline: no server may run on the repository. With continuous
+    /// archiving on SQLite, a blob the archive has not shipped yet is kept.
+    Gc {
+        #[command(flatten)]
+        data: DataArgs,
+        /// Only say what would be removed.
+        #[arg(long)]
+        dry_run: bool,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -418,9 +431,14 @@ fn run(cli: Cli) -> Result<ExitCode> {
             backup_busy_rate.saturating_mul(1 << 20),
             connections.limits(),
         ),
-        Command::Blob {
-            command: BlobCommand::Check { data, json },
-        } => commands::files::check(&data.dir()?, json),
+        Command::Blob { command } => match command {
+            BlobCommand::Check { data, json } => commands::files::check(&data.dir()?, json),
+            BlobCommand::Gc {
+                data,
+                dry_run,
+                json,
+            } => commands::files::gc(&data.dir()?, dry_run, json),
+        },
         Command::Index { command } => match command {
             IndexCommand::Status(InspectArgs { data, server, json }) => match server.remote()? {
                 Some(remote) => commands::index::status_remote(&remote, json),

@@ -69,16 +69,18 @@ fn shipped_past(repo: &Path, t: SystemTime) {
 
 fn shipped_past_with(repo: &str, env: &[(&str, String)], t: SystemTime) {
     let format = &time::format_description::well_known::Rfc3339;
-    wait_until(
-        "the archive reaches the time",
-        Duration::from_secs(60),
-        || {
-            let to = timeline_with(repo, env)["To"]
-                .as_str()
-                .map(str::to_string)?;
-            let to = time::OffsetDateTime::parse(&to, format).ok()?;
-            (SystemTime::from(to) >= t).then_some(())
-        },
+    let mut last = Value::Null;
+    let reached = cairn_testkit::poll_until(Duration::from_secs(60), || {
+        last = timeline_with(repo, env);
+        let to = last["To"].as_str().map(str::to_string)?;
+        let to = time::OffsetDateTime::parse(&to, format).ok()?;
+        (SystemTime::from(to) >= t).then_some(())
+    });
+    // What the archive held, to tell a gap from a slow shipment.
+    assert!(
+        reached.is_some(),
+        "the archive did not reach {} in 60 s; its timeline: {last}",
+        rfc3339(t)
     );
 }
 

@@ -817,3 +817,104 @@ fn a_restore_to_a_time_brings_exactly_the_files_uploaded_before_it() {
         sha(&second)
     );
 }
+
+/// Puts a blob straight into the blob store of `data`, as an upload cut short between its
+/// blob and its item leaves one; returns its hash.
+fn orphan(data: &Path, content: &[u8]) -> String {
+    let h = sha(content);
+    let dir = data.join("blobs").join(&h[..2]);
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join(&h), content).unwrap();
+    h
+}
+
+fn blob_exists(data: &Path, hash: &str) -> bool {
+    data.join("blobs").join(&hash[..2]).join(hash).exists()
+}
+
+/// `cairn blob gc` removes the blobs nothing names (an overwritten version, an orphan), only
+/// offline, and keeps every named one; with continuous archiving it keeps a blob the
+/// archive has not shipped.
+#[test]
+fn blob_gc_removes_what_nothing_names_and_keeps_what_the_archive_lacks() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let repo = dir.path().join("archive");
+    std::fs::create_dir_all(&data).unwrap();
+    std::fs::write(
+        data.join("cairn.toml"),
+        format!(
+            "[backup.archive]\nrepository = \"{}\"\nbase_every = \"1h\"\nindex_every = \"1h\"\n",
+            repo.display()
+        ),
+    )
+    .unwrap();
+    let server = spawn(&mut serve_command(&data, KEY));
+    let base = server.url.as_str();
+    folder(base, "up");
+    wait_until("the first base", Duration::from_secs(60), || {
+        archived_to(&repo)
+    });
+    assert_eq!(
+        upload_whole(base, "/Root/up", "doc.txt", b"version one", &[]).0,
+        200
+    );
+    let began = std::time::SystemTime::now();
+    assert_eq!(
+        upload_whole(base, "/Root/up", "doc.txt", b"version two", &[]).0,
+        200
+    );
+    assert_eq!(
+        upload_whole(base, "/Root/up", "keep.txt", b"kept", &[]).0,
+        200
+    );
+    wait_until(
+        "the archive has the uploads",
+        Duration::from_secs(60),
+        || archived_to(&repo).filter(|to| *to >= began),
+    );
+    let o = cairn()
+        .args(["blob", "gc", "--data"])
+        .arg(&data)
+        .output()
+        .unwrap();
+    assert!(!o.status.success(), "refused beside the server");
+    assert!(text(&o).contains("in use"), "{}", text(&o));
+    drop(server);
+    let old = sha(b"version one");
+    let cut_short = orphan(&data, b"an upload cut short");
+
+    let gc = |dry: bool| {
+        let mut c = cairn();
+        c.args(["blob", "gc", "--json", "--data"]).arg(&data);
+        if dry {
+            c.arg("--dry-run");
+        }
+        let o = c.output().unwrap();
+        assert!(o.status.success(), "{}", text(&o));
+        serde_json::from_slice::<Value>(&o.stdout).unwrap()
+    };
+    let v = gc(true);
+    assert_eq!(v["Unreferenced"], 2, "{v}");
+    assert_eq!(v["Removed"], json!([old]), "{v}");
+    assert_eq!(v["KeptUnshipped"], 1, "the orphan was never shipped: {v}");
+    assert!(blob_exists(&data, &old), "a dry run removes nothing");
+    let v = gc(false);
+    assert_eq!(v["Removed"], json!([old]), "{v}");
+    assert!(!blob_exists(&data, &old));
+    assert!(blob_exists(&data, &cut_short), "kept: the archive lacks it");
+
+    // Without the archive, the orphan goes too; every named blob stays.
+    std::fs::remove_file(data.join("cairn.toml")).unwrap();
+    let v = gc(false);
+    assert_eq!(v["Removed"], json!([cut_short]), "{v}");
+    let (ok, out) = blob_check(&data);
+    assert!(ok, "{out}");
+    assert!(
+        out.contains("2 blob(s) named by the database: 0 missing, 0 damaged; 0 unreferenced"),
+        "{out}"
+    );
+    let again = spawn(&mut serve_command(&data, KEY));
+    assert_eq!(download(&again.url, "/Root/up/doc.txt").1, b"version two");
+    assert_eq!(download(&again.url, "/Root/up/keep.txt").1, b"kept");
+}

@@ -98,6 +98,19 @@ impl BlobStore for FsBlobs {
         sweep_folder(&self.staging, older_than)
     }
 
+    fn remove(&self, hash: &str) -> Result<u64> {
+        if !is_blob_hash(hash) {
+            return Ok(0);
+        }
+        let path = self.path_of(hash);
+        let len = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+        match std::fs::remove_file(&path) {
+            Ok(()) => Ok(len),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(0),
+            Err(e) => Err(StoreError::io(&path, e)),
+        }
+    }
+
     fn staging_dir(&self) -> Result<PathBuf> {
         std::fs::create_dir_all(&self.staging).map_err(|e| StoreError::io(&self.staging, e))?;
         Ok(self.staging.clone())

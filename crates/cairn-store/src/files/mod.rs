@@ -7,10 +7,12 @@
 //! - The same bytes uploaded twice are stored once.
 //! - Where blobs live: [`FsBlobs`], a folder beside the SQLite database (`DIR/blobs`);
 //!   [`PgBlobs`], tables of the PostgreSQL database (so that every web node sees them).
-//!   Collecting unreferenced blobs is not done yet (they only cost space).
+//! - Unreferenced blobs (an overwritten file's old bytes, an upload cut short) are
+//!   collected offline ([`collect_unreferenced`]), see there for what is kept.
 
 mod extract;
 mod fs;
+mod gc;
 mod postgres;
 mod referenced;
 mod staged;
@@ -20,6 +22,7 @@ use std::path::{Path, PathBuf};
 
 pub use extract::{extract_text, guess_content_type, ExtractLimits, Extracted};
 pub use fs::FsBlobs;
+pub use gc::{collect_unreferenced, Collected};
 pub use postgres::PgBlobs;
 pub use referenced::{check_blobs, referenced_blobs_in_backup, BlobCheck};
 pub use staged::{StageMark, StagedFile};
@@ -85,6 +88,9 @@ pub trait BlobStore: Send + Sync + std::fmt::Debug {
     /// Removes staged files not written to for `older_than` (uploads abandoned, or cut
     /// short by a crash); returns how many.
     fn sweep_staging(&self, older_than: std::time::Duration) -> Result<usize>;
+    /// Deletes the blob `hash` (only [`collect_unreferenced`] does, with nothing else
+    /// running); returns the bytes freed.
+    fn remove(&self, hash: &str) -> Result<u64>;
 }
 
 /// The binary value of the complete file `staged`, named `file_name`: its text extracted

@@ -113,6 +113,13 @@ impl BlobStore for PgBlobs {
             .collect())
     }
 
+    fn remove(&self, hash: &str) -> Result<u64> {
+        let mut client = self.connect()?;
+        // Its rows go with it (ON DELETE CASCADE).
+        let row = client.query_opt("DELETE FROM blobs WHERE hash = $1 RETURNING size", &[&hash])?;
+        Ok(row.map_or(0, |r| u64::try_from(r.get::<_, i64>(0)).unwrap_or(0)))
+    }
+
     fn staging_dir(&self) -> Result<PathBuf> {
         std::fs::create_dir_all(&self.staging).map_err(|e| StoreError::io(&self.staging, e))?;
         Ok(self.staging.clone())
