@@ -68,6 +68,9 @@ await show('executeAction POST', () => repo.executeAction({ idOrPath: '/Root', n
 await show('executeAction POST no body', () => repo.executeAction({ idOrPath: '/Root', name: 'CancelIndexBackup', method: 'POST' }));
 await show('error 404 with sensenet body', () => repo.load({ idOrPath: '/Root/missing' }));
 await show('error 500 plain text body', () => repo.load({ idOrPath: '/Root/plaintext' }));
+await show('upload.textAsFile (whole: smaller than chunkSize)', () => repo.upload.textAsFile({ parentPath: '/Root/A', text: 'hello', fileName: 'a.txt', overwrite: true, binaryPropertyName: 'Binary', contentTypeName: 'File' }));
+const chunky = new Repository({ repositoryUrl: url, token: 'KEY123', chunkSize: 10 }, fetch);
+await show('upload.file in chunks (chunkSize 10, a file of 20 bytes)', () => chunky.upload.file({ parentPath: '/Root/A', file: new File(['0123456789abcdefghij'], 'c.txt'), fileName: 'c.txt', overwrite: false, binaryPropertyName: 'Binary' }));
 const repoNoToken = new Repository({ repositoryUrl: url + '/' }, fetch);
 log.length = 0; await repoNoToken.load({ idOrPath: '/Root/A' }); console.log('### no token, trailing slash repositoryUrl\n' + log[0].method + ' ' + log[0].url + '\n  auth header: ' + log[0].headers.authorization);
 server.close();

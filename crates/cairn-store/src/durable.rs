@@ -70,12 +70,24 @@ pub struct WriteBehind {
     waited: u64,
     /// Everything below this has been handed to the disk.
     started: u64,
+    /// Bytes handed to the disk that are not waited for (0: one window, as [`Self::new`]).
+    lag: u64,
 }
 
 impl WriteBehind {
     /// A file with nothing written yet.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// The same, waiting only for what lies more than `lag` bytes behind the end: a writer
+    /// that answers a request after each piece (an upload's chunk) then waits for the disk
+    /// only once `lag` bytes are in flight, not at every other window.
+    pub fn with_lag(lag: u64) -> Self {
+        WriteBehind {
+            lag,
+            ..Self::default()
+        }
     }
 
     /// Tells that the first `written` bytes of `file` are written: once a window has
@@ -86,6 +98,11 @@ impl WriteBehind {
         if written < self.started.saturating_add(WINDOW) {
             return;
         }
+        let wait_to = if self.lag == 0 {
+            self.started
+        } else {
+            written.saturating_sub(self.lag)
+        };
         #[cfg(target_os = "linux")]
         {
             use std::os::fd::AsRawFd;
@@ -100,11 +117,11 @@ impl WriteBehind {
                     off(written - self.started),
                     libc::SYNC_FILE_RANGE_WRITE,
                 );
-                if self.started > self.waited {
+                if wait_to > self.waited {
                     libc::sync_file_range(
                         fd,
                         off(self.waited),
-                        off(self.started - self.waited),
+                        off(wait_to - self.waited),
                         libc::SYNC_FILE_RANGE_WAIT_BEFORE
                             | libc::SYNC_FILE_RANGE_WRITE
                             | libc::SYNC_FILE_RANGE_WAIT_AFTER,
@@ -114,7 +131,7 @@ impl WriteBehind {
         }
         #[cfg(not(target_os = "linux"))]
         let _ = file;
-        self.waited = self.started;
+        self.waited = self.waited.max(wait_to);
         self.started = written;
     }
 }

@@ -18,6 +18,15 @@ use serde_json::{json, Value};
 
 const KEY: &str = "archive-test-admin-key";
 
+/// The tests of this file, one at a time: each runs a server under write load, most a
+/// PostgreSQL cluster and pg_receivewal of their own. Nine at once on two cores starved the
+/// servers, and deadlines passed (in about a third of the runs of this binary under
+/// `cargo test`, some other test each time).
+fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
+    static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    SERIAL.lock().unwrap_or_else(|p| p.into_inner())
+}
+
 fn serve(data: &Path) -> Server {
     common::spawn(&mut common::serve_command(data, KEY))
 }
@@ -236,6 +245,7 @@ fn restore_at_with(
 /// gives exactly the operations answered before, and `index check` finds 0 differences.
 #[test]
 fn a_restore_to_a_time_gives_exactly_what_was_answered_before_it() {
+    let _serial = one_at_a_time();
     let dir = tempfile::tempdir().unwrap();
     let (data, repo) = (dir.path().join("data"), dir.path().join("arch"));
     archive_config(&data, repo.to_str().unwrap());
@@ -343,6 +353,7 @@ fn a_restore_to_a_time_gives_exactly_what_was_answered_before_it() {
 /// spool first) every answered write.
 #[test]
 fn a_kill_under_writes_loses_nothing_that_was_answered() {
+    let _serial = one_at_a_time();
     let dir = tempfile::tempdir().unwrap();
     let (data, repo) = (dir.path().join("data"), dir.path().join("arch"));
     archive_config(&data, repo.to_str().unwrap());
@@ -426,7 +437,11 @@ fn a_kill_under_writes_loses_nothing_that_was_answered() {
     assert!(o.status.success(), "{}", text(&o));
     let have = items(&out.join("cairn.db"));
     for (n, _) in &answered {
-        assert!(have.contains_key(n), "{n} was answered and is not restored");
+        assert!(
+            have.contains_key(n),
+            "{n} was answered and is not restored; the archive's timeline: {}",
+            timeline(&repo)
+        );
     }
 }
 
@@ -447,6 +462,7 @@ fn metric(server: &Server, name: &str) -> Option<f64> {
 /// up in order and the archive restores every write, with no hole.
 #[test]
 fn a_hanging_s3_delays_the_archive_and_never_a_write() {
+    let _serial = one_at_a_time();
     let moto = cairn_testkit::MotoServer::start().unwrap();
     moto.create_bucket("arch").unwrap();
     let env = moto.env();
@@ -579,6 +595,7 @@ fn pg_items(pg: &cairn_testkit::PgCluster, db: &str) -> BTreeMap<String, (String
 /// refused, naming the window.
 #[test]
 fn postgres_a_restore_to_a_time_gives_exactly_what_was_answered_before_it() {
+    let _serial = one_at_a_time();
     const DB: &str = "pitr";
     let pg = cairn_testkit::PgCluster::start().unwrap();
     let url = pg.create_database(DB).unwrap();
@@ -738,6 +755,7 @@ fn postgres_a_restore_to_a_time_gives_exactly_what_was_answered_before_it() {
 /// server has started again and shipped it, every answered write.
 #[test]
 fn postgres_a_kill_under_writes_loses_nothing_that_was_answered() {
+    let _serial = one_at_a_time();
     const DB: &str = "killed";
     let pg = cairn_testkit::PgCluster::start().unwrap();
     let url = pg.create_database(DB).unwrap();
@@ -841,6 +859,7 @@ fn postgres_a_kill_under_writes_loses_nothing_that_was_answered() {
 /// WAL is shipped in order and a restore `--at latest` has every write, with no hole.
 #[test]
 fn postgres_a_hanging_s3_delays_the_archive_and_never_a_write() {
+    let _serial = one_at_a_time();
     const DB: &str = "hang";
     let moto = cairn_testkit::MotoServer::start().unwrap();
     moto.create_bucket("arch").unwrap();
@@ -912,6 +931,7 @@ fn postgres_a_hanging_s3_delays_the_archive_and_never_a_write() {
 /// the window, while `latest` has every write.
 #[test]
 fn a_full_spool_breaks_the_chain_and_a_new_base_mends_it() {
+    let _serial = one_at_a_time();
     let moto = cairn_testkit::MotoServer::start().unwrap();
     moto.create_bucket("arch").unwrap();
     let env = moto.env();
@@ -1056,6 +1076,7 @@ fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
 /// time before the kept base is refused.
 #[test]
 fn postgres_a_prune_keeps_what_the_kept_base_needs() {
+    let _serial = one_at_a_time();
     const DB: &str = "pruned";
     let pg = cairn_testkit::PgCluster::start().unwrap();
     let url = pg.create_database(DB).unwrap();
@@ -1179,6 +1200,7 @@ fn postgres_a_prune_keeps_what_the_kept_base_needs() {
 /// again by themselves, and what is written after the restart is archived too.
 #[test]
 fn postgres_a_database_restart_does_not_stop_the_archive() {
+    let _serial = one_at_a_time();
     const DB: &str = "restarted";
     let mut pg = cairn_testkit::PgCluster::start().unwrap();
     let url = pg.create_database(DB).unwrap();

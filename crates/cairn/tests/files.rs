@@ -918,3 +918,90 @@ fn blob_gc_removes_what_nothing_names_and_keeps_what_the_archive_lacks() {
     assert_eq!(download(&again.url, "/Root/up/doc.txt").1, b"version two");
     assert_eq!(download(&again.url, "/Root/up/keep.txt").1, b"kept");
 }
+
+/// Files in S3, encrypted: a server's backup into S3 with `--encrypt-to` carries the blobs
+/// (packed and encrypted with the rest; a second backup stores only what is new), and a
+/// restore with the identity brings every file back byte for byte.
+#[test]
+fn files_in_an_encrypted_s3_backup_come_back_with_it() {
+    let moto = cairn_testkit::MotoServer::start().unwrap();
+    moto.create_bucket("files").unwrap();
+    let env = moto.env();
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("key.txt");
+    let o = cairn()
+        .args(["backup", "keygen"])
+        .arg(&key)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", text(&o));
+    let recipient = String::from_utf8_lossy(&o.stdout)
+        .lines()
+        .next()
+        .unwrap()
+        .trim()
+        .to_string();
+    let data = dir.path().join("data");
+    let server = spawn(serve_command(&data, KEY).envs(env.iter().map(|(k, v)| (*k, v.as_str()))));
+    let base = server.url.clone();
+    folder(&base, "up");
+    let a = bytes(31, 700_000);
+    let b = b"plain words: kiwimarker inside".to_vec();
+    assert_eq!(upload_whole(&base, "/Root/up", "a.bin", &a, &[]).0, 200);
+    assert_eq!(upload_whole(&base, "/Root/up", "b.txt", &b, &[]).0, 200);
+    let backup = |to: &str| {
+        let o = cairn()
+            .args([
+                "backup",
+                "create",
+                "--server",
+                &base,
+                "--admin-key",
+                KEY,
+                "--to",
+                to,
+            ])
+            .args(["--encrypt-to", &recipient])
+            .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", text(&o));
+    };
+    backup("s3://files/r/b1");
+    let c = bytes(32, 400_000);
+    assert_eq!(upload_whole(&base, "/Root/up", "c.bin", &c, &[]).0, 200);
+    backup("s3://files/r/b2");
+    drop(server);
+    let out = dir.path().join("restored");
+    let o = cairn()
+        .args(["restore", "--from", "s3://files/r/b2", "--identity"])
+        .arg(&key)
+        .arg("--data")
+        .arg(&out)
+        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", text(&o));
+    let (ok, report) = blob_check(&out);
+    assert!(ok, "{report}");
+    let again = spawn(&mut serve_command(&out, KEY));
+    assert_eq!(sha(&download(&again.url, "/Root/up/a.bin").1), sha(&a));
+    assert_eq!(download(&again.url, "/Root/up/b.txt").1, b);
+    assert_eq!(sha(&download(&again.url, "/Root/up/c.bin").1), sha(&c));
+}
+
+#[test]
+fn a_whole_upload_over_its_limit_is_refused_before_it_is_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let server = spawn(serve_command(&data, KEY).args(["--max-upload", "100000"]));
+    let base = server.url.as_str();
+    folder(base, "up");
+    let (s, v) = upload_whole(base, "/Root/up", "big.bin", &bytes(41, 200_000), &[]);
+    assert_eq!(s, 413, "{v}");
+    assert_eq!(
+        upload_whole(base, "/Root/up", "small.bin", &bytes(42, 90_000), &[]).0,
+        200
+    );
+    assert_eq!(children(base, "/Root/up"), ["small.bin"]);
+}

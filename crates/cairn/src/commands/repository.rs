@@ -29,15 +29,16 @@ pub fn open_backup(text: &str) -> Result<(BackupAddress, Repository)> {
 pub fn open_existing(text: &str) -> Result<Repository> {
     let repo = open(text)?;
     if let Some(dir) = repo.local_dir() {
-        if !dir.is_dir() {
+        // One look: a folder made between two looks was said to be "not a folder".
+        let what = match std::fs::metadata(dir) {
+            Ok(m) if m.is_dir() => None,
+            Ok(_) => Some("is not a folder"),
+            Err(_) => Some("does not exist"),
+        };
+        if let Some(what) = what {
             bail!(
-                "{} {} (give the folder that holds the backups, such as DIR/backups, or --data DIR)",
-                dir.display(),
-                if dir.exists() {
-                    "is not a folder"
-                } else {
-                    "does not exist"
-                }
+                "{} {what} (give the folder that holds the backups, such as DIR/backups, or --data DIR)",
+                dir.display()
             );
         }
     }
