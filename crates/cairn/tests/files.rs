@@ -743,15 +743,11 @@ fn archived_to(repo: &Path) -> Option<std::time::SystemTime> {
     Some(to.into())
 }
 
-/// Files under continuous archiving (SQLite): a restore to a time between two uploads
-/// brings the file answered before it, byte for byte, and not the one after; `latest`
-/// brings both. The second file's blob exists only in the archive's shipped blobs (no base
-/// was taken after it).
-#[test]
-fn a_restore_to_a_time_brings_exactly_the_files_uploaded_before_it() {
-    let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data");
-    let repo = dir.path().join("archive");
+/// A server archiving continuously (SQLite) into `dir/archive`, its data in `dir/data`,
+/// with a folder `/Root/up`, once the first base backup is in the archive.
+fn archiving_server(dir: &Path) -> (PathBuf, PathBuf, Running) {
+    let data = dir.join("data");
+    let repo = dir.join("archive");
     std::fs::create_dir_all(&data).unwrap();
     std::fs::write(
         data.join("cairn.toml"),
@@ -762,11 +758,22 @@ fn a_restore_to_a_time_brings_exactly_the_files_uploaded_before_it() {
     )
     .unwrap();
     let server = spawn(&mut serve_command(&data, KEY));
-    let base = server.url.as_str();
-    folder(base, "up");
+    folder(&server.url, "up");
     wait_until("the first base", Duration::from_secs(60), || {
         archived_to(&repo)
     });
+    (data, repo, server)
+}
+
+/// Files under continuous archiving (SQLite): a restore to a time between two uploads
+/// brings the file answered before it, byte for byte, and not the one after; `latest`
+/// brings both. The second file's blob exists only in the archive's shipped blobs (no base
+/// was taken after it).
+#[test]
+fn a_restore_to_a_time_brings_exactly_the_files_uploaded_before_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_data, repo, server) = archiving_server(dir.path());
+    let base = server.url.as_str();
     let first = bytes(21, 300_000);
     assert_eq!(
         upload_whole(base, "/Root/up", "first.bin", &first, &[]).0,
@@ -838,23 +845,8 @@ fn blob_exists(data: &Path, hash: &str) -> bool {
 #[test]
 fn blob_gc_removes_what_nothing_names_and_keeps_what_the_archive_lacks() {
     let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data");
-    let repo = dir.path().join("archive");
-    std::fs::create_dir_all(&data).unwrap();
-    std::fs::write(
-        data.join("cairn.toml"),
-        format!(
-            "[backup.archive]\nrepository = \"{}\"\nbase_every = \"1h\"\nindex_every = \"1h\"\n",
-            repo.display()
-        ),
-    )
-    .unwrap();
-    let server = spawn(&mut serve_command(&data, KEY));
+    let (data, repo, server) = archiving_server(dir.path());
     let base = server.url.as_str();
-    folder(base, "up");
-    wait_until("the first base", Duration::from_secs(60), || {
-        archived_to(&repo)
-    });
     assert_eq!(
         upload_whole(base, "/Root/up", "doc.txt", b"version one", &[]).0,
         200

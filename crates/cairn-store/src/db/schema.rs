@@ -75,16 +75,17 @@ const SQLITE_V2: &str = "ALTER TABLE nodes ADD COLUMN login_key TEXT";
 const POSTGRES_V2: &str = "ALTER TABLE nodes ADD COLUMN login_key TEXT";
 
 /// Version 3: the blob store of a PostgreSQL database ([`crate::files`]): each blob's
-/// length, and its bytes in rows of at most 1 MiB. SQLite keeps blobs as files beside the
+/// length, and its bytes in rows of at most 1 MiB (`IF NOT EXISTS`: a database put back to
+/// an older version by hand keeps its blobs). SQLite keeps blobs as files beside the
 /// database, and gets no table.
 const SQLITE_V3: &str = "";
 const POSTGRES_V3: &str = "
-CREATE TABLE blobs (
+CREATE TABLE IF NOT EXISTS blobs (
     hash TEXT PRIMARY KEY,
     size BIGINT NOT NULL,
     created TIMESTAMPTZ NOT NULL DEFAULT now()
 );
-CREATE TABLE blob_chunks (
+CREATE TABLE IF NOT EXISTS blob_chunks (
     hash TEXT NOT NULL REFERENCES blobs(hash) ON DELETE CASCADE,
     seq INTEGER NOT NULL,
     data BYTEA NOT NULL,
