@@ -16,10 +16,8 @@ use crate::error::{io, BackupError, Result};
 /// Bytes copied between two cancel checks.
 const CHUNK: usize = 1 << 20;
 
-/// Lower-case hex of bytes.
-pub fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
+/// Lower-case hex of bytes (the store's, as blobs are named).
+pub use cairn_store::files::hex;
 
 /// `p` made absolute, through symlinks, as far as it exists (the rest of it appended):
 /// paths that do not exist yet compare too.

@@ -94,16 +94,6 @@ impl Uploads {
         });
         before - m.len()
     }
-
-    /// Uploads in progress.
-    pub fn len(&self) -> usize {
-        self.sessions.lock().map(|m| m.len()).unwrap_or(0)
-    }
-
-    /// True when none is in progress.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
 }
 
 /// Removes abandoned uploads (see [`Uploads::sweep`]) and staged files left by a crash,
