@@ -149,21 +149,8 @@ pub(crate) fn restore(
         if store.open(&f.sha256)?.is_some() {
             continue;
         }
-        let src = from.join(&f.path);
-        let mut reader =
-            std::fs::File::open(&src).map_err(io(format!("open {}", src.display())))?;
         let mut staged = StagedFile::create(&*store)?;
-        let mut buf = vec![0u8; 1 << 20];
-        loop {
-            let n = std::io::Read::read(&mut reader, &mut buf)
-                .map_err(io(format!("read {}", src.display())))?;
-            if n == 0 {
-                break;
-            }
-            staged.write(&buf[..n])?;
-            progress(n as u64);
-            bytes += n as u64;
-        }
+        bytes += staged.copy_from(&from.join(&f.path), progress)?;
         let id = staged.into_blob(&*store)?;
         if id.hash != f.sha256 {
             return Err(BackupError::Invalid(format!(

@@ -212,6 +212,14 @@ fn staged_files(data: &Path) -> usize {
     std::fs::read_dir(data.join("blobs/.staging")).map_or(0, |d| d.count())
 }
 
+/// Runs `c`, which must succeed; what it printed.
+#[track_caller]
+fn succeeds(c: &mut std::process::Command) -> String {
+    let o = c.output().unwrap();
+    assert!(o.status.success(), "{}", text(&o));
+    text(&o)
+}
+
 fn blob_check(data: &Path) -> (bool, String) {
     let o = cairn()
         .args(["blob", "check", "--data"])
@@ -432,20 +440,16 @@ fn a_backup_under_upload_load_restores_every_answered_file_and_verify_refuses_a_
         (answered.lock().unwrap().len() >= 10).then_some(())
     });
     let began = std::time::Instant::now();
-    let o = cairn()
-        .args([
-            "backup",
-            "create",
-            "--server",
-            &base,
-            "--admin-key",
-            KEY,
-            "--target",
-            "b1",
-        ])
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{}", text(&o));
+    succeeds(cairn().args([
+        "backup",
+        "create",
+        "--server",
+        &base,
+        "--admin-key",
+        KEY,
+        "--target",
+        "b1",
+    ]));
     // A few more while nothing is backed up, then a second, incremental backup.
     let after_first = answered.lock().unwrap().len();
     wait_until("more uploads", Duration::from_secs(60), || {
@@ -465,23 +469,17 @@ fn a_backup_under_upload_load_restores_every_answered_file_and_verify_refuses_a_
         .map(|(n, h, _)| (n.clone(), h.clone()))
         .collect();
     assert!(before.len() >= 10);
-    let o = cairn()
-        .args(["backup", "verify"])
-        .arg(&backup)
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{}", text(&o));
+    succeeds(cairn().args(["backup", "verify"]).arg(&backup));
 
     // Restored into a new folder: every file answered before the backup began.
     let restored = dir.path().join("restored");
-    let o = cairn()
-        .args(["restore", "--from"])
-        .arg(&backup)
-        .arg("--data")
-        .arg(&restored)
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{}", text(&o));
+    succeeds(
+        cairn()
+            .args(["restore", "--from"])
+            .arg(&backup)
+            .arg("--data")
+            .arg(&restored),
+    );
     let (ok, out) = blob_check(&restored);
     assert!(ok, "{out}");
     let again = spawn(&mut serve_command(&restored, KEY));
@@ -491,12 +489,7 @@ fn a_backup_under_upload_load_restores_every_answered_file_and_verify_refuses_a_
         assert_eq!(&sha(&got), hash, "{name}");
     }
     drop(again);
-    let o = cairn()
-        .args(["index", "check", "--data"])
-        .arg(&restored)
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{}", text(&o));
+    succeeds(cairn().args(["index", "check", "--data"]).arg(&restored));
 
     // The backup holds exactly the blobs its database names; an altered one and a missing
     // one are refused by verify.
@@ -682,45 +675,38 @@ fn files_on_postgresql_are_rows_of_the_database_and_come_back_with_its_backup() 
         !data.join("blobs").exists(),
         "no blob folder: the blobs are in PostgreSQL"
     );
-    let o = cairn()
-        .args([
-            "backup",
-            "create",
-            "--server",
-            base,
-            "--admin-key",
-            KEY,
-            "--target",
-            "b",
-        ])
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{}", text(&o));
+    succeeds(cairn().args([
+        "backup",
+        "create",
+        "--server",
+        base,
+        "--admin-key",
+        KEY,
+        "--target",
+        "b",
+    ]));
     drop(server);
 
     let url2 = cluster
         .create_database(&cairn_testkit::unique_name("files_restored"))
         .unwrap();
     let data2 = dir.path().join("restored");
-    let o = cairn()
-        .args(["restore", "--from"])
-        .arg(data.join("backups/b"))
-        .arg("--data")
-        .arg(&data2)
-        .args(["--database", &url2])
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{}", text(&o));
-    let o = cairn()
-        .args(["blob", "check", "--database", &url2, "--data"])
-        .arg(&data2)
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{}", text(&o));
+    succeeds(
+        cairn()
+            .args(["restore", "--from"])
+            .arg(data.join("backups/b"))
+            .arg("--data")
+            .arg(&data2)
+            .args(["--database", &url2]),
+    );
+    let out = succeeds(
+        cairn()
+            .args(["blob", "check", "--database", &url2, "--data"])
+            .arg(&data2),
+    );
     assert!(
-        text(&o).contains("2 blob(s) named by the database: 0 missing"),
-        "{}",
-        text(&o)
+        out.contains("2 blob(s) named by the database: 0 missing"),
+        "{out}"
     );
     let again = spawn(serve_command(&data2, KEY).args(["--database", &url2]));
     assert_eq!(sha(&download(&again.url, "/Root/up/big.bin").1), sha(&big));
@@ -795,14 +781,13 @@ fn a_restore_to_a_time_brings_exactly_the_files_uploaded_before_it() {
     );
     drop(server);
     let restore = |at: &str, out: &Path| {
-        let o = cairn()
-            .args(["restore", "--from"])
-            .arg(&repo)
-            .args(["--at", at, "--data"])
-            .arg(out)
-            .output()
-            .unwrap();
-        assert!(o.status.success(), "{}", text(&o));
+        succeeds(
+            cairn()
+                .args(["restore", "--from"])
+                .arg(&repo)
+                .args(["--at", at, "--data"])
+                .arg(out),
+        );
         let (ok, report) = blob_check(out);
         assert!(ok, "{report}");
     };
@@ -921,18 +906,8 @@ fn files_in_an_encrypted_s3_backup_come_back_with_it() {
     let env = moto.env();
     let dir = tempfile::tempdir().unwrap();
     let key = dir.path().join("key.txt");
-    let o = cairn()
-        .args(["backup", "keygen"])
-        .arg(&key)
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{}", text(&o));
-    let recipient = String::from_utf8_lossy(&o.stdout)
-        .lines()
-        .next()
-        .unwrap()
-        .trim()
-        .to_string();
+    let printed = succeeds(cairn().args(["backup", "keygen"]).arg(&key));
+    let recipient = printed.lines().next().unwrap().trim().to_string();
     let data = dir.path().join("data");
     let server = spawn(serve_command(&data, KEY).envs(env.iter().map(|(k, v)| (*k, v.as_str()))));
     let base = server.url.clone();
@@ -942,22 +917,21 @@ fn files_in_an_encrypted_s3_backup_come_back_with_it() {
     assert_eq!(upload_whole(&base, "/Root/up", "a.bin", &a, &[]).0, 200);
     assert_eq!(upload_whole(&base, "/Root/up", "b.txt", &b, &[]).0, 200);
     let backup = |to: &str| {
-        let o = cairn()
-            .args([
-                "backup",
-                "create",
-                "--server",
-                &base,
-                "--admin-key",
-                KEY,
-                "--to",
-                to,
-            ])
-            .args(["--encrypt-to", &recipient])
-            .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
-            .output()
-            .unwrap();
-        assert!(o.status.success(), "{}", text(&o));
+        succeeds(
+            cairn()
+                .args([
+                    "backup",
+                    "create",
+                    "--server",
+                    &base,
+                    "--admin-key",
+                    KEY,
+                    "--to",
+                    to,
+                ])
+                .args(["--encrypt-to", &recipient])
+                .envs(env.iter().map(|(k, v)| (*k, v.as_str()))),
+        );
     };
     backup("s3://files/r/b1");
     let c = bytes(32, 400_000);
@@ -965,15 +939,14 @@ fn files_in_an_encrypted_s3_backup_come_back_with_it() {
     backup("s3://files/r/b2");
     drop(server);
     let out = dir.path().join("restored");
-    let o = cairn()
-        .args(["restore", "--from", "s3://files/r/b2", "--identity"])
-        .arg(&key)
-        .arg("--data")
-        .arg(&out)
-        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{}", text(&o));
+    succeeds(
+        cairn()
+            .args(["restore", "--from", "s3://files/r/b2", "--identity"])
+            .arg(&key)
+            .arg("--data")
+            .arg(&out)
+            .envs(env.iter().map(|(k, v)| (*k, v.as_str()))),
+    );
     let (ok, report) = blob_check(&out);
     assert!(ok, "{report}");
     let again = spawn(&mut serve_command(&out, KEY));

@@ -134,18 +134,7 @@ pub fn store_file(
     file_name: &str,
     content_type: Option<&str>,
 ) -> Result<crate::content::BinaryValue> {
-    use std::io::Read;
-    let mut f = std::fs::File::open(src).map_err(|e| crate::StoreError::io(src, e))?;
     let mut staged = StagedFile::create(blobs)?;
-    let mut buf = vec![0u8; 1 << 20];
-    loop {
-        let n = f
-            .read(&mut buf)
-            .map_err(|e| crate::StoreError::io(src, e))?;
-        if n == 0 {
-            break;
-        }
-        staged.write(&buf[..n])?;
-    }
+    staged.copy_from(src, &mut |_| {})?;
     into_binary(blobs, staged, file_name, content_type)
 }

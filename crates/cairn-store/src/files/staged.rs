@@ -62,6 +62,24 @@ impl StagedFile {
         Ok(())
     }
 
+    /// Appends the whole file at `src`, telling `progress` of every piece; returns its
+    /// length.
+    pub fn copy_from(&mut self, src: &Path, progress: &mut dyn FnMut(u64)) -> Result<u64> {
+        use std::io::Read;
+        let mut f = File::open(src).map_err(|e| StoreError::io(src, e))?;
+        let mut buf = vec![0u8; 1 << 20];
+        let mut total = 0;
+        loop {
+            let n = f.read(&mut buf).map_err(|e| StoreError::io(src, e))?;
+            if n == 0 {
+                return Ok(total);
+            }
+            self.write(&buf[..n])?;
+            total += n as u64;
+            progress(n as u64);
+        }
+    }
+
     /// Bytes written so far.
     pub fn len(&self) -> u64 {
         self.written
