@@ -274,6 +274,8 @@ impl From<StoreError> for ApiError {
                 "InvalidOperationException",
                 msg,
             ),
+            // S3 unreachable or refusing: retryable, like a storage error of a backup.
+            StoreError::BlobStore(_) => ApiError::unavailable(msg),
             other => ApiError::internal(other),
         }
     }

@@ -140,7 +140,13 @@ pub(crate) fn restore(
     if entries.peek().is_none() {
         return Ok(0);
     }
-    let store = cairn_store::files::blob_store_for(database);
+    // Into the blob store the restored database names (an S3 bucket's blobs are most
+    // likely there still, and each one there is skipped).
+    let named = manifest
+        .database
+        .as_ref()
+        .and_then(|d| d.blob_store.as_deref());
+    let store = crate::blob_stores::blob_store_for(database, named)?;
     let mut bytes = 0;
     for f in entries {
         if cancel.is_cancelled() {

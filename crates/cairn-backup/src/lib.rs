@@ -16,6 +16,7 @@
 #![warn(missing_docs)]
 
 pub mod archive;
+pub mod blob_stores;
 mod blobs;
 pub mod clock;
 mod download;
@@ -34,6 +35,7 @@ mod retention;
 mod run;
 mod verify;
 
+pub use blob_stores::{blob_store_of, open_store};
 pub use download::{download, BackupSourceFiles, DownloadReport};
 pub use error::{BackupError, Result};
 pub use job::{

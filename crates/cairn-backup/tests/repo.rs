@@ -482,3 +482,11 @@ fn unreachable_or_wrong_repositories_say_so() {
     assert!(missing.list().is_err());
     let _ = json!({});
 }
+
+#[test]
+fn blobs_in_an_s3_bucket_keep_the_blob_store_contract() {
+    let (_moto, settings) = s3();
+    let blobs =
+        cairn_backup::blob_stores::S3Blobs::open_with("s3://cairn/live-blobs", &settings).unwrap();
+    cairn_store::files::contract::check_contract(&blobs, 3).unwrap();
+}

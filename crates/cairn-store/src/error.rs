@@ -78,6 +78,9 @@ pub enum StoreError {
     /// The database URL is not `sqlite://PATH` or `postgres://...`.
     #[error("unsupported database URL {0:?}: use sqlite://PATH or postgres://...")]
     BadUrl(String),
+    /// The blob store the database names cannot be reached or answered an error.
+    #[error("blob store: {0}")]
+    BlobStore(String),
     /// The database holds data that this build cannot read (corruption or manual edits).
     #[error("corrupt data in the database: {0}")]
     Corrupt(String),
@@ -175,7 +178,7 @@ impl StoreError {
     }
 
     /// An [`StoreError::Io`] for `path`.
-    pub(crate) fn io(path: impl Into<std::path::PathBuf>, cause: std::io::Error) -> Self {
+    pub fn io(path: impl Into<std::path::PathBuf>, cause: std::io::Error) -> Self {
         StoreError::Io {
             path: path.into(),
             cause,

@@ -20,6 +20,9 @@ pub struct DatabaseFacts {
     /// How many write transactions it has committed (`meta.archive_seq`, see
     /// [`crate::archive`]; 0 in a database older than the count).
     pub archive_seq: i64,
+    /// Where it keeps its files' blobs when not in its own place (an `s3://` URL, see
+    /// [`crate::files::BLOB_STORE_KEY`]).
+    pub blob_store: Option<String>,
 }
 
 /// The repository id a database already holds, without creating or migrating anything:
@@ -147,7 +150,9 @@ pub(crate) fn read_facts(conn: &Connection) -> Result<DatabaseFacts> {
         .ok_or_else(|| StoreError::Corrupt(format!("meta.{key} is missing")))
     };
     let seq = meta(crate::db::session::ARCHIVE_SEQ_KEY).ok();
-    facts(last, meta("repository_id")?, &meta("schema_version")?, seq)
+    let mut f = facts(last, meta("repository_id")?, &meta("schema_version")?, seq)?;
+    f.blob_store = meta(crate::files::BLOB_STORE_KEY).ok();
+    Ok(f)
 }
 
 /// [`read_facts`] on PostgreSQL, in `client`'s transaction (and snapshot).
@@ -166,7 +171,9 @@ pub(crate) fn read_facts_pg(client: &mut impl postgres::GenericClient) -> Result
             .ok_or_else(|| StoreError::Corrupt(format!("meta.{key} is missing")))
     };
     let repository_id = meta("repository_id")?;
-    facts(last, repository_id, &meta("schema_version")?, None)
+    let mut f = facts(last, repository_id, &meta("schema_version")?, None)?;
+    f.blob_store = meta(crate::files::BLOB_STORE_KEY).ok();
+    Ok(f)
 }
 
 fn facts(
@@ -179,6 +186,7 @@ fn facts(
         last_activity_id: ActivityId(last),
         archive_seq: archive_seq.and_then(|s| s.parse().ok()).unwrap_or(0),
         repository_id,
+        blob_store: None,
         schema_version: schema_version
             .parse::<i64>()
             .map_err(|_| StoreError::Corrupt("meta.schema_version is not a number".into()))?,

@@ -99,8 +99,18 @@ impl std::fmt::Debug for Store {
 }
 
 impl Store {
-    /// Opens (and creates, migrates, bootstraps) the database at `url`.
+    /// Opens (and creates, migrates, bootstraps) the database at `url`, whose blobs are in
+    /// its own place (see [`Store::open_with`] for one that may name an S3 bucket).
     pub fn open(url: &DatabaseUrl) -> Result<Store> {
+        Store::open_with(url, None)
+    }
+
+    /// [`Store::open`], with `remote` to open the blob store the database may name
+    /// ([`crate::files::BLOB_STORE_KEY`]); without it such a database is refused.
+    pub fn open_with(
+        url: &DatabaseUrl,
+        remote: Option<crate::files::OpenBlobStore>,
+    ) -> Result<Store> {
         let backend: Box<dyn Backend> = match url {
             DatabaseUrl::Sqlite(path) => {
                 Box::new(SqliteBackend::open(path, SqliteOptions::default())?)
@@ -121,11 +131,13 @@ impl Store {
                 }
             };
             let admin = crate::items::bootstrap(conn, &types)?;
-            ids = Some((repository_id, admin));
+            let blob_store = schema::get_meta(conn, crate::files::BLOB_STORE_KEY)?;
+            ids = Some((repository_id, admin, blob_store));
             Ok(())
         })?;
-        let (repository_id, admin_id) =
+        let (repository_id, admin_id, blob_store) =
             ids.ok_or_else(|| StoreError::Corrupt("bootstrap did not run".into()))?;
+        let blobs = crate::files::blob_store_for(url, blob_store.as_deref(), remote)?;
         Ok(Store {
             backend,
             types,
@@ -133,7 +145,7 @@ impl Store {
             repository_id,
             admin_id,
             listeners: RwLock::new(Vec::new()),
-            blobs: crate::files::blob_store_for(url),
+            blobs,
         })
     }
 
@@ -184,6 +196,11 @@ impl Store {
         {
             l(activity);
         }
+    }
+
+    /// Runs `f` in one write transaction.
+    pub(crate) fn write_tx(&self, f: &mut dyn FnMut(&mut dyn Conn) -> Result<()>) -> Result<()> {
+        self.backend.write(&mut |conn| f(conn))
     }
 
     /// Runs `f` in a read snapshot and returns its value.

@@ -15,6 +15,9 @@ pub struct DataDir {
     pub root: PathBuf,
     /// The database (`sqlite://DIR/cairn.db` unless given).
     pub database: DatabaseUrl,
+    /// The blob store to choose for a repository without files yet (`--blob-store`,
+    /// `s3://BUCKET/PREFIX`); once chosen, the database names it for every command.
+    pub blob_store: Option<String>,
 }
 
 impl DataDir {
@@ -31,7 +34,15 @@ impl DataDir {
         Ok(DataDir {
             root: root.to_path_buf(),
             database,
+            blob_store: None,
         })
+    }
+
+    /// Opens the database with the blob store it names (choosing [`DataDir::blob_store`]
+    /// first, when given).
+    pub fn open_store(&self) -> Result<cairn_store::Store> {
+        cairn_backup::open_store(&self.database, self.blob_store.as_deref())
+            .with_context(|| format!("open the database {}", self.database.redacted()))
     }
 
     /// `DIR/index`.

@@ -110,6 +110,12 @@ enum Command {
         /// a chunked upload is bounded by --max-body.
         #[arg(long, env = "CAIRN_MAX_UPLOAD", default_value_t = 1 << 30)]
         max_upload: u64,
+        /// Keep the files' blobs in this S3 bucket (`s3://BUCKET/PREFIX`; S3 settings from
+        /// the AWS_* variables) instead of beside the database (SQLite) or in it
+        /// (PostgreSQL). Chosen before the first file is stored, and then recorded in the
+        /// database: every web node and command finds the blobs there without it.
+        #[arg(long, env = "CAIRN_BLOB_STORE")]
+        blob_store: Option<String>,
         /// Seconds a chunked upload may wait for its next chunk before it is abandoned
         /// and its bytes removed.
         #[arg(long, env = "CAIRN_UPLOAD_TIMEOUT", default_value_t = 3600)]
@@ -208,6 +214,12 @@ enum Command {
     Import {
         #[command(flatten)]
         data: DataArgs,
+        /// Keep the files' blobs in this S3 bucket (`s3://BUCKET/PREFIX`; S3 settings from
+        /// the AWS_* variables) instead of beside the database (SQLite) or in it
+        /// (PostgreSQL). Chosen before the first file is stored, and then recorded in the
+        /// database: every web node and command finds the blobs there without it.
+        #[arg(long, env = "CAIRN_BLOB_STORE")]
+        blob_store: Option<String>,
         /// Lines committed per transaction (at least 1).
         #[arg(long, default_value_t = 10_000,
               value_parser = clap::value_parser!(u32).range(1..))]
@@ -387,6 +399,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             max_body,
             max_query,
             max_upload,
+            blob_store,
             upload_timeout,
             request_timeout,
             activity_retention_days,
@@ -396,7 +409,10 @@ fn run(cli: Cli) -> Result<ExitCode> {
             metrics_need_key,
             connections,
         } => commands::serve::run(
-            &data.dir()?,
+            &DataDir {
+                blob_store,
+                ..data.dir()?
+            },
             commands::serve::ServeOptions {
                 listen,
                 admin_key,
@@ -579,9 +595,19 @@ fn run(cli: Cli) -> Result<ExitCode> {
             };
             commands::backup::restore_cmd(&from, &data.dir()?, mode, force, identity.as_deref())
         }
-        Command::Import { data, batch, file } => {
-            commands::import::run(&data.dir()?, &file, batch as usize)
-        }
+        Command::Import {
+            data,
+            blob_store,
+            batch,
+            file,
+        } => commands::import::run(
+            &DataDir {
+                blob_store,
+                ..data.dir()?
+            },
+            &file,
+            batch as usize,
+        ),
     }
 }
 

@@ -970,3 +970,168 @@ fn a_whole_upload_over_its_limit_is_refused_before_it_is_read() {
     );
     assert_eq!(children(base, "/Root/up"), ["small.bin"]);
 }
+
+/// Files in an S3 bucket chosen with `--blob-store` (PostgreSQL, as several web nodes
+/// would run): nothing in the database's blob tables nor beside it; a node started later
+/// without the setting finds them (the database names the bucket); another bucket, or one
+/// that does not exist, is refused with a clear error; a backup restored into another
+/// database brings files that download byte for byte.
+#[test]
+fn files_in_an_s3_blob_store_are_found_by_every_node_and_come_back_with_a_backup() {
+    let moto = cairn_testkit::MotoServer::start().unwrap();
+    moto.create_bucket("files").unwrap();
+    let env = moto.env();
+    let env = || env.iter().map(|(k, v)| (*k, v.as_str()));
+    let cluster = cairn_testkit::shared_cluster().expect("start PostgreSQL");
+    let url = cluster
+        .create_database(&cairn_testkit::unique_name("s3files"))
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let nothing = dir.path().join("nothing.jsonl");
+    std::fs::write(&nothing, "").unwrap();
+    let import = |data: &Path, url: &str, blob_store: &str| {
+        cairn()
+            .args([
+                "import",
+                "--database",
+                url,
+                "--blob-store",
+                blob_store,
+                "--data",
+            ])
+            .arg(data)
+            .arg(&nothing)
+            .envs(env())
+            .output()
+            .unwrap()
+    };
+    // A bucket that does not exist is said before anything is recorded.
+    let o = import(&dir.path().join("n0"), &url, "s3://no-such-bucket/blobs");
+    assert!(!o.status.success());
+    assert!(text(&o).contains("bucket does not exist"), "{}", text(&o));
+
+    let data = dir.path().join("node1");
+    let node1 = spawn(
+        serve_command(&data, KEY)
+            .args(["--database", &url, "--blob-store", "s3://files/live"])
+            .envs(env()),
+    );
+    folder(&node1.url, "up");
+    // Over one S3 part (a multipart upload) and over one ranged read of a download.
+    let big = bytes(41, 9_500_000);
+    let (s, v) = upload_whole(&node1.url, "/Root/up", "big.bin", &big, &[]);
+    assert_eq!(s, 200, "{v}");
+    let chunked = bytes(42, 90_000);
+    let token = begin_chunked(
+        &node1.url,
+        "/Root/up",
+        "c.bin",
+        chunked.len(),
+        &chunked[..40_000],
+    );
+    for start in (0..chunked.len()).step_by(40_000) {
+        let end = (start + 40_000).min(chunked.len());
+        let piece = &chunked[start..end];
+        let (s, t) = chunk(&node1.url, "/Root/up", &token, chunked.len(), start, piece);
+        assert_eq!(s, 200, "{t}");
+    }
+    assert_eq!(sha(&download(&node1.url, "/Root/up/big.bin").1), sha(&big));
+    drop(node1);
+    let in_bucket = cairn_backup::blob_stores::S3Blobs::open_with(
+        "s3://files/live",
+        &cairn_backup::repo::s3::S3Settings::static_keys(&moto.endpoint(), "testing", "testing"),
+    )
+    .unwrap();
+    let mut want = vec![sha(&big), sha(&chunked)];
+    want.sort();
+    use cairn_store::files::BlobStore;
+    assert_eq!(
+        in_bucket.list().unwrap(),
+        want,
+        "both blobs are in the bucket"
+    );
+    assert!(
+        !data.join("blobs").exists(),
+        "no blob folder beside the data"
+    );
+    let check = |data: &Path, url: &str| {
+        succeeds(
+            cairn()
+                .args(["blob", "check", "--database", url, "--data"])
+                .arg(data)
+                .envs(env()),
+        )
+    };
+    assert!(
+        check(&data, &url).contains("2 blob(s) named by the database: 0 missing"),
+        "blob check"
+    );
+    // No blob in PostgreSQL's own blob tables: `blob gc` on them would find nothing, and
+    // the bucket is what gc sees (it removes nothing that is named).
+    let gc = succeeds(
+        cairn()
+            .args(["blob", "gc", "--dry-run", "--database", &url, "--data"])
+            .arg(&data)
+            .envs(env()),
+    );
+    assert!(gc.contains("0 unreferenced"), "{gc}");
+
+    // Another bucket for a database that keeps its blobs in one: refused, saying where.
+    let o = import(&dir.path().join("n1"), &url, "s3://files/elsewhere");
+    assert!(!o.status.success());
+    assert!(
+        text(&o).contains("keeps its blobs in s3://files/live"),
+        "{}",
+        text(&o)
+    );
+
+    // A second node, without the setting: the database names the bucket.
+    let node2 = spawn(
+        serve_command(&dir.path().join("node2"), KEY)
+            .args(["--database", &url])
+            .envs(env()),
+    );
+    let (s, cr, got) = download_range(&node2.url, "/Root/up/big.bin", "bytes=4194300-4194309");
+    assert_eq!((s, cr.as_str()), (206, "bytes 4194300-4194309/9500000"));
+    assert_eq!(got, &big[4_194_300..4_194_310]);
+    assert_eq!(download(&node2.url, "/Root/up/c.bin").1, chunked);
+    succeeds(
+        cairn()
+            .args([
+                "backup",
+                "create",
+                "--server",
+                &node2.url,
+                "--admin-key",
+                KEY,
+            ])
+            .args(["--target", "b"])
+            .envs(env()),
+    );
+    drop(node2);
+
+    let url2 = cluster
+        .create_database(&cairn_testkit::unique_name("s3files_restored"))
+        .unwrap();
+    let data2 = dir.path().join("restored");
+    succeeds(
+        cairn()
+            .args(["restore", "--from"])
+            .arg(dir.path().join("node2/backups/b"))
+            .arg("--data")
+            .arg(&data2)
+            .args(["--database", &url2])
+            .envs(env()),
+    );
+    assert!(
+        check(&data2, &url2).contains("2 blob(s) named by the database: 0 missing"),
+        "blob check after the restore"
+    );
+    let again = spawn(
+        serve_command(&data2, KEY)
+            .args(["--database", &url2])
+            .envs(env()),
+    );
+    assert_eq!(sha(&download(&again.url, "/Root/up/big.bin").1), sha(&big));
+    assert_eq!(download(&again.url, "/Root/up/c.bin").1, chunked);
+}

@@ -295,7 +295,7 @@ pub fn restore_at(
     super::blobs::restore_named(
         &**repo.objects(),
         db_path,
-        &*cairn_store::files::blob_store_for(&target.database),
+        &*crate::blob_stores::blob_store_of(&target.database)?,
         cancel,
     )?;
     let index_from = newer_index(

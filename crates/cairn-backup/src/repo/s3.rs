@@ -125,6 +125,67 @@ impl S3Objects {
     }
 }
 
+impl S3Objects {
+    /// The size of `key`, or `None` when there is no such object.
+    pub fn head(&self, key: &str) -> Result<Option<u64>> {
+        let path = self.path(key);
+        match self.runtime.block_on(self.store.head(&path)) {
+            Ok(meta) => Ok(Some(meta.size)),
+            Err(object_store::Error::NotFound { .. }) => Ok(None),
+            Err(e) => Err(self.failed("read", key, e)),
+        }
+    }
+
+    /// Writes the file at `file` to `key`, streamed: one request for a small file, a
+    /// multipart upload of [`PART`]-sized parts (a few in flight) for a large one, so that
+    /// a file of any size is never held whole in memory.
+    pub fn put_file(&self, key: &str, file: &std::path::Path) -> Result<()> {
+        use std::io::Read;
+        let io = |e| BackupError::Io {
+            context: format!("read {}", file.display()),
+            cause: e,
+        };
+        let mut f = std::fs::File::open(file).map_err(io)?;
+        let len = f.metadata().map_err(io)?.len();
+        if len <= PART as u64 {
+            let mut bytes = Vec::with_capacity(len as usize);
+            f.read_to_end(&mut bytes).map_err(io)?;
+            return self.put(key, &bytes);
+        }
+        let path = self.path(key);
+        self.runtime.block_on(async {
+            let upload = self
+                .store
+                .put_multipart(&path)
+                .await
+                .map_err(|e| self.failed("write", key, e))?;
+            let mut writer = object_store::WriteMultipart::new_with_chunk_size(upload, PART);
+            let mut buf = vec![0u8; PART];
+            loop {
+                // A blocking read on the runtime's thread: a local file, one part at a time.
+                let n = f.read(&mut buf).map_err(io)?;
+                if n == 0 {
+                    break;
+                }
+                if let Err(e) = writer.wait_for_capacity(PARTS_IN_FLIGHT).await {
+                    return Err(self.failed("write", key, e));
+                }
+                writer.write(&buf[..n]);
+            }
+            writer
+                .finish()
+                .await
+                .map(|_| ())
+                .map_err(|e| self.failed("write", key, e))
+        })
+    }
+}
+
+/// The part size of a multipart upload (S3's least is 5 MiB).
+pub const PART: usize = 8 << 20;
+/// Parts of one upload sent at once.
+const PARTS_IN_FLIGHT: usize = 4;
+
 /// The error's own message, without the debug dump some variants carry, led by what it
 /// means for a person when that is recognisable (S3's error codes, a refused connection).
 fn plain(e: &object_store::Error) -> String {

@@ -74,6 +74,10 @@ pub struct DatabaseBackup {
     /// point-in-time restore starts applying archived changes; 0 for PostgreSQL).
     #[serde(default)]
     pub archive_seq: i64,
+    /// Where the copied database keeps its files' blobs, when not in its own place (an
+    /// `s3://` URL): where a restore puts them back.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub blob_store: Option<String>,
 }
 
 /// Tuning of [`Store::backup_database_with`]; [`Default`] is what
@@ -197,6 +201,7 @@ fn finish(
                 repository_id: facts.repository_id,
                 schema_version: facts.schema_version,
                 archive_seq: facts.archive_seq,
+                blob_store: facts.blob_store,
             })
         }
         Err(e) => {

@@ -6,10 +6,12 @@
 //!   leaves an orphan blob, never a row naming bytes that are not there.
 //! - The same bytes uploaded twice are stored once.
 //! - Where blobs live: [`FsBlobs`], a folder beside the SQLite database (`DIR/blobs`);
-//!   [`PgBlobs`], tables of the PostgreSQL database (so that every web node sees them).
+//!   [`PgBlobs`], tables of the PostgreSQL database (so that every web node sees them); or
+//!   an S3 bucket the database names ([`BLOB_STORE_KEY`], reached through cairn-backup).
 //! - Unreferenced blobs (an overwritten file's old bytes, an upload cut short) are
 //!   collected offline ([`collect_unreferenced`]), see there for what is kept.
 
+pub mod contract;
 mod extract;
 mod fs;
 mod gc;
@@ -19,25 +21,72 @@ mod staged;
 
 use std::io::{Read, Seek};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 pub use extract::{extract_text, guess_content_type, ExtractLimits, Extracted};
-pub use fs::FsBlobs;
+pub use fs::{sweep_folder, FsBlobs};
 pub use gc::{collect_unreferenced, Collected};
 pub use postgres::PgBlobs;
 pub use referenced::{check_blobs, referenced_blobs_in_backup, BlobCheck};
 pub use staged::{StageMark, StagedFile};
 
-use crate::error::Result;
+use crate::error::{Result, StoreError};
 
-/// The blob store of the database at `url`: `blobs/` beside an SQLite file, tables of a
-/// PostgreSQL database.
-pub fn blob_store_for(url: &crate::DatabaseUrl) -> std::sync::Arc<dyn BlobStore> {
-    match url {
+/// The `meta` key under which a database records a blob store of its own choosing (an
+/// `s3://BUCKET/PREFIX` URL), for every process that opens it (every web node, backup,
+/// restore and check) to find its blobs in the same place. Without it blobs are in the
+/// database's own place ([`blob_store_for`]).
+pub const BLOB_STORE_KEY: &str = "blob_store";
+
+/// Opens a blob store that a database names by URL (`s3://...`). The crate that reaches
+/// object storage (cairn-backup) provides it, so that this crate has no S3 client.
+pub type OpenBlobStore = fn(&str) -> Result<Arc<dyn BlobStore>>;
+
+/// The blob store of the database at `url`: the one it `recorded` (see [`BLOB_STORE_KEY`],
+/// opened by `remote`), else `blobs/` beside an SQLite file or tables of a PostgreSQL
+/// database.
+pub fn blob_store_for(
+    url: &crate::DatabaseUrl,
+    recorded: Option<&str>,
+    remote: Option<OpenBlobStore>,
+) -> Result<Arc<dyn BlobStore>> {
+    if let Some(location) = recorded {
+        let open = remote.ok_or_else(|| {
+            StoreError::BlobStore(format!(
+                "the repository keeps its blobs in {location}, which this command cannot reach"
+            ))
+        })?;
+        return open(location);
+    }
+    Ok(match url {
         crate::DatabaseUrl::Sqlite(path) => {
             let dir = path.parent().unwrap_or(Path::new("."));
-            std::sync::Arc::new(FsBlobs::new(&dir.join("blobs")))
+            Arc::new(FsBlobs::new(&dir.join("blobs")))
         }
-        crate::DatabaseUrl::Postgres(u) => std::sync::Arc::new(PgBlobs::new(u)),
+        crate::DatabaseUrl::Postgres(u) => Arc::new(PgBlobs::new(u)),
+    })
+}
+
+impl crate::Store {
+    /// Records `location` (an `s3://` URL) as where this repository keeps its blobs, on a
+    /// repository that has none yet or the same one; open it again to use it. Moving blobs
+    /// that exist is not done here: it is refused with a clear error.
+    pub fn choose_blob_store(&self, location: &str) -> Result<()> {
+        let named = self.referenced_blobs()?.len();
+        self.write_tx(
+            &mut |conn| match crate::db::schema::get_meta(conn, BLOB_STORE_KEY)? {
+                Some(now) if now == location => Ok(()),
+                Some(now) => Err(StoreError::NotAllowed(format!(
+                    "this repository keeps its blobs in {now}; moving them to {location} is \
+                     not supported"
+                ))),
+                None if named > 0 => Err(StoreError::NotAllowed(format!(
+                    "this repository already keeps {named} file(s) in its own blob store; \
+                     a blob store is chosen before the first file is stored"
+                ))),
+                None => crate::db::schema::set_meta(conn, BLOB_STORE_KEY, location),
+            },
+        )
     }
 }
 

@@ -19,7 +19,6 @@ use cairn_backup::{
 };
 
 use crate::commands::repository::reason;
-use cairn_store::Store;
 
 use crate::commands::Remote;
 use crate::data::DataDir;
@@ -49,7 +48,7 @@ pub fn create_offline(
     }
     let dest = destination(to, encrypt_to)?;
     let _lock = data.lock_existing("backup create")?;
-    let store = Arc::new(Store::open(&data.database).context("open the database")?);
+    let store = Arc::new(data.open_store()?);
     let kind = if index_only {
         BackupKind::Index
     } else {

@@ -3,7 +3,6 @@
 use std::process::ExitCode;
 
 use anyhow::{Context, Result};
-use cairn_store::Store;
 
 use crate::data::DataDir;
 use crate::progress::Progress;
@@ -12,8 +11,7 @@ use crate::progress::Progress;
 /// Exits 1 when a named blob is missing or damaged.
 pub fn check(data: &DataDir, as_json: bool) -> Result<ExitCode> {
     data.require_existing()?;
-    let store = Store::open(&data.database)
-        .with_context(|| format!("open the database {}", data.database.redacted()))?;
+    let store = data.open_store()?;
     let progress = Progress::new("checking blobs", "bytes");
     let report = cairn_store::files::check_blobs(&store, &|done, total| progress.set(done, total))?;
     progress.finish();
@@ -70,8 +68,7 @@ pub fn gc(data: &DataDir, dry_run: bool, as_json: bool) -> Result<ExitCode> {
             );
         }
     }
-    let store = Store::open(&data.database)
-        .with_context(|| format!("open the database {}", data.database.redacted()))?;
+    let store = data.open_store()?;
     // With SQLite archiving, only blobs the archive holds may go: a restore to a time when
     // one was named fetches it from there. (PostgreSQL's WAL carries the rows.)
     let shipped = match cairn_backup::policy::read_archive(&data.root)? {

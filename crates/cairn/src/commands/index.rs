@@ -9,7 +9,7 @@ use serde_json::{json, Value};
 use std::sync::Arc;
 
 use cairn_index::{IndexError, Indexer, IndexerOptions};
-use cairn_store::{Store, StoreError};
+use cairn_store::StoreError;
 
 use crate::commands::{open_repository, Remote};
 use crate::data::DataDir;
@@ -196,10 +196,7 @@ pub fn rebuild(data: &DataDir) -> Result<ExitCode> {
         cancel: options_cancel.clone(),
         ..IndexerOptions::default()
     };
-    let store = Arc::new(
-        Store::open(&data.database)
-            .with_context(|| format!("open the database {}", data.database.redacted()))?,
-    );
+    let store = Arc::new(data.open_store()?);
     let progress = Progress::new("rebuilding the index", "items");
     let opened = Indexer::open(&fresh, store, options, &|p| {
         progress.set(p.done, p.total);

@@ -112,10 +112,7 @@ pub fn open_repository_with(
     if let Some(did) = recovered {
         tracing::warn!("interrupted index swap: {did}");
     }
-    let store = Arc::new(
-        Store::open(&data.database)
-            .with_context(|| format!("open the database {}", data.database.redacted()))?,
-    );
+    let store = Arc::new(data.open_store()?);
     let progress = Progress::new("rebuilding the index", "items");
     let opened = Indexer::open(&data.index_dir(), store.clone(), options, &|p| {
         progress.set(p.done, p.total)

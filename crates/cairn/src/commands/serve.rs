@@ -464,10 +464,7 @@ fn run_web_node(data: &DataDir, opts: ServeOptions, service: &str) -> Result<Exi
                 "--search-service needs the shared secret: --search-secret or CAIRN_SEARCH_SECRET"
             )
         })?;
-    let store = Arc::new(
-        Store::open(&data.database)
-            .with_context(|| format!("open the database {}", data.database.redacted()))?,
-    );
+    let store = Arc::new(data.open_store()?);
     lock.hold_database_file(data)?;
     let remote = RemoteSearch::new(service, &secret);
     let state = AppState::new(
