@@ -302,6 +302,16 @@ fn bad_uploads_are_clear_4xx_and_store_nothing() {
         Some("bytes 10-19/30"),
     );
     assert_eq!(s, 400, "a short chunk: {t}");
+    // One that holds more than it says: refused as it arrives, its bytes forgotten.
+    let (ct, body) = multipart(&[("ChunkToken", &token)], Some(("f", &bytes(3, 15))));
+    let (s, t) = post(
+        &format!("{base}/odata.svc/Root/up/Upload"),
+        &ct,
+        &body,
+        Some("bytes 10-19/30"),
+    );
+    assert_eq!(s, 413, "a long chunk: {t}");
+    assert!(t.contains("stays at byte 10"), "{t}");
     let (s, t) = chunk(base, "/Root/up", &token, 30, 10, &whole[10..20]);
     assert_eq!(s, 200, "{t}");
     assert!(

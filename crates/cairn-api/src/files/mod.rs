@@ -2,6 +2,7 @@
 //! `@sensenet/client-core` sends it) and downloads by the item's own path, by
 //! `/binaryhandler.ashx`, and by OData's `.../Binary/$value`.
 
+mod chunk_writer;
 pub mod download;
 pub mod upload;
 

@@ -30,6 +30,7 @@ use cairn_store::files::{into_binary, StagedFile};
 use cairn_store::{NodeId, NodeRef, SaveBinary};
 use serde_json::{json, Value};
 
+use super::chunk_writer::{ChunkFailed, ChunkWriter};
 use crate::auth::Caller;
 use crate::blocking::blocking;
 use crate::error::{ApiError, ApiResult};
@@ -52,7 +53,8 @@ struct Session {
     overwrite: bool,
     total: u64,
     media_type: Option<String>,
-    staged: Option<StagedFile>,
+    /// The staged file's writer (taken while a chunk is received).
+    writer: Option<ChunkWriter>,
     touched: Instant,
     /// The answer once the last byte was in (kept for the client's empty last chunk).
     done: Option<Value>,
@@ -144,7 +146,7 @@ fn parse_content_range(v: &str) -> Option<ChunkRange> {
     (end >= start).then_some(ChunkRange { start, end, total })
 }
 
-fn bad(msg: impl Into<String>) -> ApiError {
+pub(super) fn bad(msg: impl Into<String>) -> ApiError {
     ApiError::bad_request(msg)
 }
 
@@ -229,7 +231,7 @@ async fn receive(
     Ok(written?)
 }
 
-fn multipart_error(e: multer::Error) -> ApiError {
+pub(super) fn multipart_error(e: multer::Error) -> ApiError {
     match e {
         multer::Error::StreamSizeExceeded { limit }
         | multer::Error::FieldSizeExceeded { limit, .. } => ApiError::new(
@@ -339,38 +341,18 @@ pub async fn upload(
                     return Err(bad("this upload is complete; it takes no more bytes"));
                 }
                 check_chunk(&s, range, form.length()?)?;
-                let Some(staged) = s.staged.take() else {
+                let Some(writer) = s.writer.as_mut() else {
                     return Err(ApiError::conflict("the upload is receiving another chunk"));
                 };
-                let mark = staged.mark();
-                let at_most = range.end - range.start;
-                let got = receive(&mut field, staged, at_most).await;
-                let (mut staged, len) = match got {
-                    Ok(x) => x,
-                    Err(e) => {
+                let len = match writer.receive(&mut field, range.end - range.start).await {
+                    Ok(len) => len,
+                    Err(ChunkFailed::Refused(e)) => return Err(e),
+                    Err(ChunkFailed::Lost(e)) => {
                         // The staged file went with the failed writer: the upload is lost.
                         state.uploads.remove(&session_token(&session));
                         return Err(e);
                     }
                 };
-                if len != at_most {
-                    let rewound = blocking({
-                        let mut st = staged;
-                        move || {
-                            st.rewind(mark)?;
-                            Ok(st)
-                        }
-                    })
-                    .await?;
-                    staged = rewound;
-                    s.staged = Some(staged);
-                    return Err(bad(format!(
-                        "Content-Range announced {at_most} bytes; the chunk held {len}; the \
-                         upload stays at byte {}",
-                        range.start
-                    )));
-                }
-                s.staged = Some(staged);
                 part = Some(Part {
                     file_name: Some(file_name),
                     media_type,
@@ -399,14 +381,22 @@ pub async fn upload(
         if let Some(done) = &s.done {
             return Ok(Json(done.clone()).into_response());
         }
-        let written = s.staged.as_ref().map_or(0, StagedFile::len);
+        let written = s.writer.as_ref().map_or(0, ChunkWriter::received);
         if written < s.total {
             return Ok(Json(progress(&s, written, part.len)).into_response());
         }
-        let staged = s
-            .staged
+        let writer = s
+            .writer
             .take()
             .ok_or_else(|| ApiError::internal("a complete upload without its file"))?;
+        let staged = match writer.finish().await {
+            Ok(staged) => staged,
+            Err(e) => {
+                drop(s);
+                state.uploads.remove(&token);
+                return Err(e);
+            }
+        };
         let pending = Pending {
             parent: NodeRef::Path(s.parent.clone()),
             name: s.name.clone(),
@@ -483,7 +473,7 @@ pub async fn upload(
                     overwrite: form.flag("Overwrite"),
                     total,
                     media_type: part.media_type,
-                    staged: Some(staged),
+                    writer: Some(ChunkWriter::start(staged)),
                     touched: Instant::now(),
                     done: None,
                 },
@@ -519,7 +509,7 @@ fn session_token(s: &Option<(String, Arc<tokio::sync::Mutex<Session>>)>) -> Stri
 
 /// A chunk must continue the upload exactly: from the next byte, within the total.
 fn check_chunk(s: &Session, r: ChunkRange, declared: Option<u64>) -> ApiResult<()> {
-    let written = s.staged.as_ref().map_or(0, StagedFile::len);
+    let written = s.writer.as_ref().map_or(0, ChunkWriter::received);
     if r.total != s.total || declared.is_some_and(|d| d != s.total) {
         return Err(bad(format!(
             "the upload was declared {} bytes long; this chunk says {}",

@@ -1,0 +1,140 @@
+//! A chunked upload's staged file, written by a blocking task of its own: a chunk is
+//! answered once its bytes are received and queued, so that writing (and hashing) one
+//! chunk overlaps the transfer of the next. The published client sends a chunk and waits
+//! for its answer; answered only once written, nothing of one chunk overlapped the next.
+//!
+//! What may wait in the queue is bounded ([`QUEUED`] pieces of the request body), so a
+//! fast client is held back by the disk, never by the server's memory. A disk error is
+//! kept by the task and answered at the next chunk (or the last), which then loses the
+//! upload: the staged file goes with the task.
+
+use axum::http::StatusCode;
+use bytes::Bytes;
+use cairn_store::files::StagedFile;
+use cairn_store::StoreError;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+use crate::error::ApiError;
+
+/// Pieces of request bodies (as the network delivers them, each at most a few hundred kB)
+/// that may wait for the writer.
+const QUEUED: usize = 64;
+
+enum Cmd {
+    /// A chunk begins: where to go back to if it fails.
+    Begin,
+    /// Its next bytes.
+    Bytes(Bytes),
+    /// It failed: forget its bytes.
+    Rewind,
+}
+
+/// Why a chunk was not taken.
+#[derive(Debug)]
+pub enum ChunkFailed {
+    /// The chunk was refused or cut short; the upload stays where it was before it.
+    Refused(ApiError),
+    /// The staged file could not be written: the upload is lost.
+    Lost(ApiError),
+}
+
+/// See the module documentation.
+#[derive(Debug)]
+pub struct ChunkWriter {
+    tx: mpsc::Sender<Cmd>,
+    task: JoinHandle<Result<StagedFile, StoreError>>,
+    received: u64,
+}
+
+impl ChunkWriter {
+    /// Starts writing into `staged`.
+    pub fn start(mut staged: StagedFile) -> ChunkWriter {
+        let received = staged.len();
+        let (tx, mut rx) = mpsc::channel::<Cmd>(QUEUED);
+        let task = tokio::task::spawn_blocking(move || {
+            let mut mark = staged.mark();
+            while let Some(cmd) = rx.blocking_recv() {
+                match cmd {
+                    Cmd::Begin => mark = staged.mark(),
+                    Cmd::Bytes(b) => staged.write(&b)?,
+                    Cmd::Rewind => staged.rewind(mark.clone())?,
+                }
+            }
+            Ok(staged)
+        });
+        ChunkWriter { tx, task, received }
+    }
+
+    /// Bytes received in whole chunks (the next chunk starts there).
+    pub fn received(&self) -> u64 {
+        self.received
+    }
+
+    /// Receives a chunk of exactly `expected` bytes from `field`; returns when it is
+    /// queued for the writer.
+    pub async fn receive(
+        &mut self,
+        field: &mut multer::Field<'_>,
+        expected: u64,
+    ) -> Result<u64, ChunkFailed> {
+        self.send(Cmd::Begin).await?;
+        let mut got = 0u64;
+        let refused = loop {
+            match field.chunk().await {
+                Ok(Some(b)) => {
+                    got += b.len() as u64;
+                    if got > expected {
+                        break ApiError::new(
+                            StatusCode::PAYLOAD_TOO_LARGE,
+                            "RequestTooLarge",
+                            "Exception",
+                            format!(
+                                "Content-Range announced {expected} bytes; the chunk holds \
+                                 more; the upload stays at byte {}",
+                                self.received
+                            ),
+                        );
+                    }
+                    self.send(Cmd::Bytes(b)).await?;
+                }
+                Ok(None) if got == expected => {
+                    self.received += got;
+                    return Ok(got);
+                }
+                Ok(None) => {
+                    break super::upload::bad(format!(
+                        "Content-Range announced {expected} bytes; the chunk held {got}; the \
+                         upload stays at byte {}",
+                        self.received
+                    ))
+                }
+                Err(e) => break super::upload::multipart_error(e),
+            }
+        };
+        self.send(Cmd::Rewind).await?;
+        Err(ChunkFailed::Refused(refused))
+    }
+
+    async fn send(&mut self, cmd: Cmd) -> Result<(), ChunkFailed> {
+        if self.tx.send(cmd).await.is_ok() {
+            return Ok(());
+        }
+        // The writer stopped: its error says why.
+        let why = match (&mut self.task).await {
+            Ok(Err(e)) => ApiError::from(e),
+            Ok(Ok(_)) => ApiError::internal("the upload's writer stopped"),
+            Err(e) => ApiError::internal(e),
+        };
+        Err(ChunkFailed::Lost(why))
+    }
+
+    /// Waits until every byte is written; the staged file.
+    pub async fn finish(self) -> Result<StagedFile, ApiError> {
+        drop(self.tx);
+        match self.task.await {
+            Ok(done) => Ok(done?),
+            Err(e) => Err(ApiError::internal(e)),
+        }
+    }
+}
