@@ -17,6 +17,7 @@ use serde_json::{json, Value};
 
 use crate::client::{file_url_path, manifest_url_path, Client, ClientError};
 use crate::error::{ApiError, ApiResult};
+use crate::replicas::Replicas;
 use cairn_search::{run_list, ListAnswer, ListRequest};
 
 /// The index's position and size.
@@ -35,6 +36,9 @@ pub struct IndexProperties {
     /// its own and nothing it could not commit is counted as applied.
     #[serde(default)]
     pub fault: Option<String>,
+    /// Every search replica, when a web node has more than one.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub replicas: Vec<crate::replicas::ReplicaView>,
 }
 
 /// A client of the search service (HTTP/JSON, shared secret).
@@ -45,7 +49,7 @@ pub struct RemoteSearch {
 
 /// How long a web node waits for the search service's answer to a query or a backup call:
 /// a service that hangs (stopped, swapping) is then answered 503, as one that is down.
-const CALL_LIMIT: Duration = Duration::from_secs(10);
+pub const CALL_LIMIT: Duration = Duration::from_secs(10);
 /// How long it waits for an integrity check, which reads the whole index.
 const CHECK_LIMIT: Duration = Duration::from_secs(600);
 
@@ -57,10 +61,20 @@ impl RemoteSearch {
         }
     }
 
+    /// Its address.
+    pub fn base(&self) -> &str {
+        self.client.base()
+    }
+
+    /// The client of this service.
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+
     /// The service's error as this node answers it: unreachable or refusing this node,
     /// 503; its own 400s, 404s and 409s keep their code (a node answers as the service
     /// would).
-    fn api_error(&self, e: ClientError) -> ApiError {
+    pub fn api_error(&self, e: ClientError) -> ApiError {
         let Some(status) = e.status else {
             return ApiError::unavailable(format!(
                 "the search service at {} is not reachable ({}); writes are kept and indexed \
@@ -91,26 +105,6 @@ impl RemoteSearch {
         }
     }
 
-    fn get(&self, path: &str) -> ApiResult<Value> {
-        self.get_within(path, CALL_LIMIT)
-    }
-
-    fn get_within(&self, path: &str, limit: Duration) -> ApiResult<Value> {
-        self.client
-            .get_json(path, Some(limit))
-            .map_err(|e| self.api_error(e))
-    }
-
-    fn post(&self, path: &str, body: &Value) -> ApiResult<Value> {
-        self.post_within(path, body, CALL_LIMIT)
-    }
-
-    fn post_within(&self, path: &str, body: &Value, limit: Duration) -> ApiResult<Value> {
-        self.client
-            .post_json(path, &body.to_string(), Some(limit))
-            .map_err(|e| self.api_error(e))
-    }
-
     /// Opens a file of a finished backup on the service: its size and a reader.
     pub fn open_file(&self, name: &str, path: &str) -> ApiResult<(u64, Box<dyn Read + Send>)> {
         self.client
@@ -122,7 +116,7 @@ impl RemoteSearch {
     }
 }
 
-fn parse<T: serde::de::DeserializeOwned>(v: Value) -> ApiResult<T> {
+pub(crate) fn parse<T: serde::de::DeserializeOwned>(v: Value) -> ApiResult<T> {
     serde_json::from_value(v)
         .map_err(|e| ApiError::internal(format!("bad answer from the search service: {e}")))
 }
@@ -131,8 +125,8 @@ fn parse<T: serde::de::DeserializeOwned>(v: Value) -> ApiResult<T> {
 pub enum SearchBackend {
     /// An index in this process.
     Local(Arc<Indexer>),
-    /// The search service.
-    Remote(RemoteSearch),
+    /// The search service (one or more replicas).
+    Remote(Arc<Replicas>),
 }
 
 impl SearchBackend {
@@ -140,10 +134,7 @@ impl SearchBackend {
     pub fn list(&self, req: &ListRequest) -> ApiResult<ListAnswer> {
         match self {
             SearchBackend::Local(ix) => Ok(run_list(ix, req)?),
-            SearchBackend::Remote(r) => parse(r.post(
-                "/search/list",
-                &serde_json::to_value(req).map_err(ApiError::internal)?,
-            )?),
+            SearchBackend::Remote(r) => parse(r.list(req, CALL_LIMIT)?),
         }
     }
 
@@ -152,18 +143,7 @@ impl SearchBackend {
     pub fn wait_for(&self, activity: ActivityId, timeout: Duration) -> bool {
         match self {
             SearchBackend::Local(ix) => ix.wait_for(activity, timeout),
-            SearchBackend::Remote(r) => r
-                .post_within(
-                    "/search/wait",
-                    // The service waits a little less, so that its answer arrives in time.
-                    &json!({
-                        "activity": activity.0,
-                        "timeout_ms": timeout.saturating_sub(Duration::from_millis(500)).as_millis() as u64,
-                    }),
-                    timeout,
-                )
-                .map(|v| v["searchable"].as_bool().unwrap_or(false))
-                .unwrap_or(false),
+            SearchBackend::Remote(r) => r.wait_for(activity, timeout),
         }
     }
 
@@ -171,7 +151,7 @@ impl SearchBackend {
     pub fn properties(&self) -> ApiResult<IndexProperties> {
         match self {
             SearchBackend::Local(ix) => Ok(local_properties(ix)),
-            SearchBackend::Remote(r) => parse(r.get("/search/properties")?),
+            SearchBackend::Remote(r) => r.properties(CALL_LIMIT),
         }
     }
 
@@ -182,7 +162,7 @@ impl SearchBackend {
                 let report = ix.check_integrity()?;
                 serde_json::to_value(report).map_err(ApiError::internal)
             }
-            SearchBackend::Remote(r) => r.get_within("/search/check", CHECK_LIMIT),
+            SearchBackend::Remote(r) => r.get_any("/search/check", CHECK_LIMIT),
         }
     }
 }
@@ -196,6 +176,7 @@ pub fn local_properties(ix: &Indexer) -> IndexProperties {
         gaps: s.gap_ids().into_iter().map(|g| g.0).collect(),
         document_count: ix.searcher().num_docs(),
         fault: ix.fault(),
+        replicas: Vec::new(),
     }
 }
 
@@ -203,8 +184,8 @@ pub fn local_properties(ix: &Indexer) -> IndexProperties {
 pub enum BackupBackend {
     /// Backups by this process, and its backup policies (if any).
     Local(Arc<BackupManager>, Option<Arc<Policies>>),
-    /// Backups by the search service, which owns the index.
-    Remote(RemoteSearch),
+    /// Backups by the search service (its first healthy replica), which owns the index.
+    Remote(Arc<Replicas>),
 }
 
 impl BackupBackend {
@@ -218,10 +199,11 @@ impl BackupBackend {
             BackupBackend::Local(m, _) => {
                 serde_json::to_value(m.start_request(kind, request)?).map_err(ApiError::internal)
             }
-            BackupBackend::Remote(r) => r.post(
+            BackupBackend::Remote(r) => r.post_first(
                 "/backup/start",
                 &json!({"kind": kind, "target": request.target, "to": request.to,
                         "encryptTo": request.encrypt_to}),
+                CALL_LIMIT,
             ),
         }
     }
@@ -231,7 +213,7 @@ impl BackupBackend {
             BackupBackend::Local(m, _) => {
                 serde_json::to_value(m.query()).map_err(ApiError::internal)
             }
-            BackupBackend::Remote(r) => r.get("/backup/query"),
+            BackupBackend::Remote(r) => r.backup_query(CALL_LIMIT),
         }
     }
     /// Cancels the running backup. Blocking.
@@ -240,7 +222,7 @@ impl BackupBackend {
             BackupBackend::Local(m, _) => {
                 serde_json::to_value(m.cancel()).map_err(ApiError::internal)
             }
-            BackupBackend::Remote(r) => r.post("/backup/cancel", &json!({})),
+            BackupBackend::Remote(r) => r.backup_cancel(CALL_LIMIT),
         }
     }
     /// Finished backups. Blocking.
@@ -249,23 +231,25 @@ impl BackupBackend {
             BackupBackend::Local(m, _) => {
                 serde_json::to_value(m.summaries()).map_err(ApiError::internal)
             }
-            BackupBackend::Remote(r) => r.get("/backups"),
+            BackupBackend::Remote(r) => r.backup_list(CALL_LIMIT),
         }
     }
     /// The backup policies (`GetBackupPolicies`). Blocking.
     pub fn policies(&self) -> ApiResult<Value> {
         match self {
             BackupBackend::Local(_, p) => Ok(policies_json(p.as_deref())),
-            BackupBackend::Remote(r) => r.get("/backup/policies"),
+            BackupBackend::Remote(r) => r.get_first("/backup/policies", CALL_LIMIT),
         }
     }
     /// Runs a policy now (`ExecuteBackupPolicy`). Blocking.
     pub fn execute_policy(&self, name: &str) -> ApiResult<Value> {
         match self {
             BackupBackend::Local(_, p) => execute_policy(p.as_ref(), name),
-            BackupBackend::Remote(r) => {
-                r.post("/backup/policies/execute", &json!({ "name": name }))
-            }
+            BackupBackend::Remote(r) => r.post_first(
+                "/backup/policies/execute",
+                &json!({ "name": name }),
+                CALL_LIMIT,
+            ),
         }
     }
     /// The continuous archive's status (`Archive` of `GetBackupPolicies`), if one runs;
@@ -277,7 +261,7 @@ impl BackupBackend {
                 .and_then(|p| p.archive_status())
                 .and_then(|a| serde_json::to_value(a).ok()),
             BackupBackend::Remote(r) => r
-                .get("/backup/policies")
+                .get_first("/backup/policies", CALL_LIMIT)
                 .ok()
                 .map(|v| v["Archive"].clone())
                 .filter(|a| !a.is_null()),
@@ -290,7 +274,7 @@ impl BackupBackend {
             BackupBackend::Local(_, Some(p)) => (p.views(), p.archive_status()),
             BackupBackend::Local(_, None) => (Vec::new(), None),
             BackupBackend::Remote(r) => r
-                .get("/backup/policies")
+                .get_first("/backup/policies", CALL_LIMIT)
                 .ok()
                 .map(|v| {
                     (
@@ -316,7 +300,7 @@ impl BackupBackend {
                 let (_, man) = m.finished(name)?;
                 serde_json::to_value(man).map_err(ApiError::internal)
             }
-            BackupBackend::Remote(r) => r.get(&manifest_url_path(name)),
+            BackupBackend::Remote(r) => r.manifest(&manifest_url_path(name), CALL_LIMIT),
         }
     }
 }
@@ -342,8 +326,8 @@ pub fn execute_policy(p: Option<&Arc<Policies>>, name: &str) -> ApiResult<Value>
 pub enum IndexJobs {
     /// Replacements of this process's index.
     Local(Arc<IndexReplacer>),
-    /// Replacements by the search service.
-    Remote(RemoteSearch),
+    /// Replacements by the search service (its first healthy replica).
+    Remote(Arc<Replicas>),
 }
 
 impl IndexJobs {
@@ -351,16 +335,17 @@ impl IndexJobs {
     pub fn rebuild(&self) -> ApiResult<Value> {
         match self {
             IndexJobs::Local(r) => to_value(r.rebuild()?),
-            IndexJobs::Remote(r) => r.post("/index/rebuild", &json!({})),
+            IndexJobs::Remote(r) => r.post_first("/index/rebuild", &json!({}), CALL_LIMIT),
         }
     }
     /// Starts `RestoreIndex` from `backup` (or answers the running replacement). Blocking.
     pub fn restore(&self, backup: &str, identity: Option<&str>) -> ApiResult<Value> {
         match self {
             IndexJobs::Local(r) => to_value(r.restore(backup, identity.map(std::path::Path::new))?),
-            IndexJobs::Remote(r) => r.post(
+            IndexJobs::Remote(r) => r.post_first(
                 "/index/restore",
                 &json!({"backup": backup, "identity": identity}),
+                CALL_LIMIT,
             ),
         }
     }
@@ -368,14 +353,14 @@ impl IndexJobs {
     pub fn query(&self) -> ApiResult<Value> {
         match self {
             IndexJobs::Local(r) => to_value(r.query()),
-            IndexJobs::Remote(r) => r.get("/index/replace/query"),
+            IndexJobs::Remote(r) => r.get_first("/index/replace/query", CALL_LIMIT),
         }
     }
     /// `CancelIndexRestore`. Blocking.
     pub fn cancel(&self) -> ApiResult<Value> {
         match self {
             IndexJobs::Local(r) => to_value(r.cancel()),
-            IndexJobs::Remote(r) => r.post("/index/replace/cancel", &json!({})),
+            IndexJobs::Remote(r) => r.post_first("/index/replace/cancel", &json!({}), CALL_LIMIT),
         }
     }
 }

@@ -298,7 +298,7 @@ impl From<cairn_backup::BackupError> for ApiError {
         let msg = e.to_string();
         match e {
             B::BadTarget(_) => ApiError::bad_backup_target(msg),
-            B::TargetExists(_) => ApiError::conflict(msg),
+            B::TargetExists(_) | B::Busy(_) => ApiError::conflict(msg),
             B::NotFound(_) => ApiError::not_found(msg),
             B::Invalid(_) | B::OtherRepository { .. } | B::Refused(_) => ApiError::bad_request(msg),
             B::Storage(_) => ApiError::unavailable(msg),

@@ -15,6 +15,7 @@ pub mod error;
 pub mod files;
 pub mod metrics;
 pub mod odata;
+pub mod replicas;
 pub mod server;
 pub mod service;
 pub mod state;
@@ -143,6 +144,9 @@ async fn metrics_text(State(state): State<AppState>, req: Request) -> Response {
             .render((db_last - last).max(0), docs, last, db_last);
         if let Some(b) = &s.backups {
             text.push_str(&b.policy_metrics());
+        }
+        if let backend::SearchBackend::Remote(r) = &*s.search {
+            text.push_str(&r.metrics_text());
         }
         Ok(text)
     })

@@ -3,7 +3,8 @@
 //!
 //! | route | body | answer |
 //! |---|---|---|
-//! | `POST /search/list` | [`ListRequest`] | [`cairn_search::ListAnswer`] |
+//! | `GET /health` (no secret) | | `{"Status":"ok"\|"catching up","LastActivityId","DatabaseLastActivityId","Lag","CompletionState"}`, 503 while catching up |
+//! | `POST /search/list` | [`ListRequest`] and `"min_activity":N,"wait_ms":N` | [`cairn_search::ListAnswer`] |
 //! | `POST /search/wait` | `{"activity":N,"timeout_ms":N}` | `{"searchable":bool}` |
 //! | `GET /search/properties` | | [`crate::backend::IndexProperties`] |
 //! | `GET /search/check` | | the integrity report |
@@ -47,6 +48,8 @@ pub struct ServiceState {
     pub replacer: Arc<cairn_backup::replace::IndexReplacer>,
     /// The secret web nodes present.
     pub secret: Arc<String>,
+    /// False while a replica seeded from a backup catches up: it answers no query then.
+    pub ready: Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// The search service's routes.
@@ -70,7 +73,7 @@ pub fn service_router(state: ServiceState) -> Router {
         .route("/index/replace/cancel", post(index_replace_cancel))
         .layer(middleware::from_fn_with_state(state.clone(), authenticate));
     Router::new()
-        .route("/health", get(|| async { "ok" }))
+        .route("/health", get(health))
         .merge(protected)
         .fallback(|req: Request| async move {
             ApiError::not_found(format!("no such route: {}", req.uri().path()))
@@ -113,8 +116,62 @@ async fn authenticate(State(state): State<ServiceState>, req: Request, next: Nex
     next.run(req).await
 }
 
-async fn list(State(s): State<ServiceState>, Json(req): Json<ListRequest>) -> ApiResult<Response> {
-    let v = blocking(move || Ok(run_list(&s.indexer, &req)?)).await?;
+/// The replica's position against the database's, and whether it takes queries.
+async fn health(State(s): State<ServiceState>) -> Response {
+    let ready = s.ready.load(std::sync::atomic::Ordering::SeqCst);
+    let ix = s.indexer.clone();
+    let answer = blocking(move || {
+        let state = ix.state();
+        // The index answers without the database; its position is then unknown.
+        let db = ix.store().last_activity_id().ok().map(|a| a.0);
+        Ok(json!({
+            "Status": if ready { "ok" } else { "catching up" },
+            "LastActivityId": state.last_activity_id.0,
+            "DatabaseLastActivityId": db,
+            "Lag": db.map(|d| (d - state.last_activity_id.0).max(0)),
+            "CompletionState": state.to_string(),
+        }))
+    })
+    .await;
+    match answer {
+        Ok(v) if ready => Json(v).into_response(),
+        Ok(v) => (axum::http::StatusCode::SERVICE_UNAVAILABLE, Json(v)).into_response(),
+        Err(e) => e.into_response(),
+    }
+}
+
+/// A query: [`ListRequest`], and the activity its answer must include (every write
+/// answered before the query was asked, wherever it was written), waited for at most
+/// `wait_ms`.
+#[derive(Deserialize)]
+struct ListBody {
+    #[serde(flatten)]
+    req: ListRequest,
+    #[serde(default)]
+    min_activity: Option<i64>,
+    #[serde(default)]
+    wait_ms: u64,
+}
+
+async fn list(State(s): State<ServiceState>, Json(b): Json<ListBody>) -> ApiResult<Response> {
+    if !s.ready.load(std::sync::atomic::Ordering::SeqCst) {
+        return Err(ApiError::unavailable(
+            "this search replica is catching up and answers no query yet",
+        ));
+    }
+    let v = blocking(move || {
+        if let Some(min) = b.min_activity {
+            let wait = Duration::from_millis(b.wait_ms.min(30_000));
+            if !s.indexer.wait_through(ActivityId(min), wait)? {
+                return Err(ApiError::unavailable(format!(
+                    "this search replica has not applied activity {min} yet (at {})",
+                    s.indexer.state()
+                )));
+            }
+        }
+        Ok(run_list(&s.indexer, &b.req)?)
+    })
+    .await?;
     Ok(Json(v).into_response())
 }
 

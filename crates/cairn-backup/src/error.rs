@@ -17,7 +17,10 @@ pub enum BackupError {
     /// The target already holds something.
     #[error("backup target {0:?} already exists")]
     TargetExists(String),
-    /// The backup was canceled.
+    /// Another process of the same database (a search replica) runs a backup now.
+    #[error("{0}")]
+    Busy(String),
+    /// The backup was canceled by its caller.
     #[error("the backup was canceled")]
     Canceled,
     /// The folder is not a usable backup; the message names the first problem.

@@ -211,6 +211,11 @@ impl BackupManager {
         Ok(manager)
     }
 
+    /// The database of the repository it backs up.
+    pub fn store(&self) -> &cairn_store::Store {
+        self.source.store()
+    }
+
     /// The backup folder.
     pub fn root(&self) -> &Path {
         &self.root
@@ -401,6 +406,19 @@ impl BackupManager {
             resp.state = BackupState::Executing;
             return Ok(resp);
         }
+        // One backup at a time across every process of the database too (search replicas
+        // on one PostgreSQL): held until this backup ends, or its process does.
+        let exclusive = self
+            .source
+            .store()
+            .try_cluster_lock("backup")?
+            .ok_or_else(|| {
+                BackupError::Busy(
+                    "a backup is running on another search replica of this database; one runs at \
+                 a time (QueryIndexBackup shows it)"
+                        .into(),
+                )
+            })?;
         let job = plan(&self.root)?;
         let info = Arc::new(Mutex::new(BackupInfo::started_at(kind, job.target())));
         let cancel = CancelToken::new();
@@ -423,6 +441,7 @@ impl BackupManager {
             .spawn(move || {
                 crate::files::lower_thread_priority();
                 let ended = me.run(kind, &job, &info, &cancel);
+                drop(exclusive);
                 if let Some(on_end) = on_end {
                     on_end(ended);
                     me.ending.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);

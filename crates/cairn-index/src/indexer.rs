@@ -47,6 +47,10 @@ pub struct IndexerOptions {
     /// Stops a rebuild between pages (Ctrl-C on `cairn index rebuild`): the writer rolls
     /// back, and the index is as it was before. Never cancelled by default.
     pub cancel: CancelToken,
+    /// Whether [`Indexer::open`] catches up before it returns (else the background loop
+    /// does, once started: a search replica seeded from a backup serves `/health` while it
+    /// catches up).
+    pub catch_up_on_open: bool,
 }
 
 impl Default for IndexerOptions {
@@ -62,6 +66,7 @@ impl Default for IndexerOptions {
             group_delay: Duration::from_millis(5),
             gap_window: 10_000,
             cancel: CancelToken::new(),
+            catch_up_on_open: true,
         }
     }
 }
@@ -349,7 +354,13 @@ impl Indexer {
         } else {
             StartupAction::CaughtUp
         };
-        let catch_up = indexer.catch_up()?;
+        let catch_up = if indexer.options.catch_up_on_open {
+            indexer.catch_up()?
+        } else {
+            // The background loop's first round catches up.
+            indexer.signal.raise();
+            CatchUpReport::default()
+        };
         tracing::info!(
             activities = catch_up.activities,
             documents = catch_up.documents,
@@ -423,6 +434,41 @@ impl Indexer {
                 .0;
         }
         true
+    }
+
+    /// Waits until every activity committed at or below `id` is searchable (not only `id`:
+    /// a gap below it whose transaction has committed since must be filled too), at most
+    /// `timeout`; returns whether they are. What a replica answers a query with when the
+    /// query must see every write answered before it, wherever it was written.
+    pub fn wait_through(&self, id: ActivityId, timeout: Duration) -> Result<bool> {
+        let deadline = Instant::now() + timeout;
+        let left = || deadline.saturating_duration_since(Instant::now());
+        if id.0 <= 0 {
+            return Ok(true);
+        }
+        if !self.wait_for(id, left()) {
+            return Ok(false);
+        }
+        loop {
+            let below: Vec<ActivityId> = self
+                .state()
+                .gap_ids()
+                .into_iter()
+                .filter(|g| *g <= id)
+                .collect();
+            if below.is_empty() {
+                return Ok(true);
+            }
+            // A gap whose activity is not in the log is a transaction still open (or
+            // rolled back): no write answered before now waits on it.
+            let committed = self.store.activity_fingerprints(&below)?;
+            let Some(first) = committed.keys().min().copied() else {
+                return Ok(true);
+            };
+            if !self.wait_for(first, left()) {
+                return Ok(false);
+            }
+        }
     }
 
     /// How long since this indexer last applied an activity (since it was opened, when it

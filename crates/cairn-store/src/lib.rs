@@ -21,6 +21,7 @@ mod activity_log;
 pub mod archive;
 mod backup;
 pub mod cancel;
+mod cluster;
 pub mod content;
 mod db;
 pub mod durable;
@@ -44,6 +45,7 @@ pub use backup::{
     POSTGRES_BACKUP_FILE, RESTORE_LOCK_TIMEOUT, SQLITE_BACKUP_FILE,
 };
 pub use cancel::CancelToken;
+pub use cluster::ClusterLock;
 pub use content::{ContentType, ContentTypes, FieldDef, FieldKind, FieldValue};
 pub use db::postgres::cairn_sessions;
 pub use db::Dialect;

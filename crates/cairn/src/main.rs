@@ -131,8 +131,9 @@ enum Command {
         /// (full speed when it is not); 0: always full speed.
         #[arg(long, env = "CAIRN_BACKUP_BUSY_RATE", default_value_t = 100)]
         backup_busy_rate: u64,
-        /// Run as a web node without a local index: queries go to this search service
-        /// (use with --database postgres://...).
+        /// Run as a web node without a local index: queries go to this search service, or
+        /// to these search replicas (URL1,URL2,...: the healthy ones in turn, failing over;
+        /// backups to the first healthy one) (use with --database postgres://...).
         #[arg(long, env = "CAIRN_SEARCH_SERVICE")]
         search_service: Option<String>,
         /// The secret shared with the search service.
@@ -162,6 +163,14 @@ enum Command {
         /// always full speed.
         #[arg(long, env = "CAIRN_BACKUP_BUSY_RATE", default_value_t = 100)]
         backup_busy_rate: u64,
+        /// A new replica: restore the index from this backup (a folder or REPO/NAME of this
+        /// repository) instead of rebuilding it, then catch up from the activity log,
+        /// taking queries once caught up. Ignored when the data folder has an index.
+        #[arg(long, env = "CAIRN_SEED_FROM")]
+        seed_from: Option<String>,
+        /// The age identity of an encrypted --seed-from backup.
+        #[arg(long)]
+        identity: Option<PathBuf>,
         #[command(flatten)]
         connections: ConnectionArgs,
     },
@@ -438,6 +447,8 @@ fn run(cli: Cli) -> Result<ExitCode> {
             search_secret,
             activity_retention_days,
             backup_busy_rate,
+            seed_from,
+            identity,
             connections,
         } => commands::serve::run_search_service(
             &data.dir()?,
@@ -446,6 +457,8 @@ fn run(cli: Cli) -> Result<ExitCode> {
             std::time::Duration::from_secs(activity_retention_days * 86_400),
             backup_busy_rate.saturating_mul(1 << 20),
             connections.limits(),
+            seed_from.as_deref(),
+            identity.as_deref(),
         ),
         Command::Blob { command } => match command {
             BlobCommand::Check { data, json } => commands::files::check(&data.dir()?, json),

@@ -222,6 +222,8 @@ fn index_properties(state: &AppState) -> ApiResult<Value> {
         "RepositoryId": state.store.repository_id().to_string(),
         // Continuous archiving's shipped position and lag, when it runs.
         "Archive": state.backups.as_ref().and_then(|b| b.archive_status()),
+        // Every search replica with its position and lag, when there are several.
+        "Replicas": (!p.replicas.is_empty()).then_some(&p.replicas),
     }))
 }
 

@@ -251,9 +251,28 @@ impl Policies {
                     let e = &mut state.entries[i];
                     e.next_run = e.policy.schedule.next_after(now);
                     let name = e.policy.name.clone();
+                    let period = e.policy.schedule.period(now);
                     drop(state);
-                    if let Err(e) = self.run(&name) {
-                        tracing::warn!(policy = %name, "backup policy run failed: {e}");
+                    // Several search replicas of one database run the same policies: the
+                    // first to claim a slot runs it, and none runs it again within nine
+                    // tenths of a period (replicas started at different times have slots
+                    // apart by less than one period; a small clock skew is no second run).
+                    match self
+                        .manager
+                        .store()
+                        .claim_for(&format!("policy:{name}"), period * 9 / 10)
+                    {
+                        Ok(true) => {
+                            if let Err(e) = self.run(&name) {
+                                tracing::warn!(policy = %name, "backup policy run failed: {e}");
+                            }
+                        }
+                        Ok(false) => {
+                            tracing::info!(policy = %name, "this slot was run by another replica")
+                        }
+                        Err(e) => {
+                            self.failed(&name, &format!("cannot claim the slot: {e}"));
+                        }
                     }
                     state = self.lock();
                 }

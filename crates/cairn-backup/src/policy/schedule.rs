@@ -39,6 +39,17 @@ impl Schedule {
             .map_err(|e| format!("not a cron pattern: {e}"))
     }
 
+    /// The time between two runs around `at` (for a cron schedule, between its next two
+    /// occurrences; an hour when it has none).
+    pub fn period(&self, at: SystemTime) -> std::time::Duration {
+        let next = self.next_after(at);
+        let after = next.and_then(|n| self.next_after(n));
+        match (next, after) {
+            (Some(a), Some(b)) => b.duration_since(a).unwrap_or_default(),
+            _ => std::time::Duration::from_secs(3600),
+        }
+    }
+
     /// The first run strictly after `after`; `None` if the pattern never matches again.
     pub fn next_after(&self, after: SystemTime) -> Option<SystemTime> {
         match self {

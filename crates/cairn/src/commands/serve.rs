@@ -10,7 +10,8 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use std::sync::Arc;
 
-use cairn_api::backend::{BackupBackend, IndexJobs, RemoteSearch, SearchBackend};
+use cairn_api::backend::{BackupBackend, IndexJobs, SearchBackend};
+use cairn_api::replicas::Replicas;
 use cairn_api::{router, ApiConfig, AppState, ConnectionLimits};
 use cairn_store::Store;
 
@@ -466,14 +467,16 @@ fn run_web_node(data: &DataDir, opts: ServeOptions, service: &str) -> Result<Exi
         })?;
     let store = Arc::new(data.open_store()?);
     lock.hold_database_file(data)?;
-    let remote = RemoteSearch::new(service, &secret);
+    let urls = replica_urls(service)?;
+    let replicas = Replicas::new(&urls, &secret, store.clone());
+    replicas.start_health_checks();
     let state = AppState::new(
         store,
-        SearchBackend::Remote(remote.clone()),
+        SearchBackend::Remote(replicas.clone()),
         api_config(key, &opts),
     )
-    .with_backups(BackupBackend::Remote(remote.clone()))
-    .with_index_jobs(IndexJobs::Remote(remote));
+    .with_backups(BackupBackend::Remote(replicas.clone()))
+    .with_index_jobs(IndexJobs::Remote(replicas));
     serve_until_signal(listener, router(state), opts.connections, |addr| {
         println!(
             "cairn: web node of {} on http://{addr} (search service {service})",
@@ -482,6 +485,25 @@ fn run_web_node(data: &DataDir, opts: ServeOptions, service: &str) -> Result<Exi
     })?;
     eprintln!("cairn: stopped");
     Ok(ExitCode::SUCCESS)
+}
+
+/// The search replicas of `--search-service URL1,URL2,...`: each an `http://` URL, once.
+fn replica_urls(given: &str) -> Result<Vec<String>> {
+    let mut urls: Vec<String> = Vec::new();
+    for u in given.split(',').map(str::trim).filter(|u| !u.is_empty()) {
+        if !(u.starts_with("http://") || u.starts_with("https://")) {
+            anyhow::bail!("--search-service takes http:// URLs separated by commas, not {u:?}");
+        }
+        let u = u.trim_end_matches('/').to_string();
+        if urls.contains(&u) {
+            anyhow::bail!("--search-service names {u} twice");
+        }
+        urls.push(u);
+    }
+    if urls.is_empty() {
+        anyhow::bail!("--search-service names no search service");
+    }
+    Ok(urls)
 }
 
 /// The shared secret of the search service: given, or kept in `DIR/search.secret`, or
@@ -498,6 +520,7 @@ fn service_secret(data: &DataDir, given: Option<String>) -> Result<String> {
 
 /// `cairn search-service`: owns the one index of several web nodes, tails the activity log
 /// of the shared database, answers queries and runs index backups.
+#[allow(clippy::too_many_arguments)]
 pub fn run_search_service(
     data: &DataDir,
     listen: SocketAddr,
@@ -505,21 +528,52 @@ pub fn run_search_service(
     retention: Duration,
     backup_busy_rate: u64,
     connections: ConnectionLimits,
+    seed_from: Option<&str>,
+    identity: Option<&Path>,
 ) -> Result<ExitCode> {
     let listener = bind(listen)?;
     given_credential(&secret, SECRET_FLAG)?;
     let policies = read_policies(data)?;
+    // A new replica: its index from a backup (checked to be this repository's), then
+    // caught up from the activity log while it already answers /health.
+    let seeded = match seed_from {
+        Some(from) if !cairn_index::index_exists(&data.index_dir()) => {
+            eprintln!("cairn: seeding this replica's index from {from}");
+            crate::commands::backup::restore_cmd(
+                from,
+                data,
+                cairn_backup::RestoreMode::IndexOnly,
+                false,
+                identity,
+            )
+            .with_context(|| format!("seed the index from {from}"))?;
+            true
+        }
+        Some(from) => {
+            tracing::info!(
+                "{} holds an index: not seeded from {from}",
+                data.root.display()
+            );
+            false
+        }
+        None => false,
+    };
     let mut lock = data.lock("search-service")?;
     let secret = service_secret(data, secret)?;
     // Writes come from other processes: they wake the indexer through /search/wait, and a
     // short periodic catch-up covers the rest.
     let options = cairn_index::IndexerOptions {
         periodic: Duration::from_secs(1),
+        catch_up_on_open: !seeded,
         ..cairn_index::IndexerOptions::default()
     };
     let (store, indexer, report) = crate::commands::open_repository_with(data, options)?;
     lock.hold_database_file(data)?;
     let background = indexer.start();
+    let ready = Arc::new(std::sync::atomic::AtomicBool::new(!seeded));
+    if seeded {
+        watch_catch_up(&indexer, &ready)?;
+    }
     let backups = open_backups(
         data,
         &store,
@@ -534,6 +588,7 @@ pub fn run_search_service(
         policies: Some(backups.policies.clone()),
         replacer: backups.replacer.clone(),
         secret: Arc::new(secret),
+        ready,
     };
     let served = serve_until_signal(
         listener,
@@ -548,4 +603,36 @@ pub fn run_search_service(
         },
     );
     finish(&indexer, background, &backups, served)
+}
+
+/// Sets `ready` once `indexer` has applied everything the database had committed when it
+/// last looked (a seeded replica takes queries from then on).
+fn watch_catch_up(
+    indexer: &Arc<cairn_index::Indexer>,
+    ready: &Arc<std::sync::atomic::AtomicBool>,
+) -> Result<()> {
+    let (ix, ready) = (Arc::downgrade(indexer), ready.clone());
+    std::thread::Builder::new()
+        .name("catch-up-watch".into())
+        .spawn(move || loop {
+            let Some(ix) = ix.upgrade() else { return };
+            let caught_up = ix
+                .store()
+                .last_activity_id()
+                .ok()
+                .map(|db| ix.wait_through(db, Duration::from_secs(1)));
+            match caught_up {
+                Some(Ok(true)) => {
+                    ready.store(true, std::sync::atomic::Ordering::SeqCst);
+                    tracing::info!(state = %ix.state(), "caught up: taking queries");
+                    eprintln!("cairn: caught up at {}; taking queries", ix.state());
+                    return;
+                }
+                // Not yet (each round waits a second for it), or the database is away.
+                Some(_) => {}
+                None => std::thread::sleep(Duration::from_secs(1)),
+            }
+        })
+        .context("start the catch-up watch")?;
+    Ok(())
 }
