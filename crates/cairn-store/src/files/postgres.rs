@@ -100,6 +100,7 @@ impl BlobStore for PgBlobs {
             size,
             pos: 0,
             row: None,
+            ranged: false,
         };
         Ok(Some((Box::new(reader), size)))
     }
@@ -138,6 +139,9 @@ struct PgBlobReader {
     pos: u64,
     /// The row read last: its number and bytes.
     row: Option<(u64, Vec<u8>)>,
+    /// Set by a seek: the next read is of a range (a download's `Range`), so it fetches
+    /// only the bytes asked for, not the row around them; reads after it go by rows.
+    ranged: bool,
 }
 
 impl Read for PgBlobReader {
@@ -146,7 +150,35 @@ impl Read for PgBlobReader {
             return Ok(0);
         }
         let seq = self.pos / CHUNK as u64;
-        if self.row.as_ref().is_none_or(|(s, _)| *s != seq) {
+        let at = (self.pos % CHUNK as u64) as usize;
+        let cached = self.row.as_ref().is_some_and(|(s, _)| *s == seq);
+        if std::mem::take(&mut self.ranged) && !cached {
+            let (n, from, len) = (
+                i32::try_from(seq).map_err(std::io::Error::other)?,
+                (at + 1) as i32,
+                out.len().min(CHUNK - at) as i32,
+            );
+            let bytes: Vec<u8> = self
+                .client
+                .query_opt(
+                    "SELECT substring(data FROM $3 FOR $4) FROM blob_chunks \
+                     WHERE hash = $1 AND seq = $2",
+                    &[&self.hash, &n, &from, &len],
+                )
+                .map_err(std::io::Error::other)?
+                .map(|r| r.get(0))
+                .unwrap_or_default();
+            if bytes.is_empty() {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::UnexpectedEof,
+                    format!("blob {} is shorter than its length", self.hash),
+                ));
+            }
+            out[..bytes.len()].copy_from_slice(&bytes);
+            self.pos += bytes.len() as u64;
+            return Ok(bytes.len());
+        }
+        if !cached {
             let n = i32::try_from(seq).map_err(std::io::Error::other)?;
             let row = self
                 .client
@@ -166,7 +198,6 @@ impl Read for PgBlobReader {
         let Some((_, data)) = &self.row else {
             return Ok(0);
         };
-        let at = (self.pos % CHUNK as u64) as usize;
         if at >= data.len() {
             return Err(std::io::Error::new(
                 std::io::ErrorKind::UnexpectedEof,
@@ -188,6 +219,7 @@ impl Seek for PgBlobReader {
             SeekFrom::Current(d) => self.pos.checked_add_signed(d),
         };
         self.pos = pos.ok_or_else(|| std::io::Error::other("seek before the start"))?;
+        self.ranged = true;
         Ok(self.pos)
     }
 }
