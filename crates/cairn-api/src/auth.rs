@@ -35,7 +35,7 @@ impl Caller {
 }
 
 /// Compares in time independent of where the strings first differ.
-fn same(a: &[u8], b: &[u8]) -> bool {
+pub(crate) fn same(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
@@ -116,6 +116,23 @@ fn basic_user(state: &AppState, login: &str, password: &str) -> Result<Option<Ca
     }))
 }
 
+/// The administrator, when `key` is the admin key.
+pub(crate) fn admin_by_key(state: &AppState, key: &str) -> Option<Caller> {
+    same(key.as_bytes(), state.config.admin_key.as_bytes()).then(|| Caller {
+        user: state.store.admin_id(),
+        is_admin: true,
+    })
+}
+
+/// The user whose login and password these are (blocking: a password check).
+pub(crate) fn user_by_password(
+    state: &AppState,
+    login: &str,
+    password: &str,
+) -> Result<Option<Caller>, ApiError> {
+    basic_user(state, login, password)
+}
+
 impl FromRequestParts<AppState> for Caller {
     type Rejection = ApiError;
 
@@ -131,14 +148,7 @@ impl FromRequestParts<AppState> for Caller {
         let (scheme, credentials) = header.split_once(' ').unwrap_or((header.as_str(), ""));
         let credentials = credentials.trim();
         if scheme.eq_ignore_ascii_case("Bearer") {
-            let key = credentials;
-            if same(key.as_bytes(), state.config.admin_key.as_bytes()) {
-                return Ok(Caller {
-                    user: state.store.admin_id(),
-                    is_admin: true,
-                });
-            }
-            return Err(ApiError::rejected_credentials());
+            return admin_by_key(state, credentials).ok_or_else(ApiError::rejected_credentials);
         }
         if scheme.eq_ignore_ascii_case("Basic") {
             let encoded = credentials;

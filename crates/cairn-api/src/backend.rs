@@ -293,6 +293,18 @@ impl BackupBackend {
         }
         text
     }
+    /// Verifies a finished backup of this server's folder (every file's checksum, the
+    /// index opens, the database copy checks): the report, or why it fails. Blocking.
+    pub fn verify(&self, name: &str) -> ApiResult<Value> {
+        match self {
+            BackupBackend::Local(m, _) => verify_local(m, name),
+            BackupBackend::Remote(r) => r.post_first(
+                "/backup/verify",
+                &json!({ "name": name }),
+                VERIFY_LIMIT,
+            ),
+        }
+    }
     /// A finished backup's manifest. Blocking.
     pub fn manifest(&self, name: &str) -> ApiResult<Value> {
         match self {
@@ -303,6 +315,22 @@ impl BackupBackend {
             BackupBackend::Remote(r) => r.manifest(&manifest_url_path(name), CALL_LIMIT),
         }
     }
+}
+
+/// How long a web node waits for the search service to verify a backup (it reads it all).
+const VERIFY_LIMIT: Duration = Duration::from_secs(3600);
+
+/// Verifies the finished backup `name` of `m`'s folder: `{"Name","Files","Bytes","Seconds"}`.
+pub fn verify_local(m: &BackupManager, name: &str) -> ApiResult<Value> {
+    let (dir, _) = m.finished(name)?;
+    let report = cairn_backup::verify(&dir, &|_, _| {})?;
+    Ok(json!({
+        "Name": name,
+        "Verified": true,
+        "Files": report.files,
+        "Bytes": report.bytes,
+        "Seconds": report.seconds,
+    }))
 }
 
 /// `GetBackupPolicies`' answer for this process's policies.

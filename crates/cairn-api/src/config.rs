@@ -26,6 +26,11 @@ pub struct ApiConfig {
     /// Whether `/metrics` asks for the administrator's key (it is open by default, as
     /// Prometheus expects).
     pub metrics_need_key: bool,
+    /// How long an admin console session lasts without a request.
+    pub admin_session_idle: Duration,
+    /// Whether the server sits behind TLS (a proxy that terminates it): the admin
+    /// console's cookie is then `Secure`.
+    pub behind_tls: bool,
 }
 
 impl ApiConfig {
@@ -41,6 +46,8 @@ impl ApiConfig {
             request_timeout: Duration::from_secs(60),
             searchable_timeout: Duration::from_secs(10),
             metrics_need_key: false,
+            admin_session_idle: Duration::from_secs(30 * 60),
+            behind_tls: false,
         }
     }
 }

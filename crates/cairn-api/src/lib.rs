@@ -5,6 +5,7 @@
 //! This is the only crate that knows axum; [`router`] builds the whole service.
 #![warn(missing_docs)]
 
+pub mod admin;
 pub mod auth;
 pub mod backend;
 pub mod backups;
@@ -46,10 +47,12 @@ use metrics::RouteLabel;
 pub fn router(state: AppState) -> Router {
     let config = state.config.clone();
     files::upload::start_sweeper(&state);
+    admin::start_sampler(&state);
     Router::new()
         .route("/health", get(health))
         .route("/metrics", get(metrics_text))
         .merge(backups::routes())
+        .merge(admin::routes())
         .fallback(odata_entry)
         .layer(DefaultBodyLimit::max(config.max_body_bytes))
         .layer(TimeoutLayer::with_status_code(

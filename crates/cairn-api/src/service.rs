@@ -11,6 +11,7 @@
 //! | `POST /search/find-user` | `{"login":".."}` | `{"id":N or null}` |
 //! | `POST /backup/start` | `{"kind":"Index"\|"Repository","target":..}` | `BackupResponse` |
 //! | `GET /backup/query`, `POST /backup/cancel` | | `BackupResponse` |
+//! | `POST /backup/verify` | `{"name":..}` | `{"Name","Verified","Files","Bytes","Seconds"}` |
 //! | `GET /backups`, `/backups/{name}/manifest.json`, `/backups/{name}/files/{path}` | | as on a web node |
 //! | `POST /index/rebuild`, `POST /index/restore` `{"backup":..,"identity":..}` | | `ReplaceAnswer` |
 //! | `GET /index/replace/query`, `POST /index/replace/cancel` | | `ReplaceAnswer` |
@@ -62,6 +63,7 @@ pub fn service_router(state: ServiceState) -> Router {
         .route("/backup/start", post(backup_start))
         .route("/backup/query", get(backup_query))
         .route("/backup/cancel", post(backup_cancel))
+        .route("/backup/verify", post(backup_verify))
         .route("/backup/policies", get(policies))
         .route("/backup/policies/execute", post(execute_policy))
         .route("/backups", get(backups_list))
@@ -219,6 +221,19 @@ async fn backup_query(State(s): State<ServiceState>) -> ApiResult<Response> {
 
 async fn backup_cancel(State(s): State<ServiceState>) -> ApiResult<Response> {
     Ok(Json(s.backups.cancel()).into_response())
+}
+
+#[derive(Deserialize)]
+struct VerifyBody {
+    name: String,
+}
+
+async fn backup_verify(
+    State(s): State<ServiceState>,
+    Json(b): Json<VerifyBody>,
+) -> ApiResult<Response> {
+    let v = blocking(move || crate::backend::verify_local(&s.backups, &b.name)).await?;
+    Ok(Json(v).into_response())
 }
 
 async fn policies(State(s): State<ServiceState>) -> ApiResult<Response> {

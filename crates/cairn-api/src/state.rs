@@ -27,12 +27,31 @@ pub struct AppState {
     pub index_jobs: Option<Arc<IndexJobs>>,
     /// Chunked uploads in progress.
     pub uploads: Arc<Uploads>,
+    /// The admin console's sessions and lag samples.
+    pub admin: Arc<AdminConsole>,
+}
+
+/// What the admin console keeps between requests.
+#[derive(Debug)]
+pub struct AdminConsole {
+    /// Who is logged in.
+    pub sessions: crate::admin::sessions::Sessions,
+    /// The index's lag over the last hour.
+    pub samples: crate::admin::LagSamples,
+    /// Whether its cookie is `Secure`.
+    pub secure_cookie: bool,
 }
 
 impl AppState {
     /// State over an opened repository.
     pub fn new(store: Arc<Store>, search: SearchBackend, config: ApiConfig) -> Self {
+        let admin = Arc::new(AdminConsole {
+            sessions: crate::admin::sessions::Sessions::new(config.admin_session_idle),
+            samples: crate::admin::LagSamples::default(),
+            secure_cookie: config.behind_tls,
+        });
         AppState {
+            admin,
             store,
             search: Arc::new(search),
             config: Arc::new(config),

@@ -85,6 +85,26 @@ impl ConnectionArgs {
     }
 }
 
+/// The admin console (`GET /admin` on `serve` and `search-service`).
+#[derive(Args, Debug, Clone, Copy)]
+struct AdminArgs {
+    /// Minutes an admin console session lasts without a request (12 hours at most).
+    #[arg(long, env = "CAIRN_ADMIN_SESSION_MINUTES", default_value_t = 30)]
+    admin_session_minutes: u64,
+    /// The server sits behind TLS (a proxy terminates it): the console's cookie is Secure.
+    #[arg(long, env = "CAIRN_BEHIND_TLS")]
+    behind_tls: bool,
+}
+
+impl AdminArgs {
+    fn settings(self) -> commands::serve::AdminSettings {
+        commands::serve::AdminSettings {
+            session_idle: std::time::Duration::from_secs(self.admin_session_minutes.max(1) * 60),
+            behind_tls: self.behind_tls,
+        }
+    }
+}
+
 #[derive(Subcommand, Debug)]
 enum Command {
     /// Serve the repository over HTTP (OData, sensenet's dialect).
@@ -145,6 +165,8 @@ enum Command {
         metrics_need_key: bool,
         #[command(flatten)]
         connections: ConnectionArgs,
+        #[command(flatten)]
+        admin: AdminArgs,
     },
     /// The central search service: owns the one index of several web nodes.
     SearchService {
@@ -173,6 +195,8 @@ enum Command {
         identity: Option<PathBuf>,
         #[command(flatten)]
         connections: ConnectionArgs,
+        #[command(flatten)]
+        admin: AdminArgs,
     },
     /// Index operations: status, integrity check, rebuild.
     Index {
@@ -417,6 +441,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             search_secret,
             metrics_need_key,
             connections,
+            admin,
         } => commands::serve::run(
             &DataDir {
                 blob_store,
@@ -439,6 +464,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 search_secret,
                 metrics_need_key,
                 connections: connections.limits(),
+                admin: admin.settings(),
             },
         ),
         Command::SearchService {
@@ -450,6 +476,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             seed_from,
             identity,
             connections,
+            admin,
         } => commands::serve::run_search_service(
             &data.dir()?,
             listen,
@@ -459,6 +486,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             connections.limits(),
             seed_from.as_deref(),
             identity.as_deref(),
+            admin.settings(),
         ),
         Command::Blob { command } => match command {
             BlobCommand::Check { data, json } => commands::files::check(&data.dir()?, json),

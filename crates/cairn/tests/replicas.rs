@@ -412,6 +412,15 @@ fn a_replica_seeded_from_a_backup_catches_up_and_one_of_another_repository_is_re
     let said = std::fs::read_to_string(&log).unwrap();
     assert!(said.contains("seeding this replica's index from"), "{said}");
     assert!(said.contains("taking queries"), "{said}");
+    // The replica's admin console: logged into with the shared secret.
+    let mut r = common::agent()
+        .post(&format!("{}/admin/login", r1.url))
+        .header("Content-Type", "application/json")
+        .send(json!({"key": SECRET}).to_string().as_bytes())
+        .unwrap();
+    let answer = r.body_mut().read_to_string().unwrap_or_default();
+    assert_eq!(r.status().as_u16(), 200, "{answer}");
+    assert!(r.headers().get("set-cookie").is_some());
     // Through a node that has both: 3020 articles.
     let b = node(&dir.path().join("b"), &db, &[&r0.url, &r1.url]);
     assert_eq!(count(&b.url, "TypeIs:Article"), (200, Some(3020)));

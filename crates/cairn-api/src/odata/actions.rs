@@ -206,7 +206,8 @@ fn batch(
     Ok(json!({"d": {"__count": results.len(), "results": results, "errors": errors}}))
 }
 
-fn index_properties(state: &AppState) -> ApiResult<Value> {
+/// `GetIndexProperties`' answer (also the admin console's overview).
+pub(crate) fn index_properties(state: &AppState) -> ApiResult<Value> {
     let p = state.search.properties()?;
     let db_last = state.store.last_activity_id()?;
     Ok(json!({

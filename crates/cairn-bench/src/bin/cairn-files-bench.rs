@@ -43,6 +43,11 @@ struct Args {
     /// Chunk size of the chunked upload, in bytes (the published client's is 1,000,000).
     #[arg(long, default_value_t = 1_000_000)]
     chunk: usize,
+    /// Seconds to rest after the writeback of each phase before the next: this machine's
+    /// disk takes a gigabyte or two at burst speed and then slows to a third for a while,
+    /// so that without a rest each phase would be timed at another disk speed.
+    #[arg(long, default_value_t = 20)]
+    rest: u64,
     /// Work folder (deleted afterwards unless --keep).
     #[arg(long, default_value = "/tmp/cairn-files-bench")]
     dir: PathBuf,
@@ -244,8 +249,12 @@ fn run(args: &Args, cairn: &Path, work: &Path) -> Result<Report> {
     // with nothing left to write back, so that none pays for the one before it.
     let copy = work.join("copy.bin");
     let mut cps = Vec::new();
-    for _ in 0..3 {
+    let settle = || {
         settle_writeback();
+        std::thread::sleep(Duration::from_secs(args.rest));
+    };
+    for _ in 0..3 {
+        settle();
         let t = Instant::now();
         let ok = Command::new("cp").arg(&src).arg(&copy).status()?.success()
             && Command::new("sync").arg(&copy).status()?.success();
@@ -287,8 +296,9 @@ fn run(args: &Args, cairn: &Path, work: &Path) -> Result<Report> {
     let rss_idle = proc_kb(pid, "VmRSS")?;
 
     // Whole.
+    // Connected after the rest: an idle connection is closed by the server's header timeout.
+    settle();
     let mut conn = connect(addr)?;
-    settle_writeback();
     let t = Instant::now();
     let fields = [
         ("FileName", "big.bin".to_string()),
@@ -320,7 +330,8 @@ fn run(args: &Args, cairn: &Path, work: &Path) -> Result<Report> {
     let src2 = work.join("big2.bin");
     write_random(&src2, size, 8)?;
     let src = src2;
-    settle_writeback();
+    settle();
+    let mut conn = connect(addr)?;
     let t = Instant::now();
     let mut f = File::open(&src)?;
     let first = (args.chunk as u64).min(size);
@@ -375,7 +386,8 @@ fn run(args: &Args, cairn: &Path, work: &Path) -> Result<Report> {
     eprintln!("upload (chunks of {}): {upload_chunked_s:.2} s", args.chunk);
 
     // Download into a file, synced.
-    settle_writeback();
+    settle();
+    let mut conn = connect(addr)?;
     let out = work.join("down.bin");
     let t = Instant::now();
     {

@@ -51,6 +51,17 @@ pub struct ServeOptions {
     pub metrics_need_key: bool,
     /// How long a client may take or stall on one connection.
     pub connections: ConnectionLimits,
+    /// The admin console's sessions.
+    pub admin: AdminSettings,
+}
+
+/// The admin console's settings.
+#[derive(Clone, Copy, Debug)]
+pub struct AdminSettings {
+    /// How long a session lasts without a request.
+    pub session_idle: Duration,
+    /// Whether its cookie is `Secure` (the server is behind TLS).
+    pub behind_tls: bool,
 }
 
 /// The shortest administrator's key or search secret accepted: a key is all that stands
@@ -159,6 +170,8 @@ fn api_config(key: String, opts: &ServeOptions) -> ApiConfig {
     config.upload_timeout = opts.upload_timeout;
     config.request_timeout = opts.request_timeout;
     config.metrics_need_key = opts.metrics_need_key;
+    config.admin_session_idle = opts.admin.session_idle;
+    config.behind_tls = opts.admin.behind_tls;
     config
 }
 
@@ -530,6 +543,7 @@ pub fn run_search_service(
     connections: ConnectionLimits,
     seed_from: Option<&str>,
     identity: Option<&Path>,
+    admin: AdminSettings,
 ) -> Result<ExitCode> {
     let listener = bind(listen)?;
     given_credential(&secret, SECRET_FLAG)?;
@@ -582,6 +596,15 @@ pub fn run_search_service(
         retention,
         backup_busy_rate,
     )?;
+    // The admin console, logged into with the shared secret.
+    let mut config = ApiConfig::new(secret.clone());
+    config.admin_session_idle = admin.session_idle;
+    config.behind_tls = admin.behind_tls;
+    let console = cairn_api::admin::console(
+        AppState::new(store.clone(), SearchBackend::Local(indexer.clone()), config).with_backups(
+            BackupBackend::Local(backups.manager.clone(), Some(backups.policies.clone())),
+        ),
+    );
     let state = cairn_api::service::ServiceState {
         indexer: indexer.clone(),
         backups: backups.manager.clone(),
@@ -592,7 +615,7 @@ pub fn run_search_service(
     };
     let served = serve_until_signal(
         listener,
-        cairn_api::service::service_router(state),
+        cairn_api::service::service_router(state).merge(console),
         connections,
         |addr| {
             println!(
