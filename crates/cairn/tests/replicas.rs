@@ -65,6 +65,18 @@ fn service_get(replica: &str, path: &str) -> (u16, Value) {
     common::try_call(SECRET, "GET", &format!("{replica}{path}"), None).unwrap_or((0, Value::Null))
 }
 
+/// A JSON `POST` to a replica's own route, with the shared secret: status and body.
+fn service_post(replica: &str, path: &str, body: Value) -> (u16, String) {
+    let mut r = common::agent()
+        .post(&format!("{replica}{path}"))
+        .header("Authorization", &format!("Bearer {SECRET}"))
+        .header("Content-Type", "application/json")
+        .send(body.to_string().as_bytes())
+        .unwrap();
+    let text = r.body_mut().read_to_string().unwrap_or_default();
+    (r.status().as_u16(), text)
+}
+
 fn create(node: &str, name: &str) -> u16 {
     call(
         "POST",
@@ -403,9 +415,21 @@ fn a_replica_seeded_from_a_backup_catches_up_and_one_of_another_repository_is_re
     let mut cmd = replica_command(&dir.path().join("r1"), &db, port);
     cmd.arg("--seed-from")
         .arg(&seed)
+        // Its first commit of the catch-up takes 3 s more: long enough to see it catching up.
+        .env("FAILPOINTS", "indexer::commit=1*sleep(3000)")
         .stderr(Stdio::from(std::fs::File::create(&log).unwrap()));
     let (child, url) = cairn_testkit::spawn_announcing(&mut cmd, Duration::from_secs(120));
     let r1 = Running { child, url };
+    // Serving while it catches up: /health says so with its lag, and it takes no query.
+    let (s, h) = service_get(&r1.url, "/health");
+    assert_eq!((s, h["Status"].as_str()), (503, Some("catching up")), "{h}");
+    assert!(h["Lag"].as_i64().is_some_and(|l| l > 0), "{h}");
+    let (s, v) = service_post(
+        &r1.url,
+        "/search/list",
+        json!({"container": "/Root", "query": "TypeIs:Article", "max_top": 10}),
+    );
+    assert_eq!(s, 503, "{v}");
     agrees(&r1.url, "the seeded replica agrees with the database");
     let (s, h) = service_get(&r1.url, "/health");
     assert_eq!((s, h["Status"].as_str()), (200, Some("ok")), "{h}");
@@ -513,18 +537,12 @@ fn ten_backup_calls_over_both_nodes_start_one_backup_cluster_wide() {
         );
     }
     // The other replica, asked directly while it runs: refused, not a second backup.
-    let mut r = common::agent()
-        .post(&format!("{}/backup/start", c.url(1)))
-        .header("Authorization", &format!("Bearer {SECRET}"))
-        .header("Content-Type", "application/json")
-        .send(
-            json!({"kind":"Index","target":"second"})
-                .to_string()
-                .as_bytes(),
-        )
-        .unwrap();
-    let body = r.body_mut().read_to_string().unwrap_or_default();
-    assert_eq!(r.status().as_u16(), 409, "{body}");
+    let (s, body) = service_post(
+        &c.url(1),
+        "/backup/start",
+        json!({"kind":"Index","target":"second"}),
+    );
+    assert_eq!(s, 409, "{body}");
     assert!(body.contains("another search replica"), "{body}");
     for n in &nodes {
         let (_, v) = call(
