@@ -298,11 +298,9 @@ impl BackupBackend {
     pub fn verify(&self, name: &str) -> ApiResult<Value> {
         match self {
             BackupBackend::Local(m, _) => verify_local(m, name),
-            BackupBackend::Remote(r) => r.post_first(
-                "/backup/verify",
-                &json!({ "name": name }),
-                VERIFY_LIMIT,
-            ),
+            BackupBackend::Remote(r) => {
+                r.post_first("/backup/verify", &json!({ "name": name }), VERIFY_LIMIT)
+            }
         }
     }
     /// A finished backup's manifest. Blocking.

@@ -90,7 +90,10 @@ fn console_routes_need_a_session_and_state_changes_a_csrf_token() {
         .and_then(|v| v.to_str().ok())
         .unwrap_or_default()
         .to_string();
-    assert!(csp.contains("default-src 'self'") && csp.contains("frame-ancestors 'none'"), "{csp}");
+    assert!(
+        csp.contains("default-src 'self'") && csp.contains("frame-ancestors 'none'"),
+        "{csp}"
+    );
     let html = page.body_mut().read_to_string().unwrap();
     assert!(html.contains("<main") && html.contains("<nav") && !html.contains(KEY));
 
@@ -110,7 +113,14 @@ fn console_routes_need_a_session_and_state_changes_a_csrf_token() {
     ] {
         let (s, body) = with_session(method, &format!("{base}{path}"), None, None, None, None);
         assert_eq!(s, 401, "{method} {path} without a session: {body}");
-        let (s, _) = with_session(method, &format!("{base}{path}"), Some("forged"), None, None, None);
+        let (s, _) = with_session(
+            method,
+            &format!("{base}{path}"),
+            Some("forged"),
+            None,
+            None,
+            None,
+        );
         assert_eq!(s, 401, "{method} {path} with a made-up session");
     }
 
@@ -121,10 +131,15 @@ fn console_routes_need_a_session_and_state_changes_a_csrf_token() {
         KEY,
         "POST",
         &format!("{base}/odata.svc/Root/IMS"),
-        Some(json!({"__ContentType":"User","Name":"jane","LoginName":"jane","Password":"jane-password-1"})),
+        Some(
+            json!({"__ContentType":"User","Name":"jane","LoginName":"jane","Password":"jane-password-1"}),
+        ),
     );
     assert_eq!(s, 201, "{v}");
-    let (s, token, v) = log_in(base, json!({"login": "jane", "password": "jane-password-1"}));
+    let (s, token, v) = log_in(
+        base,
+        json!({"login": "jane", "password": "jane-password-1"}),
+    );
     assert_eq!((s, token), (403, None), "{v}");
 
     let (s, token, v) = log_in(base, json!({"key": KEY}));
@@ -133,7 +148,14 @@ fn console_routes_need_a_session_and_state_changes_a_csrf_token() {
     let csrf = v["Csrf"].as_str().expect("a CSRF token").to_string();
     assert_ne!(token, csrf);
     let url = |p: &str| format!("{base}{p}");
-    let (s, body) = with_session("GET", &url("/admin/api/overview"), Some(&token), None, None, None);
+    let (s, body) = with_session(
+        "GET",
+        &url("/admin/api/overview"),
+        Some(&token),
+        None,
+        None,
+        None,
+    );
     assert_eq!(s, 200, "{body}");
     let overview: Value = serde_json::from_str(&body).unwrap();
     assert!(overview["LagSamples"].is_array(), "{overview}");
@@ -142,21 +164,56 @@ fn console_routes_need_a_session_and_state_changes_a_csrf_token() {
     let kind = Some(json!({"kind": "Index"}));
     let (s, body) = with_session("POST", &start, Some(&token), None, None, kind.clone());
     assert_eq!(s, 403, "{body}");
-    let (s, _) = with_session("POST", &start, Some(&token), Some("0000"), None, kind.clone());
+    let (s, _) = with_session(
+        "POST",
+        &start,
+        Some(&token),
+        Some("0000"),
+        None,
+        kind.clone(),
+    );
     assert_eq!(s, 403);
     let evil = Some("http://evil.example");
-    let (s, body) = with_session("POST", &start, Some(&token), Some(&csrf), evil, kind.clone());
+    let (s, body) = with_session(
+        "POST",
+        &start,
+        Some(&token),
+        Some(&csrf),
+        evil,
+        kind.clone(),
+    );
     assert_eq!(s, 403, "{body}");
-    let (s, _) = with_session("POST", &url("/admin/login"), None, None, evil, Some(json!({"key": KEY})));
+    let (s, _) = with_session(
+        "POST",
+        &url("/admin/login"),
+        None,
+        None,
+        evil,
+        Some(json!({"key": KEY})),
+    );
     assert_eq!(s, 403, "a login posted from another site");
     // With the token, from this origin: the backup starts.
     let here = format!("http://{}", base.trim_start_matches("http://"));
     let (s, body) = with_session("POST", &start, Some(&token), Some(&csrf), Some(&here), kind);
     assert_eq!(s, 200, "{body}");
     // Logged out: the session is gone.
-    let (s, _) = with_session("POST", &url("/admin/logout"), Some(&token), Some(&csrf), None, None);
+    let (s, _) = with_session(
+        "POST",
+        &url("/admin/logout"),
+        Some(&token),
+        Some(&csrf),
+        None,
+        None,
+    );
     assert_eq!(s, 200);
-    let (s, _) = with_session("GET", &url("/admin/api/session"), Some(&token), None, None, None);
+    let (s, _) = with_session(
+        "GET",
+        &url("/admin/api/session"),
+        Some(&token),
+        None,
+        None,
+        None,
+    );
     assert_eq!(s, 401);
 }
 
@@ -180,7 +237,8 @@ fn the_console_in_a_real_browser() {
     .unwrap();
     // Every index file of a backup takes 400 ms more: a backup lasts seconds, to watch and
     // to cancel.
-    let server = spawn(serve_command(&data, KEY).env("FAILPOINTS", "backup::index_file=sleep(400)"));
+    let server =
+        spawn(serve_command(&data, KEY).env("FAILPOINTS", "backup::index_file=sleep(400)"));
     for i in 0..5 {
         let (s, v) = call(
             KEY,
@@ -215,5 +273,8 @@ fn the_console_in_a_real_browser() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(out.status.success(), "the browser test failed:\n{text}");
-    assert!(text.contains("# pass 1") && text.contains("# fail 0"), "{text}");
+    assert!(
+        text.contains("# pass 1") && text.contains("# fail 0"),
+        "{text}"
+    );
 }

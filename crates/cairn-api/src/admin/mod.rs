@@ -263,12 +263,19 @@ struct StartBody {
     kind: cairn_backup::BackupKind,
 }
 
-async fn backup_start(State(state): State<AppState>, _: Admin, body: Bytes) -> ApiResult<Json<Value>> {
-    let b: StartBody = serde_json::from_slice(&body)
-        .map_err(|_| ApiError::bad_request("start a backup with {\"kind\":\"Index\"|\"Repository\"}"))?;
+async fn backup_start(
+    State(state): State<AppState>,
+    _: Admin,
+    body: Bytes,
+) -> ApiResult<Json<Value>> {
+    let b: StartBody = serde_json::from_slice(&body).map_err(|_| {
+        ApiError::bad_request("start a backup with {\"kind\":\"Index\"|\"Repository\"}")
+    })?;
     let manager = backend(&state)?;
     let request = cairn_backup::BackupRequest::default();
-    Ok(Json(blocking(move || manager.start(b.kind, &request)).await?))
+    Ok(Json(
+        blocking(move || manager.start(b.kind, &request)).await?,
+    ))
 }
 
 async fn backup_cancel(State(state): State<AppState>, _: Admin) -> ApiResult<Json<Value>> {
@@ -281,7 +288,11 @@ struct NameBody {
     name: String,
 }
 
-async fn backup_verify(State(state): State<AppState>, _: Admin, body: Bytes) -> ApiResult<Json<Value>> {
+async fn backup_verify(
+    State(state): State<AppState>,
+    _: Admin,
+    body: Bytes,
+) -> ApiResult<Json<Value>> {
     let b: NameBody = serde_json::from_slice(&body)
         .map_err(|_| ApiError::bad_request("verify a backup with {\"name\":\"...\"}"))?;
     let manager = backend(&state)?;
@@ -293,11 +304,17 @@ async fn policies(State(state): State<AppState>, _: Admin) -> ApiResult<Json<Val
     Ok(Json(blocking(move || manager.policies()).await?))
 }
 
-async fn policy_run(State(state): State<AppState>, _: Admin, body: Bytes) -> ApiResult<Json<Value>> {
+async fn policy_run(
+    State(state): State<AppState>,
+    _: Admin,
+    body: Bytes,
+) -> ApiResult<Json<Value>> {
     let b: NameBody = serde_json::from_slice(&body)
         .map_err(|_| ApiError::bad_request("run a policy with {\"name\":\"...\"}"))?;
     let manager = backend(&state)?;
-    Ok(Json(blocking(move || manager.execute_policy(&b.name)).await?))
+    Ok(Json(
+        blocking(move || manager.execute_policy(&b.name)).await?,
+    ))
 }
 
 async fn integrity(State(state): State<AppState>, _: Admin) -> ApiResult<Json<Value>> {
@@ -312,7 +329,10 @@ async fn manifest(
     let manager = backend(&state)?;
     let m = blocking(move || manager.manifest(&name)).await?;
     Ok((
-        [(header::CONTENT_DISPOSITION, "attachment; filename=\"manifest.json\"")],
+        [(
+            header::CONTENT_DISPOSITION,
+            "attachment; filename=\"manifest.json\"",
+        )],
         Json(m),
     )
         .into_response())
