@@ -16,6 +16,7 @@ pub mod error;
 pub mod files;
 pub mod metrics;
 pub mod odata;
+pub mod remote;
 pub mod replicas;
 pub mod server;
 pub mod service;

@@ -23,12 +23,11 @@ use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
 use cairn_store::{ActivityId, Store};
-use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
-use crate::backend::{IndexProperties, RemoteSearch};
 use crate::client::ClientError;
 use crate::error::{ApiError, ApiResult};
+use crate::remote::{parse, IndexProperties, RemoteSearch, ReplicaView};
 
 /// How long a replica that failed is left out before it is tried again.
 pub const OPEN_FOR: Duration = Duration::from_secs(2);
@@ -81,26 +80,6 @@ impl Member {
         h.out_until = None;
         h.error = None;
     }
-}
-
-/// One replica as `GetIndexProperties` shows it.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-#[serde(rename_all = "PascalCase")]
-pub struct ReplicaView {
-    /// Its address.
-    pub url: String,
-    /// Whether this node sends it queries now.
-    pub healthy: bool,
-    /// `ok`, `catching up`, or `unreachable`.
-    pub status: String,
-    /// Its completion state, when it answered.
-    pub completion_state: Option<String>,
-    /// Its last applied activity, when it answered.
-    pub last_activity_id: Option<i64>,
-    /// How far it is behind the database, in activities.
-    pub lag: Option<i64>,
-    /// Why it is left out, when it is.
-    pub error: Option<String>,
 }
 
 /// The replicas of one web node (see the module documentation).
@@ -448,8 +427,7 @@ impl Replicas {
     /// The index's properties (of the first replica in turn that answers) and every
     /// replica's view.
     pub fn properties(&self, limit: Duration) -> ApiResult<IndexProperties> {
-        let mut p: IndexProperties =
-            crate::backend::parse(self.get_any("/search/properties", limit)?)?;
+        let mut p: IndexProperties = parse(self.get_any("/search/properties", limit)?)?;
         if self.members.len() > 1 {
             p.replicas = self.views(limit);
         }

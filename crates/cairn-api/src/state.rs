@@ -37,7 +37,7 @@ pub struct AdminConsole {
     /// Who is logged in.
     pub sessions: crate::admin::sessions::Sessions,
     /// The index's lag over the last hour.
-    pub samples: crate::admin::LagSamples,
+    pub samples: crate::admin::samples::LagSamples,
     /// Whether its cookie is `Secure`.
     pub secure_cookie: bool,
 }
@@ -47,7 +47,7 @@ impl AppState {
     pub fn new(store: Arc<Store>, search: SearchBackend, config: ApiConfig) -> Self {
         let admin = Arc::new(AdminConsole {
             sessions: crate::admin::sessions::Sessions::new(config.admin_session_idle),
-            samples: crate::admin::LagSamples::default(),
+            samples: crate::admin::samples::LagSamples::default(),
             secure_cookie: config.behind_tls,
         });
         AppState {

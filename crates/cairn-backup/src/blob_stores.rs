@@ -16,8 +16,8 @@ use cairn_store::files::{is_blob_hash, BlobId, BlobReader, BlobStore};
 use cairn_store::{DatabaseUrl, Store, StoreError};
 
 use crate::error::{BackupError, Result};
-use crate::repo::s3::{S3Objects, S3Settings};
-use crate::repo::RepoUrl;
+use crate::repo::objects::Objects;
+use crate::repo::s3::{parse_url, S3Objects, S3Settings};
 
 /// Opens the database at `url` with the blob store it names. With `choose` (an
 /// `s3://BUCKET/PREFIX` URL), first records that as its blob store (see
@@ -55,9 +55,11 @@ pub fn blob_store_of(url: &DatabaseUrl) -> Result<Arc<dyn BlobStore>> {
 /// `text` as a blob store URL: `s3://BUCKET[/PREFIX]` (a folder is the default, beside the
 /// database, and not a choice).
 fn s3_location(text: &str) -> Result<String> {
-    match RepoUrl::parse(text)? {
-        url @ RepoUrl::S3 { .. } => Ok(url.display()),
-        RepoUrl::Local(_) => Err(BackupError::Invalid(format!(
+    match parse_url(text) {
+        Some(Ok((bucket, prefix))) if prefix.is_empty() => Ok(format!("s3://{bucket}")),
+        Some(Ok((bucket, prefix))) => Ok(format!("s3://{bucket}/{prefix}")),
+        Some(Err(e)) => Err(e),
+        None => Err(BackupError::Invalid(format!(
             "--blob-store takes s3://BUCKET/PREFIX, not {text:?}: without it blobs are kept \
              beside the database (SQLite) or in it (PostgreSQL)"
         ))),
@@ -88,11 +90,12 @@ impl S3Blobs {
 
     /// [`S3Blobs::open`] with S3's settings given.
     pub fn open_with(location: &str, settings: &S3Settings) -> Result<S3Blobs> {
-        let RepoUrl::S3 { bucket, prefix } = RepoUrl::parse(location)? else {
+        let Some(parsed) = parse_url(location) else {
             return Err(BackupError::Invalid(format!(
                 "{location:?} is not an s3:// blob store"
             )));
         };
+        let (bucket, prefix) = parsed?;
         Ok(S3Blobs {
             objects: Arc::new(S3Objects::open(&bucket, &prefix, settings)?),
             staging: std::env::temp_dir().join("cairn-uploads"),
@@ -101,7 +104,6 @@ impl S3Blobs {
 
     /// Lists the bucket once: a clear error now when it cannot be reached.
     fn check_reachable(&self) -> Result<()> {
-        use crate::repo::objects::Objects;
         self.objects.list("00/").map(|_| ())
     }
 
@@ -148,7 +150,6 @@ impl BlobStore for S3Blobs {
     }
 
     fn list(&self) -> cairn_store::Result<Vec<String>> {
-        use crate::repo::objects::Objects;
         let mut hashes: Vec<String> = self
             .objects
             .list("")
@@ -173,7 +174,6 @@ impl BlobStore for S3Blobs {
     }
 
     fn remove(&self, hash: &str) -> cairn_store::Result<u64> {
-        use crate::repo::objects::Objects;
         if !is_blob_hash(hash) {
             return Ok(0);
         }
@@ -199,7 +199,6 @@ struct S3BlobReader {
 
 impl Read for S3BlobReader {
     fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
-        use crate::repo::objects::Objects;
         if self.pos >= self.size || out.is_empty() {
             return Ok(0);
         }
@@ -233,12 +232,7 @@ impl Read for S3BlobReader {
 
 impl Seek for S3BlobReader {
     fn seek(&mut self, to: SeekFrom) -> std::io::Result<u64> {
-        let pos = match to {
-            SeekFrom::Start(p) => Some(p),
-            SeekFrom::End(d) => self.size.checked_add_signed(d),
-            SeekFrom::Current(d) => self.pos.checked_add_signed(d),
-        };
-        self.pos = pos.ok_or_else(|| std::io::Error::other("seek before the start"))?;
+        self.pos = cairn_store::files::seek_position(self.pos, self.size, to)?;
         Ok(self.pos)
     }
 }

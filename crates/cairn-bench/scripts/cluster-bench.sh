@@ -12,34 +12,13 @@ SCRIPTS=$ROOT/crates/cairn-bench/scripts
 KEY=cluster-bench-key-0123456789
 SECRET=cluster-bench-secret-0123
 DUR=${DUR:-15s}
-rm -rf "$WORK" && mkdir -p "$WORK" && chmod 777 "$WORK"
-PIDS=()
-cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; runuser -u postgres -- pg_ctl -D "$WORK/pg" stop -m immediate >/dev/null 2>&1 || true; }
-trap cleanup EXIT
-
-PGBIN=$(dirname "$(command -v initdb || ls /usr/lib/postgresql/*/bin/initdb | tail -1)")
-PORT=$(python3 -c 'import socket;s=socket.socket();s.bind(("127.0.0.1",0));print(s.getsockname()[1])')
-runuser -u postgres -- "$PGBIN/initdb" -D "$WORK/pg" -A trust -U postgres --no-sync -E UTF8 --locale=C >/dev/null
-mkdir -p "$WORK/sock" && chown postgres "$WORK/sock"
-runuser -u postgres -- "$PGBIN/pg_ctl" -D "$WORK/pg" -l "$WORK/pg.log" -w -o "-c listen_addresses=127.0.0.1 -p $PORT -k $WORK/sock -c max_connections=300 -c shared_buffers=512MB" start >/dev/null
-URL="postgres://postgres@127.0.0.1:$PORT/postgres"
+source "$SCRIPTS/bench-lib.sh"
+pg_start
 
 "$BIN/cairn-bench" corpus --items "$ITEMS" --seed 42 --out "$WORK/corpus.jsonl" >/dev/null
 echo "import into PostgreSQL:"; "$BIN/cairn" import --data "$WORK/svc" --database "$URL" "$WORK/corpus.jsonl" 2>/dev/null | tail -1
 echo "import into SQLite:";     "$BIN/cairn" import --data "$WORK/local" "$WORK/corpus.jsonl" 2>/dev/null | tail -1
 
-start() { # name, args...: start a cairn process (not in a subshell: its pid is kept for cleanup)
-  local name=$1; shift
-  "$BIN/cairn" "$@" > "$WORK/$name.out" 2>"$WORK/$name.err" &
-  PIDS+=($!)
-}
-url_of() { # name: wait for the process's printed address
-  for _ in $(seq 1 600); do
-    if grep -q "http://" "$WORK/$1.out"; then grep -o 'http://[0-9.:]*' "$WORK/$1.out" | head -1; return; fi
-    sleep 0.1
-  done
-  echo "$1 did not start" >&2; exit 1
-}
 
 Q='/odata.svc/Root?query=Body%3Aat%20.SORT%3AName&$top=20&metadata=no&$select=Id,Name'
 wrk_run() { # url connections script args...

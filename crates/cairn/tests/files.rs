@@ -697,18 +697,8 @@ fn files_on_postgresql_are_rows_of_the_database_and_come_back_with_its_backup() 
     ]));
     drop(server);
 
-    let url2 = cluster
-        .create_database(&cairn_testkit::unique_name("files_restored"))
-        .unwrap();
     let data2 = dir.path().join("restored");
-    succeeds(
-        cairn()
-            .args(["restore", "--from"])
-            .arg(data.join("backups/b"))
-            .arg("--data")
-            .arg(&data2)
-            .args(["--database", &url2]),
-    );
+    let url2 = restore_into_new_database(&data.join("backups/b"), &data2, &[]);
     let out = succeeds(
         cairn()
             .args(["blob", "check", "--database", &url2, "--data"])
@@ -721,6 +711,25 @@ fn files_on_postgresql_are_rows_of_the_database_and_come_back_with_its_backup() 
     let again = spawn(serve_command(&data2, KEY).args(["--database", &url2]));
     assert_eq!(sha(&download(&again.url, "/Root/up/big.bin").1), sha(&big));
     assert_eq!(download(&again.url, "/Root/up/c.bin").1, chunked);
+}
+
+/// Restores the backup folder `from` into a new PostgreSQL database (of the tests' shared
+/// server) and the data folder `data`, with `env`; the database's URL.
+fn restore_into_new_database(from: &Path, data: &Path, env: &[(&str, String)]) -> String {
+    let url = cairn_testkit::shared_cluster()
+        .expect("start PostgreSQL")
+        .create_database(&cairn_testkit::unique_name("files_restored"))
+        .unwrap();
+    succeeds(
+        cairn()
+            .args(["restore", "--from"])
+            .arg(from)
+            .arg("--data")
+            .arg(data)
+            .args(["--database", &url])
+            .envs(env.iter().map(|(k, v)| (*k, v.as_str()))),
+    );
+    url
 }
 
 /// `cairn backup timeline --json REPO`'s `To` (null before the first base).
@@ -1120,19 +1129,8 @@ fn files_in_an_s3_blob_store_are_found_by_every_node_and_come_back_with_a_backup
     );
     drop(node2);
 
-    let url2 = cluster
-        .create_database(&cairn_testkit::unique_name("s3files_restored"))
-        .unwrap();
     let data2 = dir.path().join("restored");
-    succeeds(
-        cairn()
-            .args(["restore", "--from"])
-            .arg(dir.path().join("node2/backups/b"))
-            .arg("--data")
-            .arg(&data2)
-            .args(["--database", &url2])
-            .envs(env()),
-    );
+    let url2 = restore_into_new_database(&dir.path().join("node2/backups/b"), &data2, &moto.env());
     assert!(
         check(&data2, &url2).contains("2 blob(s) named by the database: 0 missing"),
         "blob check after the restore"

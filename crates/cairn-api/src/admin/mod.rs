@@ -15,7 +15,7 @@
 //! Served by `cairn serve` (the admin key) and by `cairn search-service` (its shared
 //! secret is the key there).
 
-mod samples;
+pub mod samples;
 pub mod sessions;
 
 use axum::body::Bytes;
@@ -30,7 +30,6 @@ use serde_json::{json, Value};
 use crate::blocking::blocking;
 use crate::error::{ApiError, ApiResult};
 use crate::state::AppState;
-pub use samples::{start_sampler, LagSamples};
 use sessions::{cookie_token, set_cookie, Session, CSRF_HEADER};
 
 const PAGE: &str = include_str!("page.html");
@@ -336,4 +335,31 @@ async fn manifest(
         Json(m),
     )
         .into_response())
+}
+
+/// Samples the lag of `state`'s index now and every [`samples::EVERY`], on a thread that ends when
+/// the state is gone. (An index that cannot be asked gives no sample: a gap in the chart.)
+pub fn start_sampler(state: &AppState) {
+    let admin = std::sync::Arc::downgrade(&state.admin);
+    let (store, search) = (
+        std::sync::Arc::downgrade(&state.store),
+        std::sync::Arc::downgrade(&state.search),
+    );
+    let started = std::thread::Builder::new()
+        .name("admin-lag-samples".into())
+        .spawn(move || loop {
+            let (Some(admin), Some(store), Some(search)) =
+                (admin.upgrade(), store.upgrade(), search.upgrade())
+            else {
+                return;
+            };
+            if let (Ok(db), Ok(p)) = (store.last_activity_id(), search.properties()) {
+                admin.samples.add((db.0 - p.last_activity_id).max(0));
+            }
+            drop((admin, store, search));
+            std::thread::sleep(samples::EVERY);
+        });
+    if let Err(e) = started {
+        tracing::warn!("no thread for the admin console's lag samples: {e}");
+    }
 }

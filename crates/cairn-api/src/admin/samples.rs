@@ -5,8 +5,6 @@ use std::collections::VecDeque;
 use std::sync::Mutex;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use crate::state::AppState;
-
 /// How often the lag is sampled.
 pub const EVERY: Duration = Duration::from_secs(10);
 /// How many samples are kept: an hour's.
@@ -39,33 +37,6 @@ impl LagSamples {
             .iter()
             .copied()
             .collect()
-    }
-}
-
-/// Samples the lag of `state`'s index now and every [`EVERY`], on a thread that ends when
-/// the state is gone. (An index that cannot be asked gives no sample: a gap in the chart.)
-pub fn start_sampler(state: &AppState) {
-    let admin = std::sync::Arc::downgrade(&state.admin);
-    let (store, search) = (
-        std::sync::Arc::downgrade(&state.store),
-        std::sync::Arc::downgrade(&state.search),
-    );
-    let started = std::thread::Builder::new()
-        .name("admin-lag-samples".into())
-        .spawn(move || loop {
-            let (Some(admin), Some(store), Some(search)) =
-                (admin.upgrade(), store.upgrade(), search.upgrade())
-            else {
-                return;
-            };
-            if let (Ok(db), Ok(p)) = (store.last_activity_id(), search.properties()) {
-                admin.samples.add((db.0 - p.last_activity_id).max(0));
-            }
-            drop((admin, store, search));
-            std::thread::sleep(EVERY);
-        });
-    if let Err(e) = started {
-        tracing::warn!("no thread for the admin console's lag samples: {e}");
     }
 }
 

@@ -103,13 +103,13 @@ impl ChunkWriter {
                     return Ok(got);
                 }
                 Ok(None) => {
-                    break super::upload::bad(format!(
+                    break ApiError::bad_request(format!(
                         "Content-Range announced {expected} bytes; the chunk held {got}; the \
                          upload stays at byte {}",
                         self.received
                     ))
                 }
-                Err(e) => break super::upload::multipart_error(e),
+                Err(e) => break multipart_error(e),
             }
         };
         self.send(Cmd::Rewind).await?;
@@ -136,5 +136,21 @@ impl ChunkWriter {
             Ok(done) => Ok(done?),
             Err(e) => Err(ApiError::internal(e)),
         }
+    }
+}
+
+/// A multipart body's error as the upload answers it: over a limit, 413; else 400.
+pub(super) fn multipart_error(e: multer::Error) -> ApiError {
+    match e {
+        multer::Error::StreamSizeExceeded { limit }
+        | multer::Error::FieldSizeExceeded { limit, .. } => ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "RequestTooLarge",
+            "Exception",
+            format!("the upload is larger than its limit of {limit} bytes"),
+        ),
+        other => ApiError::bad_request(format!(
+            "the upload is not valid multipart/form-data: {other}"
+        )),
     }
 }

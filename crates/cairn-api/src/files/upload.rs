@@ -30,7 +30,7 @@ use cairn_store::files::{into_binary, StagedFile};
 use cairn_store::{NodeId, NodeRef, SaveBinary};
 use serde_json::{json, Value};
 
-use super::chunk_writer::{ChunkFailed, ChunkWriter};
+use super::chunk_writer::{multipart_error, ChunkFailed, ChunkWriter};
 use crate::auth::Caller;
 use crate::blocking::blocking;
 use crate::error::{ApiError, ApiResult};
@@ -146,7 +146,7 @@ fn parse_content_range(v: &str) -> Option<ChunkRange> {
     (end >= start).then_some(ChunkRange { start, end, total })
 }
 
-pub(super) fn bad(msg: impl Into<String>) -> ApiError {
+fn bad(msg: impl Into<String>) -> ApiError {
     ApiError::bad_request(msg)
 }
 
@@ -229,21 +229,6 @@ async fn receive(
         return Err(e);
     }
     Ok(written?)
-}
-
-pub(super) fn multipart_error(e: multer::Error) -> ApiError {
-    match e {
-        multer::Error::StreamSizeExceeded { limit }
-        | multer::Error::FieldSizeExceeded { limit, .. } => ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "RequestTooLarge",
-            "Exception",
-            format!("the upload is larger than its limit of {limit} bytes"),
-        ),
-        other => bad(format!(
-            "the upload is not valid multipart/form-data: {other}"
-        )),
-    }
 }
 
 /// `POST` of an upload into the folder at `parent`.

@@ -55,23 +55,9 @@ impl RepoUrl {
     /// Parses a local path (or `file://PATH`) or `s3://BUCKET[/PREFIX]`.
     pub fn parse(text: &str) -> Result<RepoUrl> {
         let bad = |why: &str| Err(BackupError::Refused(format!("{text:?}: {why}")));
-        if let Some(rest) = text.strip_prefix("s3://") {
-            let rest = rest.trim_end_matches('/');
-            let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
-            if bucket.is_empty() {
-                return bad("an S3 repository names its bucket: s3://BUCKET/PREFIX");
-            }
-            if prefix
-                .split('/')
-                .any(|p| p.is_empty() || p == "." || p == "..")
-                && !prefix.is_empty()
-            {
-                return bad("the prefix has an empty, '.' or '..' part");
-            }
-            return Ok(RepoUrl::S3 {
-                bucket: bucket.to_string(),
-                prefix: prefix.to_string(),
-            });
+        if let Some(parsed) = s3::parse_url(text) {
+            let (bucket, prefix) = parsed?;
+            return Ok(RepoUrl::S3 { bucket, prefix });
         }
         if let Some((scheme, _)) = text.split_once("://") {
             if scheme != "file" {

@@ -42,6 +42,25 @@ impl S3Settings {
     }
 }
 
+/// The bucket and prefix of `s3://BUCKET[/PREFIX]` (no leading or trailing `/` in the
+/// prefix); `None` when `text` is not an `s3://` URL, an error when it is a bad one.
+pub fn parse_url(text: &str) -> Option<Result<(String, String)>> {
+    let rest = text.strip_prefix("s3://")?.trim_end_matches('/');
+    let bad = |why: &str| Some(Err(BackupError::Refused(format!("{text:?}: {why}"))));
+    let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+    if bucket.is_empty() {
+        return bad("an S3 repository names its bucket: s3://BUCKET/PREFIX");
+    }
+    if !prefix.is_empty()
+        && prefix
+            .split('/')
+            .any(|p| p.is_empty() || p == "." || p == "..")
+    {
+        return bad("the prefix has an empty, '.' or '..' part");
+    }
+    Some(Ok((bucket.to_string(), prefix.to_string())))
+}
+
 /// The objects under `s3://bucket/prefix`.
 pub struct S3Objects {
     store: Arc<AmazonS3>,

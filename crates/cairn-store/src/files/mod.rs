@@ -117,6 +117,17 @@ pub fn hex(bytes: &[u8]) -> String {
         })
 }
 
+/// Where a seek `to` leads a reader at `pos` of a blob of `size` bytes (for readers that
+/// fetch by ranges: a seek is only a position until the next read).
+pub fn seek_position(pos: u64, size: u64, to: std::io::SeekFrom) -> std::io::Result<u64> {
+    let pos = match to {
+        std::io::SeekFrom::Start(p) => Some(p),
+        std::io::SeekFrom::End(d) => size.checked_add_signed(d),
+        std::io::SeekFrom::Current(d) => pos.checked_add_signed(d),
+    };
+    pos.ok_or_else(|| std::io::Error::other("seek before the start"))
+}
+
 /// A blob opened for reading, from any position.
 pub trait BlobReader: Read + Seek + Send {}
 impl<T: Read + Seek + Send> BlobReader for T {}

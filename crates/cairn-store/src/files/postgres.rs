@@ -213,12 +213,7 @@ impl Read for PgBlobReader {
 
 impl Seek for PgBlobReader {
     fn seek(&mut self, to: SeekFrom) -> std::io::Result<u64> {
-        let pos = match to {
-            SeekFrom::Start(p) => Some(p),
-            SeekFrom::End(d) => self.size.checked_add_signed(d),
-            SeekFrom::Current(d) => self.pos.checked_add_signed(d),
-        };
-        self.pos = pos.ok_or_else(|| std::io::Error::other("seek before the start"))?;
+        self.pos = super::seek_position(self.pos, self.size, to)?;
         self.ranged = true;
         Ok(self.pos)
     }
