@@ -272,17 +272,27 @@ fn a_replica_killed_under_load_fails_no_query_and_catches_up() {
         assert_eq!(r["Healthy"], true, "{p}");
         assert_eq!(r["Lag"], 0, "{p}");
     }
-    let mut m = common::agent()
-        .get(&format!("{}/metrics", nodes[0]))
-        .call()
-        .unwrap();
-    let metrics = m.body_mut().read_to_string().unwrap();
-    for i in 0..2 {
-        let up = format!("cairn_search_replica_up{{replica=\"{}\"}} 1", c.url(i));
-        assert!(metrics.contains(&up), "{up} in {metrics}");
-        let lag = format!("cairn_search_replica_lag{{replica=\"{}\"}} 0", c.url(i));
-        assert!(metrics.contains(&lag), "{lag} in {metrics}");
-    }
+    // /metrics: both used, and (at their next health check) no lag.
+    let wanted: Vec<String> = (0..2)
+        .flat_map(|i| {
+            [
+                format!("cairn_search_replica_up{{replica=\"{}\"}} 1", c.url(i)),
+                format!("cairn_search_replica_lag{{replica=\"{}\"}} 0", c.url(i)),
+            ]
+        })
+        .collect();
+    wait_until(
+        "/metrics with both replicas caught up",
+        Duration::from_secs(10),
+        || {
+            let mut m = common::agent()
+                .get(&format!("{}/metrics", nodes[0]))
+                .call()
+                .ok()?;
+            let metrics = m.body_mut().read_to_string().ok()?;
+            wanted.iter().all(|w| metrics.contains(w)).then_some(())
+        },
+    );
 }
 
 /// Both replicas down: queries answer 503 with sensenet's error body, writes still
