@@ -27,7 +27,7 @@ pub struct IndexProperties {
     /// its own and nothing it could not commit is counted as applied.
     #[serde(default)]
     pub fault: Option<String>,
-    /// Every search replica, when a web node has more than one.
+    /// Every search service (replica) of a web node.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub replicas: Vec<ReplicaView>,
 }

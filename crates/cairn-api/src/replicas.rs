@@ -428,9 +428,8 @@ impl Replicas {
     /// replica's view.
     pub fn properties(&self, limit: Duration) -> ApiResult<IndexProperties> {
         let mut p: IndexProperties = parse(self.get_any("/search/properties", limit)?)?;
-        if self.members.len() > 1 {
-            p.replicas = self.views(limit);
-        }
+        // Each search service this node uses, one or several: their health is the page's.
+        p.replicas = self.views(limit);
         Ok(p)
     }
 

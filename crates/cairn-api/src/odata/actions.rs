@@ -223,7 +223,7 @@ pub(crate) fn index_properties(state: &AppState) -> ApiResult<Value> {
         "RepositoryId": state.store.repository_id().to_string(),
         // Continuous archiving's shipped position and lag, when it runs.
         "Archive": state.backups.as_ref().and_then(|b| b.archive_status()),
-        // Every search replica with its position and lag, when there are several.
+        // Every search service (replica) of a web node, with its position and lag.
         "Replicas": (!p.replicas.is_empty()).then_some(&p.replicas),
     }))
 }
