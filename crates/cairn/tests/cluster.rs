@@ -253,26 +253,15 @@ fn one_backup_at_a_time_across_nodes_and_restore() {
     assert_eq!(status, 400, "{v}");
     assert_eq!(v["error"]["code"], "InvalidBackupTarget", "{v}");
     // 10 concurrent BackupIndex calls over both nodes start exactly one backup.
-    let answers: Vec<Value> = std::thread::scope(|s| {
-        let hs: Vec<_> = (0..10)
-            .map(|i| {
-                let url = if i % 2 == 0 {
-                    a.url.clone()
-                } else {
-                    b.url.clone()
-                };
-                s.spawn(move || {
-                    call(
-                        "POST",
-                        &format!("{url}/odata.svc/('Root')/BackupIndex"),
-                        Some(json!({"target":"idx"})),
-                    )
-                    .1
-                })
-            })
-            .collect();
-        hs.into_iter().map(|h| h.join().unwrap()).collect()
-    });
+    let answers: Vec<Value> = common::ten_backup_calls(
+        KEY,
+        &[&a.url, &b.url],
+        "BackupIndex",
+        json!({"target":"idx"}),
+    )
+    .into_iter()
+    .map(|(_, v)| v)
+    .collect();
     let started = answers
         .iter()
         .filter(|v| {
@@ -294,26 +283,11 @@ fn one_backup_at_a_time_across_nodes_and_restore() {
         (v["State"] == "Finished").then_some(())
     });
     // The same for repository backups (index, then pg_dump, then the manifest).
-    let answers: Vec<Value> = std::thread::scope(|s| {
-        let hs: Vec<_> = (0..10)
-            .map(|i| {
-                let url = if i % 2 == 0 {
-                    a.url.clone()
-                } else {
-                    b.url.clone()
-                };
-                s.spawn(move || {
-                    call(
-                        "POST",
-                        &format!("{url}/odata.svc/('Root')/BackupRepository"),
-                        Some(json!({})),
-                    )
-                    .1
-                })
-            })
+    let answers: Vec<Value> =
+        common::ten_backup_calls(KEY, &[&a.url, &b.url], "BackupRepository", json!({}))
+            .into_iter()
+            .map(|(_, v)| v)
             .collect();
-        hs.into_iter().map(|h| h.join().unwrap()).collect()
-    });
     let targets: std::collections::HashSet<String> = answers
         .iter()
         .map(|v| {

@@ -293,23 +293,16 @@ fn bad_uploads_are_clear_4xx_and_store_nothing() {
     assert_eq!(s, 400, "past the end: {t}");
     let (s, t) = chunk(base, "/Root/up", &token, 31, 10, &whole[10..20]);
     assert_eq!(s, 400, "another total: {t}");
-    // A Content-Range that says more than the chunk holds.
-    let (ct, body) = multipart(&[("ChunkToken", &token)], Some(("f", &whole[10..15])));
-    let (s, t) = post(
-        &format!("{base}/odata.svc/Root/up/Upload"),
-        &ct,
-        &body,
-        Some("bytes 10-19/30"),
-    );
+    // A chunk that holds other than its Content-Range says (bytes 10-19).
+    let mislabeled = |data: &[u8]| {
+        let (ct, body) = multipart(&[("ChunkToken", &token)], Some(("f", data)));
+        let url = format!("{base}/odata.svc/Root/up/Upload");
+        post(&url, &ct, &body, Some("bytes 10-19/30"))
+    };
+    let (s, t) = mislabeled(&whole[10..15]);
     assert_eq!(s, 400, "a short chunk: {t}");
     // One that holds more than it says: refused as it arrives, its bytes forgotten.
-    let (ct, body) = multipart(&[("ChunkToken", &token)], Some(("f", &bytes(3, 15))));
-    let (s, t) = post(
-        &format!("{base}/odata.svc/Root/up/Upload"),
-        &ct,
-        &body,
-        Some("bytes 10-19/30"),
-    );
+    let (s, t) = mislabeled(&bytes(3, 15));
     assert_eq!(s, 413, "a long chunk: {t}");
     assert!(t.contains("stays at byte 10"), "{t}");
     let (s, t) = chunk(base, "/Root/up", &token, 30, 10, &whole[10..20]);

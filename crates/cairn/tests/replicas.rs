@@ -522,21 +522,12 @@ fn ten_backup_calls_over_both_nodes_start_one_backup_cluster_wide() {
     for i in 0..10 {
         assert_eq!(create(&nodes[i % 2], &format!("x{i}")), 201);
     }
-    let answers: Vec<(u16, Value)> = std::thread::scope(|s| {
-        let hs: Vec<_> = (0..10)
-            .map(|i| {
-                let url = nodes[i % 2].clone();
-                s.spawn(move || {
-                    call(
-                        "POST",
-                        &format!("{url}/odata.svc/('Root')/BackupIndex"),
-                        Some(json!({"target":"idx"})),
-                    )
-                })
-            })
-            .collect();
-        hs.into_iter().map(|h| h.join().unwrap()).collect()
-    });
+    let answers = common::ten_backup_calls(
+        KEY,
+        &[&nodes[0], &nodes[1]],
+        "BackupIndex",
+        json!({"target":"idx"}),
+    );
     for (s, v) in &answers {
         assert_eq!(*s, 200, "{v}");
         assert!(

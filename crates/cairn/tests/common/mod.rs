@@ -139,3 +139,21 @@ pub fn repository_with(data: &std::path::Path, n: usize) {
         .unwrap();
     assert!(o.status.success(), "{}", text(&o));
 }
+
+/// Ten `action` calls (`BackupIndex`, `BackupRepository`) with `body` at once, alternating
+/// over `nodes`, with the API key `key`: each answer's status and body (a node that cannot
+/// be reached answers 0).
+pub fn ten_backup_calls(key: &str, nodes: &[&str], action: &str, body: Value) -> Vec<(u16, Value)> {
+    std::thread::scope(|s| {
+        let hs: Vec<_> = (0..10)
+            .map(|i| {
+                let url = format!("{}/odata.svc/('Root')/{action}", nodes[i % nodes.len()]);
+                let body = body.clone();
+                s.spawn(move || try_call(key, "POST", &url, Some(body)).unwrap_or((0, Value::Null)))
+            })
+            .collect();
+        hs.into_iter()
+            .map(|h| h.join().unwrap_or((0, Value::Null)))
+            .collect()
+    })
+}
