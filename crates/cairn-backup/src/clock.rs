@@ -32,6 +32,15 @@ pub fn format_ms(ms: i64) -> String {
         .unwrap_or_default()
 }
 
+/// The last microsecond of the millisecond `ms`, in RFC 3339: a time given to the
+/// millisecond means every moment of it (what a commit later in that millisecond needs).
+pub fn format_end_of_ms(ms: i64) -> String {
+    OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000 + 999_000)
+        .ok()
+        .and_then(|t| t.format(&Rfc3339).ok())
+        .unwrap_or_default()
+}
+
 /// An RFC 3339 time.
 pub fn parse(text: &str) -> Option<OffsetDateTime> {
     OffsetDateTime::parse(text, &Rfc3339).ok()
@@ -54,6 +63,11 @@ mod tests {
             parse_ms("2026-12-07T10:15:03.250Z"),
             Some(1_796_638_503_250)
         );
+        assert_eq!(
+            format_end_of_ms(1_796_638_503_250),
+            "2026-12-07T10:15:03.250999Z"
+        );
+        assert_eq!(parse_ms(&format_end_of_ms(ms)), Some(ms));
         assert_eq!(parse("yesterday"), None);
         assert!(parse(&now()).is_some());
     }

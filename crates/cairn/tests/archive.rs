@@ -83,7 +83,14 @@ fn shipped_past_with(repo: &str, env: &[(&str, String)], t: SystemTime) {
         last = timeline_with(repo, env);
         let to = last["To"].as_str().map(str::to_string)?;
         let to = time::OffsetDateTime::parse(&to, format).ok()?;
-        (SystemTime::from(to) >= t).then_some(())
+        // The archive keeps times to the millisecond: `t` within the millisecond `To` names
+        // is reached (a write that began and committed in the same millisecond).
+        let t_ms = t.duration_since(SystemTime::UNIX_EPOCH).ok()?.as_millis();
+        let to_ms = SystemTime::from(to)
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .ok()?
+            .as_millis();
+        (to_ms >= t_ms).then_some(())
     });
     // What the archive held, to tell a gap from a slow shipment.
     assert!(

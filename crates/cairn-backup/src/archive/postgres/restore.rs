@@ -135,8 +135,15 @@ pub fn restore_at_postgres(
         .and_then(|l| l.local_addr())
         .map_err(io("find a free port for the recovery"))?
         .port();
-    // PostgreSQL's own form (it refuses RFC 3339's `T` and `Z` in this setting).
-    let target_text = target_time.map(|t| format_ms(t).replacen('T', " ", 1).replace('Z', "+00"));
+    // PostgreSQL's own form (it refuses RFC 3339's `T` and `Z` in this setting), at the end
+    // of the millisecond: the archive's times are milliseconds, and a transaction committed
+    // at 10:15:03.250400 is one "at 10:15:03.250" (as SQLite's changes, kept by the
+    // millisecond, are). The window's end, so given, then replays all of the WAL.
+    let target_text = target_time.map(|t| {
+        crate::clock::format_end_of_ms(t)
+            .replacen('T', " ", 1)
+            .replace('Z', "+00")
+    });
     let recovered = pg_physical::recover(
         pg_data,
         &wal_dir,
