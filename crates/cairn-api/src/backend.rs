@@ -58,6 +58,15 @@ impl SearchBackend {
         }
     }
 
+    /// Each search service (replica) this node uses, as `GetIndexProperties` shows it;
+    /// none with a local index. Blocking: asks each one.
+    pub fn replica_views(&self) -> Vec<crate::remote::ReplicaView> {
+        match self {
+            SearchBackend::Local(_) => Vec::new(),
+            SearchBackend::Remote(r) => r.views(CALL_LIMIT),
+        }
+    }
+
     /// The integrity check's report. Blocking.
     pub fn check(&self) -> ApiResult<Value> {
         match self {
@@ -79,7 +88,6 @@ pub fn local_properties(ix: &Indexer) -> IndexProperties {
         gaps: s.gap_ids().into_iter().map(|g| g.0).collect(),
         document_count: ix.searcher().num_docs(),
         fault: ix.fault(),
-        replicas: Vec::new(),
     }
 }
 

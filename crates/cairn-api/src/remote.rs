@@ -27,9 +27,6 @@ pub struct IndexProperties {
     /// its own and nothing it could not commit is counted as applied.
     #[serde(default)]
     pub fault: Option<String>,
-    /// Every search service (replica) of a web node.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub replicas: Vec<ReplicaView>,
 }
 
 /// A client of the search service (HTTP/JSON, shared secret).

@@ -424,13 +424,9 @@ impl Replicas {
         Err(last.unwrap_or_else(|| ApiError::not_found("no such backup")))
     }
 
-    /// The index's properties (of the first replica in turn that answers) and every
-    /// replica's view.
+    /// The index's properties, of the first replica in turn that answers.
     pub fn properties(&self, limit: Duration) -> ApiResult<IndexProperties> {
-        let mut p: IndexProperties = parse(self.get_any("/search/properties", limit)?)?;
-        // Each search service this node uses, one or several: their health is the page's.
-        p.replicas = self.views(limit);
-        Ok(p)
+        parse(self.get_any("/search/properties", limit)?)
     }
 
     /// Every replica as `GetIndexProperties` shows it.

@@ -1,4 +1,5 @@
-//! A chunked upload's staged file, written by a blocking task of its own: a chunk is
+//! An upload's staged file, written by a blocking task of its own while the request is
+//! read (a whole file part as it arrives; a chunked upload's across its requests). A chunk is
 //! answered once its bytes are received and queued, so that writing (and hashing) one
 //! chunk overlaps the transfer of the next. The published client sends a chunk and waits
 //! for its answer; answered only once written, nothing of one chunk overlapped the next.
@@ -28,6 +29,23 @@ enum Cmd {
     Bytes(Bytes),
     /// It failed: forget its bytes.
     Rewind,
+}
+
+/// Why reading a file part stopped before its end.
+enum Stopped {
+    /// It holds more than it may.
+    OverLimit,
+    /// The body is not valid multipart.
+    Broken(multer::Error),
+}
+
+fn too_large(message: String) -> ApiError {
+    ApiError::new(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "RequestTooLarge",
+        "Exception",
+        message,
+    )
 }
 
 /// Why a chunk was not taken.
@@ -71,6 +89,29 @@ impl ChunkWriter {
         self.received
     }
 
+    /// Queues the bytes of `field` for the writer, at most `limit`: how many, or why it
+    /// stopped (the bytes queued before stay queued: the caller rewinds or drops them).
+    async fn pump(
+        &mut self,
+        field: &mut multer::Field<'_>,
+        limit: u64,
+    ) -> Result<Result<u64, Stopped>, ChunkFailed> {
+        let mut got = 0u64;
+        loop {
+            match field.chunk().await {
+                Ok(Some(b)) => {
+                    got += b.len() as u64;
+                    if got > limit {
+                        return Ok(Err(Stopped::OverLimit));
+                    }
+                    self.send(Cmd::Bytes(b)).await?;
+                }
+                Ok(None) => return Ok(Ok(got)),
+                Err(e) => return Ok(Err(Stopped::Broken(e))),
+            }
+        }
+    }
+
     /// Receives a chunk of exactly `expected` bytes from `field`; returns when it is
     /// queued for the writer.
     pub async fn receive(
@@ -79,41 +120,45 @@ impl ChunkWriter {
         expected: u64,
     ) -> Result<u64, ChunkFailed> {
         self.send(Cmd::Begin).await?;
-        let mut got = 0u64;
-        let refused = loop {
-            match field.chunk().await {
-                Ok(Some(b)) => {
-                    got += b.len() as u64;
-                    if got > expected {
-                        break ApiError::new(
-                            StatusCode::PAYLOAD_TOO_LARGE,
-                            "RequestTooLarge",
-                            "Exception",
-                            format!(
-                                "Content-Range announced {expected} bytes; the chunk holds \
-                                 more; the upload stays at byte {}",
-                                self.received
-                            ),
-                        );
-                    }
-                    self.send(Cmd::Bytes(b)).await?;
-                }
-                Ok(None) if got == expected => {
-                    self.received += got;
-                    return Ok(got);
-                }
-                Ok(None) => {
-                    break ApiError::bad_request(format!(
-                        "Content-Range announced {expected} bytes; the chunk held {got}; the \
-                         upload stays at byte {}",
-                        self.received
-                    ))
-                }
-                Err(e) => break multipart_error(e),
+        let at = self.received;
+        let refused = match self.pump(field, expected).await? {
+            Ok(got) if got == expected => {
+                self.received += got;
+                return Ok(got);
             }
+            Ok(got) => ApiError::bad_request(format!(
+                "Content-Range announced {expected} bytes; the chunk held {got}; the upload \
+                 stays at byte {at}"
+            )),
+            Err(Stopped::OverLimit) => too_large(format!(
+                "Content-Range announced {expected} bytes; the chunk holds more; the upload \
+                 stays at byte {at}"
+            )),
+            Err(Stopped::Broken(e)) => multipart_error(e),
         };
         self.send(Cmd::Rewind).await?;
         Err(ChunkFailed::Refused(refused))
+    }
+
+    /// Writes a whole file part of at most `limit` bytes into `staged` while it is read:
+    /// the staged file and its length once every byte is written.
+    pub async fn receive_whole(
+        field: &mut multer::Field<'_>,
+        staged: StagedFile,
+        limit: u64,
+    ) -> Result<(StagedFile, u64), ApiError> {
+        let mut w = ChunkWriter::start(staged);
+        let len = match w.pump(field, limit).await {
+            Ok(Ok(len)) => len,
+            Ok(Err(Stopped::OverLimit)) => {
+                return Err(too_large(format!(
+                    "the file part is larger than {limit} bytes"
+                )))
+            }
+            Ok(Err(Stopped::Broken(e))) => return Err(multipart_error(e)),
+            Err(ChunkFailed::Refused(e) | ChunkFailed::Lost(e)) => return Err(e),
+        };
+        Ok((w.finish().await?, len))
     }
 
     async fn send(&mut self, cmd: Cmd) -> Result<(), ChunkFailed> {

@@ -22,7 +22,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use axum::body::Body;
-use axum::http::{header, HeaderMap, StatusCode};
+use axum::http::{header, HeaderMap};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use cairn_store::content::validate_name;
@@ -182,55 +182,6 @@ struct Part {
     len: u64,
 }
 
-/// Writes the file part to `staged` on a blocking thread while the network is read.
-async fn receive(
-    field: &mut multer::Field<'_>,
-    mut staged: StagedFile,
-    at_most: u64,
-) -> ApiResult<(StagedFile, u64)> {
-    let (tx, mut rx) = tokio::sync::mpsc::channel::<bytes::Bytes>(8);
-    let writer = tokio::task::spawn_blocking(move || {
-        let mut n = 0u64;
-        while let Some(b) = rx.blocking_recv() {
-            staged.write(&b)?;
-            n += b.len() as u64;
-        }
-        Ok::<_, cairn_store::StoreError>((staged, n))
-    });
-    let mut sent = 0u64;
-    let mut failed = None;
-    loop {
-        match field.chunk().await {
-            Ok(Some(b)) => {
-                sent += b.len() as u64;
-                if sent > at_most {
-                    failed = Some(ApiError::new(
-                        StatusCode::PAYLOAD_TOO_LARGE,
-                        "RequestTooLarge",
-                        "Exception",
-                        format!("the file part is larger than {at_most} bytes"),
-                    ));
-                    break;
-                }
-                if tx.send(b).await.is_err() {
-                    break; // the writer failed; its error is below
-                }
-            }
-            Ok(None) => break,
-            Err(e) => {
-                failed = Some(multipart_error(e));
-                break;
-            }
-        }
-    }
-    drop(tx);
-    let written = writer.await.map_err(ApiError::internal)?;
-    if let Some(e) = failed {
-        return Err(e);
-    }
-    Ok(written?)
-}
-
 /// `POST` of an upload into the folder at `parent`.
 pub async fn upload(
     state: AppState,
@@ -348,7 +299,7 @@ pub async fn upload(
             }
             None => StagedFile::create(&*blobs)?,
         };
-        let (staged, len) = receive(&mut field, staged, limit).await?;
+        let (staged, len) = ChunkWriter::receive_whole(&mut field, staged, limit).await?;
         part = Some(Part {
             file_name: Some(file_name),
             media_type,

@@ -224,7 +224,7 @@ pub(crate) fn index_properties(state: &AppState) -> ApiResult<Value> {
         // Continuous archiving's shipped position and lag, when it runs.
         "Archive": state.backups.as_ref().and_then(|b| b.archive_status()),
         // Every search service (replica) of a web node, with its position and lag.
-        "Replicas": (!p.replicas.is_empty()).then_some(&p.replicas),
+        "Replicas": Some(state.search.replica_views()).filter(|r| !r.is_empty()),
     }))
 }
 
