@@ -12,7 +12,7 @@ use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use cairn_store::files::{is_blob_hash, BlobId, BlobReader, BlobStore};
+use cairn_store::files::{is_blob_hash, BlobId, BlobReader, BlobStore, LocalStaging};
 use cairn_store::{DatabaseUrl, Store, StoreError};
 
 use crate::error::{BackupError, Result};
@@ -79,7 +79,7 @@ fn open_named(location: &str) -> cairn_store::Result<Arc<dyn BlobStore>> {
 #[derive(Debug)]
 pub struct S3Blobs {
     objects: Arc<S3Objects>,
-    staging: PathBuf,
+    staging: LocalStaging,
 }
 
 impl S3Blobs {
@@ -98,7 +98,7 @@ impl S3Blobs {
         let (bucket, prefix) = parsed?;
         Ok(S3Blobs {
             objects: Arc::new(S3Objects::open(&bucket, &prefix, settings)?),
-            staging: std::env::temp_dir().join("cairn-uploads"),
+            staging: LocalStaging::default(),
         })
     }
 
@@ -165,12 +165,11 @@ impl BlobStore for S3Blobs {
     }
 
     fn staging_dir(&self) -> cairn_store::Result<PathBuf> {
-        std::fs::create_dir_all(&self.staging).map_err(|e| StoreError::io(&self.staging, e))?;
-        Ok(self.staging.clone())
+        self.staging.dir()
     }
 
     fn sweep_staging(&self, older_than: std::time::Duration) -> cairn_store::Result<usize> {
-        cairn_store::files::sweep_folder(&self.staging, older_than)
+        self.staging.sweep(older_than)
     }
 
     fn remove(&self, hash: &str) -> cairn_store::Result<u64> {

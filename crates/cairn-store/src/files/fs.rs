@@ -118,7 +118,7 @@ impl BlobStore for FsBlobs {
 }
 
 /// Removes the files of `dir` not written to for `older_than`; returns how many.
-pub fn sweep_folder(dir: &Path, older_than: std::time::Duration) -> Result<usize> {
+pub(crate) fn sweep_folder(dir: &Path, older_than: std::time::Duration) -> Result<usize> {
     let entries = match std::fs::read_dir(dir) {
         Ok(e) => e,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),

@@ -24,7 +24,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 pub use extract::{extract_text, guess_content_type, ExtractLimits, Extracted};
-pub use fs::{sweep_folder, FsBlobs};
+pub use fs::FsBlobs;
 pub use gc::{collect_unreferenced, Collected};
 pub use postgres::PgBlobs;
 pub use referenced::{check_blobs, referenced_blobs_in_backup, BlobCheck};
@@ -87,6 +87,30 @@ impl crate::Store {
                 None => crate::db::schema::set_meta(conn, BLOB_STORE_KEY, location),
             },
         )
+    }
+}
+
+/// A local folder where uploads are staged for a blob store that is not a local folder
+/// (PostgreSQL, S3): `cairn-uploads` in the system's temporary folder.
+#[derive(Debug, Clone)]
+pub struct LocalStaging(PathBuf);
+
+impl Default for LocalStaging {
+    fn default() -> Self {
+        LocalStaging(std::env::temp_dir().join("cairn-uploads"))
+    }
+}
+
+impl LocalStaging {
+    /// The folder, made if missing ([`BlobStore::staging_dir`]).
+    pub fn dir(&self) -> Result<PathBuf> {
+        std::fs::create_dir_all(&self.0).map_err(|e| StoreError::io(&self.0, e))?;
+        Ok(self.0.clone())
+    }
+
+    /// Removes what was not written to for `older_than` ([`BlobStore::sweep_staging`]).
+    pub fn sweep(&self, older_than: std::time::Duration) -> Result<usize> {
+        fs::sweep_folder(&self.0, older_than)
     }
 }
 

@@ -21,7 +21,7 @@ pub const CHUNK: usize = 1 << 20;
 #[derive(Debug)]
 pub struct PgBlobs {
     url: String,
-    staging: PathBuf,
+    staging: super::LocalStaging,
 }
 
 impl PgBlobs {
@@ -29,7 +29,7 @@ impl PgBlobs {
     pub fn new(url: &str) -> PgBlobs {
         PgBlobs {
             url: url.to_string(),
-            staging: std::env::temp_dir().join("cairn-uploads"),
+            staging: super::LocalStaging::default(),
         }
     }
 
@@ -122,12 +122,11 @@ impl BlobStore for PgBlobs {
     }
 
     fn staging_dir(&self) -> Result<PathBuf> {
-        std::fs::create_dir_all(&self.staging).map_err(|e| StoreError::io(&self.staging, e))?;
-        Ok(self.staging.clone())
+        self.staging.dir()
     }
 
     fn sweep_staging(&self, older_than: std::time::Duration) -> Result<usize> {
-        super::fs::sweep_folder(&self.staging, older_than)
+        self.staging.sweep(older_than)
     }
 }
 
