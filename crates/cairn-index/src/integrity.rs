@@ -1,12 +1,10 @@
 //! The integrity check: compares the database with the index, item by item, by id and
 //! timestamp, and names every difference the way sensenet does.
 
-use std::collections::HashMap;
-
 use cairn_store::{ActivityId, NodeId, Store};
 use serde::{Deserialize, Serialize};
-use tantivy::schema::{Term, Value};
-use tantivy::{Searcher, TantivyDocument};
+use tantivy::schema::Term;
+use tantivy::Searcher;
 
 use crate::error::Result;
 use crate::indexer::Indexer;
@@ -104,12 +102,31 @@ pub fn index_entries(searcher: &Searcher, _schema: &IndexSchema) -> Result<Vec<I
     Ok(out)
 }
 
-/// Compares every item of the database with `entries`.
-pub fn compare(store: &Store, entries: &[IndexEntry]) -> Result<Vec<Difference>> {
-    let mut ix: HashMap<i64, Vec<i64>> = HashMap::with_capacity(entries.len());
-    for e in entries {
-        ix.entry(e.id).or_default().push(e.timestamp);
-    }
+/// Compares every item of the database with `entries` (sorted here by id). Both sides are
+/// walked in id order, the database a page at a time, so that nothing the size of the
+/// repository is held but `entries` themselves (a map of every id took ~1 GB at 10M items).
+pub fn compare(store: &Store, entries: &mut [IndexEntry]) -> Result<Vec<Difference>> {
+    entries.sort_unstable_by_key(|e| (e.id, e.timestamp));
+    let mut rest: &[IndexEntry] = entries;
+    // The documents of the lowest id left: their timestamps, in order.
+    let next_group = |rest: &mut &[IndexEntry]| -> Option<(i64, Vec<i64>)> {
+        let id = rest.first()?.id;
+        let n = rest.iter().take_while(|e| e.id == id).count();
+        let (group, tail) = rest.split_at(n);
+        *rest = tail;
+        Some((id, group.iter().map(|e| e.timestamp).collect()))
+    };
+    let only_in_index = |id: i64, ts: Vec<i64>| Difference {
+        kind: if ts.len() > 1 {
+            DifferenceKind::MoreDocument
+        } else {
+            DifferenceKind::NotInDatabase
+        },
+        node_id: id,
+        path: String::new(),
+        db_timestamp: None,
+        ix_timestamp: ts.iter().copied().max(),
+    };
     let mut out = Vec::new();
     let mut after = NodeId(0);
     loop {
@@ -117,50 +134,39 @@ pub fn compare(store: &Store, entries: &[IndexEntry]) -> Result<Vec<Difference>>
         let Some(last) = page.last() else { break };
         after = last.id;
         for s in page {
-            match ix.remove(&s.id.0) {
-                None => out.push(Difference {
-                    kind: DifferenceKind::NotInIndex,
-                    node_id: s.id.0,
-                    path: s.path,
-                    db_timestamp: Some(s.timestamp),
-                    ix_timestamp: None,
-                }),
-                Some(ts) if ts.len() > 1 => out.push(Difference {
-                    kind: DifferenceKind::MoreDocument,
-                    node_id: s.id.0,
-                    path: s.path,
-                    db_timestamp: Some(s.timestamp),
-                    ix_timestamp: ts.iter().copied().max(),
-                }),
-                Some(ts) if ts[0] != s.timestamp => out.push(Difference {
-                    kind: DifferenceKind::DifferentTimestamp,
-                    node_id: s.id.0,
-                    path: s.path,
-                    db_timestamp: Some(s.timestamp),
-                    ix_timestamp: Some(ts[0]),
-                }),
-                Some(_) => {}
+            while rest.first().is_some_and(|e| e.id < s.id.0) {
+                if let Some((id, ts)) = next_group(&mut rest) {
+                    out.push(only_in_index(id, ts));
+                }
             }
+            let ts = if rest.first().is_some_and(|e| e.id == s.id.0) {
+                next_group(&mut rest).map(|g| g.1).unwrap_or_default()
+            } else {
+                Vec::new()
+            };
+            let (kind, ix_timestamp) = match ts.as_slice() {
+                [] => (DifferenceKind::NotInIndex, None),
+                [one] if *one != s.timestamp => (DifferenceKind::DifferentTimestamp, Some(*one)),
+                [_] => continue,
+                many => (DifferenceKind::MoreDocument, many.iter().copied().max()),
+            };
+            out.push(Difference {
+                kind,
+                node_id: s.id.0,
+                path: s.path,
+                db_timestamp: Some(s.timestamp),
+                ix_timestamp,
+            });
         }
     }
-    for (id, ts) in ix {
-        out.push(Difference {
-            kind: if ts.len() > 1 {
-                DifferenceKind::MoreDocument
-            } else {
-                DifferenceKind::NotInDatabase
-            },
-            node_id: id,
-            path: String::new(),
-            db_timestamp: None,
-            ix_timestamp: ts.iter().copied().max(),
-        });
+    while let Some((id, ts)) = next_group(&mut rest) {
+        out.push(only_in_index(id, ts));
     }
     out.sort_by_key(|d| d.node_id);
     Ok(out)
 }
 
-/// The stored path of the document of `id`, if any.
+/// The path of the document of `id` (lower-cased: the `Path` column's), if any.
 fn indexed_path(searcher: &Searcher, schema: &IndexSchema, id: i64) -> Option<String> {
     let q = tantivy::query::TermQuery::new(
         Term::from_field_i64(schema.id, id),
@@ -173,9 +179,7 @@ fn indexed_path(searcher: &Searcher, schema: &IndexSchema, id: i64) -> Option<St
         )
         .ok()?;
     let (_, addr) = top.first()?;
-    let doc: TantivyDocument = searcher.doc(*addr).ok()?;
-    doc.get_first(schema.path)
-        .and_then(|v| v.as_str().map(str::to_string))
+    crate::search::path_of(searcher, *addr).ok().flatten()
 }
 
 impl Indexer {
@@ -185,15 +189,16 @@ impl Indexer {
     pub fn check_integrity(&self) -> Result<IntegrityReport> {
         self.catch_up()?;
         let searcher = self.searcher();
-        let entries = index_entries(&searcher, self.schema())?;
-        let mut differences = compare(self.store(), &entries)?;
+        let mut entries = index_entries(&searcher, self.schema())?;
+        let mut differences = compare(self.store(), &mut entries)?;
+        drop(entries);
         if !differences.is_empty() {
             self.catch_up()?;
             let searcher = self.searcher();
-            let entries: Vec<IndexEntry> = index_entries(&searcher, self.schema())?;
+            let mut entries: Vec<IndexEntry> = index_entries(&searcher, self.schema())?;
             let suspects: std::collections::HashSet<i64> =
                 differences.iter().map(|d| d.node_id).collect();
-            let again = compare(self.store(), &entries)?;
+            let again = compare(self.store(), &mut entries)?;
             differences = again
                 .into_iter()
                 .filter(|d| suspects.contains(&d.node_id))

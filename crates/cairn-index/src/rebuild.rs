@@ -99,7 +99,7 @@ impl Indexer {
     fn repair_with(&self, writer: &mut IndexWriter) -> Result<u64> {
         let state = self.database_position()?;
         let searcher = self.searcher();
-        let entries = crate::integrity::index_entries(&searcher, &self.schema)?;
+        let mut entries = crate::integrity::index_entries(&searcher, &self.schema)?;
         let activity_ids: Vec<ActivityId> = entries
             .iter()
             .map(|e| ActivityId(e.activity))
@@ -112,7 +112,7 @@ impl Indexer {
             .filter(|e| known.get(&ActivityId(e.activity)) != Some(&e.fingerprint))
             .map(|e| e.id)
             .collect();
-        for d in crate::integrity::compare(&self.store, &entries)? {
+        for d in crate::integrity::compare(&self.store, &mut entries)? {
             refresh.insert(d.node_id);
         }
         let ids: Vec<NodeId> = refresh.iter().map(|&i| NodeId(i)).collect();

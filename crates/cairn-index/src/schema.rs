@@ -6,13 +6,16 @@
 //! included), `InFolder` (the parent path), `TypeIs` (the type and its ancestors), `_Text`
 //! (all text, for queries without a field name), and the bookkeeping that lets any document
 //! be checked against the database: `Timestamp`, `_ActivityId` and `_Fingerprint`.
+//! `InTree`, `InFolder` and `TypeIs` only filter: indexed, no column. Dates are columns only
+//! (every date query is a range, read from the column). Nothing is stored: what a search
+//! returns is read from columns (`Id`, and `Path` lower-cased where a path is wanted).
 
 use std::collections::HashMap;
 
 use cairn_store::{ContentTypes, FieldKind};
 use tantivy::schema::{
     DateOptions, DateTimePrecision, Field, IndexRecordOption, NumericOptions, Schema,
-    TextFieldIndexing, TextOptions, FAST, INDEXED, STORED,
+    TextFieldIndexing, TextOptions, FAST, INDEXED,
 };
 use tantivy::tokenizer::{
     LowerCaser, RawTokenizer, RemoveLongFilter, SimpleTokenizer, TextAnalyzer,
@@ -86,7 +89,7 @@ pub struct IndexSchema {
     fields: HashMap<String, (Field, IndexedAs)>,
     /// `Id`.
     pub id: Field,
-    /// `Path` (keyword, stored).
+    /// `Path` (keyword).
     pub path: Field,
     /// `Timestamp`.
     pub timestamp: Field,
@@ -104,19 +107,28 @@ pub struct IndexSchema {
     pub fingerprint: Field,
 }
 
-fn keyword(stored: bool) -> TextOptions {
-    let o = TextOptions::default()
+/// A keyword field of a content type: indexed, and a fast field so that it can sort.
+fn keyword() -> TextOptions {
+    TextOptions::default()
         .set_indexing_options(
             TextFieldIndexing::default()
                 .set_tokenizer(KEYWORD_TOKENIZER)
                 .set_index_option(IndexRecordOption::Basic),
         )
-        .set_fast(KEYWORD_TOKENIZER);
-    if stored {
-        o.set_stored()
-    } else {
-        o
-    }
+        .set_fast(KEYWORD_TOKENIZER)
+}
+
+/// A keyword that only filters (`InTree`, `InFolder`, `TypeIs`): indexed, not a fast
+/// field. Nothing sorts by them, and their columns (every ancestor path of every item)
+/// were the dearest part of a document to index.
+fn filter_keyword() -> TextOptions {
+    TextOptions::default().set_indexing_options(
+        TextFieldIndexing::default()
+            .set_tokenizer(KEYWORD_TOKENIZER)
+            .set_index_option(IndexRecordOption::Basic)
+            // How many ancestors or types an item has says nothing of its relevance.
+            .set_fieldnorms(false),
+    )
 }
 
 fn text() -> TextOptions {
@@ -143,16 +155,17 @@ impl IndexSchema {
                 IndexedAs::of(def.kind)
             };
             let f = match as_ {
-                IndexedAs::Keyword => b.add_text_field(def.name, keyword(def.name == "Path")),
+                IndexedAs::Keyword => b.add_text_field(def.name, keyword()),
                 IndexedAs::Text => b.add_text_field(def.name, text()),
-                IndexedAs::I64 if def.name == "Id" => b.add_i64_field(def.name, numeric() | STORED),
                 IndexedAs::I64 => b.add_i64_field(def.name, numeric()),
                 IndexedAs::F64 => b.add_f64_field(def.name, numeric()),
                 IndexedAs::Bool => b.add_bool_field(def.name, numeric()),
+                // A column only: every query of a date is a range (a day, or one instant
+                // as [t, t]), which Tantivy answers from the column whether or not the
+                // field is indexed; terms of microsecond instants were one per item.
                 IndexedAs::Date => b.add_date_field(
                     def.name,
-                    (DateOptions::default() | INDEXED | FAST)
-                        .set_precision(DateTimePrecision::Microseconds),
+                    (DateOptions::default() | FAST).set_precision(DateTimePrecision::Microseconds),
                 ),
             };
             fields.insert(def.name.to_string(), (f, as_));
@@ -163,17 +176,17 @@ impl IndexSchema {
         };
         let in_tree = extra(
             names::IN_TREE,
-            b.add_text_field(names::IN_TREE, keyword(false)),
+            b.add_text_field(names::IN_TREE, filter_keyword()),
             IndexedAs::Keyword,
         );
         let in_folder = extra(
             names::IN_FOLDER,
-            b.add_text_field(names::IN_FOLDER, keyword(false)),
+            b.add_text_field(names::IN_FOLDER, filter_keyword()),
             IndexedAs::Keyword,
         );
         let type_is = extra(
             names::TYPE_IS,
-            b.add_text_field(names::TYPE_IS, keyword(false)),
+            b.add_text_field(names::TYPE_IS, filter_keyword()),
             IndexedAs::Keyword,
         );
         let text_f = extra(
@@ -181,9 +194,10 @@ impl IndexSchema {
             b.add_text_field(names::TEXT, text()),
             IndexedAs::Text,
         );
+        // Bookkeeping, read as columns only (integrity check, repair): not indexed.
         let activity_id = extra(
             names::ACTIVITY_ID,
-            b.add_i64_field(names::ACTIVITY_ID, numeric()),
+            b.add_i64_field(names::ACTIVITY_ID, NumericOptions::default() | FAST),
             IndexedAs::I64,
         );
         let fingerprint = extra(
@@ -219,6 +233,12 @@ impl IndexSchema {
             .collect();
         out.sort_unstable();
         out
+    }
+
+    /// True when results can be sorted by `field`: a field with a column of values (not
+    /// full text, and not one of the filters `InTree`, `InFolder`, `TypeIs`).
+    pub fn can_sort(&self, field: Field, as_: IndexedAs) -> bool {
+        as_.is_sortable() && self.schema.get_field_entry(field).is_fast()
     }
 
     /// The field named `name` (case-sensitive) and how it is indexed.

@@ -51,7 +51,7 @@ pub struct SearchResult {
 
 fn key(schema: &IndexSchema, s: &SortField) -> Result<(SortByErasedType, Order)> {
     match schema.field(&s.field) {
-        Some((_, as_)) if as_.is_sortable() => Ok((
+        Some((f, as_)) if schema.can_sort(f, as_) => Ok((
             SortByErasedType::for_field(&s.field),
             if s.descending {
                 Order::Desc
@@ -59,6 +59,10 @@ fn key(schema: &IndexSchema, s: &SortField) -> Result<(SortByErasedType, Order)>
                 Order::Asc
             },
         )),
+        Some((_, as_)) if as_.is_sortable() => Err(IndexError::InvalidSearch(format!(
+            "field {} only filters and cannot sort",
+            s.field
+        ))),
         Some(_) => Err(IndexError::InvalidSearch(format!(
             "field {} is full text and cannot sort",
             s.field
@@ -149,6 +153,27 @@ fn node_ids(searcher: &Searcher, addrs: &[DocAddress]) -> Result<Vec<NodeId>> {
     Ok(ids)
 }
 
+/// The path of the document at `addr`, lower-cased (as the `Path` column keeps it; the
+/// index stores no field).
+pub fn path_of(searcher: &Searcher, addr: DocAddress) -> Result<Option<String>> {
+    let Some(col) = searcher
+        .segment_reader(addr.segment_ord)
+        .fast_fields()
+        .str("Path")?
+    else {
+        return Ok(None);
+    };
+    let Some(ord) = col.term_ords(addr.doc_id).next() else {
+        return Ok(None);
+    };
+    let mut path = String::new();
+    let found = col.ord_to_str(ord, &mut path).map_err(|e| IndexError::Io {
+        context: "read the Path column".into(),
+        cause: e,
+    })?;
+    Ok(found.then_some(path))
+}
+
 /// Runs a ranking collector, with the exact count of all matches in the same pass when
 /// `count`.
 fn ranked<C, S>(
@@ -172,7 +197,7 @@ where
 /// Matches `skip..skip + top` in index order (segment by segment, doc id order), leaving
 /// the rest of the matches unvisited. For a query whose matches all score the same this
 /// is the relevance order: Tantivy breaks ties of score by document address.
-fn first_in_index_order(
+pub fn first_in_index_order(
     searcher: &Searcher,
     query: &dyn Query,
     skip: usize,

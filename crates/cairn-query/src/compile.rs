@@ -91,6 +91,10 @@ pub fn sort_field(
             position,
             format!("field '{name}' is full text (LongText) and cannot sort"),
         )),
+        Some((f, as_)) if !schema.can_sort(f, as_) => Err(QueryError::new(
+            position,
+            format!("field '{name}' only filters (InTree, InFolder, TypeIs) and cannot sort"),
+        )),
         Some(_) => Ok(SortField {
             field: name.to_string(),
             descending,

@@ -126,6 +126,17 @@ fn numbers_booleans_dates() {
 }
 
 #[test]
+fn filter_fields_do_not_sort() {
+    // InTree, InFolder and TypeIs only filter: they have no column to sort by.
+    for field in ["InTree", "InFolder", "TypeIs"] {
+        let e = cql_err(&format!("Name:Doc1 .SORT:{field}"));
+        assert!(e.message.contains("only filters"), "{field}: {e}");
+    }
+    // Their filtering is unchanged.
+    assert_eq!(cql("InTree:/Root/A .SORT:Name"), [2, 3, 4]);
+}
+
+#[test]
 fn value_errors_say_where() {
     let e = cql_err("Index:abc");
     assert_eq!(e.position, 6);

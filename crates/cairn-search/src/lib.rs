@@ -15,8 +15,7 @@ use cairn_index::document::path_key;
 use cairn_index::{search, Indexer, SearchRequest, SortField};
 use serde::{Deserialize, Serialize};
 use tantivy::query::{AllQuery, BooleanQuery, ConstScoreQuery, Occur, Query, TermQuery};
-use tantivy::schema::{IndexRecordOption, Term, Value};
-use tantivy::TantivyDocument;
+use tantivy::schema::{IndexRecordOption, Term};
 
 /// A collection or query request, as the index sees it.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
@@ -84,12 +83,29 @@ fn system_folders(indexer: &Indexer) -> Result<Vec<String>, SearchError> {
     )?;
     let mut out = Vec::new();
     for (_, addr) in top {
-        let doc: TantivyDocument = searcher.doc(addr)?;
-        if let Some(p) = doc.get_first(schema.path).and_then(|v| v.as_str()) {
-            out.push(path_key(p));
+        if let Some(p) = cairn_index::search::path_of(&searcher, addr)? {
+            out.push(path_key(&p));
         }
     }
     Ok(out)
+}
+
+/// The clauses as one query: a single required clause as itself, not wrapped. Tantivy
+/// ranks a plain disjunction of terms (a word in `_Text` and the long-text fields) by
+/// block-max WAND, skipping blocks that cannot reach the top k; inside another
+/// `BooleanQuery` it scores every match instead (measured at 10M items: see
+/// docs/benchmarks.md, issue 18).
+fn one_query(mut clauses: Vec<(Occur, Box<dyn Query>)>) -> Box<dyn Query> {
+    if clauses.len() == 1 && clauses[0].0 == Occur::Must {
+        if let Some((_, q)) = clauses.pop() {
+            return q;
+        }
+    }
+    if !clauses.iter().any(|(o, _)| *o != Occur::MustNot) {
+        // Only exclusions (not built today, but kept whole): of everything.
+        clauses.push((Occur::Must, Box::new(AllQuery)));
+    }
+    Box::new(BooleanQuery::new(clauses))
 }
 
 /// Answers `req` from a local index. Blocking.
@@ -100,14 +116,11 @@ pub fn run_list(indexer: &Indexer, req: &ListRequest) -> Result<ListAnswer, Sear
     let mut constant_score = false;
     let (mut sort, top, skip, count_only, autofilters) = match &req.query {
         Some(q) => {
-            // Every item is in /Root's subtree: there the subtree filter would only cost
-            // an intersection with every document (Tantivy drops an AllQuery from one).
-            let scope: Box<dyn Query> = if key == "/root" {
-                Box::new(AllQuery)
-            } else {
-                filter(schema.in_tree, &key)
-            };
-            clauses.push((Occur::Must, scope));
+            // Every item is in /Root's subtree: there the query needs no subtree filter
+            // (see `one_query` for why not even an AllQuery).
+            if key != "/root" {
+                clauses.push((Occur::Must, filter(schema.in_tree, &key)));
+            }
             let mut ctx = cairn_query::QueryContext {
                 current_user: req.user,
                 now: None,
@@ -149,12 +162,12 @@ pub fn run_list(indexer: &Indexer, req: &ListRequest) -> Result<ListAnswer, Sear
         .map_or(usize::MAX, |t| skip.unwrap_or(0).saturating_add(t))
         .min(window_start.saturating_add(req.top.unwrap_or(max)));
     let top = window_end.saturating_sub(window_start).min(max);
-    let query = BooleanQuery::new(clauses);
+    let query = one_query(clauses);
     let result = search(
         &indexer.searcher(),
         schema,
         &SearchRequest {
-            query: &query,
+            query: &*query,
             sort,
             top: if count_only { 0 } else { top },
             skip: window_start,
