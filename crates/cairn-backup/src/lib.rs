@@ -27,6 +27,7 @@ mod job;
 mod manifest;
 mod name;
 mod offline;
+mod pace;
 pub mod policy;
 pub mod replace;
 pub mod repo;

@@ -21,6 +21,7 @@ use crate::manifest::{
     BackupKind, FileEntry, IndexPart, Manifest, DATABASE_DIR, INDEX_DIR, INDEX_FORMAT,
     MANIFEST_FILE, MANIFEST_FORMAT,
 };
+use crate::pace::AdaptivePace;
 
 /// The state of a backup, as sensenet names it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -143,6 +144,9 @@ pub trait BackupSource: Send + Sync {
     fn paced_rate(&self) -> Option<u64> {
         None
     }
+    /// A backup begins: a source that paces by the writers takes their latency now as
+    /// what the backup must keep them to.
+    fn begin_pacing(&self) {}
 }
 
 /// A running repository: the live index and its database.
@@ -151,15 +155,36 @@ pub struct LiveSource {
     pub store: Arc<Store>,
     /// The index and its writer.
     pub indexer: Arc<Indexer>,
-    /// Bytes per second a backup copies at most while the repository is being written to
-    /// (an activity indexed within the last second); 0: always full speed.
-    pub busy_rate: u64,
+    /// While the repository is being written to (an activity indexed within the last
+    /// second), a backup starts at this many bytes per second, then follows the writers'
+    /// commit cycle ([`AdaptivePace`]); 0: always full speed.
+    pace: Mutex<AdaptivePace>,
+}
+
+impl LiveSource {
+    /// The live repository of `store` and `indexer`, whose backups start at `busy_rate`
+    /// bytes per second while writes go on (0: never paced).
+    pub fn new(store: Arc<Store>, indexer: Arc<Indexer>, busy_rate: u64) -> LiveSource {
+        LiveSource {
+            store,
+            indexer,
+            pace: Mutex::new(AdaptivePace::new(busy_rate)),
+        }
+    }
+
+    fn pace(&self) -> std::sync::MutexGuard<'_, AdaptivePace> {
+        self.pace.lock().unwrap_or_else(|p| p.into_inner())
+    }
 }
 
 impl BackupSource for LiveSource {
     fn paced_rate(&self) -> Option<u64> {
-        (self.busy_rate > 0 && self.indexer.idle_for() < Duration::from_secs(1))
-            .then_some(self.busy_rate)
+        let busy = self.indexer.idle_for() < Duration::from_secs(1);
+        self.pace()
+            .rate(busy, self.indexer.commit_cycle(), Instant::now())
+    }
+    fn begin_pacing(&self) {
+        self.pace().begin(self.indexer.commit_cycle());
     }
     fn store(&self) -> &Store {
         &self.store
@@ -312,6 +337,7 @@ fn run_into(run: Run<'_>) -> Result<Manifest> {
         .started_at
         .clone();
     update(info, |i| i.state = BackupState::Executing);
+    source.begin_pacing();
     let previous = previous_backup(target);
     let index_dir = target.join(INDEX_DIR);
     std::fs::create_dir(&index_dir).map_err(io(format!("create {}", index_dir.display())))?;

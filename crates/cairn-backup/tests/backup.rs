@@ -59,11 +59,7 @@ impl Repo {
     }
 
     fn source(&self) -> Arc<LiveSource> {
-        Arc::new(LiveSource {
-            store: self.store.clone(),
-            indexer: self.indexer.clone(),
-            busy_rate: 0,
-        })
+        Arc::new(LiveSource::new(self.store.clone(), self.indexer.clone(), 0))
     }
 
     fn import(&self, root: &str, n: usize, body: usize) {

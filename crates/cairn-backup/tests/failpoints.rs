@@ -72,11 +72,7 @@ impl Repo {
     }
 
     fn manager(&self) -> Arc<BackupManager> {
-        let source = Arc::new(LiveSource {
-            store: self.store.clone(),
-            indexer: self.indexer.clone(),
-            busy_rate: 0,
-        });
+        let source = Arc::new(LiveSource::new(self.store.clone(), self.indexer.clone(), 0));
         BackupManager::open(&self.dir.join("backups"), source).unwrap()
     }
 

@@ -62,11 +62,7 @@ impl Live {
     }
 
     fn source(&self) -> LiveSource {
-        LiveSource {
-            store: self.store.clone(),
-            indexer: self.indexer.clone(),
-            busy_rate: 0,
-        }
+        LiveSource::new(self.store.clone(), self.indexer.clone(), 0)
     }
 
     fn stop(mut self) {

@@ -37,10 +37,13 @@ impl Indexer {
         let mut dirty = false;
         let mut docs_since_commit = 0usize;
         let mut last_commit = Instant::now();
+        // When the round that the next commit ends began: what a writer waits for.
+        let mut cycle_start: Option<Instant> = None;
         loop {
             if !final_pass && self.stopping.load(Ordering::SeqCst) {
                 break;
             }
+            let round = Instant::now();
             let gap_ids = state.gap_ids();
             let batch = self.store.read_activities(
                 state.last_activity_id,
@@ -53,6 +56,7 @@ impl Indexer {
                 break;
             }
             dirty = true;
+            cycle_start.get_or_insert(round);
             let docs = self.apply(writer, &applied)?;
             report.activities += applied.len() as u64;
             self.last_work_ms.store(
@@ -67,6 +71,9 @@ impl Indexer {
                 || last_commit.elapsed() >= self.options.commit_interval
             {
                 self.commit(writer, &state)?;
+                if let Some(start) = cycle_start.take() {
+                    self.commit_cycles.record(start.elapsed());
+                }
                 report.commits += 1;
                 dirty = false;
                 docs_since_commit = 0;
@@ -78,6 +85,9 @@ impl Indexer {
         }
         if dirty {
             self.commit(writer, &state)?;
+            if let Some(start) = cycle_start {
+                self.commit_cycles.record(start.elapsed());
+            }
             report.commits += 1;
         }
         Ok(report)

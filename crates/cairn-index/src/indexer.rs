@@ -184,6 +184,32 @@ pub struct Indexer {
     /// activity (see [`Indexer::idle_for`]).
     pub(crate) opened: Instant,
     pub(crate) last_work_ms: AtomicU64,
+    /// How long the rounds that ended in a commit took (see [`Indexer::commit_cycle`]).
+    pub(crate) commit_cycles: CommitCycles,
+}
+
+/// A moving average of commit cycles: from reading a round's first activities to its
+/// commit being searchable, the time a write waits to be answered (read-your-writes).
+#[derive(Debug, Default)]
+pub(crate) struct CommitCycles {
+    /// Microseconds, exponentially weighted (each cycle counts a quarter).
+    average_us: AtomicU64,
+    /// Cycles recorded since the indexer was opened.
+    count: AtomicU64,
+}
+
+impl CommitCycles {
+    pub(crate) fn record(&self, cycle: Duration) {
+        let us = u64::try_from(cycle.as_micros()).unwrap_or(u64::MAX);
+        // One writer (the indexer's round) records: load and store need no loop.
+        let old = self.average_us.load(Ordering::Relaxed);
+        let new = if self.count.fetch_add(1, Ordering::Relaxed) == 0 {
+            us
+        } else {
+            (old.saturating_mul(3).saturating_add(us)) / 4
+        };
+        self.average_us.store(new, Ordering::Relaxed);
+    }
 }
 
 impl std::fmt::Debug for Indexer {
@@ -329,6 +355,7 @@ impl Indexer {
             stopping: AtomicBool::new(false),
             opened: Instant::now(),
             last_work_ms: AtomicU64::new(0),
+            commit_cycles: CommitCycles::default(),
             options,
         });
         store.on_write(Arc::new(move |_| signal.raise()));
@@ -478,6 +505,18 @@ impl Indexer {
         now.saturating_sub(Duration::from_millis(
             self.last_work_ms.load(Ordering::Relaxed),
         ))
+    }
+
+    /// The recent commit cycle (a moving average, each cycle weighing a quarter) and how
+    /// many cycles there were since the indexer was opened: a round's time from reading
+    /// its first activities to its commit being searchable, which is what a write waits
+    /// for before it is answered. A backup paces itself by it (see cairn-backup's
+    /// `LiveSource`).
+    pub fn commit_cycle(&self) -> (Duration, u64) {
+        (
+            Duration::from_micros(self.commit_cycles.average_us.load(Ordering::Relaxed)),
+            self.commit_cycles.count.load(Ordering::Relaxed),
+        )
     }
 
     /// Starts the background loop: catch up after every write (group commit) and

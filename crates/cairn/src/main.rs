@@ -147,8 +147,9 @@ enum Command {
         /// the live index or of any backup in DIR/backups).
         #[arg(long, env = "CAIRN_ACTIVITY_RETENTION_DAYS", default_value_t = 30)]
         activity_retention_days: u64,
-        /// MB/s an online backup copies at most while the repository is being written to
-        /// (full speed when it is not); 0: always full speed.
+        /// MB/s an online backup starts at while the repository is being written to, then
+        /// slower or faster to keep the writers' commit cycle within 15% of its value
+        /// before the backup (full speed when nobody writes); 0: always full speed.
         #[arg(long, env = "CAIRN_BACKUP_BUSY_RATE", default_value_t = 100)]
         backup_busy_rate: u64,
         /// Run as a web node without a local index: queries go to this search service, or
@@ -181,8 +182,8 @@ enum Command {
         /// Days an indexing activity is kept at least.
         #[arg(long, env = "CAIRN_ACTIVITY_RETENTION_DAYS", default_value_t = 30)]
         activity_retention_days: u64,
-        /// MB/s an online backup copies at most while the index is being written to; 0:
-        /// always full speed.
+        /// MB/s an online backup starts at while the index is being written to, then
+        /// paced by the writers' commit cycle as on `serve`; 0: always full speed.
         #[arg(long, env = "CAIRN_BACKUP_BUSY_RATE", default_value_t = 100)]
         backup_busy_rate: u64,
         /// A new replica: restore the index from this backup (a folder or REPO/NAME of this

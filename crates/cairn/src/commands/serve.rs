@@ -231,11 +231,11 @@ fn open_backups(
     retention: Duration,
     busy_rate: u64,
 ) -> Result<Backups> {
-    let source = Arc::new(cairn_backup::LiveSource {
-        store: store.clone(),
-        indexer: indexer.clone(),
+    let source = Arc::new(cairn_backup::LiveSource::new(
+        store.clone(),
+        indexer.clone(),
         busy_rate,
-    });
+    ));
     let manager = cairn_backup::BackupManager::open(&data.root.join("backups"), source)
         .context("open the backup folder")?;
     // On PostgreSQL the archive's bases are pg_basebackup's, taken by the archiver itself.
