@@ -79,6 +79,30 @@ fn import_then_status_check_and_rebuild() {
     assert_eq!(v["Differences"].as_array().unwrap().len(), 0);
     assert_eq!(v["IndexDocuments"], v["DatabaseItems"]);
 
+    // A second import into the same folders: no item has two documents or none.
+    let more = dir.path().join("more.jsonl");
+    let lines: String = (0..300)
+        .map(|i| {
+            format!(
+                "{{\"Path\":\"/Root/Import/F{}/more{i}\",\"Type\":\"Article\"}}\n",
+                i % 5
+            )
+        })
+        .collect();
+    std::fs::write(&more, lines).unwrap();
+    let o = run(&["import", "--data", d, more.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", text(&o));
+    let o = run(&["index", "check", "--data", d, "--json"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["Differences"].as_array().unwrap().len(), 0, "{v}");
+    assert_eq!(v["IndexDocuments"], v["DatabaseItems"]);
+    assert_eq!(
+        v["DatabaseItems"].as_u64().unwrap(),
+        paths.len() as u64 + 300 + 3,
+        "{v}"
+    );
+
     let o = run(&["index", "rebuild", "--data", d]);
     assert!(o.status.success(), "{}", text(&o));
     assert!(text(&o).contains("rebuilt:"), "{}", text(&o));

@@ -101,7 +101,10 @@ pub fn run(data: &DataDir, file: &Path, batch: usize) -> Result<ExitCode> {
     let started = Instant::now();
     let mut reader = BufReader::with_capacity(1 << 20, f);
     let (mut line_no, mut bytes, mut imported) = (0usize, 0u64, 0u64);
-    let mut pending: Vec<(usize, ImportItem)> = Vec::with_capacity(batch);
+    // The batch's items and the line of each (apart: the store takes the items as they
+    // are, without a copy).
+    let mut pending: Vec<ImportItem> = Vec::with_capacity(batch);
+    let mut lines: Vec<usize> = Vec::with_capacity(batch);
     let mut failure: Option<String> = None;
     let mut buf = Vec::new();
     loop {
@@ -135,18 +138,22 @@ pub fn run(data: &DataDir, file: &Path, batch: usize) -> Result<ExitCode> {
                 None => Ok(None),
             });
             match parsed {
-                Ok(Some(item)) => pending.push((line_no, item)),
+                Ok(Some(item)) => {
+                    pending.push(item);
+                    lines.push(line_no);
+                }
                 Ok(None) => {}
                 Err(e) => failure = Some(format!("line {line_no}: {e}")),
             }
         }
         if pending.len() >= batch || at_end || failure.is_some() {
-            let (done, err) = commit_batch(&store, &pending)?;
+            let (done, err) = commit_batch(&store, &pending, &lines)?;
             imported += done as u64;
             if let Some(e) = err {
                 failure.get_or_insert(e);
             }
             pending.clear();
+            lines.clear();
             progress.set(bytes, total_bytes.max(bytes));
         }
         if at_end || failure.is_some() {
@@ -172,16 +179,22 @@ pub fn run(data: &DataDir, file: &Path, batch: usize) -> Result<ExitCode> {
     }
 }
 
-/// Commits `pending`; returns how many were created and, on a bad item, the error naming its line.
-fn commit_batch(store: &Store, pending: &[(usize, ImportItem)]) -> Result<(usize, Option<String>)> {
-    if pending.is_empty() {
+/// Commits `items` (read from `lines`); returns how many were created and, on a bad item,
+/// the error naming its line.
+fn commit_batch(
+    store: &Store,
+    items: &[ImportItem],
+    lines: &[usize],
+) -> Result<(usize, Option<String>)> {
+    if items.is_empty() {
         return Ok((0, None));
     }
-    let items: Vec<ImportItem> = pending.iter().map(|(_, i)| i.clone()).collect();
-    let outcome = store.import(&items, store.admin_id())?;
-    let err = outcome
-        .error
-        .map(|(i, e)| format!("line {}: {}: {e}", pending[i].0, pending[i].1.path));
+    let outcome = store.import(items, store.admin_id())?;
+    let err = outcome.error.map(|(i, e)| {
+        let line = lines.get(i).copied().unwrap_or(0);
+        let path = items.get(i).map_or("?", |it| it.path.as_str());
+        format!("line {line}: {path}: {e}")
+    });
     Ok((outcome.created, err))
 }
 
