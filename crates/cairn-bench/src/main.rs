@@ -179,8 +179,8 @@ fn corpus_cmd(items: usize, seed: u64, out: &Path, report: &mut Report) -> anyho
     let stats = if out == Path::new("-") {
         corpus::generate(items, seed, io::stdout().lock())?
     } else {
-        let file = fs::File::create(out).with_context(|| format!("creating {}", out.display()))?;
-        corpus::generate(items, seed, file)?
+        // With its `.meta.json` sidecar, so that the other benchmarks reuse the file.
+        corpus::ensure_jsonl(out, items, seed)?.meta.stats
     };
     let secs = timer.secs();
     eprintln!("corpus: {}", describe(&stats));

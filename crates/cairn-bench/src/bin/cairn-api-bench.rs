@@ -61,12 +61,26 @@ struct Args {
     fts5_budget: f64,
     #[arg(long, default_value_t = 2000)]
     fts5_max_runs: usize,
-    /// Parts to run.
+    /// Parts to run: `fts5`, `engine` (Cairn's query path in process), `raw` (raw
+    /// Tantivy's best form of each query on Cairn's index), `http` (every scenario over
+    /// HTTP), `create` (only the creates over HTTP).
     #[arg(long, value_delimiter = ',', default_value = "fts5,engine,http")]
     parts: Vec<String>,
+    /// Threads of the raw Tantivy throughput run (compared with `cairn serve` at this
+    /// many connections).
+    #[arg(long, default_value_t = 8)]
+    raw_threads: usize,
     /// Do not wait for a quiet machine before measuring.
     #[arg(long)]
     no_wait: bool,
+    /// Keep an import made by another `cairn` build (at 10M items an import takes
+    /// half an hour; the index format must be the same).
+    #[arg(long)]
+    reuse_import: bool,
+    /// Serve the imported data folder itself rather than a fresh copy of it (the creates
+    /// then stay in it; at 10M items a copy is tens of GB).
+    #[arg(long)]
+    in_place: bool,
     /// Write all results as JSON here.
     #[arg(long)]
     json: Option<PathBuf>,
@@ -113,6 +127,21 @@ struct Fts5Result {
     halves_p50_ms: Option<(f64, f64)>,
 }
 
+/// Raw Tantivy on Cairn's index (`cairn_bench::raw_queries`): one thread, then
+/// `threads` threads at once.
+#[derive(Debug, Clone, Serialize)]
+struct RawResult {
+    name: &'static str,
+    hits: u64,
+    runs: usize,
+    p50_ms: f64,
+    p99_ms: f64,
+    threads: usize,
+    threads_per_sec: f64,
+    threads_p50_ms: f64,
+    threads_p99_ms: f64,
+}
+
 #[derive(Debug, Clone, Serialize)]
 struct HttpResult {
     name: &'static str,
@@ -151,6 +180,7 @@ struct Report {
     scenarios: Vec<Scenario>,
     fts5: Vec<Fts5Result>,
     engine: Vec<Fts5Result>,
+    raw: Vec<RawResult>,
     http: Vec<HttpResult>,
     create_check: Option<CreateCheck>,
     notes: Vec<String>,
@@ -197,8 +227,14 @@ fn main() -> anyhow::Result<()> {
             common::wait_quiet(0.20, Duration::from_secs(7200))
         );
     }
-    report.import_secs =
-        common::ensure_imported(&cairn, &corpus_path, args.bench.items, &data, &log)?;
+    report.import_secs = common::ensure_imported(
+        &cairn,
+        &corpus_path,
+        args.bench.items,
+        &data,
+        &log,
+        args.reuse_import,
+    )?;
     if let Some(s) = report.import_secs {
         eprintln!("cairn import: {s:.1} s");
     }
@@ -259,6 +295,12 @@ fn main() -> anyhow::Result<()> {
     if args.parts.iter().any(|p| p == "engine") {
         quiet("engine", &mut report.notes);
         report.engine = run_engine(&data, &scenarios, args.fts5_budget, args.fts5_max_runs)?;
+    }
+
+    // 4b. Raw Tantivy on Cairn's own index: the floor of each query.
+    if args.parts.iter().any(|p| p == "raw") {
+        quiet("raw", &mut report.notes);
+        report.raw = run_raw(&data, &params, &args)?;
     }
 
     // 5. HTTP.
@@ -617,6 +659,49 @@ fn run_engine(
 }
 
 // ---------------------------------------------------------------------------
+// Raw Tantivy
+// ---------------------------------------------------------------------------
+
+/// The five queries as raw Tantivy runs them best, on the imported index: one thread
+/// repeated like the FTS5 statements, then `--raw-threads` threads for `--duration`.
+fn run_raw(data: &Path, p: &Params, args: &Args) -> anyhow::Result<Vec<RawResult>> {
+    use cairn_bench::raw_queries::{load, QueryParams, RawIndex};
+    let index = RawIndex::open(&data.join("index"))?;
+    let queries = index.queries(&QueryParams {
+        term: p.term.clone(),
+        folder: p.folder.clone(),
+        type_is: "article".into(),
+        date_from: p.date_from.clone(),
+        date_to: p.date_to.clone(),
+        prefix: p.prefix.clone(),
+    })?;
+    let searcher = index.searcher();
+    let mut out = Vec::new();
+    for q in &queries {
+        let hits = q.hits(&searcher)? as u64;
+        let one = load(&index, q, 1, args.fts5_budget)?;
+        let many = load(&index, q, args.raw_threads, f64::from(args.duration))?;
+        let r = RawResult {
+            name: q.name,
+            hits,
+            runs: one.latencies_ms.len(),
+            p50_ms: common::percentile(&one.latencies_ms, 50.0),
+            p99_ms: common::percentile(&one.latencies_ms, 99.0),
+            threads: args.raw_threads,
+            threads_per_sec: many.per_sec,
+            threads_p50_ms: common::percentile(&many.latencies_ms, 50.0),
+            threads_p99_ms: common::percentile(&many.latencies_ms, 99.0),
+        };
+        eprintln!(
+            "raw {}: p50 {:.3} ms, p99 {:.3} ms over {} runs; {} threads: {:.0}/s (p50 {:.3}, p99 {:.3} ms); {} hits",
+            r.name, r.p50_ms, r.p99_ms, r.runs, r.threads, r.threads_per_sec, r.threads_p50_ms, r.threads_p99_ms, r.hits
+        );
+        out.push(r);
+    }
+    Ok(out)
+}
+
+// ---------------------------------------------------------------------------
 // HTTP
 // ---------------------------------------------------------------------------
 
@@ -629,10 +714,19 @@ fn run_http(
     report: &mut Report,
 ) -> anyhow::Result<()> {
     let log = base.join("serve.log");
-    let work = base.join("work");
-    common::remove_tree(&work)?;
-    eprintln!("copying {} to {}", data.display(), work.display());
-    common::copy_tree(data, &work)?;
+    let work = if args.in_place {
+        data.to_path_buf()
+    } else {
+        let work = base.join("work");
+        common::remove_tree(&work)?;
+        eprintln!("copying {} to {}", data.display(), work.display());
+        common::copy_tree(data, &work)?;
+        // The copy's writeback would otherwise run under the first measurements (it made
+        // the creates' p99 0.5-0.9 s): wait until the kernel has written it.
+        let secs = common::settle_writeback();
+        eprintln!("the copy written back in {secs:.1} s");
+        work
+    };
     let server = Server::start(cairn, &work, KEY, &log, Duration::from_secs(3600))?;
     report.server_ready_secs = server.ready_secs;
     eprintln!(
@@ -1049,6 +1143,44 @@ fn print_report(r: &Report) {
                 e.hits,
                 f.map(|f| format!("**{:.3}**", e.p50_ms / f.p50_ms))
                     .unwrap_or_default(),
+            );
+        }
+    }
+    if !r.raw.is_empty() {
+        println!();
+        println!(
+            "Raw Tantivy on Cairn's index (in process) against Cairn over HTTP (targets: p50 ≤ 1.5× at 1 connection; \
+             req/s ≥ 0.6× and p99 ≤ 4× p50 at {} connections):",
+            r.raw[0].threads
+        );
+        println!();
+        println!("| query | raw hits | Cairn hits | raw p50 ms | Cairn c1 p50 ms | **c1 ÷ raw** | raw {0}-thread q/s | Cairn c{0} req/s | **c{0} ÷ raw** | Cairn c{0} p50 | c{0} p99 | **p99 ÷ p50** |", r.raw[0].threads);
+        println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+        for x in &r.raw {
+            let at = |c: usize| {
+                r.http
+                    .iter()
+                    .find(|h| h.name == x.name && h.connections as usize == c)
+            };
+            let (c1, cn) = (at(1), at(x.threads));
+            let f = |v: Option<f64>, d: usize| v.map(|v| format!("{v:.d$}")).unwrap_or("-".into());
+            println!(
+                "| {} | {} | {} | {:.3} | {} | **{}** | {:.0} | {} | **{}** | {} | {} | **{}** |",
+                x.name,
+                x.hits,
+                c1.or(cn)
+                    .and_then(|h| h.hits)
+                    .map(|n| n.to_string())
+                    .unwrap_or_default(),
+                x.p50_ms,
+                f(c1.map(|h| h.run.p50_ms), 3),
+                f(c1.map(|h| h.run.p50_ms / x.p50_ms), 2),
+                x.threads_per_sec,
+                f(cn.map(|h| h.run.rps), 0),
+                f(cn.map(|h| h.run.rps / x.threads_per_sec), 2),
+                f(cn.map(|h| h.run.p50_ms), 2),
+                f(cn.map(|h| h.run.p99_ms), 2),
+                f(cn.map(|h| h.run.p99_ms / h.run.p50_ms), 1),
             );
         }
     }

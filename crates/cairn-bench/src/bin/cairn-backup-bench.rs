@@ -58,6 +58,11 @@ struct Args {
     /// Activities written after the backup that is restored.
     #[arg(long, default_value_t = 10_000)]
     catchup: u64,
+    /// Parts: `copy` (full index backups against cp -r), `incremental` (after `--changes`),
+    /// `writes` (creates with and without backups), `restore` (a repository backup, a
+    /// copy of the data folder, restore + catch-up against a rebuild); not by default:
+    /// `repository` (one full repository backup) and `restore-index` (after
+    /// `incremental`: its index backup restored in place and caught up; ends the run).
     #[arg(
         long,
         value_delimiter = ',',
@@ -66,6 +71,13 @@ struct Args {
     parts: Vec<String>,
     #[arg(long)]
     no_wait: bool,
+    /// Keep an import made by another `cairn` build (the index format must be the same).
+    #[arg(long)]
+    reuse_import: bool,
+    /// Work on the imported data folder itself, not on a copy of it (at 10M items a copy
+    /// does not fit beside it). The backups are removed at the end; the changes stay.
+    #[arg(long)]
+    in_place: bool,
     #[arg(long)]
     json: Option<PathBuf>,
 }
@@ -108,6 +120,7 @@ struct Restore {
     catchup_ready_secs: f64,
     plain_start_secs: f64,
     check_passed: bool,
+    check_secs: f64,
     check_output: String,
     rebuild_secs: f64,
 }
@@ -143,27 +156,40 @@ fn main() -> anyhow::Result<()> {
     };
 
     let corpus_path = base.join("corpus.jsonl");
-    corpus::ensure_jsonl(&corpus_path, args.bench.items, args.bench.seed)?;
     let pristine = base.join("data");
+    // A reused import needs no corpus (at 10M items its 14 GB may have been deleted).
+    if !(args.reuse_import && pristine.join(".bench-imported").exists()) {
+        corpus::ensure_jsonl(&corpus_path, args.bench.items, args.bench.seed)?;
+    }
     if !args.no_wait {
         eprintln!(
             "import: {}",
             common::wait_quiet(0.20, Duration::from_secs(7200))
         );
     }
-    if let Some(s) =
-        common::ensure_imported(&cairn, &corpus_path, args.bench.items, &pristine, &log)?
-    {
+    if let Some(s) = common::ensure_imported(
+        &cairn,
+        &corpus_path,
+        args.bench.items,
+        &pristine,
+        &log,
+        args.reuse_import,
+    )? {
         eprintln!("cairn import: {s:.1} s");
     }
 
     let bk = base.join("bk");
     common::remove_tree(&bk)?;
     fs::create_dir_all(&bk)?;
-    let data = bk.join("data");
-    eprintln!("copying {} to {}", pristine.display(), data.display());
-    common::copy_tree(&pristine, &data)?;
-    let _ = fs::remove_file(data.join(".bench-imported"));
+    let data = if args.in_place {
+        pristine.clone()
+    } else {
+        let data = bk.join("data");
+        eprintln!("copying {} to {}", pristine.display(), data.display());
+        common::copy_tree(&pristine, &data)?;
+        let _ = fs::remove_file(data.join(".bench-imported"));
+        data
+    };
     report.data_bytes = dir_size(&data)?;
     report.index_bytes = dir_size(&data.join("index"))?;
 
@@ -361,6 +387,54 @@ fn run(
         }
     }
 
+    // 4a. One full repository backup, timed by its steps, then removed.
+    if has("repository") {
+        wait("repository backup");
+        common::settle_writeback();
+        let b = backup(&mut client, server.pid(), "BackupRepository", "full")?;
+        eprintln!(
+            "BackupRepository full: {:.1} s, {:.0} MB/s, {} bytes",
+            b.seconds, b.mb_per_s, b.bytes
+        );
+        report.copies.push(b);
+        common::remove_tree(&data.join("backups/full"))?;
+    }
+
+    // 4b. The index restored from the incremental part's backup (b2), caught up with
+    // `--catchup` changes made after it, in the data folder itself (no copy: 10M items).
+    if has("restore-index") {
+        let mut r = Restore::default();
+        let (secs, done) = common::patch_many(
+            KEY,
+            server.addr,
+            lo,
+            hi,
+            args.catchup,
+            "ri",
+            u64::from(args.connections),
+        )?;
+        r.activities = done;
+        r.write_secs = secs;
+        eprintln!("wrote {done} activities in {secs:.1} s");
+        server.stop(Duration::from_secs(600))?;
+        wait("restore");
+        common::settle_writeback();
+        restore_and_catch_up(cairn, &data.join("backups/b2"), data, log, &wait, &mut r)?;
+        wait("plain start");
+        let s = Server::start(cairn, data, KEY, log, Duration::from_secs(3600))?;
+        r.plain_start_secs = s.ready_secs;
+        s.stop(Duration::from_secs(600))?;
+        eprintln!(
+            "restore {:.2} s + catch-up {:.2} s (a start with nothing to catch up {:.2} s); check {} in {:.1} s",
+            r.restore_secs, r.catchup_ready_secs, r.plain_start_secs, r.check_passed, r.check_secs
+        );
+        for b in ["b1", "b2"] {
+            common::remove_tree(&data.join("backups").join(b))?;
+        }
+        report.restore = Some(r);
+        return Ok(());
+    }
+
     // 4. Restore + catch-up against a rebuild.
     if has("restore") {
         let mut r = Restore::default();
@@ -397,34 +471,7 @@ fn run(
         r.restore_floor_secs = floor.seconds;
         common::remove_tree(&bk.join("restore-floor"))?;
         common::settle_writeback();
-        r.restore_secs = common::run_logged(
-            Command::new(cairn)
-                .arg("restore")
-                .arg("--from")
-                .arg(data.join("backups/r1"))
-                .arg("--data")
-                .arg(&copy)
-                .arg("--index-only"),
-            log,
-        )?;
-        wait("catch-up");
-        common::settle_writeback();
-        let s = Server::start(cairn, &copy, KEY, log, Duration::from_secs(3600))?;
-        r.catchup_listen_secs = s.listening_secs;
-        r.catchup_ready_secs = s.ready_secs;
-        s.stop(Duration::from_secs(600))?;
-        let out = Command::new(cairn)
-            .arg("index")
-            .arg("check")
-            .arg("--data")
-            .arg(&copy)
-            .output()?;
-        r.check_passed = out.status.success();
-        r.check_output = String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .take(5)
-            .collect::<Vec<_>>()
-            .join(" / ");
+        restore_and_catch_up(cairn, &data.join("backups/r1"), &copy, log, &wait, &mut r)?;
         eprintln!(
             "restore {:.2} s + catch-up {:.2} s; check {}",
             r.restore_secs, r.catchup_ready_secs, r.check_passed
@@ -449,6 +496,50 @@ fn run(
 }
 
 /// Lowest and highest article id of the corpus.
+/// `cairn restore --index-only` of `backup` into the stopped repository `data`, then a
+/// start that catches the index up (until `/health`), then `cairn index check`: each timed
+/// into `r`.
+fn restore_and_catch_up(
+    cairn: &Path,
+    backup: &Path,
+    data: &Path,
+    log: &Path,
+    wait: &dyn Fn(&str),
+    r: &mut Restore,
+) -> anyhow::Result<()> {
+    r.restore_secs = common::run_logged(
+        Command::new(cairn)
+            .arg("restore")
+            .arg("--from")
+            .arg(backup)
+            .arg("--data")
+            .arg(data)
+            .arg("--index-only"),
+        log,
+    )?;
+    wait("catch-up");
+    common::settle_writeback();
+    let s = Server::start(cairn, data, KEY, log, Duration::from_secs(3600))?;
+    r.catchup_listen_secs = s.listening_secs;
+    r.catchup_ready_secs = s.ready_secs;
+    s.stop(Duration::from_secs(600))?;
+    let t = Instant::now();
+    let out = Command::new(cairn)
+        .arg("index")
+        .arg("check")
+        .arg("--data")
+        .arg(data)
+        .output()?;
+    r.check_secs = t.elapsed().as_secs_f64();
+    r.check_passed = out.status.success();
+    r.check_output = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .take(5)
+        .collect::<Vec<_>>()
+        .join(" / ");
+    Ok(())
+}
+
 /// `cp -r SRC DST`, then `sync` of every copied file and of the folder.
 fn cp_index(src: &Path, dst: &Path) -> anyhow::Result<CopyRun> {
     common::remove_tree(dst)?;
@@ -700,6 +791,7 @@ fn print_report(r: &Report) {
             x.plain_start_secs
         );
         println!("| restore + catch-up | {total:.2} |");
+        println!("| `cairn index check` afterwards | {:.2} |", x.check_secs);
         println!(
             "| `cairn index rebuild` of the same data | {:.2} |",
             x.rebuild_secs

@@ -761,8 +761,17 @@ pub fn ensure_imported(
     items: usize,
     data: &Path,
     log: &Path,
+    reuse: bool,
 ) -> anyhow::Result<Option<f64>> {
     let marker = data.join(".bench-imported");
+    if reuse {
+        if let Ok(by) = fs::read_to_string(&marker) {
+            if by.starts_with(&format!("{} {} ", corpus.display(), items)) {
+                eprintln!("reusing the import in {} ({by})", data.display());
+                return Ok(None);
+            }
+        }
+    }
     // Another `cairn` build may index differently: the marker names the binary too.
     let bin = fs::metadata(cairn)
         .ok()
@@ -1019,7 +1028,14 @@ pub fn imported(
     let corpus_path = paths.base.join("corpus.jsonl");
     corpus::ensure_jsonl(&corpus_path, args.items, args.seed)?;
     let pristine = paths.base.join("data");
-    if let Some(s) = ensure_imported(&paths.cairn, &corpus_path, args.items, &pristine, &log)? {
+    if let Some(s) = ensure_imported(
+        &paths.cairn,
+        &corpus_path,
+        args.items,
+        &pristine,
+        &log,
+        false,
+    )? {
         eprintln!("cairn import: {s:.1} s");
     }
     Ok((paths, log, pristine))
