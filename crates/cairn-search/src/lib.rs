@@ -91,10 +91,11 @@ fn system_folders(indexer: &Indexer) -> Result<Vec<String>, SearchError> {
 }
 
 /// The clauses as one query: a single required clause as itself, not wrapped. Tantivy
-/// ranks a plain disjunction of terms (a word in `_Text` and the long-text fields) by
-/// block-max WAND, skipping blocks that cannot reach the top k; inside another
-/// `BooleanQuery` it scores every match instead (measured at 10M items: see
-/// docs/benchmarks.md, issue 18).
+/// picks its specialised scorers (block-max WAND for a plain disjunction of terms, such as
+/// a word in `_Text` and the long-text fields) from the query it is given; wrapped in
+/// another `BooleanQuery` it runs a generic intersection instead. For the benchmark's
+/// common word this made no measurable difference (WAND has little to skip there; see
+/// docs/benchmarks.md, issue 18), but a rarer word's top k can skip blocks.
 fn one_query(mut clauses: Vec<(Occur, Box<dyn Query>)>) -> Box<dyn Query> {
     if clauses.len() == 1 && clauses[0].0 == Occur::Must {
         if let Some((_, q)) = clauses.pop() {
