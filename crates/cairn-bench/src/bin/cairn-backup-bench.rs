@@ -404,19 +404,7 @@ fn run(
     // `--catchup` changes made after it, in the data folder itself (no copy: 10M items).
     if has("restore-index") {
         let mut r = Restore::default();
-        let (secs, done) = common::patch_many(
-            KEY,
-            server.addr,
-            lo,
-            hi,
-            args.catchup,
-            "ri",
-            u64::from(args.connections),
-        )?;
-        r.activities = done;
-        r.write_secs = secs;
-        eprintln!("wrote {done} activities in {secs:.1} s");
-        server.stop(Duration::from_secs(600))?;
+        changes_then_stop(server, (lo, hi), args, "ri", &mut r)?;
         wait("restore");
         common::settle_writeback();
         restore_and_catch_up(cairn, &data.join("backups/b2"), data, log, &wait, &mut r)?;
@@ -442,19 +430,7 @@ fn run(
         let b = backup(&mut client, server.pid(), "BackupRepository", "r1")?;
         r.backup_secs = b.seconds;
         r.backup_bytes = b.bytes;
-        let (secs, done) = common::patch_many(
-            KEY,
-            server.addr,
-            lo,
-            hi,
-            args.catchup,
-            "cu",
-            u64::from(args.connections),
-        )?;
-        r.activities = done;
-        r.write_secs = secs;
-        eprintln!("wrote {done} activities in {secs:.1} s");
-        server.stop(Duration::from_secs(600))?;
+        changes_then_stop(server, (lo, hi), args, "cu", &mut r)?;
 
         // The same start without anything to catch up, for scale.
         wait("plain start");
@@ -496,6 +472,31 @@ fn run(
 }
 
 /// Lowest and highest article id of the corpus.
+/// `--catchup` changes of articles with ids in `ids` (the activities a restored index
+/// catches up), timed into `r`; then the server is stopped.
+fn changes_then_stop(
+    server: Server,
+    ids: (u64, u64),
+    args: &Args,
+    tag: &str,
+    r: &mut Restore,
+) -> anyhow::Result<()> {
+    let (secs, done) = common::patch_many(
+        KEY,
+        server.addr,
+        ids.0,
+        ids.1,
+        args.catchup,
+        tag,
+        u64::from(args.connections),
+    )?;
+    r.activities = done;
+    r.write_secs = secs;
+    eprintln!("wrote {done} activities in {secs:.1} s");
+    server.stop(Duration::from_secs(600))?;
+    Ok(())
+}
+
 /// `cairn restore --index-only` of `backup` into the stopped repository `data`, then a
 /// start that catches the index up (until `/health`), then `cairn index check`: each timed
 /// into `r`.
