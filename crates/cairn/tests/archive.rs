@@ -711,11 +711,13 @@ fn postgres_a_restore_to_a_time_gives_exactly_what_was_answered_before_it() {
     // At the end of the window, after the last commit the WAL holds: PostgreSQL's recovery
     // reaches the end of the WAL short of the target, and all of it is the state then.
     let to = timeline(&repo)["To"].as_str().unwrap().to_string();
+    // Whether the restore then says "all of the WAL replayed" depends on where in its last
+    // millisecond the last commit fell against the WAL's other records (a cold CI run saw
+    // it stop at the target instead, once in three runs): what must hold is the state.
     let (mut target, _, o) = restore(&to, "at-the-end");
     assert!(o.status.success(), "{}", text(&o));
-    assert!(text(&o).contains("all of the WAL replayed"), "{}", text(&o));
     target.start_again().unwrap();
-    assert_eq!(pg_items(&target, DB), all);
+    assert_eq!(pg_items(&target, DB), all, "{}", text(&o));
 
     // Before the first base: refused, naming the window; the new cluster's folder is left
     // empty.
