@@ -11,11 +11,14 @@
 //! - [`Indexer::check_integrity`] compares the index with the database.
 //! - [`Indexer::replace_with`] swaps a new index (rebuilt, or restored) in for the live one
 //!   while it serves.
+//! - [`date_range::DateRangeQuery`] answers a date range from the date's column, opened
+//!   once per segment.
 //! - [`search::search`] runs a query with sort and paging and returns item ids.
 #![warn(missing_docs)]
 
 mod catch_up;
 mod completion;
+pub mod date_range;
 pub mod document;
 mod error;
 mod indexer;

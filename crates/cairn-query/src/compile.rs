@@ -22,6 +22,7 @@
 use std::ops::{Bound, RangeBounds};
 use std::sync::OnceLock;
 
+use cairn_index::date_range::DateRangeQuery;
 use cairn_index::document::{index_date, index_f64, MAX_DATE_MICROS, MIN_DATE_MICROS};
 use cairn_index::{names, IndexSchema, IndexedAs, SortField, KEYWORD_TOKENIZER, TEXT_TOKENIZER};
 use tantivy::query::{
@@ -575,7 +576,7 @@ impl Compiler<'_, '_, '_> {
                         date_bound(f, m.saturating_add(DAY_MICROS), false),
                     ),
                 };
-                Ok(Box::new(RangeQuery::new(lo, hi)))
+                self.date_range(f, lo, hi)
             }
         }
     }
@@ -739,7 +740,17 @@ impl Compiler<'_, '_, '_> {
         }
         let lower = self.bound_term(f, as_, field, lower, true)?;
         let upper = self.bound_term(f, as_, field, upper, false)?;
+        if as_ == IndexedAs::Date {
+            return self.date_range(f, lower, upper);
+        }
         Ok(Box::new(RangeQuery::new(lower, upper)))
+    }
+
+    /// A date range, read from the date's column as the index keeps it open.
+    fn date_range(&self, f: Field, lower: Bound<Term>, upper: Bound<Term>) -> Compiled {
+        DateRangeQuery::new(f, lower, upper, &self.schema.date_columns)
+            .map(|q| Box::new(q) as Box<dyn Query>)
+            .map_err(|e| QueryError::new(0, format!("date range: {e}")))
     }
 
     /// A range over false < true: the values it admits, as terms.
