@@ -1019,18 +1019,24 @@ fn creates(
     Ok((run, check))
 }
 
-/// Children of `path` in the served repository's SQLite database (read-only, beside the
-/// running server).
+/// Children of `path` in the served repository's database, read beside the running
+/// server: the PostgreSQL database that `CAIRN_DATABASE` names (the bench's `cairn`
+/// processes inherit it), else the data folder's SQLite file (read-only).
 fn database_children(data: &Path, path: &str) -> anyhow::Result<u64> {
+    let sql = "SELECT count(*) FROM nodes WHERE parent_id = (SELECT id FROM nodes WHERE path = $1)";
+    if let Some(url) = std::env::var("CAIRN_DATABASE")
+        .ok()
+        .filter(|u| u.starts_with("postgres://") || u.starts_with("postgresql://"))
+    {
+        let mut c = postgres::Client::connect(&url, postgres::NoTls)?;
+        let n: i64 = c.query_one(sql, &[&path])?.get(0);
+        return Ok(n as u64);
+    }
     let conn = Connection::open_with_flags(
         data.join("cairn.db"),
         OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
     )?;
-    let n: i64 = conn.query_row(
-        "SELECT count(*) FROM nodes WHERE parent_id = (SELECT id FROM nodes WHERE path = ?1)",
-        params![path],
-        |r| r.get(0),
-    )?;
+    let n: i64 = conn.query_row(&sql.replace("$1", "?1"), params![path], |r| r.get(0))?;
     Ok(n as u64)
 }
 
