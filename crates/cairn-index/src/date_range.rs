@@ -1,21 +1,15 @@
 //! A date range answered from the date's column, each segment's column opened once.
 //!
 //! Dates are columns only (see [`crate::IndexSchema`]); Tantivy's `RangeQuery` answers a
-//! range from the column, but opens the column on every query, and opening a
-//! block-wise linear column decodes the header of every block of 512 values: 0.005 ms
-//! at 100k items, 0.025 ms at 1M, 0.194 ms at 10M, per query, whatever the query then
-//! reads (a date range's first page reads a few hundred values). [`DateColumns`] keeps
-//! each segment's opened column (segments never change; a column is a few bytes per
-//! block and a share of the segment's memory map), dropping those of segments that the
-//! searcher no longer has; [`DateRangeQuery`] reads through it. The matching itself is
-//! the column's own (`get_docids_for_value_range`), in growing windows of documents.
+//! range from the column too, but opens the column on every query, which for a block-wise
+//! linear column decodes the header of every block of 512 values (see
+//! [`crate::columns`]). [`DateRangeQuery`] reads the column through the index's
+//! [`OpenColumns`]. The matching itself is the column's own
+//! (`get_docids_for_value_range`), in growing windows of documents.
 
-use std::collections::HashMap;
 use std::ops::{Bound, RangeInclusive};
-use std::sync::{Arc, Mutex};
 
-use tantivy::columnar::{Cardinality, Column, ColumnType, MonotonicallyMappableToU64};
-use tantivy::index::SegmentId;
+use tantivy::columnar::{Cardinality, Column, MonotonicallyMappableToU64};
 use tantivy::query::{
     AllScorer, ConstScorer, EmptyScorer, EnableScoring, Explanation, Query, Scorer, Weight,
 };
@@ -24,68 +18,7 @@ use tantivy::{
     DocId, DocSet, Score, SeekDangerResult, SegmentReader, TantivyError, Term, TERMINATED,
 };
 
-/// The opened date columns of an index's segments, shared by every query of that index
-/// (a clone shares them).
-#[derive(Clone, Default)]
-pub struct DateColumns {
-    inner: Arc<Mutex<Opened>>,
-}
-
-#[derive(Default)]
-struct Opened {
-    /// The searcher generation whose segments the entries were last matched against.
-    generation: Option<u64>,
-    columns: HashMap<(SegmentId, Field), Option<Column<u64>>>,
-}
-
-impl std::fmt::Debug for DateColumns {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let n = self.lock().columns.len();
-        f.debug_struct("DateColumns").field("opened", &n).finish()
-    }
-}
-
-impl DateColumns {
-    fn lock(&self) -> std::sync::MutexGuard<'_, Opened> {
-        self.inner.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// Columns opened so far (of segments the last searcher had).
-    pub fn opened(&self) -> usize {
-        self.lock().columns.len()
-    }
-
-    /// Forgets the columns of segments that `searcher` does not have (merged away or
-    /// deleted), so that their files are not kept mapped. Cheap when nothing changed.
-    fn keep_only(&self, searcher: &tantivy::Searcher) {
-        let generation = searcher.generation();
-        let mut opened = self.lock();
-        if opened.generation == Some(generation.generation_id()) {
-            return;
-        }
-        let segments = generation.segments();
-        opened
-            .columns
-            .retain(|(segment, _), _| segments.contains_key(segment));
-        opened.generation = Some(generation.generation_id());
-    }
-
-    /// The date column `field` of `reader`'s segment (`None`: no document has it).
-    fn column(&self, reader: &SegmentReader, field: Field) -> tantivy::Result<Option<Column<u64>>> {
-        let key = (reader.segment_id(), field);
-        if let Some(c) = self.lock().columns.get(&key) {
-            return Ok(c.clone());
-        }
-        // Opened outside the lock: two queries may both open it once; either is right.
-        let name = reader.schema().get_field_name(field).to_string();
-        let column = reader
-            .fast_fields()
-            .u64_lenient_for_type(Some(&[ColumnType::DateTime]), &name)?
-            .map(|(c, _)| c);
-        self.lock().columns.insert(key, column.clone());
-        Ok(column)
-    }
-}
+use crate::columns::OpenColumns;
 
 /// The documents whose date `field` lies within the bounds (date terms of that field, as
 /// for Tantivy's `RangeQuery`), every match scoring the same.
@@ -94,7 +27,7 @@ pub struct DateRangeQuery {
     field: Field,
     lower: Bound<u64>,
     upper: Bound<u64>,
-    columns: DateColumns,
+    columns: OpenColumns,
 }
 
 impl DateRangeQuery {
@@ -104,7 +37,7 @@ impl DateRangeQuery {
         field: Field,
         lower: Bound<Term>,
         upper: Bound<Term>,
-        columns: &DateColumns,
+        columns: &OpenColumns,
     ) -> tantivy::Result<DateRangeQuery> {
         let value = |t: Term| -> tantivy::Result<u64> {
             if t.field() != field {
@@ -158,7 +91,7 @@ impl Query for DateRangeQuery {
 
 impl Weight for DateRangeQuery {
     fn scorer(&self, reader: &SegmentReader, boost: Score) -> tantivy::Result<Box<dyn Scorer>> {
-        let Some(column) = self.columns.column(reader, self.field)? else {
+        let Some(column) = self.columns.date(reader, self.field)? else {
             return Ok(Box::new(EmptyScorer));
         };
         let Some(values) = self.values(column.min_value(), column.max_value()) else {
@@ -312,6 +245,7 @@ impl DocSet for ColumnRange {
 mod tests {
     use super::*;
     use tantivy::collector::{Count, DocSetCollector};
+    use tantivy::index::SegmentId;
     use tantivy::query::RangeQuery;
     use tantivy::schema::{DateOptions, DateTimePrecision, Schema, FAST, STRING};
     use tantivy::{doc, DateTime, Index, IndexWriter, ReloadPolicy};
@@ -360,7 +294,7 @@ mod tests {
             .unwrap();
         let searcher = reader.searcher();
         assert!(searcher.segment_readers().len() >= 4);
-        let columns = DateColumns::default();
+        let columns = OpenColumns::default();
         let bounds = [
             (
                 Bound::Included(term(date, 100)),
@@ -405,7 +339,7 @@ mod tests {
     fn intersected_with_a_term_it_seeks_right() {
         let (index, date, name) = index(4_000);
         let searcher = index.reader().unwrap().searcher();
-        let columns = DateColumns::default();
+        let columns = OpenColumns::default();
         use tantivy::query::{BooleanQuery, Occur, TermQuery};
         use tantivy::schema::IndexRecordOption;
         for (lo, hi) in [(0, 30_000), (50_000, 50_500), (0, 100_000)] {
@@ -445,7 +379,7 @@ mod tests {
             .reload_policy(ReloadPolicy::Manual)
             .try_into()
             .unwrap();
-        let columns = DateColumns::default();
+        let columns = OpenColumns::default();
         let q = DateRangeQuery::new(
             date,
             Bound::Included(term(date, 0)),

@@ -11,12 +11,13 @@
 //! - [`Indexer::check_integrity`] compares the index with the database.
 //! - [`Indexer::replace_with`] swaps a new index (rebuilt, or restored) in for the live one
 //!   while it serves.
-//! - [`date_range::DateRangeQuery`] answers a date range from the date's column, opened
-//!   once per segment.
+//! - [`date_range::DateRangeQuery`] answers a date range from the date's column;
+//!   [`columns::OpenColumns`] keeps the columns every query reads open per segment.
 //! - [`search::search`] runs a query with sort and paging and returns item ids.
 #![warn(missing_docs)]
 
 mod catch_up;
+pub mod columns;
 mod completion;
 pub mod date_range;
 pub mod document;

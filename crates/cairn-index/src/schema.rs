@@ -105,9 +105,9 @@ pub struct IndexSchema {
     pub activity_id: Field,
     /// `_Fingerprint`.
     pub fingerprint: Field,
-    /// The date columns that date ranges read, opened once per segment (see
-    /// [`crate::date_range`]); clones of this schema share them.
-    pub date_columns: crate::date_range::DateColumns,
+    /// The columns every query reads (dates, `Id`), opened once per segment (see
+    /// [`crate::columns`]); clones of this schema share them.
+    pub columns: crate::columns::OpenColumns,
 }
 
 /// A keyword field of a content type: indexed, and a fast field so that it can sort.
@@ -222,7 +222,7 @@ impl IndexSchema {
             fingerprint,
             schema,
             fields,
-            date_columns: crate::date_range::DateColumns::default(),
+            columns: crate::columns::OpenColumns::default(),
         }
     }
 

@@ -748,7 +748,7 @@ impl Compiler<'_, '_, '_> {
 
     /// A date range, read from the date's column as the index keeps it open.
     fn date_range(&self, f: Field, lower: Bound<Term>, upper: Bound<Term>) -> Compiled {
-        DateRangeQuery::new(f, lower, upper, &self.schema.date_columns)
+        DateRangeQuery::new(f, lower, upper, &self.schema.columns)
             .map(|q| Box::new(q) as Box<dyn Query>)
             .map_err(|e| QueryError::new(0, format!("date range: {e}")))
     }
