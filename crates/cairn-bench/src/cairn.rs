@@ -403,14 +403,15 @@ pub struct IndexOpen {
 }
 
 /// Opens the repository in the data folder `data` (`cairn.db`, `index/`) as `cairn serve`
-/// would, without the background indexer: for measuring queries in process. The index
+/// would, without the background indexer: for measuring queries in process. The database
+/// is the one `CAIRN_DATABASE` names, as for `cairn serve`, else `data/cairn.db`. The index
 /// must be complete (an empty one would be rebuilt here). Shut the indexer down after.
 pub fn open_repository(data: &Path) -> anyhow::Result<(Arc<Store>, Arc<Indexer>)> {
-    let db = data.join("cairn.db");
-    let store = Arc::new(
-        Store::open(&DatabaseUrl::Sqlite(db.clone()))
-            .with_context(|| format!("opening {}", db.display()))?,
-    );
+    let url = match std::env::var("CAIRN_DATABASE") {
+        Ok(u) => DatabaseUrl::parse(&u).with_context(|| format!("CAIRN_DATABASE {u}"))?,
+        Err(_) => DatabaseUrl::Sqlite(data.join("cairn.db")),
+    };
+    let store = Arc::new(Store::open(&url).with_context(|| format!("opening {url:?}"))?);
     let (indexer, _) = Indexer::open(
         &data.join("index"),
         store.clone(),

@@ -13,6 +13,7 @@
 //! | date | `RangeQuery` on `PublishDate`; every match scores the same, so the first 20 in index order (a plain walk of Tantivy's scorer, `cairn_index::search::first_in_index_order`) |
 //! | prefix | `RegexQuery` `prefix.*` on the same fields as the term, `TopDocs` by score |
 //! | count | the term query with `Count` alone (no ranking) |
+//! | date-columns | not raw: the date range as Cairn runs it (`cairn_index::date_range`, each segment's column opened once), read the same way, to measure that against Tantivy's `RangeQuery` on the same searcher |
 //!
 //! Each answer ends, as Cairn's does, with the 20 hits' `Id` from the fast field.
 
@@ -76,6 +77,8 @@ pub struct RawIndex {
     in_tree: Field,
     type_is: Field,
     publish_date: Field,
+    /// The opened date columns of `date-columns`, kept across its runs as Cairn keeps them.
+    date_columns: cairn_index::columns::OpenColumns,
 }
 
 impl RawIndex {
@@ -107,6 +110,7 @@ impl RawIndex {
             in_tree: schema.get_field("InTree")?,
             type_is: schema.get_field("TypeIs")?,
             publish_date: schema.get_field("PublishDate")?,
+            date_columns: Default::default(),
         })
     }
 
@@ -167,6 +171,16 @@ impl RawIndex {
                     Bound::Included(Term::from_field_date(self.publish_date, day(&p.date_from)?)),
                     Bound::Excluded(Term::from_field_date(self.publish_date, to_next)),
                 )),
+            },
+            RawQuery {
+                name: "date-columns",
+                how: How::FirstInIndexOrder,
+                query: Box::new(cairn_index::date_range::DateRangeQuery::new(
+                    self.publish_date,
+                    Bound::Included(Term::from_field_date(self.publish_date, day(&p.date_from)?)),
+                    Bound::Excluded(Term::from_field_date(self.publish_date, to_next)),
+                    &self.date_columns,
+                )?),
             },
             RawQuery {
                 name: "prefix",
