@@ -103,11 +103,22 @@ impl OpenColumns {
     }
 }
 
+/// A reader of `index` that sees a new commit only when reloaded (tests: the searcher
+/// before and after a merge).
+#[cfg(test)]
+pub(crate) fn manual_reader(index: &tantivy::Index) -> tantivy::IndexReader {
+    index
+        .reader_builder()
+        .reload_policy(tantivy::ReloadPolicy::Manual)
+        .try_into()
+        .expect("a reader of an index in memory")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use tantivy::schema::{NumericOptions, Schema, FAST};
-    use tantivy::{doc, Index, IndexWriter, ReloadPolicy};
+    use tantivy::{doc, Index, IndexWriter};
 
     #[test]
     fn an_id_column_is_opened_once_per_segment_and_let_go_with_it() {
@@ -122,11 +133,7 @@ mod tests {
                 w.commit().unwrap();
             }
         }
-        let reader = index
-            .reader_builder()
-            .reload_policy(ReloadPolicy::Manual)
-            .try_into()
-            .unwrap();
+        let reader = manual_reader(&index);
         let searcher = reader.searcher();
         let open = OpenColumns::default();
         for _ in 0..3 {

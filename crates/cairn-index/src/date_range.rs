@@ -248,7 +248,7 @@ mod tests {
     use tantivy::index::SegmentId;
     use tantivy::query::RangeQuery;
     use tantivy::schema::{DateOptions, DateTimePrecision, Schema, FAST, STRING};
-    use tantivy::{doc, DateTime, Index, IndexWriter, ReloadPolicy};
+    use tantivy::{doc, DateTime, Index, IndexWriter};
 
     /// An index of `docs` documents in several segments, most with a date (seconds from a
     /// fixed start, in a pseudo-random order), some without.
@@ -287,11 +287,7 @@ mod tests {
     #[test]
     fn answers_what_tantivys_range_answers_and_opens_each_column_once() {
         let (index, date, _) = index(6_000);
-        let reader = index
-            .reader_builder()
-            .reload_policy(ReloadPolicy::Manual)
-            .try_into()
-            .unwrap();
+        let reader = crate::columns::manual_reader(&index);
         let searcher = reader.searcher();
         assert!(searcher.segment_readers().len() >= 4);
         let columns = OpenColumns::default();
@@ -374,11 +370,7 @@ mod tests {
     #[test]
     fn columns_of_merged_segments_are_let_go() {
         let (index, date, _) = index(4_500);
-        let reader = index
-            .reader_builder()
-            .reload_policy(ReloadPolicy::Manual)
-            .try_into()
-            .unwrap();
+        let reader = crate::columns::manual_reader(&index);
         let columns = OpenColumns::default();
         let q = DateRangeQuery::new(
             date,
