@@ -5,25 +5,15 @@
 //! the writers' latency. A backup takes disk bandwidth (every copied byte is written and
 //! synced) and CPU (a SHA-256 of every byte); either lengthens that cycle. [`AdaptivePace`]
 //! compares the cycle with its value just before the backup began and steers the rate by
-//! it: halved while the cycle is more than 15% above it (at most every 250 ms, and only on
-//! news: a cycle that ended since the last step), up by 10% at most once a second while it
-//! is within 8%, never below a floor that keeps the backup moving. A fixed rate cannot be
-//! right on every disk: 100 MB/s took 36% of the creates on a disk that wrote 280 MB/s, and
-//! would be too slow on a fast one.
-//!
-//! Why down fast and up slowly: once a backup writes as fast as the disk takes, every one
-//! of the ~9 fsyncs a commit makes in turn waits for the device (on a loop device throttled
-//! to 50 MB/s, a commit of 8 files took 3.5 ms alone, 4 ms beside a copy at 45 MB/s, 800 ms
-//! beside one at the disk's full speed: `crates/cairn-bench/scripts/fsync-under-copy.py`), so a cycle lasts a
-//! second and the news to slow down comes once a second. With the first tuning (down 30%,
-//! up 20% every 250 ms) the rate climbed back into that within a second of leaving it, and
-//! writers ran at 0.71× on that disk.
+//! it: down by 30% while the cycle is more than 15% above it, up by 20% while it is within
+//! 8%, never below a floor that keeps the backup moving. A fixed rate cannot be right on
+//! every disk: 100 MB/s took 36% of the creates on a disk that wrote 280 MB/s, and would be
+//! too slow on a fast one.
+
 use std::time::{Duration, Instant};
 
-/// How often the rate goes down at most (the cycle's average needs a few commits to move).
-const STEP_DOWN: Duration = Duration::from_millis(250);
-/// How often it goes up at most.
-const STEP_UP: Duration = Duration::from_secs(1);
+/// How often the rate changes at most (the cycle's average needs a few commits to move).
+const STEP: Duration = Duration::from_millis(250);
 /// Above this ratio of the cycle to its value before the backup, the rate goes down.
 const SLOWER: f64 = 1.15;
 /// Below this ratio, the rate goes up.
@@ -80,18 +70,16 @@ impl AdaptivePace {
             }
             return Some(self.rate as u64);
         };
-        let since = self.last_step.map(|t| now.duration_since(t));
-        if cycle.1 > self.seen {
+        let due = self.last_step.is_none_or(|t| now.duration_since(t) >= STEP);
+        if due && cycle.1 > self.seen {
             let ratio = cycle.0.as_secs_f64() / baseline.as_secs_f64();
-            if ratio > SLOWER && since.is_none_or(|d| d >= STEP_DOWN) {
-                self.rate = (self.rate * 0.5).max(self.floor());
-                self.seen = cycle.1;
-                self.last_step = Some(now);
-            } else if ratio < FASTER && since.is_none_or(|d| d >= STEP_UP) {
-                self.rate = (self.rate * 1.1).min(self.ceiling());
-                self.seen = cycle.1;
-                self.last_step = Some(now);
+            if ratio > SLOWER {
+                self.rate = (self.rate * 0.7).max(self.floor());
+            } else if ratio < FASTER {
+                self.rate = (self.rate * 1.2).min(self.ceiling());
             }
+            self.seen = cycle.1;
+            self.last_step = Some(now);
         }
         Some(self.rate as u64)
     }
@@ -133,7 +121,7 @@ mod tests {
         let t0 = Instant::now();
         p.begin((ms(40), 10));
         assert_eq!(p.rate(true, (ms(40), 10), t0), Some(100 * MB));
-        // The cycle doubles: every step with a new cycle halves the rate, down to the floor.
+        // The cycle doubles: every step with a new cycle takes 30% off, down to the floor.
         let mut last = 100 * MB;
         for i in 1..40u64 {
             let r = p.rate(true, (ms(80), 10 + i), t0 + ms(300 * i)).unwrap();
@@ -144,11 +132,11 @@ mod tests {
         // No new cycle: the rate stays where it is.
         let t = t0 + ms(300 * 41);
         assert_eq!(p.rate(true, (ms(80), 49), t), Some(last));
-        // Back to the baseline: it climbs again, 10% a second, up to its ceiling.
+        // Back to the baseline: it climbs again, by steps, up to its ceiling.
         let mut prev = last;
-        for i in 0..80u64 {
+        for i in 0..60u64 {
             let r = p
-                .rate(true, (ms(41), 50 + i), t + ms(1_100 * (i + 1)))
+                .rate(true, (ms(41), 50 + i), t + ms(300 * (i + 1)))
                 .unwrap();
             assert!(r >= prev);
             prev = r;
@@ -157,21 +145,16 @@ mod tests {
     }
 
     #[test]
-    fn down_at_most_every_quarter_second_up_once_a_second_and_a_baseline_is_learnt() {
+    fn one_step_per_quarter_second_and_an_unknown_baseline_is_learnt() {
         let mut p = AdaptivePace::new(100 * MB);
         let t0 = Instant::now();
         p.begin((ms(0), 0));
         // No cycle before the backup: the first one is the baseline.
         assert_eq!(p.rate(true, (ms(30), 1), t0), Some(100 * MB));
         let first = p.rate(true, (ms(60), 2), t0 + ms(10)).unwrap();
-        assert_eq!(first, 50 * MB);
+        assert!(first.abs_diff(70 * MB) <= 1, "{first}");
         // Within 250 ms of that step nothing changes, whatever the cycle.
         assert_eq!(p.rate(true, (ms(90), 3), t0 + ms(100)), Some(first));
-        let second = p.rate(true, (ms(90), 4), t0 + ms(300)).unwrap();
-        assert_eq!(second, 25 * MB);
-        // Fast again: not up within a second of the last step, then by 10%.
-        assert_eq!(p.rate(true, (ms(30), 5), t0 + ms(900)), Some(second));
-        let up = p.rate(true, (ms(30), 6), t0 + ms(1_400)).unwrap();
-        assert!(up.abs_diff(second * 11 / 10) <= 1, "{up}");
+        assert!(p.rate(true, (ms(90), 4), t0 + ms(300)).unwrap() < first);
     }
 }
